@@ -1,0 +1,275 @@
+package manifest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	digest "github.com/opencontainers/go-digest"
+)
+
+func readFixture(t testing.TB, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestParseImageFixtures checks every schema 2 / OCI image manifest fixture against the
+// facts SOURCES.md gives: digest of the bytes as served, size, layer count and types.
+func TestParseImageFixtures(t *testing.T) {
+	tests := []struct {
+		file       string
+		served     string
+		wantType   string
+		wantDigest digest.Digest
+		wantSize   int
+		wantConfig digest.Digest
+		wantLayers int
+		platform   *Platform
+	}{
+		{"schema2/hello-world-amd64-dockerhub-2021.json", MediaTypeDockerSchema2, MediaTypeDockerSchema2,
+			"sha256:f54a58bc1aac5ea1a25d796ae155dc228b3f0e11d046ae276b39c4bf2f13d8c4", 525,
+			"sha256:feb5d9fea6a5e9606aa995e879d862b825965ba48de054caab5ef356dc6b3412", 1, nil},
+		{"schema2/httpd-octet-stream-config-mediatype.json", "", MediaTypeDockerSchema2,
+			"sha256:aa0711c4fc25264ce59b5f9315b555ba1252ad0fbd0e290634b693df2045a072", 1344,
+			"sha256:9ca4bda0a6b3727a6ffcc43e981cad0f24e2ec79d338f6ba325b4dfd0756fb8f", 5, nil},
+		{"schema2/cosign-fulcio-rekor-1.json", "application/json", MediaTypeDockerSchema2,
+			"sha256:0489474da8ea22426ece86ace6c1c0026ab2fd3cdfbbd62b7e94650266c37d9a", 528, "", -1, nil},
+		{"schema2/cosign-signed-single-sample-compact.json", MediaTypeDockerSchema2 + "; charset=utf-8", MediaTypeDockerSchema2,
+			"sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00", 428, "", -1, nil},
+		{"schema2/quay-unicode-author.json", "text/plain", MediaTypeDockerSchema2,
+			"sha256:97556fa8c553395bd9d8e19a04acef4716ca287ffbf6bde14dd9966053912613", 527,
+			"sha256:5bdd65cdd055c7f3bbaecdc9fd6c75f155322520f85953aa0e2724cab006d407", -1, nil},
+		{"oci-manifest/hello-world-arm64-docker25-save.json", MediaTypeOCIManifest, MediaTypeOCIManifest,
+			"sha256:411caf340c828657e915a83ed561a79d2b8150dabad4dc079d881cbfe6f86afe", 447,
+			"sha256:ee301c921b8aadc002973b2e0c3da17d701dcd994b606769a7e6eaa100b81d44", 1,
+			&Platform{OS: "linux", Architecture: "arm64"}},
+		{"oci-manifest/cosign-pki-empty-layers.json", "", MediaTypeOCIManifest,
+			"sha256:253c890b744fe3efa923b68e3a1be07bd007eb44ba29da1e7deb1d4c53b3e212", 346,
+			"sha256:84e2abbb0b1347753fa15b585fb2181509ee296e29eed9f4bd3fd7778d027a98", 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			raw := readFixture(t, tt.file)
+			if len(raw) != tt.wantSize {
+				t.Fatalf("fixture size %d, SOURCES.md says %d", len(raw), tt.wantSize)
+			}
+			m, err := Parse(raw, tt.served)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if m.Kind != KindImage || m.MediaType != tt.wantType {
+				t.Errorf("kind %v type %q, want image %q", m.Kind, m.MediaType, tt.wantType)
+			}
+			if m.Digest != tt.wantDigest {
+				t.Errorf("digest %s, want %s", m.Digest, tt.wantDigest)
+			}
+			if tt.wantConfig != "" && m.Config.Digest != tt.wantConfig {
+				t.Errorf("config %s, want %s", m.Config.Digest, tt.wantConfig)
+			}
+			if tt.wantLayers >= 0 && len(m.Layers) != tt.wantLayers {
+				t.Errorf("%d layers, want %d", len(m.Layers), tt.wantLayers)
+			}
+			for i, l := range m.Layers {
+				if l.Size <= 0 || l.Digest.Validate() != nil || l.MediaType == "" {
+					t.Errorf("layer %d incomplete: %+v", i, l)
+				}
+			}
+			if tt.platform != nil && (m.Platform == nil || m.Platform.String() != tt.platform.String()) {
+				t.Errorf("platform %v, want %v", m.Platform, tt.platform)
+			}
+			if _, err := Verify(raw, tt.served, tt.wantDigest); err != nil {
+				t.Errorf("Verify: %v", err)
+			}
+		})
+	}
+}
+
+func TestParseIndexFixtures(t *testing.T) {
+	tests := []struct {
+		file        string
+		served      string
+		wantType    string
+		wantEntries int
+	}{
+		{"manifest-list/hello-world-dockerhub-2022.json", MediaTypeDockerManifestList, MediaTypeDockerManifestList, 11},
+		{"manifest-list/hello-world-dockerhub-2022.json", "", MediaTypeDockerManifestList, 11},
+		{"oci-index/hello-world-ctr-export-index.json", "", MediaTypeOCIIndex, 1},
+		{"oci-index/hello-world-ctr-export-index.json", MediaTypeDockerManifestList, MediaTypeDockerManifestList, 1},
+		{"oci-index/docker25-save-index-null-manifests.json", "", MediaTypeOCIIndex, 0},
+		{"oci-index/regclient-testrepo-v3-arm-variants.json", MediaTypeOCIIndex, MediaTypeOCIIndex, 4},
+		{"oci-index/regclient-testrepo-v1-unknown-platform-entries.json", "application/json", MediaTypeOCIIndex, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file+"|"+tt.served, func(t *testing.T) {
+			raw := readFixture(t, tt.file)
+			m, err := Parse(raw, tt.served)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if m.Kind != KindIndex || m.MediaType != tt.wantType || len(m.Manifests) != tt.wantEntries {
+				t.Fatalf("kind %v type %q entries %d; want index %q with %d", m.Kind, m.MediaType, len(m.Manifests), tt.wantType, tt.wantEntries)
+			}
+			sum := sha256.Sum256(raw)
+			if want := digest.Digest("sha256:" + hex.EncodeToString(sum[:])); m.Digest != want {
+				t.Errorf("digest %s, want sha256 of the bytes %s", m.Digest, want)
+			}
+		})
+	}
+	// Docker Hub's list escapes slashes and sorts keys: the digest must be the served one.
+	m, err := Parse(readFixture(t, "manifest-list/hello-world-dockerhub-2022.json"), MediaTypeDockerManifestList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := digest.Digest("sha256:faa03e786c97f07ef34423fccceeec2398ec8a5759259f94d99078f264e9d7af"); m.Digest != want {
+		t.Errorf("list digest %s, want %s", m.Digest, want)
+	}
+	if m.Manifests[0].MediaType != MediaTypeDockerSchema2 {
+		t.Errorf("escaped media type decoded as %q", m.Manifests[0].MediaType)
+	}
+}
+
+func TestParseConfigFixtures(t *testing.T) {
+	tests := []struct {
+		file               string
+		os, arch           string
+		diffIDs, history   int
+		emptyHistoryBefore int
+	}{
+		{"config/hello-world-amd64-docker20.10-config.json", "linux", "amd64", 1, 2, 1},
+		{"config/hello-world-arm64-buildkit-config.json", "linux", "arm64", 1, -1, -1},
+		{"config/httpd-2.4.23-config.json", "linux", "amd64", 5, 15, 10},
+		{"config/quay-unicode-author-config.json", "linux", "amd64", -1, -1, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			c, err := ParseConfig(readFixture(t, tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.OS != tt.os || c.Architecture != tt.arch {
+				t.Errorf("platform %s/%s, want %s/%s", c.OS, c.Architecture, tt.os, tt.arch)
+			}
+			if tt.diffIDs >= 0 && len(c.RootFS.DiffIDs) != tt.diffIDs {
+				t.Errorf("%d diff_ids, want %d", len(c.RootFS.DiffIDs), tt.diffIDs)
+			}
+			if tt.history >= 0 && len(c.History) != tt.history {
+				t.Errorf("%d history entries, want %d", len(c.History), tt.history)
+			}
+			if tt.emptyHistoryBefore >= 0 {
+				empty := 0
+				for _, h := range c.History {
+					if h.EmptyLayer {
+						empty++
+					}
+				}
+				if empty != tt.emptyHistoryBefore {
+					t.Errorf("%d empty_layer entries, want %d", empty, tt.emptyHistoryBefore)
+				}
+				if len(c.History)-empty != len(c.RootFS.DiffIDs) {
+					t.Errorf("non-empty history %d != diff_ids %d", len(c.History)-empty, len(c.RootFS.DiffIDs))
+				}
+			}
+		})
+	}
+}
+
+func TestBuildImageAssignsDiffIDs(t *testing.T) {
+	raw := readFixture(t, "schema2/httpd-octet-stream-config-mediatype.json")
+	m, err := Parse(raw, MediaTypeDockerSchema2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgRaw := readFixture(t, "config/httpd-2.4.23-config.json")
+	if got := digest.FromBytes(cfgRaw); got != m.Config.Digest || int64(len(cfgRaw)) != m.Config.Size {
+		t.Fatalf("config fixture %s (%d) is not the manifest's %s (%d)", got, len(cfgRaw), m.Config.Digest, m.Config.Size)
+	}
+	cfg, err := ParseConfig(cfgRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := BuildImage("example.com/httpd:2.4.23", m, m, nil, m.Config, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Digest != m.Digest || img.Manifest.Digest != m.Digest || img.Manifest.Size != 1344 {
+		t.Errorf("image refs %+v / %+v", img.Digest, img.Manifest)
+	}
+	if img.Platform == nil || img.Platform.String() != "linux/amd64" {
+		t.Errorf("platform %v", img.Platform)
+	}
+	for i, l := range img.Layers {
+		if l.DiffID != cfg.RootFS.DiffIDs[i] {
+			t.Errorf("layer %d diffID %s, want %s", i, l.DiffID, cfg.RootFS.DiffIDs[i])
+		}
+	}
+	// A config from another image (one diffID for five layers) is refused.
+	other, err := ParseConfig(readFixture(t, "config/hello-world-amd64-docker20.10-config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := BuildImage("x", m, m, nil, m.Config, other); !errors.Is(err, ErrInvalid) {
+		t.Errorf("mismatched config: err %v, want ErrInvalid", err)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	const cfg = `"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:84e2abbb0b1347753fa15b585fb2181509ee296e29eed9f4bd3fd7778d027a98","size":348}`
+	const layer = `{"mediaType":%q,"digest":"sha256:12660636fe55438cc3ae7424da7ac56e845cdb52493ff9cf949c47a7f57f8b43","size":10}`
+	tests := []struct {
+		name   string
+		raw    string
+		served string
+		want   error
+	}{
+		{"not json", `<html>`, "", ErrInvalid},
+		{"no schemaVersion", `{"mediaType":"application/vnd.oci.image.manifest.v1+json"}`, "", ErrInvalid},
+		{"schemaVersion 3", `{"schemaVersion":3}`, "", ErrUnsupported},
+		{"artifact manifest", `{"schemaVersion":2,"mediaType":"application/vnd.oci.artifact.manifest.v1+json","blobs":[]}`, "", ErrUnsupported},
+		{"artifact by structure", `{"schemaVersion":2,"blobs":[]}`, "", ErrUnsupported},
+		{"artifactType", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example+type",` + cfg + `,"layers":[]}`, "", ErrUnsupported},
+		{"empty config artifact", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`, "", ErrUnsupported},
+		{"encrypted layer", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[` + fmt.Sprintf(layer, "application/vnd.oci.image.layer.v1.tar+gzip+encrypted") + `]}`, "", ErrUnsupported},
+		{"helm chart layer", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[` + fmt.Sprintf(layer, "application/vnd.cncf.helm.chart.content.v1.tar+gzip") + `]}`, "", ErrUnsupported},
+		{"unknown mediaType", `{"schemaVersion":2,"mediaType":"application/vnd.example.thing"}`, "", ErrUnsupported},
+		{"content type lies", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`, MediaTypeDockerSchema2, ErrInvalid},
+		{"schema1 served as schema2", `{"schemaVersion":1,"fsLayers":[]}`, MediaTypeOCIManifest, ErrInvalid},
+		{"bad layer digest", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:xyz","size":1}]}`, "", ErrInvalid},
+		{"negative size", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:12660636fe55438cc3ae7424da7ac56e845cdb52493ff9cf949c47a7f57f8b43","size":-5}]}`, "", ErrInvalid},
+		{"no config", `{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","layers":[]}`, "", ErrInvalid},
+		{"bad index entry", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"md5:abc","size":1}]}`, "", ErrInvalid},
+		{"trailing data", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]} {"x":1}`, "", ErrInvalid},
+		{"neither", `{"schemaVersion":2}`, "", ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := Parse([]byte(tt.raw), tt.served)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Parse = %v, %v; want %v", m, err, tt.want)
+			}
+			if err.Error() == "" {
+				t.Fatal("empty error text")
+			}
+		})
+	}
+}
+
+func TestVerifyMismatch(t *testing.T) {
+	raw := readFixture(t, "schema2/hello-world-amd64-dockerhub-2021.json")
+	want := digest.FromString("something else")
+	_, err := Verify(raw, MediaTypeDockerSchema2, want)
+	var dm *DigestMismatchError
+	if !errors.As(err, &dm) || dm.Want != want || dm.Got != digest.FromBytes(raw) {
+		t.Fatalf("Verify = %v; want a DigestMismatchError naming both digests", err)
+	}
+	if _, err := Verify(raw, MediaTypeDockerSchema2, "sha256:short"); err == nil {
+		t.Fatal("Verify accepted a malformed digest")
+	}
+}
