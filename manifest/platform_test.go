@@ -1,0 +1,693 @@
+package manifest
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+
+	digest "github.com/opencontainers/go-digest"
+)
+
+const (
+	helloWorldList   = "../testdata/manifest-list/hello-world-dockerhub-2022.json"
+	armVariantsIndex = "../testdata/oci-index/regclient-testrepo-v3-arm-variants.json"
+	unknownIndex     = "../testdata/oci-index/regclient-testrepo-v1-unknown-platform-entries.json"
+	ctrExportIndex   = "../testdata/oci-index/hello-world-ctr-export-index.json"
+	nullIndex        = "../testdata/oci-index/docker25-save-index-null-manifests.json"
+)
+
+// loadIndex reads an index fixture into a Manifest without the package's Parse: the
+// "manifests" array is unmarshalled into []Descriptor as is.
+func loadIndex(t testing.TB, path string) *Manifest {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := indexFromJSON(raw)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return idx
+}
+
+func indexFromJSON(raw []byte) (*Manifest, error) {
+	var doc struct {
+		MediaType string       `json:"mediaType"`
+		Manifests []Descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, err
+	}
+	return &Manifest{
+		Kind:      KindIndex,
+		MediaType: doc.MediaType,
+		Digest:    digest.FromBytes(raw),
+		Raw:       raw,
+		Manifests: doc.Manifests,
+	}, nil
+}
+
+// entryFor returns the digest of the entry whose platform, as written in the index,
+// formats as s (e.g. "linux/arm/v7" or "windows/amd64:10.0.17763.3650").
+func entryFor(t *testing.T, idx *Manifest, s string) digest.Digest {
+	t.Helper()
+	var found []digest.Digest
+	for _, d := range idx.Manifests {
+		if d.Platform != nil && d.Platform.String() == s {
+			found = append(found, d.Digest)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("fixture has %d entries for %s, want 1", len(found), s)
+	}
+	return found[0]
+}
+
+func mustParse(t *testing.T, s string) Platform {
+	t.Helper()
+	p, err := ParsePlatform(s)
+	if err != nil {
+		t.Fatalf("ParsePlatform(%q): %v", s, err)
+	}
+	return p
+}
+
+// TestChooseEveryListPlatform asks for each platform the hello-world list offers, as
+// written in the list, and expects that very entry back.
+func TestChooseEveryListPlatform(t *testing.T) {
+	idx := loadIndex(t, helloWorldList)
+	if idx.Digest != "sha256:faa03e786c97f07ef34423fccceeec2398ec8a5759259f94d99078f264e9d7af" {
+		t.Fatalf("fixture digest %s, SOURCES.md says faa03e78…", idx.Digest)
+	}
+	if len(idx.Manifests) != 11 {
+		t.Fatalf("fixture has %d entries, SOURCES.md says 11", len(idx.Manifests))
+	}
+	seen := map[digest.Digest]bool{}
+	for i, d := range idx.Manifests {
+		if d.Platform == nil {
+			t.Fatalf("entry %d has no platform", i)
+		}
+		if seen[d.Digest] {
+			t.Fatalf("entry %d repeats digest %s", i, d.Digest)
+		}
+		seen[d.Digest] = true
+		t.Run(d.Platform.String(), func(t *testing.T) {
+			got, err := Choose(idx, *d.Platform)
+			if err != nil {
+				t.Fatalf("Choose: %v", err)
+			}
+			if got.Digest != d.Digest {
+				t.Errorf("got %s (%v), want entry %d %s", got.Digest, got.Platform, i, d.Digest)
+			}
+			// The same through the string form a user would type.
+			got, err = Choose(idx, mustParse(t, d.Platform.String()))
+			if err != nil {
+				t.Fatalf("Choose(parsed): %v", err)
+			}
+			if got.Digest != d.Digest {
+				t.Errorf("parsed: got %s, want %s", got.Digest, d.Digest)
+			}
+		})
+	}
+
+	got, err := Choose(idx, Platform{OS: "linux", Architecture: "amd64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := digest.Digest("sha256:f54a58bc1aac5ea1a25d796ae155dc228b3f0e11d046ae276b39c4bf2f13d8c4"); got.Digest != want {
+		t.Errorf("linux/amd64: got %s, want %s (SOURCES.md)", got.Digest, want)
+	}
+	if got.MediaType != MediaTypeDockerSchema2 || got.Size != 525 {
+		t.Errorf("linux/amd64: got media type %q size %d, want schema 2, 525", got.MediaType, got.Size)
+	}
+}
+
+func TestChooseHelloWorldList(t *testing.T) {
+	idx := loadIndex(t, helloWorldList)
+	tests := []struct {
+		want  string
+		entry string // platform of the expected entry as written in the list; "" = no match
+	}{
+		{"linux/amd64", "linux/amd64"},
+		{"linux/amd64/v3", "linux/amd64"},   // plain amd64 counts as v1
+		{"linux/x86_64", "linux/amd64"},     // alias
+		{"LINUX/AMD64", "linux/amd64"},      // case
+		{"linux/amd64:5.15", "linux/amd64"}, // os.version only narrows Windows
+		{"linux/arm64", "linux/arm64/v8"},
+		{"linux/arm64/v8", "linux/arm64/v8"},
+		{"linux/aarch64", "linux/arm64/v8"},
+		{"linux/arm64/v9", "linux/arm64/v8"},
+		{"linux/arm", "linux/arm/v7"},
+		{"linux/arm/v7", "linux/arm/v7"},
+		{"linux/armhf", "linux/arm/v7"},
+		{"linux/arm/v8", "linux/arm/v7"}, // v8 host: v7 is the best <= v8
+		{"linux/arm/v6", "linux/arm/v5"}, // only v5 is <= v6
+		{"linux/armel", "linux/arm/v5"},
+		{"linux/arm/v5", "linux/arm/v5"},
+		{"linux/arm/v4", ""},
+		{"linux/i686", "linux/386"},
+		{"linux/riscv64", "linux/riscv64"},
+		{"linux/riscv64/rva22u64", ""}, // other architectures need the same variant
+		{"linux/s390x", "linux/s390x"},
+		{"windows/amd64:10.0.20348.1", "windows/amd64:10.0.20348.1249"},
+		{"windows/amd64:10.0.20348.1249", "windows/amd64:10.0.20348.1249"},
+		{"windows/amd64:10.0.17763.999", "windows/amd64:10.0.17763.3650"},
+		{"windows/amd64:10.0.17763", "windows/amd64:10.0.17763.3650"},
+		{"windows/amd64", "windows/amd64:10.0.20348.1249"}, // no os.version: the newest
+		{"windows/amd64:10.0.99999.0", ""},
+		{"windows/amd64:10.0.1776.3650", ""}, // build compared as a number, not a prefix
+		{"windows/arm64", ""},
+		{"darwin/arm64", ""},
+		{"linux/mips", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			got, err := Choose(idx, mustParse(t, tt.want))
+			if tt.entry == "" {
+				if err == nil {
+					t.Fatalf("got %s (%v), want no match", got.Digest, got.Platform)
+				}
+				assertNoMatch(t, err, idx)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Choose: %v", err)
+			}
+			if want := entryFor(t, idx, tt.entry); got.Digest != want {
+				t.Errorf("got %s (%v), want %s (%s)", got.Digest, got.Platform, want, tt.entry)
+			}
+		})
+	}
+}
+
+// assertNoMatch checks err is a no-match error naming the index digest and offering
+// every platform of the index except unknown ones, in index order.
+func assertNoMatch(t *testing.T, err error, idx *Manifest) *NoMatchError {
+	t.Helper()
+	if !errors.Is(err, ErrNoMatch) {
+		t.Fatalf("error %v does not wrap ErrNoMatch", err)
+	}
+	var nm *NoMatchError
+	if !errors.As(err, &nm) {
+		t.Fatalf("error %v is not a *NoMatchError", err)
+	}
+	var want []Platform
+	for _, d := range idx.Manifests {
+		if d.Platform != nil && d.Platform.OS != "unknown" && d.Platform.Architecture != "unknown" {
+			want = append(want, *d.Platform)
+		}
+	}
+	if !reflect.DeepEqual(nm.Offered, want) {
+		t.Errorf("offered %v, want %v", nm.Offered, want)
+	}
+	if idx.Digest != "" && !strings.Contains(err.Error(), idx.Digest.String()) {
+		t.Errorf("error %q does not name the index digest %s", err, idx.Digest)
+	}
+	for _, p := range want {
+		if !strings.Contains(err.Error(), p.String()) {
+			t.Errorf("error %q does not list %s", err, p)
+		}
+	}
+	return nm
+}
+
+func TestChooseNoMatchListsAll11(t *testing.T) {
+	idx := loadIndex(t, helloWorldList)
+	_, err := Choose(idx, mustParse(t, "linux/mips"))
+	nm := assertNoMatch(t, err, idx)
+	if len(nm.Offered) != 11 {
+		t.Errorf("offered %d platforms, want 11", len(nm.Offered))
+	}
+	if !reflect.DeepEqual(nm.Want, Platform{OS: "linux", Architecture: "mips"}) {
+		t.Errorf("Want = %+v", nm.Want)
+	}
+}
+
+func TestChooseArmVariants(t *testing.T) {
+	idx := loadIndex(t, armVariantsIndex)
+	tests := []struct {
+		want  string
+		entry string
+	}{
+		{"linux/arm64/v8", "linux/arm64"}, // the entry has no variant
+		{"linux/arm64", "linux/arm64"},
+		{"linux/arm/v6", "linux/arm/v6"},
+		{"linux/arm", "linux/arm/v7"},
+		{"linux/arm/v7", "linux/arm/v7"},
+		{"linux/arm/v8", "linux/arm/v7"},
+		{"linux/armel", "linux/arm/v6"},
+		{"linux/amd64", "linux/amd64"},
+		{"linux/arm/v5", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			got, err := Choose(idx, mustParse(t, tt.want))
+			if tt.entry == "" {
+				if err == nil {
+					t.Fatalf("got %s (%v), want no match", got.Digest, got.Platform)
+				}
+				assertNoMatch(t, err, idx)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Choose: %v", err)
+			}
+			if want := entryFor(t, idx, tt.entry); got.Digest != want {
+				t.Errorf("got %s (%v), want %s (%s)", got.Digest, got.Platform, want, tt.entry)
+			}
+		})
+	}
+}
+
+func TestChooseSkipsUnknownEntries(t *testing.T) {
+	idx := loadIndex(t, unknownIndex)
+	unknown := map[digest.Digest]bool{}
+	for _, d := range idx.Manifests {
+		if d.Platform != nil && d.Platform.OS == "unknown" {
+			unknown[d.Digest] = true
+		}
+	}
+	if len(unknown) != 2 {
+		t.Fatalf("fixture has %d unknown/unknown entries, SOURCES.md says 2", len(unknown))
+	}
+	for _, tt := range []struct {
+		want  string
+		entry string
+	}{
+		{"linux/amd64", "linux/amd64"},
+		{"linux/arm64", "linux/arm64"},
+		{"unknown/unknown", ""},
+		{"Unknown/Unknown", ""},
+		{"linux/unknown", ""},
+		{"linux/s390x", ""},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			got, err := Choose(idx, mustParse(t, tt.want))
+			if unknown[got.Digest] {
+				t.Fatalf("chose attestation entry %s", got.Digest)
+			}
+			if tt.entry == "" {
+				if err == nil {
+					t.Fatalf("got %s, want no match", got.Digest)
+				}
+				nm := assertNoMatch(t, err, idx)
+				if len(nm.Offered) != 2 {
+					t.Errorf("offered %v, want linux/amd64 and linux/arm64 only", nm.Offered)
+				}
+				if _, list, _ := strings.Cut(err.Error(), "offered:"); strings.Contains(list, "unknown") {
+					t.Errorf("error %q offers unknown", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Choose: %v", err)
+			}
+			if want := entryFor(t, idx, tt.entry); got.Digest != want {
+				t.Errorf("got %s, want %s", got.Digest, want)
+			}
+		})
+	}
+}
+
+func desc(n int, mediaType string, p *Platform, annotations map[string]string) Descriptor {
+	return Descriptor{
+		MediaType:   mediaType,
+		Digest:      digest.FromString(strings.Repeat("x", n)),
+		Size:        int64(n),
+		Platform:    p,
+		Annotations: annotations,
+	}
+}
+
+func plat(s string) *Platform {
+	osName, rest, _ := strings.Cut(s, "/")
+	arch, variant, _ := strings.Cut(rest, "/")
+	return &Platform{OS: osName, Architecture: arch, Variant: variant}
+}
+
+func TestChooseSynthetic(t *testing.T) {
+	attestation := map[string]string{annotationReferenceType: "attestation-manifest"}
+	tests := []struct {
+		name    string
+		entries []Descriptor
+		want    Platform
+		pick    int // index of the expected entry; -1 = no match
+	}{
+		{"amd64 v3 host takes v2 over v1", []Descriptor{
+			desc(1, MediaTypeOCIManifest, plat("linux/amd64"), nil),
+			desc(2, MediaTypeOCIManifest, plat("linux/amd64/v2"), nil),
+			desc(3, MediaTypeOCIManifest, plat("linux/amd64/v4"), nil),
+		}, *plat("linux/amd64/v3"), 1},
+		{"amd64 v3 host takes v2 listed first", []Descriptor{
+			desc(2, MediaTypeOCIManifest, plat("linux/amd64/v2"), nil),
+			desc(1, MediaTypeOCIManifest, plat("linux/amd64"), nil),
+		}, *plat("linux/amd64/v3"), 0},
+		{"amd64 v3 host takes exact v3", []Descriptor{
+			desc(1, MediaTypeOCIManifest, plat("linux/amd64"), nil),
+			desc(2, MediaTypeOCIManifest, plat("linux/amd64/v2"), nil),
+			desc(3, MediaTypeOCIManifest, plat("linux/amd64/v3"), nil),
+		}, *plat("linux/amd64/v3"), 2},
+		{"amd64 v1 host takes no v2", []Descriptor{
+			desc(2, MediaTypeOCIManifest, plat("linux/amd64/v2"), nil),
+			desc(1, MediaTypeOCIManifest, plat("linux/amd64/v1"), nil),
+		}, *plat("linux/amd64"), 1},
+		{"amd64 v1 host with only v2", []Descriptor{
+			desc(2, MediaTypeOCIManifest, plat("linux/amd64/v2"), nil),
+		}, *plat("linux/amd64"), -1},
+		{"tie keeps index order", []Descriptor{
+			desc(1, MediaTypeOCIManifest, plat("linux/amd64"), nil),
+			desc(2, MediaTypeDockerSchema2, plat("linux/amd64"), nil),
+		}, *plat("linux/amd64"), 0},
+		{"aliases in entries", []Descriptor{
+			desc(1, MediaTypeOCIManifest, plat("linux/x86_64"), nil),
+			desc(2, MediaTypeOCIManifest, plat("Linux/AArch64"), nil),
+		}, *plat("linux/arm64/v8"), 1},
+		{"arm64 v8 host takes no v9", []Descriptor{
+			desc(1, MediaTypeOCIManifest, plat("linux/arm64/v9"), nil),
+		}, *plat("linux/arm64"), -1},
+		{"attestation annotation with a real platform", []Descriptor{
+			desc(1, MediaTypeOCIManifest, plat("linux/amd64"), attestation),
+			desc(2, MediaTypeOCIManifest, plat("linux/amd64"), nil),
+		}, *plat("linux/amd64"), 1},
+		{"non-image media types ignored", []Descriptor{
+			desc(1, MediaTypeOCILayerGzip, plat("linux/amd64"), nil),
+			desc(2, MediaTypeOCIArtifact, plat("linux/amd64"), nil),
+			desc(3, "application/vnd.example+json", plat("linux/amd64"), nil),
+			desc(4, MediaTypeDockerSchema1Signed, plat("linux/amd64"), nil),
+		}, *plat("linux/amd64"), 3},
+		{"schema 1 and empty media types count", []Descriptor{
+			desc(1, MediaTypeDockerSchema1, plat("linux/arm64"), nil),
+			desc(2, "", plat("linux/amd64"), nil),
+		}, *plat("linux/amd64"), 1},
+		{"nested index counts", []Descriptor{
+			desc(1, MediaTypeOCIIndex, plat("linux/amd64"), nil),
+		}, *plat("linux/amd64"), 0},
+		{"windows entry without os.version when a build is wanted", []Descriptor{
+			desc(1, MediaTypeDockerSchema2, plat("windows/amd64"), nil),
+		}, Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}, -1},
+		{"windows newest revision of the build", []Descriptor{
+			desc(1, MediaTypeDockerSchema2, &Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.9"}, nil),
+			desc(2, MediaTypeDockerSchema2, &Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.10"}, nil),
+			desc(3, MediaTypeDockerSchema2, &Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.26100.1"}, nil),
+		}, Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}, 1},
+		{"single entry without platform", []Descriptor{
+			desc(1, MediaTypeDockerManifestList, nil, nil),
+		}, *plat("linux/s390x"), 0},
+		{"single entry without platform beside attestations", []Descriptor{
+			desc(1, MediaTypeOCIManifest, plat("unknown/unknown"), nil),
+			desc(2, MediaTypeOCIIndex, nil, nil),
+		}, *plat("linux/s390x"), 1},
+		{"two entries without platform", []Descriptor{
+			desc(1, MediaTypeOCIManifest, nil, nil),
+			desc(2, MediaTypeOCIManifest, nil, nil),
+		}, *plat("linux/amd64"), -1},
+		{"entry without platform beside a non-matching one", []Descriptor{
+			desc(1, MediaTypeOCIManifest, nil, nil),
+			desc(2, MediaTypeOCIManifest, plat("linux/arm64"), nil),
+		}, *plat("linux/amd64"), -1},
+		{"single artifact without platform", []Descriptor{
+			desc(1, MediaTypeOCIArtifact, nil, nil),
+		}, *plat("linux/amd64"), -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			idx := &Manifest{Kind: KindIndex, MediaType: MediaTypeOCIIndex, Manifests: tt.entries}
+			got, err := Choose(idx, tt.want)
+			if tt.pick < 0 {
+				if err == nil {
+					t.Fatalf("got %s (%v), want no match", got.Digest, got.Platform)
+				}
+				if !errors.Is(err, ErrNoMatch) {
+					t.Fatalf("error %v does not wrap ErrNoMatch", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Choose: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.entries[tt.pick]) {
+				t.Errorf("got %+v, want entry %d %+v", got, tt.pick, tt.entries[tt.pick])
+			}
+		})
+	}
+}
+
+func TestChooseOCILayoutIndex(t *testing.T) {
+	idx := loadIndex(t, ctrExportIndex)
+	for _, want := range []string{"linux/amd64", "linux/arm64", "windows/amd64:10.0.17763.1"} {
+		got, err := Choose(idx, mustParse(t, want))
+		if err != nil {
+			t.Fatalf("%s: %v", want, err)
+		}
+		if got.Digest != "sha256:faa03e786c97f07ef34423fccceeec2398ec8a5759259f94d99078f264e9d7af" ||
+			got.MediaType != MediaTypeDockerManifestList {
+			t.Errorf("%s: got %s %s, want the nested hello-world list faa03e78…", want, got.MediaType, got.Digest)
+		}
+	}
+}
+
+func TestChooseNullManifests(t *testing.T) {
+	idx := loadIndex(t, nullIndex)
+	_, err := Choose(idx, mustParse(t, "linux/arm64"))
+	nm := assertNoMatch(t, err, idx)
+	if len(nm.Offered) != 0 || !strings.Contains(err.Error(), "offered: none") {
+		t.Errorf("error %q, offered %v; want none", err, nm.Offered)
+	}
+}
+
+func TestChooseNotAnIndex(t *testing.T) {
+	for _, m := range []*Manifest{
+		nil,
+		{Kind: KindImage, MediaType: MediaTypeDockerSchema2, Digest: "sha256:f54a58bc1aac5ea1a25d796ae155dc228b3f0e11d046ae276b39c4bf2f13d8c4"},
+		{},
+	} {
+		_, err := Choose(m, Platform{OS: "linux", Architecture: "amd64"})
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("Choose(%+v): error %v does not wrap ErrInvalid", m, err)
+		}
+		var ie *InvalidError
+		if !errors.As(err, &ie) {
+			t.Fatalf("error %v is not an *InvalidError", err)
+		}
+		if m != nil && m.Digest != "" && !strings.Contains(err.Error(), m.Digest.String()) {
+			t.Errorf("error %q does not name the digest", err)
+		}
+	}
+}
+
+func TestChooseZeroWantIsDefault(t *testing.T) {
+	idx := loadIndex(t, helloWorldList)
+	def, errDef := Choose(idx, DefaultPlatform())
+	got, err := Choose(idx, Platform{})
+	if (err == nil) != (errDef == nil) || got.Digest != def.Digest {
+		t.Fatalf("zero want: %s, %v; default %s: %s, %v", got.Digest, err, DefaultPlatform(), def.Digest, errDef)
+	}
+	if runtime.GOARCH == "amd64" && got.Digest != entryFor(t, idx, "linux/amd64") {
+		t.Errorf("amd64 host got %s", got.Digest)
+	}
+}
+
+func TestDefaultPlatform(t *testing.T) {
+	p := DefaultPlatform()
+	if p.OS != "linux" || p.Architecture != runtime.GOARCH || p.OSVersion != "" {
+		t.Fatalf("DefaultPlatform() = %+v, want linux/%s", p, runtime.GOARCH)
+	}
+	want := map[string]string{"arm": "v7", "arm64": "v8"}[runtime.GOARCH]
+	if p.Variant != want {
+		t.Errorf("variant %q, want %q", p.Variant, want)
+	}
+	if !reflect.DeepEqual(NormalizePlatform(p), p) {
+		t.Errorf("DefaultPlatform() %+v is not normalised", p)
+	}
+}
+
+func TestParsePlatform(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Platform
+	}{
+		{"linux/amd64", Platform{OS: "linux", Architecture: "amd64"}},
+		{" linux/amd64\n", Platform{OS: "linux", Architecture: "amd64"}},
+		{"linux/amd64/v1", Platform{OS: "linux", Architecture: "amd64"}},
+		{"linux/amd64/v3", Platform{OS: "linux", Architecture: "amd64", Variant: "v3"}},
+		{"linux/arm64", Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
+		{"linux/arm64/8", Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
+		{"linux/arm", Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
+		{"linux/arm/v6", Platform{OS: "linux", Architecture: "arm", Variant: "v6"}},
+		{"linux/armhf", Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
+		{"linux/aarch64", Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
+		{"Linux/X86_64", Platform{OS: "linux", Architecture: "amd64"}},
+		{"linux/riscv64", Platform{OS: "linux", Architecture: "riscv64"}},
+		{"darwin/arm64", Platform{OS: "darwin", Architecture: "arm64", Variant: "v8"}},
+		{"macos/arm64", Platform{OS: "macos", Architecture: "arm64", Variant: "v8"}},
+		{"unknown/unknown", Platform{OS: "unknown", Architecture: "unknown"}},
+		{"windows/amd64:10.0.20348.1249", Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1249"}},
+		{"windows/arm64/v8:10.0.26100", Platform{OS: "windows", Architecture: "arm64", Variant: "v8", OSVersion: "10.0.26100"}},
+	}
+	for _, tt := range tests {
+		got, err := ParsePlatform(tt.in)
+		if err != nil {
+			t.Errorf("ParsePlatform(%q): %v", tt.in, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParsePlatform(%q) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParsePlatformBad(t *testing.T) {
+	for _, in := range []string{
+		"",
+		"   ",
+		"amd64",                // bare arch: os is required
+		"linux",                // no arch
+		"linux/",               // empty arch
+		"/amd64",               // empty os
+		"linux/arm//",          // too many parts
+		"linux/arm/v7/extra",   // too many parts
+		"linux/arm/",           // empty variant
+		"linux/amd64:",         // empty os.version
+		"windows/amd64:10.0:1", // ':' in os.version
+		"windows:10.0/amd64",   // os.version in the wrong place
+		"linux/am d64",         // space inside
+		"linux/amd64\x00",      // control byte
+		"linux/amd64/v2,linux/arm64",
+		"línux/amd64", // non-ASCII
+	} {
+		p, err := ParsePlatform(in)
+		if err == nil {
+			t.Errorf("ParsePlatform(%q) = %+v, want an error", in, p)
+			continue
+		}
+		if !errors.Is(err, ErrBadPlatform) {
+			t.Errorf("ParsePlatform(%q): error %v does not wrap ErrBadPlatform", in, err)
+		}
+		if !strings.Contains(err.Error(), strings.TrimSpace(strings.ReplaceAll(in, "\x00", `\x00`))) {
+			t.Errorf("ParsePlatform(%q): error %q does not quote the input", in, err)
+		}
+	}
+}
+
+func TestNormalizePlatform(t *testing.T) {
+	tests := []struct {
+		in, want Platform
+	}{
+		{Platform{OS: "linux", Architecture: "x86_64"}, Platform{OS: "linux", Architecture: "amd64"}},
+		{Platform{OS: "linux", Architecture: "x86-64"}, Platform{OS: "linux", Architecture: "amd64"}},
+		{Platform{OS: "linux", Architecture: "AMD64", Variant: "V1"}, Platform{OS: "linux", Architecture: "amd64"}},
+		{Platform{OS: "linux", Architecture: "amd64", Variant: "3"}, Platform{OS: "linux", Architecture: "amd64", Variant: "v3"}},
+		{Platform{OS: "linux", Architecture: "aarch64"}, Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
+		{Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
+		{Platform{OS: "linux", Architecture: "arm64", Variant: "8.2"}, Platform{OS: "linux", Architecture: "arm64", Variant: "v8.2"}},
+		{Platform{OS: "linux", Architecture: "i386"}, Platform{OS: "linux", Architecture: "386"}},
+		{Platform{OS: "linux", Architecture: "i686"}, Platform{OS: "linux", Architecture: "386"}},
+		{Platform{OS: "linux", Architecture: "armhf"}, Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
+		{Platform{OS: "linux", Architecture: "armhf", Variant: "v6"}, Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
+		{Platform{OS: "linux", Architecture: "armel"}, Platform{OS: "linux", Architecture: "arm", Variant: "v6"}},
+		{Platform{OS: "linux", Architecture: "arm"}, Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
+		{Platform{OS: "linux", Architecture: "arm", Variant: "6"}, Platform{OS: "linux", Architecture: "arm", Variant: "v6"}},
+		{Platform{OS: "Windows", Architecture: "AMD64", OSVersion: "10.0.17763.3650"}, Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.17763.3650"}},
+		{Platform{OS: "macos", Architecture: "arm64"}, Platform{OS: "macos", Architecture: "arm64", Variant: "v8"}},
+		{Platform{OS: "darwin", Architecture: "amd64"}, Platform{OS: "darwin", Architecture: "amd64"}},
+		{Platform{OS: "linux", Architecture: "ppc64le", Variant: "7"}, Platform{OS: "linux", Architecture: "ppc64le", Variant: "7"}},
+		{Platform{OS: "linux", Architecture: "riscv64", Variant: "RVA22U64"}, Platform{OS: "linux", Architecture: "riscv64", Variant: "rva22u64"}},
+		{Platform{OS: "unknown", Architecture: "unknown"}, Platform{OS: "unknown", Architecture: "unknown"}},
+	}
+	for _, tt := range tests {
+		got := NormalizePlatform(tt.in)
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("NormalizePlatform(%+v) = %+v, want %+v", tt.in, got, tt.want)
+		}
+		if again := NormalizePlatform(got); !reflect.DeepEqual(again, got) {
+			t.Errorf("NormalizePlatform is not idempotent on %+v: %+v", got, again)
+		}
+	}
+}
+
+func TestSatisfies(t *testing.T) {
+	tests := []struct {
+		have, want string
+		ok         bool
+	}{
+		{"linux/arm/v5", "linux/arm/v8", true},
+		{"linux/arm/v8", "linux/arm/v7", false},
+		{"linux/arm", "linux/arm/v7", true},
+		{"linux/arm64", "linux/arm64/v8", true},
+		{"linux/arm64/v8.2", "linux/arm64/v8", false},
+		{"linux/arm64/v8", "linux/arm64/v8.2", true},
+		{"linux/amd64", "linux/amd64/v4", true},
+		{"linux/amd64/v4", "linux/amd64/v3", false},
+		{"linux/arm/v7", "linux/arm64", false},
+		{"linux/amd64", "windows/amd64", false},
+		{"unknown/unknown", "unknown/unknown", false},
+		{"linux/ppc64le/power9", "linux/ppc64le/power10", false},
+		{"linux/ppc64le/power9", "linux/ppc64le/power9", true},
+		{"linux/ppc64le/power9", "linux/ppc64le", false},
+		{"windows/amd64:10.0.20348.1249", "windows/amd64:10.0.20348.1", true},
+		{"windows/amd64:10.0.20348.1249", "windows/amd64:10.0.17763.1", false},
+		{"windows/amd64:10.0.20348.1249", "windows/amd64", true},
+		{"windows/amd64", "windows/amd64:10.0.20348", false},
+	}
+	for _, tt := range tests {
+		have, want := mustParse(t, tt.have), mustParse(t, tt.want)
+		if got := have.Satisfies(want); got != tt.ok {
+			t.Errorf("%s.Satisfies(%s) = %v, want %v", tt.have, tt.want, got, tt.ok)
+		}
+	}
+}
+
+func TestCompareVersions(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0},
+		{"", "10.0", -1},
+		{"10.0.17763.3650", "10.0.20348.1249", -1},
+		{"10.0.20348.10", "10.0.20348.9", 1},
+		{"10.0.020348", "10.0.20348", 0},
+		{"10.0", "10.0.1", -1},
+		{"99999999999999999999999", "100000000000000000000000", -1},
+		{"8.a", "8.b", -1},
+	}
+	for _, tt := range tests {
+		if got := compareVersions(tt.a, tt.b); got != tt.want {
+			t.Errorf("compareVersions(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+		if got := compareVersions(tt.b, tt.a); got != -tt.want {
+			t.Errorf("compareVersions(%q, %q) = %d, want %d", tt.b, tt.a, got, -tt.want)
+		}
+	}
+}
+
+// fixturePlatforms returns the platform strings of every index fixture's entries (fuzz seeds).
+func fixturePlatforms(t testing.TB) []string {
+	var out []string
+	paths, err := filepath.Glob("../testdata/*/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range paths {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, err := indexFromJSON(raw)
+		if err != nil {
+			continue
+		}
+		for _, d := range idx.Manifests {
+			if d.Platform != nil {
+				out = append(out, d.Platform.String())
+			}
+		}
+	}
+	return out
+}
