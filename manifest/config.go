@@ -61,8 +61,9 @@ func ParseConfig(raw []byte) (*Config, error) {
 // top is an index (nil otherwise); cfgDesc and cfg are the config's descriptor and parsed
 // content when known (nil for schema 1 before a config is synthesised).
 //
-// The config's diffIDs are assigned, in order, to the non-empty layers; when the counts
-// disagree BuildImage fails, since the config then describes another image.
+// The config's diffIDs are assigned, in order, to the layers that carry one (see
+// assignDiffIDs); when the counts disagree BuildImage fails, since the config then
+// describes another image.
 func BuildImage(reference string, top, chosen *Manifest, chosenDesc, cfgDesc *Descriptor, cfg *Config) (*Image, error) {
 	if top == nil || chosen == nil {
 		return nil, fmt.Errorf("build image model for %s: %w", reference, &InvalidError{Reason: "missing manifest"})
@@ -96,35 +97,40 @@ func BuildImage(reference string, top, chosen *Manifest, chosenDesc, cfgDesc *De
 		img.Config = ManifestRef{Digest: cfgDesc.Digest, MediaType: cfgDesc.MediaType, Size: cfgDesc.Size}
 	}
 	if cfg != nil && len(cfg.RootFS.DiffIDs) > 0 {
-		if err := assignDiffIDs(img.Layers, cfg.RootFS.DiffIDs); err != nil {
+		if err := assignDiffIDs(chosen, img.Layers, cfg.RootFS.DiffIDs); err != nil {
 			return nil, fmt.Errorf("build image model for %s (config %s): %w", reference, img.Config.Digest, err)
 		}
 	}
 	return img, nil
 }
 
-// assignDiffIDs gives each non-empty layer its diffID, base first.
-func assignDiffIDs(layers []Layer, diffIDs []digest.Digest) error {
-	n := 0
-	for _, l := range layers {
-		if !l.Empty {
-			n++
+// assignDiffIDs gives each layer that has a diffID its diffID, base first. For schema 1
+// those are the layers not marked throwaway (docker's rule, which Schema1.Config follows);
+// otherwise every layer when the counts agree, else the layers not flagged Empty.
+func assignDiffIDs(m *Manifest, layers []Layer, diffIDs []digest.Digest) error {
+	skip := make([]bool, len(layers))
+	switch {
+	case m.Schema1 != nil && len(m.Schema1.History) == len(layers):
+		for i, h := range m.Schema1.History {
+			skip[i] = h.Throwaway
+		}
+	case len(layers) != len(diffIDs):
+		for i, l := range layers {
+			skip[i] = l.Empty
 		}
 	}
-	if n != len(diffIDs) {
-		// Schema 2 / OCI images may list the empty gzip as a real layer with a diffID
-		// (docker keeps it when a build step produced an empty tar): count every layer.
-		if len(layers) == len(diffIDs) {
-			for i := range layers {
-				layers[i].DiffID = diffIDs[i]
-			}
-			return nil
+	want := 0
+	for _, s := range skip {
+		if !s {
+			want++
 		}
-		return &InvalidError{Reason: fmt.Sprintf("config has %d diff_ids for %d non-empty layers", len(diffIDs), n)}
+	}
+	if want != len(diffIDs) {
+		return &InvalidError{MediaType: m.MediaType, Reason: fmt.Sprintf("config has %d diff_ids for %d layers (%d that carry a diffID)", len(diffIDs), len(layers), want)}
 	}
 	j := 0
 	for i := range layers {
-		if layers[i].Empty {
+		if skip[i] {
 			continue
 		}
 		layers[i].DiffID = diffIDs[j]

@@ -273,3 +273,58 @@ func TestVerifyMismatch(t *testing.T) {
 		t.Fatal("Verify accepted a malformed digest")
 	}
 }
+
+// TestBuildImageSchema1 assigns a synthesised config's diffIDs by the throwaway flag, the
+// rule Schema1.Config uses, so that hello-world 2015's unflagged empty layer gets one.
+func TestBuildImageSchema1(t *testing.T) {
+	for _, tt := range []struct {
+		file         string
+		layers, with int
+	}{
+		{"schema1-signed/hello-world-dockerhub-2015.json", 2, 2},
+		{"schema1-signed/quay-buildtest2-2018.json", 6, 2},
+		{"schema1-signed/httpd-copy-by-containers-image-2020.json", 15, 5},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			m, err := Parse(readFixture(t, tt.file), MediaTypeDockerSchema1Signed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := make([]digest.Digest, tt.with)
+			for i := range ids {
+				ids[i] = digest.FromString(fmt.Sprint("layer ", i))
+			}
+			raw, err := m.Schema1.Config(ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := ParseConfig(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			desc := &Descriptor{MediaType: MediaTypeDockerConfig, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
+			img, err := BuildImage("r", m, m, nil, desc, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(img.Layers) != tt.layers {
+				t.Fatalf("%d layers, want %d", len(img.Layers), tt.layers)
+			}
+			var got []digest.Digest
+			for i, l := range img.Layers {
+				if (l.DiffID == "") != m.Schema1.History[i].Throwaway {
+					t.Errorf("layer %d: diffID %q but throwaway %v", i, l.DiffID, m.Schema1.History[i].Throwaway)
+				}
+				if l.DiffID != "" {
+					got = append(got, l.DiffID)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(ids) {
+				t.Errorf("diffIDs %v, want %v in order", got, ids)
+			}
+			if img.Manifest.Size != int64(len(m.Schema1.Payload)) || img.Digest != m.Digest {
+				t.Errorf("manifest ref %+v, digest %s", img.Manifest, img.Digest)
+			}
+		})
+	}
+}
