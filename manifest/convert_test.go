@@ -1,0 +1,253 @@
+package manifest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	digest "github.com/opencontainers/go-digest"
+)
+
+func parseOrFail(t *testing.T, raw []byte, mt string) *Manifest {
+	t.Helper()
+	m, err := Parse(raw, mt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func jsonEqual(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatal(err)
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// TestToSchema1MatchesContainersImage converts the httpd 2.4.23 schema 2 image and
+// compares with the schema 1 containers/image wrote for that very image (the fixture
+// httpd-copy-by-containers-image-2020.json): every fsLayer and every v1Compatibility
+// string must be the same bytes.
+func TestToSchema1MatchesContainersImage(t *testing.T) {
+	s2 := parseOrFail(t, readFixture(t, "schema2/httpd-octet-stream-config-mediatype.json"), MediaTypeDockerSchema2)
+	config := readFixture(t, "config/httpd-2.4.23-config.json")
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ToSchema1(s2, config, "library/httpd-copy", "latest", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := parseOrFail(t, out, MediaTypeDockerSchema1Signed)
+	want := parseOrFail(t, readFixture(t, "schema1-signed/httpd-copy-by-containers-image-2020.json"), MediaTypeDockerSchema1Signed)
+	if got.Schema1.Name != "library/httpd-copy" || got.Schema1.Tag != "latest" || got.Schema1.Architecture != "amd64" {
+		t.Errorf("name/tag/arch %q %q %q", got.Schema1.Name, got.Schema1.Tag, got.Schema1.Architecture)
+	}
+	if len(got.Layers) != len(want.Layers) {
+		t.Fatalf("%d layers, containers/image wrote %d", len(got.Layers), len(want.Layers))
+	}
+	for i := range want.Layers {
+		if !reflect.DeepEqual(got.Layers[i], want.Layers[i]) {
+			t.Errorf("layer %d: %+v, want %+v", i, got.Layers[i], want.Layers[i])
+		}
+		if g, w := got.Schema1.History[i].V1Compatibility, want.Schema1.History[i].V1Compatibility; g != w {
+			t.Errorf("history %d:\n got %s\nwant %s", i, g, w)
+		}
+	}
+	if len(got.Schema1.Signatures) != 1 || got.Schema1.Signatures[0].Algorithm != "RS256" {
+		t.Errorf("signatures %+v", got.Schema1.Signatures)
+	}
+}
+
+// TestToSchema1RoundTrip converts schema 2 images to schema 1 with an ephemeral key,
+// verifies the result with the package's own verifier, and converts back: the layers,
+// and the config synthesised from schema 1, are the originals.
+func TestToSchema1RoundTrip(t *testing.T) {
+	for _, tt := range []struct{ manifest, config string }{
+		{"schema2/hello-world-amd64-dockerhub-2021.json", "config/hello-world-amd64-docker20.10-config.json"},
+		{"schema2/httpd-octet-stream-config-mediatype.json", "config/httpd-2.4.23-config.json"},
+		{"oci-manifest/hello-world-arm64-docker25-save.json", "config/hello-world-arm64-buildkit-config.json"},
+	} {
+		t.Run(tt.manifest, func(t *testing.T) {
+			orig := parseOrFail(t, readFixture(t, tt.manifest), "")
+			config := readFixture(t, tt.config)
+			cfg, err := ParseConfig(config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := ToSchema1(orig, config, "example/img", "v1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s1 := parseOrFail(t, out, "") // verifies the signature
+			if s1.MediaType != MediaTypeDockerSchema1Signed || s1.Digest != digest.FromBytes(s1.Schema1.Payload) {
+				t.Fatalf("type %s digest %s", s1.MediaType, s1.Digest)
+			}
+			var real []digest.Digest
+			for i, l := range s1.Layers {
+				if !s1.Schema1.History[i].Throwaway {
+					real = append(real, l.Digest)
+				} else if l.Digest != EmptyGzipLayer {
+					t.Errorf("throwaway layer %d is %s, want the empty gzip", i, l.Digest)
+				}
+			}
+			var want []digest.Digest
+			for _, l := range orig.Layers {
+				want = append(want, l.Digest)
+			}
+			if !reflect.DeepEqual(real, want) {
+				t.Fatalf("non-throwaway layers %v, want %v", real, want)
+			}
+			back, err := s1.Schema1.Config(cfg.RootFS.DiffIDs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantCfg := config
+			if !bytes.Contains(config, []byte(`"container_config"`)) {
+				// Schema 1 keeps the newest step's command only in the config's
+				// container_config; a BuildKit config has none, so that step's
+				// created_by and comment cannot survive (docker's converters lose them too).
+				var c map[string]any
+				if err := json.Unmarshal(config, &c); err != nil {
+					t.Fatal(err)
+				}
+				h := c["history"].([]any)
+				last := h[len(h)-1].(map[string]any)
+				delete(last, "created_by")
+				delete(last, "comment")
+				if wantCfg, err = json.Marshal(c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !jsonEqual(t, back, wantCfg) {
+				t.Errorf("config after the round trip differs:\n%s\nwant\n%s", back, wantCfg)
+			}
+		})
+	}
+}
+
+func TestToSchema1Refuses(t *testing.T) {
+	s2 := parseOrFail(t, readFixture(t, "schema2/hello-world-amd64-dockerhub-2021.json"), MediaTypeDockerSchema2)
+	config := readFixture(t, "config/hello-world-amd64-docker20.10-config.json")
+	if _, err := ToSchema1(s2, append([]byte(" "), config...), "a", "b", nil); !errors.Is(err, ErrDigestMismatch) {
+		t.Errorf("wrong config bytes: %v, want ErrDigestMismatch", err)
+	}
+	foreign := *s2
+	foreign.Layers = []Layer{{Digest: s2.Layers[0].Digest, MediaType: MediaTypeDockerForeignLayer, Size: 1, URLs: []string{"https://example.com/l"}}}
+	if _, err := ToSchema1(&foreign, config, "a", "b", nil); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("foreign layer: %v, want ErrUnsupported", err)
+	}
+	s1 := parseOrFail(t, readFixture(t, "schema1-signed/hello-world-dockerhub-2015.json"), "")
+	if _, err := ToSchema1(s1, config, "a", "b", nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("schema 1 input: %v, want ErrInvalid", err)
+	}
+	extra := *s2
+	extra.Layers = append(append([]Layer(nil), s2.Layers...), s2.Layers[0])
+	if _, err := ToSchema1(&extra, config, "a", "b", nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("more layers than history: %v, want ErrInvalid", err)
+	}
+}
+
+func TestSchema1Target(t *testing.T) {
+	list := parseOrFail(t, readFixture(t, "manifest-list/hello-world-dockerhub-2022.json"), "")
+	d, err := Schema1Target(list)
+	if err != nil || d.Digest != "sha256:f54a58bc1aac5ea1a25d796ae155dc228b3f0e11d046ae276b39c4bf2f13d8c4" {
+		t.Fatalf("Schema1Target = %v, %v", d.Digest, err)
+	}
+	armOnly := *list
+	armOnly.Manifests = nil
+	for _, e := range list.Manifests {
+		if e.Platform.Architecture == "arm64" || e.Platform.Architecture == "arm" {
+			armOnly.Manifests = append(armOnly.Manifests, e)
+		}
+	}
+	var nm *NoMatchError
+	if _, err := Schema1Target(&armOnly); !errors.As(err, &nm) || len(nm.Offered) != 3 {
+		t.Fatalf("arm-only list: %v, want a NoMatchError offering 3 platforms", err)
+	}
+}
+
+// TestFromSchema1 converts containers/image's schema 1 of httpd back to schema 2 and OCI
+// given the fetched layers' sizes and diffIDs: the result is the original schema 2
+// image's layers and config.
+func TestFromSchema1(t *testing.T) {
+	s1 := parseOrFail(t, readFixture(t, "schema1-signed/httpd-copy-by-containers-image-2020.json"), "")
+	s2 := parseOrFail(t, readFixture(t, "schema2/httpd-octet-stream-config-mediatype.json"), "")
+	config := readFixture(t, "config/httpd-2.4.23-config.json")
+	cfg, err := ParseConfig(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched := append([]Layer(nil), s1.Layers...)
+	j := 0
+	for i := range fetched {
+		if s1.Schema1.History[i].Throwaway {
+			fetched[i].Size = 32
+			continue
+		}
+		fetched[i].Size = s2.Layers[j].Size
+		fetched[i].DiffID = cfg.RootFS.DiffIDs[j]
+		j++
+	}
+	for _, target := range []string{MediaTypeDockerSchema2, MediaTypeOCIManifest} {
+		raw, configJSON, err := FromSchema1(s1, fetched, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := parseOrFail(t, raw, target)
+		if m.Config.Digest != digest.FromBytes(configJSON) || m.Config.Size != int64(len(configJSON)) {
+			t.Errorf("%s: config descriptor %+v does not describe the config", target, m.Config)
+		}
+		if !jsonEqual(t, configJSON, config) {
+			t.Errorf("%s: config differs from the original", target)
+		}
+		if len(m.Layers) != len(s2.Layers) {
+			t.Fatalf("%s: %d layers, want %d", target, len(m.Layers), len(s2.Layers))
+		}
+		for i, l := range m.Layers {
+			if l.Digest != s2.Layers[i].Digest || l.Size != s2.Layers[i].Size {
+				t.Errorf("%s: layer %d = %s/%d, want %s/%d", target, i, l.Digest, l.Size, s2.Layers[i].Digest, s2.Layers[i].Size)
+			}
+			if want := map[string]string{MediaTypeDockerSchema2: MediaTypeDockerLayer, MediaTypeOCIManifest: MediaTypeOCILayerGzip}[target]; l.MediaType != want {
+				t.Errorf("%s: layer type %s, want %s", target, l.MediaType, want)
+			}
+		}
+	}
+	if _, _, err := FromSchema1(s1, s1.Layers, MediaTypeOCIManifest); !errors.Is(err, ErrInvalid) {
+		t.Errorf("layers without diffIDs: %v, want ErrInvalid", err)
+	}
+	if _, _, err := FromSchema1(s2, nil, MediaTypeOCIManifest); !errors.Is(err, ErrInvalid) {
+		t.Errorf("schema 2 input: %v, want ErrInvalid", err)
+	}
+	if _, _, err := FromSchema1(s1, fetched, MediaTypeOCIIndex); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("index target: %v, want ErrUnsupported", err)
+	}
+}
+
+func TestWantsSchema1(t *testing.T) {
+	for _, tt := range []struct {
+		accept []string
+		want   bool
+	}{
+		{nil, true},
+		{[]string{MediaTypeDockerSchema1Signed}, true},
+		{[]string{"application/json", "*/*"}, true},
+		{[]string{MediaTypeDockerSchema1Signed + ", " + MediaTypeDockerSchema2}, false},
+		{[]string{MediaTypeDockerSchema1Signed, MediaTypeOCIIndex + "; q=0.5"}, false},
+		{[]string{MediaTypeDockerManifestList}, false},
+	} {
+		if got := WantsSchema1(tt.accept); got != tt.want {
+			t.Errorf("WantsSchema1(%q) = %v, want %v", tt.accept, got, tt.want)
+		}
+	}
+}
