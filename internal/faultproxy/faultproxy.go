@@ -1,0 +1,375 @@
+// Package faultproxy is a reverse proxy for tests that stands between a puller and a real
+// registry and breaks chosen responses the ways networks and registries break them:
+// connections reset or cut midway through a body, error statuses, 429 with Retry-After,
+// trickling bodies that stall, wrong bytes, wrong sizes, oversized or malformed
+// manifests, lying Content-Types and redirects to another host. It records every request
+// so tests can assert what the client asked for (Range, Authorization) and how often.
+package faultproxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Record is one request the proxy saw.
+type Record struct {
+	Method, Path, Range string
+	// Authorization is the request's Authorization header.
+	Authorization string
+	// Fault names the fault applied, or "" when the request passed through.
+	Fault string
+}
+
+// Fault breaks one response. Apply serves the request, usually by calling next (the
+// upstream) into a recorder first and then writing a damaged copy.
+type Fault interface {
+	Name() string
+	Apply(w http.ResponseWriter, r *http.Request, next http.Handler)
+}
+
+// Rule applies a Fault to matching requests.
+type Rule struct {
+	// Method matches the request method; "" matches any.
+	Method string
+	// PathContains must occur in the request path ("/blobs/", "/manifests/", a digest).
+	PathContains string
+	// Times is how many matching requests get the fault; 0 means every one.
+	Times int
+	// Fault is what happens to them.
+	Fault Fault
+
+	hits int
+}
+
+// Proxy is the fault-injecting reverse proxy. Its zero value is not usable; use New.
+type Proxy struct {
+	// URL is the proxy's base URL (http://127.0.0.1:port).
+	URL    string
+	server *httptest.Server
+	rp     *httputil.ReverseProxy
+
+	mu      sync.Mutex
+	rules   []*Rule
+	records []Record
+	random  *randomFaults
+}
+
+// New starts a proxy in front of upstream (a base URL such as http://127.0.0.1:5000).
+// Close it when done.
+func New(upstream string) (*Proxy, error) {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return nil, fmt.Errorf("faultproxy: upstream %q: %w", upstream, err)
+	}
+	p := &Proxy{rp: httputil.NewSingleHostReverseProxy(u)}
+	p.rp.ErrorLog = nil
+	p.rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		if r.Context().Err() == nil {
+			http.Error(w, "faultproxy upstream: "+err.Error(), http.StatusBadGateway)
+		}
+	}
+	p.server = httptest.NewServer(p)
+	p.URL = p.server.URL
+	return p, nil
+}
+
+// Host is the proxy's host:port, for image references.
+func (p *Proxy) Host() string { return strings.TrimPrefix(p.URL, "http://") }
+
+// Close stops the proxy.
+func (p *Proxy) Close() {
+	p.server.CloseClientConnections()
+	p.server.Close()
+}
+
+// Add installs rules; the first matching rule with hits left applies.
+func (p *Proxy) Add(rules ...*Rule) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rules = append(p.rules, rules...)
+}
+
+// Reset removes every rule and record.
+func (p *Proxy) Reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rules, p.records, p.random = nil, nil, nil
+}
+
+// Records returns a copy of what the proxy has seen.
+func (p *Proxy) Records() []Record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Record(nil), p.records...)
+}
+
+// Count returns how many requests of method had path containing s.
+func (p *Proxy) Count(method, s string) int {
+	n := 0
+	for _, r := range p.Records() {
+		if (method == "" || r.Method == method) && strings.Contains(r.Path, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// ServeHTTP applies the first matching rule, else a random fault when enabled, else
+// passes the request through.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	var fault Fault
+	for _, rule := range p.rules {
+		if (rule.Method == "" || rule.Method == r.Method) && strings.Contains(r.URL.Path, rule.PathContains) &&
+			(rule.Times == 0 || rule.hits < rule.Times) {
+			rule.hits++
+			fault = rule.Fault
+			break
+		}
+	}
+	if fault == nil && p.random != nil {
+		fault = p.random.pick(r)
+	}
+	rec := Record{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), Authorization: r.Header.Get("Authorization")}
+	if fault != nil {
+		rec.Fault = fault.Name()
+	}
+	p.records = append(p.records, rec)
+	p.mu.Unlock()
+	if fault == nil {
+		p.rp.ServeHTTP(w, r)
+		return
+	}
+	fault.Apply(w, r, p.rp)
+}
+
+// upstream runs next into a recorder and returns the result.
+func upstream(r *http.Request, next http.Handler) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	next.ServeHTTP(rec, r)
+	return rec
+}
+
+func copyHeader(dst, src http.Header) {
+	for k, v := range src {
+		dst[k] = append([]string(nil), v...)
+	}
+}
+
+// writePrefixThen writes the upstream response's status, headers and the first n bytes of
+// its body, flushes, and then calls after with the hijacked connection (or nothing when
+// the writer cannot be hijacked).
+func writePrefixThen(w http.ResponseWriter, rec *httptest.ResponseRecorder, n int64, after func(net.Conn)) {
+	body := rec.Body.Bytes()
+	if n > int64(len(body)) {
+		n = int64(len(body))
+	}
+	copyHeader(w.Header(), rec.Header())
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(body[:n])
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	_ = buf.Flush()
+	after(conn)
+}
+
+type resetAfter struct{ n int64 }
+
+// ResetAfter sends n bytes of the real body, then resets the connection (TCP RST).
+func ResetAfter(n int64) Fault { return resetAfter{n} }
+
+func (f resetAfter) Name() string { return fmt.Sprintf("reset after %d bytes", f.n) }
+
+func (f resetAfter) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	writePrefixThen(w, upstream(r, next), f.n, func(c net.Conn) {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = c.Close()
+	})
+}
+
+type truncateAfter struct{ n int64 }
+
+// TruncateAfter sends n bytes of the real body under the full Content-Length, then closes
+// the connection cleanly (the client sees an unexpected EOF).
+func TruncateAfter(n int64) Fault { return truncateAfter{n} }
+
+func (f truncateAfter) Name() string { return fmt.Sprintf("truncate after %d bytes", f.n) }
+
+func (f truncateAfter) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	writePrefixThen(w, upstream(r, next), f.n, func(c net.Conn) { _ = c.Close() })
+}
+
+type stallAfter struct {
+	n int64
+	d time.Duration
+}
+
+// StallAfter sends n bytes of the real body, then sends nothing for d (or until the client
+// goes away), then closes the connection.
+func StallAfter(n int64, d time.Duration) Fault { return stallAfter{n, d} }
+
+func (f stallAfter) Name() string { return fmt.Sprintf("stall after %d bytes", f.n) }
+
+func (f stallAfter) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	writePrefixThen(w, upstream(r, next), f.n, func(c net.Conn) {
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(f.d))
+		_, _ = io.Copy(io.Discard, c) // returns when the client closes or the deadline passes
+	})
+}
+
+type status struct {
+	code   int
+	header http.Header
+	body   string
+}
+
+// Status answers with code and the given headers and body instead of asking upstream.
+func Status(code int, header http.Header, body string) Fault { return status{code, header, body} }
+
+// TooManyRequests answers 429 with a Retry-After of the given value (delta-seconds or an
+// HTTP-date).
+func TooManyRequests(retryAfter string) Fault {
+	return status{http.StatusTooManyRequests, http.Header{"Retry-After": {retryAfter}}, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`}
+}
+
+func (f status) Name() string { return fmt.Sprintf("status %d", f.code) }
+
+func (f status) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	copyHeader(w.Header(), f.header)
+	w.WriteHeader(f.code)
+	_, _ = io.WriteString(w, f.body)
+}
+
+type rewrite struct {
+	name string
+	fn   func(body []byte, h http.Header) []byte
+}
+
+// Rewrite passes the request upstream and lets fn change the response body and headers;
+// Content-Length is set to what fn returns unless fn sets it.
+func Rewrite(name string, fn func(body []byte, h http.Header) []byte) Fault {
+	return rewrite{name, fn}
+}
+
+func (f rewrite) Name() string { return f.name }
+
+func (f rewrite) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	rec := upstream(r, next)
+	h := rec.Header().Clone()
+	h.Del("Content-Length")
+	body := f.fn(bytes.Clone(rec.Body.Bytes()), h)
+	copyHeader(w.Header(), h)
+	if w.Header().Get("Content-Length") == "" {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	w.WriteHeader(rec.Code)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+// CorruptByte flips one byte in the middle of the real body (same size, wrong digest).
+func CorruptByte() Fault {
+	return Rewrite("corrupt byte", func(b []byte, _ http.Header) []byte {
+		if len(b) > 0 {
+			b[len(b)/2] ^= 0xff
+		}
+		return b
+	})
+}
+
+// ExtraBytes appends n bytes to the real body (wrong size).
+func ExtraBytes(n int) Fault {
+	return Rewrite(fmt.Sprintf("%d extra bytes", n), func(b []byte, _ http.Header) []byte {
+		return append(b, bytes.Repeat([]byte{'x'}, n)...)
+	})
+}
+
+// Body replaces the response with body served as contentType (malformed JSON, a
+// manifest larger than any cap, a document whose Content-Type lies).
+func Body(name, contentType string, body []byte) Fault {
+	return Rewrite(name, func(_ []byte, h http.Header) []byte {
+		h.Set("Content-Type", contentType)
+		h.Del("Docker-Content-Digest")
+		return body
+	})
+}
+
+// ContentType keeps the real body but serves it as contentType.
+func ContentType(contentType string) Fault {
+	return Rewrite("content-type "+contentType, func(b []byte, h http.Header) []byte {
+		h.Set("Content-Type", contentType)
+		return b
+	})
+}
+
+type redirect struct{ base string }
+
+// RedirectTo answers 307 to the same path on another server (base URL), as registries do
+// for blob storage.
+func RedirectTo(base string) Fault { return redirect{base} }
+
+func (f redirect) Name() string { return "redirect to " + f.base }
+
+func (f redirect) Apply(w http.ResponseWriter, r *http.Request, _ http.Handler) {
+	http.Redirect(w, r, f.base+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+}
+
+// randomFaults injects recoverable faults into a fraction of blob and manifest requests.
+type randomFaults struct {
+	rng  *rand.Rand
+	rate float64
+}
+
+// EnableRandom makes a fraction rate of the requests that no rule matches fail with one of
+// reset midway, truncation, 500, 503, 429 (Retry-After: 0) or a corrupt byte, chosen by a
+// seeded generator so that a failing soak can be replayed.
+func (p *Proxy) EnableRandom(seed uint64, rate float64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.random = &randomFaults{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), rate: rate}
+}
+
+func (rf *randomFaults) pick(r *http.Request) Fault {
+	if r.URL.Path == "/v2/" || rf.rng.Float64() >= rf.rate {
+		return nil
+	}
+	switch rf.rng.IntN(6) {
+	case 0:
+		return ResetAfter(rf.rng.Int64N(4096))
+	case 1:
+		return TruncateAfter(rf.rng.Int64N(4096))
+	case 2:
+		return Status(http.StatusInternalServerError, nil, "")
+	case 3:
+		return Status(http.StatusServiceUnavailable, nil, "")
+	case 4:
+		return TooManyRequests("0")
+	default:
+		return CorruptByte()
+	}
+}
