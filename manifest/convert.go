@@ -276,3 +276,74 @@ func WantsSchema1(accept []string) bool {
 	}
 	return true
 }
+
+// ConvertImage rewrites a Docker schema 2 image manifest as an OCI image manifest or the
+// other way round, as skopeo does when it writes an OCI layout: the config and layer
+// blobs are untouched (same digests), only media types change, so the manifest gets a
+// new digest. Converting to the manifest's own type returns its bytes as served. Zstd
+// and non-distributable OCI layers have no Docker spelling and are refused with an
+// *UnsupportedError.
+func ConvertImage(m *Manifest, to string) ([]byte, error) {
+	if m == nil || m.Kind != KindImage || m.Config == nil || m.Schema1 != nil {
+		return nil, &InvalidError{MediaType: to, Reason: "convert: want a schema 2 or OCI image manifest"}
+	}
+	if m.MediaType == to {
+		return m.Raw, nil
+	}
+	configType := MediaTypeOCIConfig
+	switch to {
+	case MediaTypeOCIManifest:
+	case MediaTypeDockerSchema2:
+		configType = MediaTypeDockerConfig
+	default:
+		return nil, &UnsupportedError{MediaType: to, Reason: "convert " + string(m.Digest) + ": target must be schema 2 or OCI"}
+	}
+	cfg := *m.Config
+	cfg.MediaType = configType
+	cfg.Platform = nil // Docker 25's platform on the config descriptor is not in either spec
+	out := struct {
+		SchemaVersion int               `json:"schemaVersion"`
+		MediaType     string            `json:"mediaType"`
+		Config        Descriptor        `json:"config"`
+		Layers        []Descriptor      `json:"layers"`
+		Annotations   map[string]string `json:"annotations,omitempty"`
+	}{SchemaVersion: 2, MediaType: to, Config: cfg, Layers: []Descriptor{}}
+	if to == MediaTypeOCIManifest {
+		out.Annotations = m.Annotations
+	}
+	for _, l := range m.Layers {
+		t, ok := layerTypeFor(l.MediaType, to)
+		if !ok {
+			return nil, &UnsupportedError{MediaType: m.MediaType, Reason: "layer " + string(l.Digest) + " (" + l.MediaType + ") has no " + to + " spelling"}
+		}
+		out.Layers = append(out.Layers, Descriptor{MediaType: t, Digest: l.Digest, Size: l.Size, URLs: l.URLs})
+	}
+	return json.Marshal(out)
+}
+
+// layerTypeFor spells a layer media type in the target manifest format.
+func layerTypeFor(layerType, to string) (string, bool) {
+	toOCI := map[string]string{
+		MediaTypeDockerLayer:             MediaTypeOCILayerGzip,
+		MediaTypeDockerLayerUncompressed: MediaTypeOCILayer,
+		MediaTypeDockerForeignLayer:      MediaTypeOCIRestrictedLayerGzip,
+	}
+	toDocker := map[string]string{
+		MediaTypeOCILayerGzip:           MediaTypeDockerLayer,
+		MediaTypeOCILayer:               MediaTypeDockerLayerUncompressed,
+		MediaTypeOCIRestrictedLayerGzip: MediaTypeDockerForeignLayer,
+	}
+	table := toDocker
+	if to == MediaTypeOCIManifest {
+		table = toOCI
+	}
+	if t, ok := table[layerType]; ok {
+		return t, true
+	}
+	for _, t := range table { // already spelled for the target
+		if t == layerType {
+			return t, true
+		}
+	}
+	return "", false
+}

@@ -251,3 +251,48 @@ func TestWantsSchema1(t *testing.T) {
 		}
 	}
 }
+
+func TestConvertImage(t *testing.T) {
+	s2 := parseOrFail(t, readFixture(t, "schema2/httpd-octet-stream-config-mediatype.json"), "")
+	raw, err := ConvertImage(s2, MediaTypeOCIManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oci := parseOrFail(t, raw, MediaTypeOCIManifest)
+	if oci.Config.Digest != s2.Config.Digest || oci.Config.MediaType != MediaTypeOCIConfig {
+		t.Errorf("config %+v", oci.Config)
+	}
+	for i, l := range oci.Layers {
+		if l.Digest != s2.Layers[i].Digest || l.Size != s2.Layers[i].Size || l.MediaType != MediaTypeOCILayerGzip {
+			t.Errorf("layer %d: %+v", i, l)
+		}
+	}
+	back, err := ConvertImage(oci, MediaTypeDockerSchema2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := parseOrFail(t, back, MediaTypeDockerSchema2)
+	if !reflect.DeepEqual(again.Layers, s2.Layers) || again.Config.Digest != s2.Config.Digest {
+		t.Errorf("schema 2 -> OCI -> schema 2 changed the layers or config")
+	}
+	same, err := ConvertImage(s2, MediaTypeDockerSchema2)
+	if err != nil || !bytes.Equal(same, s2.Raw) {
+		t.Errorf("converting to its own type must give the served bytes: %v", err)
+	}
+	docker25 := parseOrFail(t, readFixture(t, "oci-manifest/hello-world-arm64-docker25-save.json"), "")
+	d, err := ConvertImage(docker25, MediaTypeDockerSchema2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := parseOrFail(t, d, ""); m.Layers[0].MediaType != MediaTypeDockerLayerUncompressed || m.Platform != nil {
+		t.Errorf("docker25 as schema 2: %+v, platform %v", m.Layers[0], m.Platform)
+	}
+	zstd := *oci
+	zstd.Layers = []Layer{{Digest: s2.Layers[0].Digest, Size: 1, MediaType: MediaTypeOCILayerZstd}}
+	if _, err := ConvertImage(&zstd, MediaTypeDockerSchema2); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("zstd layer to schema 2: %v, want ErrUnsupported", err)
+	}
+	if _, err := ConvertImage(s2, MediaTypeDockerSchema1Signed); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("to schema 1: %v, want ErrUnsupported (use ToSchema1)", err)
+	}
+}
