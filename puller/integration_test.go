@@ -1,0 +1,386 @@
+package puller_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit/internal/regtest"
+	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/puller"
+)
+
+// Facts about the real hello-world fixture (testdata/SOURCES.md).
+const (
+	helloManifest = digest.Digest("sha256:f54a58bc1aac5ea1a25d796ae155dc228b3f0e11d046ae276b39c4bf2f13d8c4")
+	helloConfig   = digest.Digest("sha256:feb5d9fea6a5e9606aa995e879d862b825965ba48de054caab5ef356dc6b3412")
+	helloLayer    = digest.Digest("sha256:2db29710123e3e53a794f2694094b9b4338aa9ee5c40b930cb8063a1be392c54")
+)
+
+// anonymous is a keychain that never finds credentials (so the developer's own docker
+// config cannot change a test's outcome).
+var anonymous = authn.NewMultiKeychain()
+
+// staticKeychain hands the same credentials to every registry.
+type staticKeychain struct{ user, pass string }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return &authn.Basic{Username: k.user, Password: k.pass}, nil
+}
+
+// recorder is a transport that remembers every request line.
+type recorder struct {
+	mu    sync.Mutex
+	lines []string
+	inner http.RoundTripper
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.mu.Lock()
+	r.lines = append(r.lines, req.Method+" "+req.URL.Path)
+	r.mu.Unlock()
+	return r.inner.RoundTrip(req)
+}
+
+func (r *recorder) requests() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.lines...)
+}
+
+func newClient(opts ...puller.Option) *puller.Client {
+	base := []puller.Option{puller.WithKeychain(anonymous), puller.WithRetry(2, time.Millisecond)}
+	return puller.New(append(base, opts...)...)
+}
+
+func layerDigests(t *testing.T, layers []manifest.Layer, skipEmpty bool) []digest.Digest {
+	t.Helper()
+	var out []digest.Digest
+	for _, l := range layers {
+		if skipEmpty && l.Empty {
+			continue
+		}
+		out = append(out, l.Digest)
+	}
+	return out
+}
+
+func ggcrLayerDigests(t *testing.T, img v1.Image) []digest.Digest {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []digest.Digest
+	for _, l := range ls {
+		h, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, digest.Digest(h.String()))
+	}
+	return out
+}
+
+func oneLine(t *testing.T, err error) string {
+	t.Helper()
+	msg := err.Error()
+	if strings.ContainsAny(msg, "\r\n") {
+		t.Errorf("error is not one line: %q", msg)
+	}
+	return msg
+}
+
+// TestRealRegistry pulls every format from the real distribution registry, by tag and
+// by digest, seeded by skopeo and go-containerregistry.
+func TestRealRegistry(t *testing.T) {
+	reg := regtest.Start(t)
+	ctx := context.Background()
+
+	if got := reg.PushRaw(t, "hello:v2", regtest.HelloWorldAMD64(t)); got != helloManifest {
+		t.Fatalf("pushed hello-world as %s, want %s", got, helloManifest)
+	}
+	layered := regtest.LayeredImage(t, 3)
+	reg.Push(t, "layered:v2", layered)
+	reg.Skopeo(t, "v2s1", "layered:v2", "layered:v2s1")
+	reg.Skopeo(t, "oci", "layered:v2", "layered:oci")
+	wantLayers := ggcrLayerDigests(t, layered)
+
+	platforms := []v1.Platform{
+		{OS: "linux", Architecture: "amd64"},
+		{OS: "linux", Architecture: "arm64"},
+		{OS: "linux", Architecture: "arm", Variant: "v7"},
+	}
+	list := regtest.Index(t, false, platforms...)
+	index := regtest.Index(t, true, platforms...)
+	listDigest := reg.PushIndex(t, "multi:list", list)
+	indexDigest := reg.PushIndex(t, "multi:index", index)
+
+	t.Run("schema 2 arrives as schema 2", func(t *testing.T) {
+		// Control: this registry rewrites schema 2 to schema 1 when Accept lacks it, so
+		// a client with an incomplete Accept header would get schema 1 here.
+		resp, _ := reg.Get(t, http.MethodGet, "/v2/hello/manifests/v2", manifest.MediaTypeDockerSchema1Signed)
+		if ct := resp.Header.Get("Content-Type"); ct != manifest.MediaTypeDockerSchema1Signed {
+			t.Fatalf("control: registry served %q to a schema-1-only client, want a schema 1 rewrite", ct)
+		}
+		for _, ref := range []string{reg.Ref("hello:v2"), reg.Ref("hello@" + helloManifest.String())} {
+			img, err := newClient().Pull(ctx, ref)
+			if err != nil {
+				t.Fatalf("Pull(%s): %v", ref, err)
+			}
+			if img.Reference != ref || img.MediaType != manifest.MediaTypeDockerSchema2 || img.Digest != helloManifest {
+				t.Errorf("Pull(%s) = %s %s %s, want schema 2 %s", ref, img.Reference, img.MediaType, img.Digest, helloManifest)
+			}
+			if img.Manifest.Digest != helloManifest || img.Manifest.Size != 525 || img.Config.Digest != helloConfig {
+				t.Errorf("Pull(%s): manifest %+v config %+v", ref, img.Manifest, img.Config)
+			}
+			if len(img.Layers) != 1 || img.Layers[0].Digest != helloLayer || img.Layers[0].DiffID == "" {
+				t.Errorf("Pull(%s): layers %+v, want %s with its diffID", ref, img.Layers, helloLayer)
+			}
+			if img.Platform == nil || img.Platform.String() != "linux/amd64" {
+				t.Errorf("Pull(%s): platform %v, want linux/amd64", ref, img.Platform)
+			}
+		}
+	})
+
+	t.Run("signed schema 1 by tag and canonical digest", func(t *testing.T) {
+		canonical := reg.DigestOf(t, "layered", "v2s1", manifest.AcceptHeader)
+		_, body := reg.Get(t, http.MethodGet, "/v2/layered/manifests/v2s1", manifest.AcceptHeader)
+		if digest.FromBytes(body) == canonical {
+			t.Fatalf("control: the signed manifest's raw sha256 equals its canonical digest %s", canonical)
+		}
+		var got [][]digest.Digest
+		for _, ref := range []string{reg.Ref("layered:v2s1"), reg.Ref("layered@" + canonical.String())} {
+			img, err := newClient().Pull(ctx, ref)
+			if err != nil {
+				t.Fatalf("Pull(%s): %v", ref, err)
+			}
+			if img.MediaType != manifest.MediaTypeDockerSchema1Signed || img.Digest != canonical || img.Manifest.Digest != canonical {
+				t.Errorf("Pull(%s) = %s %s, want signed schema 1 %s", ref, img.MediaType, img.Digest, canonical)
+			}
+			if nonEmpty := layerDigests(t, img.Layers, true); !slices.Equal(nonEmpty, wantLayers) {
+				t.Errorf("Pull(%s): non-empty layers %v, want base first %v", ref, nonEmpty, wantLayers)
+			}
+			got = append(got, layerDigests(t, img.Layers, false))
+		}
+		if !slices.Equal(got[0], got[1]) {
+			t.Errorf("by tag %v and by digest %v differ", got[0], got[1])
+		}
+	})
+
+	t.Run("OCI manifest written by skopeo", func(t *testing.T) {
+		img, err := newClient().Pull(ctx, reg.Ref("layered:oci"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img.MediaType != manifest.MediaTypeOCIManifest || img.Config.MediaType != manifest.MediaTypeOCIConfig {
+			t.Errorf("got %s with config %s, want OCI", img.MediaType, img.Config.MediaType)
+		}
+		if got := layerDigests(t, img.Layers, false); !slices.Equal(got, wantLayers) {
+			t.Errorf("layers %v, want %v", got, wantLayers)
+		}
+		for _, l := range img.Layers {
+			if l.MediaType != manifest.MediaTypeOCILayerGzip || l.DiffID == "" {
+				t.Errorf("layer %+v: want OCI gzip with a diffID", l)
+			}
+		}
+	})
+
+	t.Run("platform choice", func(t *testing.T) {
+		for _, tc := range []struct {
+			repoTag   string
+			top       digest.Digest
+			topType   string
+			idx       v1.ImageIndex
+			want      string
+			wantIndex int
+		}{
+			{"multi:list", listDigest, manifest.MediaTypeDockerManifestList, list, "linux/amd64", 0},
+			{"multi:list", listDigest, manifest.MediaTypeDockerManifestList, list, "linux/arm64/v8", 1},
+			{"multi:list", listDigest, manifest.MediaTypeDockerManifestList, list, "linux/arm", 2},
+			{"multi:index", indexDigest, manifest.MediaTypeOCIIndex, index, "linux/arm64", 1},
+			{"multi:index", indexDigest, manifest.MediaTypeOCIIndex, index, "linux/arm/v7", 2},
+			{"multi:index", indexDigest, manifest.MediaTypeOCIIndex, index, "linux/amd64", 0},
+		} {
+			im, err := tc.idx.IndexManifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			entry := im.Manifests[tc.wantIndex]
+			child, err := tc.idx.Image(entry.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfgHash, err := child.ConfigName()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := manifest.ParsePlatform(tc.want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			repo, _, _ := strings.Cut(tc.repoTag, ":")
+			for _, ref := range []string{reg.Ref(tc.repoTag), reg.Ref(repo + "@" + tc.top.String())} {
+				img, err := newClient(puller.WithPlatform(p)).Pull(ctx, ref)
+				if err != nil {
+					t.Fatalf("Pull(%s, %s): %v", ref, tc.want, err)
+				}
+				if img.Digest != tc.top || img.MediaType != tc.topType {
+					t.Errorf("Pull(%s, %s): top %s %s, want %s %s", ref, tc.want, img.Digest, img.MediaType, tc.top, tc.topType)
+				}
+				if img.Manifest.Digest != digest.Digest(entry.Digest.String()) || img.Config.Digest != digest.Digest(cfgHash.String()) {
+					t.Errorf("Pull(%s, %s): chose %s (config %s), want %s %s (config %s)", ref, tc.want,
+						img.Manifest.Digest, img.Config.Digest, entry.Platform, entry.Digest, cfgHash)
+				}
+				if img.Platform == nil || img.Platform.Architecture != entry.Platform.Architecture {
+					t.Errorf("Pull(%s, %s): platform %v, want %v", ref, tc.want, img.Platform, entry.Platform)
+				}
+			}
+		}
+	})
+
+	t.Run("resolve downloads no blob", func(t *testing.T) {
+		rec := &recorder{inner: http.DefaultTransport}
+		c := newClient(puller.WithPlatform(manifest.Platform{OS: "linux", Architecture: "arm64"}), puller.WithTransport(rec))
+		res, err := c.Resolve(ctx, reg.Ref("multi:index"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, _ := index.IndexManifest()
+		if want := digest.Digest(im.Manifests[1].Digest.String()); res.Digest() != want {
+			t.Errorf("Resolve = %s, want the arm64 manifest %s", res.Digest(), want)
+		}
+		if want := reg.Host + "/multi@" + res.Digest().String(); res.Pinned() != want {
+			t.Errorf("Pinned() = %s, want %s", res.Pinned(), want)
+		}
+		reqs := rec.requests()
+		for _, r := range reqs {
+			if strings.Contains(r, "/blobs/") {
+				t.Errorf("Resolve fetched a blob: %s (all: %v)", r, reqs)
+			}
+		}
+		if !slices.Contains(reqs, "HEAD /v2/multi/manifests/index") {
+			t.Errorf("Resolve did not HEAD the tag: %v", reqs)
+		}
+	})
+
+	t.Run("no platform match names the offered ones", func(t *testing.T) {
+		ref := reg.Ref("multi:list")
+		_, err := newClient(puller.WithPlatform(manifest.Platform{OS: "linux", Architecture: "s390x"})).Pull(ctx, ref)
+		if !errors.Is(err, manifest.ErrNoMatch) {
+			t.Fatalf("err = %v, want ErrNoMatch", err)
+		}
+		msg := oneLine(t, err)
+		for _, want := range []string{ref, "linux/s390x", "linux/amd64", "linux/arm64", "linux/arm/v7"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("error %q does not name %q", msg, want)
+			}
+		}
+	})
+
+	t.Run("unknown tag, digest or repository", func(t *testing.T) {
+		missing := digest.FromString("not pushed")
+		for _, ref := range []string{
+			reg.Ref("hello:nope"),
+			reg.Ref("hello@" + missing.String()),
+			reg.Ref("nosuchrepo:latest"),
+		} {
+			_, err := newClient().Pull(ctx, ref)
+			if !errors.Is(err, puller.ErrNotFound) {
+				t.Fatalf("Pull(%s) err = %v, want ErrNotFound", ref, err)
+			}
+			if msg := oneLine(t, err); !strings.Contains(msg, ref) {
+				t.Errorf("error %q does not name %s", msg, ref)
+			}
+		}
+	})
+}
+
+// TestRealRegistryBasicAuth pulls from the registry with htpasswd: credentials from a
+// keychain and from a docker config.json, and the failures without them.
+func TestRealRegistryBasicAuth(t *testing.T) {
+	reg := regtest.Start(t, regtest.WithHtpasswd())
+	reg.PushRaw(t, "hello:v2", regtest.HelloWorldAMD64(t))
+	ref := reg.Ref("hello:v2")
+	ctx := context.Background()
+
+	img, err := newClient(puller.WithKeychain(staticKeychain{regtest.User, regtest.Password})).Pull(ctx, ref)
+	if err != nil {
+		t.Fatalf("Pull with credentials: %v", err)
+	}
+	if img.Digest != helloManifest {
+		t.Errorf("digest %s, want %s", img.Digest, helloManifest)
+	}
+
+	for name, kc := range map[string]authn.Keychain{
+		"anonymous":      anonymous,
+		"wrong password": staticKeychain{regtest.User, "wrong"},
+	} {
+		_, err := newClient(puller.WithKeychain(kc)).Pull(ctx, ref)
+		if !errors.Is(err, puller.ErrUnauthorized) {
+			t.Errorf("%s: err = %v, want ErrUnauthorized", name, err)
+			continue
+		}
+		if msg := oneLine(t, err); !strings.Contains(msg, ref) {
+			t.Errorf("%s: error %q does not name %s", name, msg, ref)
+		}
+	}
+
+	t.Run("docker config.json", func(t *testing.T) {
+		dir := t.TempDir()
+		auth := base64.StdEncoding.EncodeToString([]byte(regtest.User + ":" + regtest.Password))
+		cfg := `{"auths":{"` + reg.Host + `":{"auth":"` + auth + `"}}}`
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("DOCKER_CONFIG", dir)
+		img, err := puller.New(puller.WithRetry(2, time.Millisecond)).Pull(ctx, ref)
+		if err != nil {
+			t.Fatalf("Pull with the default keychain: %v", err)
+		}
+		if img.Digest != helloManifest {
+			t.Errorf("digest %s, want %s", img.Digest, helloManifest)
+		}
+	})
+}
+
+// TestRealRegistryBearerToken pulls from the registry with token auth, the token
+// issued by a token server in httptest.
+func TestRealRegistryBearerToken(t *testing.T) {
+	ts := regtest.NewTokenServer(t)
+	reg := regtest.Start(t, regtest.WithToken(ts))
+	reg.PushRaw(t, "hello:v2", regtest.HelloWorldAMD64(t))
+	ref := reg.Ref("hello:v2")
+	ctx := context.Background()
+
+	before := len(ts.Scopes())
+	img, err := newClient(puller.WithKeychain(staticKeychain{regtest.User, regtest.Password})).Pull(ctx, ref)
+	if err != nil {
+		t.Fatalf("Pull with a token: %v", err)
+	}
+	if img.Digest != helloManifest || img.Config.Digest != helloConfig {
+		t.Errorf("Pull = %s config %s", img.Digest, img.Config.Digest)
+	}
+	if scopes := ts.Scopes()[before:]; !slices.Contains(scopes, "repository:hello:pull") {
+		t.Errorf("token scopes asked %v, want repository:hello:pull", scopes)
+	}
+
+	_, err = newClient(puller.WithKeychain(staticKeychain{regtest.User, "wrong"})).Pull(ctx, ref)
+	if !errors.Is(err, puller.ErrUnauthorized) {
+		t.Fatalf("wrong password: err = %v, want ErrUnauthorized", err)
+	}
+	if msg := oneLine(t, err); !strings.Contains(msg, ref) {
+		t.Errorf("error %q does not name %s", msg, ref)
+	}
+}
