@@ -1,0 +1,378 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/registry"
+	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/puller"
+	"github.com/pullkit/pullkit/testdata"
+)
+
+// demoRepo is the repository the demo registry serves.
+const demoRepo = "demo/hello-world"
+
+// The real hello-world blobs the demo serves (testdata/SOURCES.md).
+const (
+	amd64Manifest = digest.Digest("sha256:f54a58bc1aac5ea1a25d796ae155dc228b3f0e11d046ae276b39c4bf2f13d8c4")
+	amd64Config   = digest.Digest("sha256:feb5d9fea6a5e9606aa995e879d862b825965ba48de054caab5ef356dc6b3412")
+	amd64Layer    = digest.Digest("sha256:2db29710123e3e53a794f2694094b9b4338aa9ee5c40b930cb8063a1be392c54")
+	arm64Manifest = digest.Digest("sha256:411caf340c828657e915a83ed561a79d2b8150dabad4dc079d881cbfe6f86afe")
+	arm64Config   = digest.Digest("sha256:ee301c921b8aadc002973b2e0c3da17d701dcd994b606769a7e6eaa100b81d44")
+	arm64Layer    = digest.Digest("sha256:12660636fe55438cc3ae7424da7ac56e845cdb52493ff9cf949c47a7f57f8b43")
+)
+
+// emptyGzipLayer is the 32-byte gzip of an empty tar whose digest is
+// manifest.EmptyGzipLayer; schema 1 images list it for steps that change no file.
+var emptyGzipLayer = []byte{31, 139, 8, 0, 0, 9, 110, 136, 0, 255, 98, 24, 5, 163, 96, 20, 140, 88, 0, 8, 0, 0, 255, 255, 46, 175, 181, 239, 0, 4, 0, 0}
+
+// demoImage is one image the demo registry serves.
+type demoImage struct {
+	tag   string
+	title string
+	note  string
+}
+
+// demoRegistry is go-containerregistry's registry on a loopback port, seeded.
+type demoRegistry struct {
+	host   string
+	srv    *http.Server
+	images []demoImage
+}
+
+func (d *demoRegistry) close() { _ = d.srv.Close() }
+
+// startDemo starts the registry and seeds it with one image per manifest format, all
+// built from the real hello-world blobs in testdata.
+func startDemo() (*demoRegistry, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("demo registry: %w", err)
+	}
+	d := &demoRegistry{
+		host: l.Addr().String(),
+		srv:  &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 10 * time.Second},
+	}
+	go func() { _ = d.srv.Serve(l) }()
+	if err := d.seed(); err != nil {
+		d.close()
+		return nil, fmt.Errorf("demo registry: seed: %w", err)
+	}
+	return d, nil
+}
+
+func (d *demoRegistry) seed() error {
+	ctr, err := testdata.Blobs(testdata.HelloWorldCtrExport)
+	if err != nil {
+		return err
+	}
+	d25, err := testdata.Blobs(testdata.HelloWorldDocker25Save)
+	if err != nil {
+		return err
+	}
+	blob := func(m map[digest.Digest][]byte, dg digest.Digest) ([]byte, error) {
+		if b, ok := m[dg]; ok {
+			return b, nil
+		}
+		return nil, fmt.Errorf("embedded testdata has no blob %s", dg)
+	}
+	var raw = map[digest.Digest][]byte{}
+	for _, src := range []struct {
+		m  map[digest.Digest][]byte
+		dg digest.Digest
+	}{{ctr, amd64Manifest}, {ctr, amd64Config}, {ctr, amd64Layer}, {d25, arm64Manifest}, {d25, arm64Config}, {d25, arm64Layer}} {
+		b, err := blob(src.m, src.dg)
+		if err != nil {
+			return err
+		}
+		raw[src.dg] = b
+	}
+	for _, b := range [][]byte{raw[amd64Config], raw[amd64Layer], raw[arm64Config], raw[arm64Layer], emptyGzipLayer} {
+		if err := d.putBlob(b); err != nil {
+			return err
+		}
+	}
+
+	// Docker schema 2: Docker Hub's own hello-world linux/amd64 manifest, bytes as served.
+	if err := d.putManifest("schema2", manifest.MediaTypeDockerSchema2, raw[amd64Manifest]); err != nil {
+		return err
+	}
+	// OCI manifest: the linux/arm64 manifest Docker 25's `docker save` wrote.
+	if err := d.putManifest("oci", manifest.MediaTypeOCIManifest, raw[arm64Manifest]); err != nil {
+		return err
+	}
+
+	// Docker manifest list: the amd64 manifest above and a schema 2 manifest for the
+	// arm64 blobs (its layer is an uncompressed tar).
+	arm64Schema2, err := imageManifest(manifest.MediaTypeDockerSchema2,
+		manifest.Descriptor{MediaType: manifest.MediaTypeDockerConfig, Digest: arm64Config, Size: int64(len(raw[arm64Config]))},
+		manifest.Descriptor{MediaType: manifest.MediaTypeDockerLayerUncompressed, Digest: arm64Layer, Size: int64(len(raw[arm64Layer]))})
+	if err != nil {
+		return err
+	}
+	list, err := indexManifest(manifest.MediaTypeDockerManifestList,
+		manifest.Descriptor{MediaType: manifest.MediaTypeDockerSchema2, Digest: amd64Manifest, Size: int64(len(raw[amd64Manifest])),
+			Platform: &manifest.Platform{OS: "linux", Architecture: "amd64"}},
+		manifest.Descriptor{MediaType: manifest.MediaTypeDockerSchema2, Digest: digest.FromBytes(arm64Schema2), Size: int64(len(arm64Schema2)),
+			Platform: &manifest.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
+	if err != nil {
+		return err
+	}
+	if err := d.putManifest(digest.FromBytes(arm64Schema2).String(), manifest.MediaTypeDockerSchema2, arm64Schema2); err != nil {
+		return err
+	}
+	if err := d.putManifest("list", manifest.MediaTypeDockerManifestList, list); err != nil {
+		return err
+	}
+
+	// OCI index: an OCI manifest for the amd64 blobs and the arm64 OCI manifest above.
+	amd64OCI, err := imageManifest(manifest.MediaTypeOCIManifest,
+		manifest.Descriptor{MediaType: manifest.MediaTypeOCIConfig, Digest: amd64Config, Size: int64(len(raw[amd64Config]))},
+		manifest.Descriptor{MediaType: manifest.MediaTypeOCILayerGzip, Digest: amd64Layer, Size: int64(len(raw[amd64Layer]))})
+	if err != nil {
+		return err
+	}
+	index, err := indexManifest(manifest.MediaTypeOCIIndex,
+		manifest.Descriptor{MediaType: manifest.MediaTypeOCIManifest, Digest: digest.FromBytes(amd64OCI), Size: int64(len(amd64OCI)),
+			Platform: &manifest.Platform{OS: "linux", Architecture: "amd64"}},
+		manifest.Descriptor{MediaType: manifest.MediaTypeOCIManifest, Digest: arm64Manifest, Size: int64(len(raw[arm64Manifest])),
+			Platform: &manifest.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
+	if err != nil {
+		return err
+	}
+	if err := d.putManifest(digest.FromBytes(amd64OCI).String(), manifest.MediaTypeOCIManifest, amd64OCI); err != nil {
+		return err
+	}
+	if err := d.putManifest("index", manifest.MediaTypeOCIIndex, index); err != nil {
+		return err
+	}
+
+	// Signed schema 1: the amd64 image as Docker Hub served it in 2015's format, signed
+	// now with a throwaway key.
+	s1, err := schema1Manifest(raw[amd64Config])
+	if err != nil {
+		return err
+	}
+	if err := d.putManifest("schema1", manifest.MediaTypeDockerSchema1Signed, s1); err != nil {
+		return err
+	}
+
+	d.images = []demoImage{
+		{"schema1", "Docker schema 1, signed", "layers newest first in the manifest, base first here; canonical digest = sha256 of the signed payload; no config blob"},
+		{"schema2", "Docker schema 2", "Docker Hub's hello-world linux/amd64 manifest, bytes as served"},
+		{"list", "Docker manifest list", "linux/amd64 and linux/arm64/v8; the platform is chosen, then its manifest fetched by digest and verified"},
+		{"oci", "OCI image manifest", "written by Docker 25's docker save; uncompressed layer"},
+		{"index", "OCI image index", "linux/amd64 and linux/arm64/v8"},
+	}
+	return nil
+}
+
+// imageManifest encodes a schema 2 or OCI image manifest.
+func imageManifest(mediaType string, config manifest.Descriptor, layers ...manifest.Descriptor) ([]byte, error) {
+	return json.MarshalIndent(struct {
+		SchemaVersion int                   `json:"schemaVersion"`
+		MediaType     string                `json:"mediaType"`
+		Config        manifest.Descriptor   `json:"config"`
+		Layers        []manifest.Descriptor `json:"layers"`
+	}{2, mediaType, config, layers}, "", "   ")
+}
+
+// indexManifest encodes a manifest list or OCI index.
+func indexManifest(mediaType string, entries ...manifest.Descriptor) ([]byte, error) {
+	return json.MarshalIndent(struct {
+		SchemaVersion int                   `json:"schemaVersion"`
+		MediaType     string                `json:"mediaType"`
+		Manifests     []manifest.Descriptor `json:"manifests"`
+	}{2, mediaType, entries}, "", "   ")
+}
+
+// schema1Manifest writes and signs a schema 1 manifest for the amd64 hello-world: the
+// real layer, then the empty layer of its CMD step, with v1Compatibility entries drawn
+// from the real config.
+func schema1Manifest(config []byte) ([]byte, error) {
+	var cfg struct {
+		Architecture  string          `json:"architecture"`
+		OS            string          `json:"os"`
+		Config        json.RawMessage `json:"config"`
+		Created       string          `json:"created"`
+		DockerVersion string          `json:"docker_version"`
+		History       []struct {
+			Created   string `json:"created"`
+			CreatedBy string `json:"created_by"`
+		} `json:"history"`
+	}
+	if err := json.Unmarshal(config, &cfg); err != nil || len(cfg.History) != 2 {
+		return nil, fmt.Errorf("hello-world config: want 2 history entries (%v)", err)
+	}
+	baseID := digest.FromString("pullkit demo v1 " + amd64Layer.String()).Encoded()
+	topID := digest.FromString("pullkit demo v1 " + baseID + " CMD").Encoded()
+	base, err := json.Marshal(map[string]any{
+		"id":               baseID,
+		"created":          cfg.History[0].Created,
+		"container_config": map[string]any{"Cmd": []string{cfg.History[0].CreatedBy}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	top, err := json.Marshal(map[string]any{
+		"id":               topID,
+		"parent":           baseID,
+		"architecture":     cfg.Architecture,
+		"os":               cfg.OS,
+		"config":           cfg.Config,
+		"created":          cfg.Created,
+		"docker_version":   cfg.DockerVersion,
+		"container_config": map[string]any{"Cmd": []string{cfg.History[1].CreatedBy}},
+		"throwaway":        true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	type fsLayer struct {
+		BlobSum digest.Digest `json:"blobSum"`
+	}
+	type history struct {
+		V1Compatibility string `json:"v1Compatibility"`
+	}
+	payload, err := json.MarshalIndent(struct {
+		SchemaVersion int       `json:"schemaVersion"`
+		Name          string    `json:"name"`
+		Tag           string    `json:"tag"`
+		Architecture  string    `json:"architecture"`
+		FSLayers      []fsLayer `json:"fsLayers"`
+		History       []history `json:"history"`
+	}{1, demoRepo, "schema1", cfg.Architecture,
+		[]fsLayer{{manifest.EmptyGzipLayer}, {amd64Layer}},
+		[]history{{string(top)}, {string(base)}}}, "", "   ")
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return manifest.SignSchema1(payload, key, nil)
+}
+
+func (d *demoRegistry) putBlob(b []byte) error {
+	u := fmt.Sprintf("http://%s/v2/%s/blobs/uploads/?digest=%s", d.host, demoRepo, digest.FromBytes(b))
+	return d.do(http.MethodPost, u, "application/octet-stream", b)
+}
+
+func (d *demoRegistry) putManifest(ident, mediaType string, b []byte) error {
+	return d.do(http.MethodPut, fmt.Sprintf("http://%s/v2/%s/manifests/%s", d.host, demoRepo, ident), mediaType, b)
+}
+
+func (d *demoRegistry) do(method, u, contentType string, body []byte) error {
+	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s %s: %s %s", method, u, resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
+}
+
+// runDemo serves the demo images and pulls each one as o asks.
+func runDemo(ctx context.Context, o *options, popts []puller.Option, stdout io.Writer) error {
+	d, err := startDemo()
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	note := ""
+	if o.platform == "" && runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
+		popts = append(popts, puller.WithPlatform(manifest.Platform{OS: "linux", Architecture: "amd64"}))
+		note = fmt.Sprintf(" (this machine is %s; the demo images are for amd64 and arm64, so linux/amd64 is chosen)", runtime.GOARCH)
+	}
+	// The demo registry needs no credentials; never consult the user's.
+	c := puller.New(append(popts, puller.WithKeychain(authn.NewMultiKeychain()))...)
+	if !o.json && !o.resolve {
+		fmt.Fprintf(stdout, "pull: no reference given, so this serves testdata's hello-world images in every manifest format\n"+
+			"from go-containerregistry's registry on %s and pulls each one for %s%s.\n", d.host, c.Platform(), note)
+	}
+	var imgs []*manifest.Image
+	var failed []string
+	for _, im := range d.images {
+		ref := d.host + "/" + demoRepo + ":" + im.tag
+		if o.resolve {
+			res, err := c.Resolve(ctx, ref)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s  %s\n", res.Digest(), ref)
+			continue
+		}
+		if !o.json {
+			fmt.Fprintf(stdout, "\n== %s: %s\n", im.title, im.note)
+		}
+		res, img, err := c.PullResolved(ctx, ref)
+		if err != nil {
+			if o.json {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s\n  FAILED: %s\n", ref, oneLine(err.Error()))
+			failed = append(failed, im.tag)
+			continue
+		}
+		var written string
+		if o.output != "" {
+			// One OCI layout holds every image; docker-archive writes one tar per image
+			// into the directory o.output.
+			path := o.output
+			if o.format == "docker-archive" {
+				if err := os.MkdirAll(o.output, 0o755); err != nil {
+					return err
+				}
+				path = filepath.Join(o.output, im.tag+".tar")
+			}
+			if written, err = writeOutput(ctx, o, res, img, path); err != nil {
+				return err
+			}
+		}
+		if o.json {
+			imgs = append(imgs, img)
+			continue
+		}
+		printImage(stdout, img)
+		if written != "" {
+			fmt.Fprintln(stdout, "  written    "+written)
+		}
+	}
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(imgs)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("demo: %d of %d pulls failed: %v", len(failed), len(d.images), failed)
+	}
+	if !o.resolve {
+		fmt.Fprintf(stdout, "\nAll %d formats pulled and verified. Try also: pull --platform linux/arm64, pull --json, pull --resolve, pull --output DIR.\n", len(d.images))
+	}
+	return nil
+}

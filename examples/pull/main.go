@@ -1,0 +1,235 @@
+// Command pull pulls a container image the way an engine needs it: it resolves the
+// reference, negotiates and verifies the manifests, picks the platform, verifies the
+// config, and prints the normalised model, or writes the image to disk.
+//
+//	pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N]
+//	     [--manifest-format oci|v2s2|v2s1] [--json] [--resolve] [--plain-http] REFERENCE
+//	pull        # no reference: start an in-process registry seeded from testdata, pull each
+//
+// It exits 0 on success and non-zero with one line on stderr otherwise.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/puller"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the parsed command line.
+type options struct {
+	platform string
+	output   string
+	format   string
+	// manifestFormat is the image manifest written into an OCI layout: oci (default),
+	// v2s2 or v2s1.
+	manifestFormat string
+	jobs           int
+	json           bool
+	resolve        bool
+	plainHTTP      bool
+	reference      string
+	// formatSet and manifestFormatSet record whether the flags were given.
+	formatSet, manifestFormatSet bool
+	// progressOut is where blob progress is drawn: stderr when it is a terminal, else nil.
+	progressOut io.Writer
+}
+
+// usageError is a command-line mistake (exit status 2).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+const usage = "usage: pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--json] [--resolve] [--plain-http] [REFERENCE]"
+
+// parseArgs reads the flags; flags may come before or after the reference.
+func parseArgs(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.platform, "platform", "", "platform to choose from a list or index, os/arch[/variant]")
+	fs.StringVar(&o.output, "output", "", "write the image to PATH")
+	fs.StringVar(&o.format, "format", "oci", "format of --output: oci or docker-archive")
+	fs.IntVar(&o.jobs, "jobs", 4, "concurrent blob downloads for --output")
+	fs.StringVar(&o.manifestFormat, "manifest-format", "oci", "image manifest written into an OCI layout: oci, v2s2 or v2s1")
+	fs.BoolVar(&o.json, "json", false, "print the image model as JSON")
+	fs.BoolVar(&o.resolve, "resolve", false, "print the platform manifest's digest; download no blob")
+	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to a registry that is not on loopback")
+	var refs []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, &usageError{usage}
+			}
+			return nil, &usageError{fmt.Sprintf("%s (%s)", strings.TrimSpace(err.Error()), usage)}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		refs = append(refs, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "format":
+			o.formatSet = true
+		case "manifest-format":
+			o.manifestFormatSet = true
+		}
+	})
+	switch {
+	case len(refs) > 1:
+		return nil, &usageError{fmt.Sprintf("one reference expected, got %d: %s", len(refs), strings.Join(refs, " "))}
+	case o.format != "oci" && o.format != "docker-archive":
+		return nil, &usageError{fmt.Sprintf("--format %q: want oci or docker-archive", o.format)}
+	case o.formatSet && o.output == "":
+		return nil, &usageError{"--format needs --output PATH"}
+	case o.manifestFormat != "oci" && o.manifestFormat != "v2s2" && o.manifestFormat != "v2s1":
+		return nil, &usageError{fmt.Sprintf("--manifest-format %q: want oci, v2s2 or v2s1", o.manifestFormat)}
+	case o.manifestFormatSet && (o.output == "" || o.format != "oci"):
+		return nil, &usageError{"--manifest-format chooses the manifest written into --output PATH --format oci"}
+	case o.jobs < 1:
+		return nil, &usageError{fmt.Sprintf("--jobs %d: want at least 1", o.jobs)}
+	case o.resolve && o.output != "":
+		return nil, &usageError{"--resolve downloads no blob, so it cannot be combined with --output"}
+	case o.resolve && o.json:
+		return nil, &usageError{"--resolve prints only the digest; drop --json to use it, or --resolve to get the model"}
+	}
+	if len(refs) == 1 {
+		o.reference = refs[0]
+	}
+	return o, nil
+}
+
+// run is the whole program, callable from tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parseArgs(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		return 2
+	}
+	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
+		o.progressOut = stderr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	var popts []puller.Option
+	if o.platform != "" {
+		p, err := manifest.ParsePlatform(o.platform)
+		if err != nil {
+			fmt.Fprintln(stderr, "pull: --platform: "+oneLine(err.Error()))
+			return 2
+		}
+		popts = append(popts, puller.WithPlatform(p))
+	}
+	popts = append(popts, puller.WithPlainHTTP(o.plainHTTP))
+
+	if o.reference == "" {
+		err = runDemo(ctx, o, popts, stdout)
+	} else {
+		err = pullOne(ctx, o, puller.New(popts...), o.reference, stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		return 1
+	}
+	return 0
+}
+
+// pullOne pulls ref and prints it as o asks.
+func pullOne(ctx context.Context, o *options, c *puller.Client, ref string, stdout io.Writer) error {
+	if o.resolve {
+		res, err := c.Resolve(ctx, ref)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, res.Digest())
+		return err
+	}
+	res, img, err := c.PullResolved(ctx, ref)
+	if err != nil {
+		return err
+	}
+	var written string
+	if o.output != "" {
+		if written, err = writeOutput(ctx, o, res, img, o.output); err != nil {
+			return err
+		}
+	}
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(img)
+	}
+	printImage(stdout, img)
+	if written != "" {
+		_, err = fmt.Fprintln(stdout, "  written    "+written)
+	}
+	return err
+}
+
+// printImage writes the human summary of img.
+func printImage(w io.Writer, img *manifest.Image) {
+	fmt.Fprintf(w, "%s\n", img.Reference)
+	fmt.Fprintf(w, "  digest     %s  %s\n", img.Digest, img.MediaType)
+	if img.Manifest.Digest != img.Digest {
+		fmt.Fprintf(w, "  manifest   %s  %s, %d bytes\n", img.Manifest.Digest, img.Manifest.MediaType, img.Manifest.Size)
+	}
+	if img.Platform != nil {
+		fmt.Fprintf(w, "  platform   %s\n", img.Platform)
+	}
+	if img.Config.Digest != "" {
+		fmt.Fprintf(w, "  config     %s  %s, %d bytes\n", img.Config.Digest, img.Config.MediaType, img.Config.Size)
+	} else {
+		fmt.Fprintf(w, "  config     none served (schema 1: synthesised from its history when written)\n")
+	}
+	var empty int
+	var total int64
+	known := true
+	for _, l := range img.Layers {
+		if l.Empty {
+			empty++
+		}
+		if l.Size < 0 {
+			known = false
+		} else {
+			total += l.Size
+		}
+	}
+	size := fmt.Sprintf("%d bytes", total)
+	if !known {
+		size = "sizes not in the manifest (schema 1)"
+	}
+	fmt.Fprintf(w, "  layers     %d (%d empty), %s, base first\n", len(img.Layers), empty, size)
+	for i, l := range img.Layers {
+		line := fmt.Sprintf("    %d  %s  %s", i+1, l.Digest, l.MediaType)
+		if l.Size >= 0 {
+			line += fmt.Sprintf(", %d bytes", l.Size)
+		}
+		if l.DiffID != "" {
+			line += ", diffID " + l.DiffID.String()
+		}
+		if l.Empty {
+			line += ", empty"
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+// oneLine folds an error onto one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
