@@ -3,7 +3,10 @@ package manifest
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	digest "github.com/opencontainers/go-digest"
 )
@@ -24,6 +27,16 @@ var (
 	ErrNoMatch = errors.New("no manifest for platform")
 )
 
+// printable escapes what a terminal or log should not receive raw: invalid UTF-8 and
+// non-printing characters, which network input can put into media types and reasons.
+func printable(s string) string {
+	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	q := strconv.QuoteToASCII(s)
+	return q[1 : len(q)-1]
+}
+
 // UnsupportedError reports a document pullkit understands but will not treat as an image.
 type UnsupportedError struct {
 	// MediaType is the media type that was served or found.
@@ -34,9 +47,9 @@ type UnsupportedError struct {
 
 func (e *UnsupportedError) Error() string {
 	if e.MediaType == "" {
-		return fmt.Sprintf("unsupported manifest: %s", e.Reason)
+		return fmt.Sprintf("unsupported manifest: %s", printable(e.Reason))
 	}
-	return fmt.Sprintf("unsupported manifest (%s): %s", e.MediaType, e.Reason)
+	return fmt.Sprintf("unsupported manifest (%s): %s", printable(e.MediaType), printable(e.Reason))
 }
 
 // Unwrap returns ErrUnsupported.
@@ -55,9 +68,9 @@ type InvalidError struct {
 func (e *InvalidError) Error() string {
 	s := "invalid manifest"
 	if e.MediaType != "" {
-		s += " (" + e.MediaType + ")"
+		s += " (" + printable(e.MediaType) + ")"
 	}
-	s += ": " + e.Reason
+	s += ": " + printable(e.Reason)
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}

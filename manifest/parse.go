@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"mime"
+	"strconv"
 	"strings"
 
 	digest "github.com/opencontainers/go-digest"
@@ -228,29 +229,28 @@ func checkLayerMediaType(d Descriptor) error {
 	return fmt.Errorf("layer %s has media type %s, not an image layer", d.Digest, quoteOrEmpty(d.MediaType))
 }
 
-func quoteOrEmpty(s string) string {
-	if s == "" {
-		return `""`
-	}
-	return s
-}
+// quoteOrEmpty quotes a string that came from the network for an error message, so
+// that empty, control or invalid bytes show as escapes.
+func quoteOrEmpty(s string) string { return strconv.Quote(s) }
 
-// Verify parses raw and checks that it is the manifest named by want: want must be its
-// canonical digest or, for signed schema 1, the sha256 of the bytes as served (which is
-// what some registries index it by). Either way the bytes are exactly those want names.
+// Verify checks that raw is the manifest named by want, then parses it: want must be
+// the sha256 of the bytes as served or, for signed schema 1, its canonical (payload)
+// digest (some registries index schema 1 by one, some by the other; either way the bytes
+// are exactly those want names). Bytes that are not what want names are a
+// *DigestMismatchError even when they do not parse: damage in transit is reported as
+// damage, not as an unsupported or malformed image.
 func Verify(raw []byte, mediaType string, want digest.Digest) (*Manifest, error) {
 	if err := want.Validate(); err != nil {
 		return nil, fmt.Errorf("verify manifest: bad digest %q: %w", want, err)
 	}
+	got := want.Algorithm().FromBytes(raw)
+	if got == want {
+		return Parse(raw, mediaType)
+	}
+	// Only a signed schema 1 manifest can be named by a digest other than its bytes'.
 	m, err := Parse(raw, mediaType)
-	if err != nil {
-		return nil, err
-	}
-	if m.Digest == want {
+	if err == nil && m.Schema1 != nil && m.Digest == want {
 		return m, nil
 	}
-	if got := want.Algorithm().FromBytes(raw); got == want {
-		return m, nil
-	}
-	return nil, &DigestMismatchError{What: "manifest", Want: want, Got: m.Digest}
+	return nil, &DigestMismatchError{What: "manifest", Want: want, Got: got}
 }

@@ -1,13 +1,16 @@
 package manifest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	digest "github.com/opencontainers/go-digest"
 )
@@ -326,5 +329,44 @@ func TestBuildImageSchema1(t *testing.T) {
 				t.Errorf("manifest ref %+v, digest %s", img.Manifest, img.Digest)
 			}
 		})
+	}
+}
+
+// TestVerifyDamageIsMismatch: bytes damaged in transit are a digest mismatch even when
+// the damage makes them unparseable or names an unsupported type, so the user is told
+// the bytes were wrong, not that the image cannot be pulled.
+func TestVerifyDamageIsMismatch(t *testing.T) {
+	raw := readFixture(t, "schema2/hello-world-amd64-dockerhub-2021.json")
+	want := digest.FromBytes(raw)
+	for name, damage := range map[string]func([]byte) []byte{
+		"not JSON":          func(b []byte) []byte { b[0] = 'X'; return b },
+		"layer type edited": func(b []byte) []byte { return bytes.Replace(b, []byte("rootfs.diff"), []byte("rootfs.dXff"), 1) },
+		"truncated":         func(b []byte) []byte { return b[:len(b)/2] },
+		"signed schema 1":   func([]byte) []byte { return readFixture(t, "schema1-signed/hello-world-dockerhub-2015.json") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Verify(damage(bytes.Clone(raw)), MediaTypeDockerSchema2, want)
+			var dm *DigestMismatchError
+			if !errors.As(err, &dm) || dm.Want != want || errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnsupported) {
+				t.Fatalf("Verify = %v; want only a DigestMismatchError for %s", err, want)
+			}
+		})
+	}
+	// A signed schema 1 verifies by its canonical digest and by the sha256 of its bytes.
+	s1 := readFixture(t, "schema1-signed/hello-world-dockerhub-2015.json")
+	for _, d := range []digest.Digest{"sha256:02fee8c3220ba806531f606525eceb83f4feb654f62b207191b1c9209188dedd", digest.FromBytes(s1)} {
+		if _, err := Verify(s1, MediaTypeDockerSchema1Signed, d); err != nil {
+			t.Errorf("Verify(schema 1, %s): %v", d, err)
+		}
+	}
+}
+
+func TestErrorTextIsPrintable(t *testing.T) {
+	_, err := Parse([]byte("{\"schemaVersion\":2,\"mediaType\":\"application/vnd.x\\u001b[31m\xff\"}"), "")
+	if err == nil || !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("Parse = %v, want ErrUnsupported", err)
+	}
+	if strings.ContainsRune(err.Error(), 0x1b) || !utf8.ValidString(err.Error()) {
+		t.Fatalf("error text carries raw network bytes: %q", err.Error())
 	}
 }
