@@ -18,7 +18,8 @@
 //   - redirects that never carry the registry's Authorization to another host, and plain
 //     HTTP only to loopback registries unless WithPlainHTTP;
 //   - mirrors (WithMirrors): an ordered list of endpoints per registry, asked before the
-//     origin, with the origin as the last resort for manifests and blobs alike.
+//     origin, with the origin as the last resort for manifests and blobs alike, unless
+//     WithMirrorFallback(false) forbids ever contacting the origin.
 //
 // Every error is an *Error naming the reference, the step and the digest, wrapping a
 // sentinel (ErrNotFound, ErrUnauthorized, ErrUnreachable, ErrTooLarge,

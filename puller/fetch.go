@@ -14,9 +14,10 @@ import (
 )
 
 // Fetch downloads the blobs of img (the model of r, from Resolved.Image or PullResolved)
-// into store with layers.Fetch, through r's repository: the config, except for schema 1,
-// which has none, and every layer except schema 1's throwaway ones (their blob is the
-// empty gzip, and no converted manifest lists them). For schema 1 the diffIDs are
+// into store with layers.Fetch, through r's repository: the config (stored from memory
+// when Client.Config already fetched it; schema 1 has none), and every layer except
+// schema 1's throwaway ones (their blob is the empty gzip, and no converted manifest
+// lists them). For schema 1 the diffIDs are
 // computed while the layers stream, since a config must be synthesised from them (see
 // manifest.FromSchema1); otherwise they are checked against the config's rootfs.diff_ids.
 // img's layers get the sizes and diffIDs the transfer learnt, and schema 1 layers whose
@@ -29,7 +30,14 @@ func (r *Resolved) Fetch(ctx context.Context, store *layers.Layout, img *manifes
 	var blobs []layers.Blob
 	var at []int // index in img.Layers of each blob; -1 for the config
 	if s1 == nil {
-		blobs = append(blobs, layers.Blob{Desc: img.Config.Descriptor()})
+		cfg := img.Config.Descriptor()
+		if c := r.config; c != nil && c.Descriptor.Digest == cfg.Digest && !store.Has(cfg.Digest) {
+			// Already fetched and verified by Client.Config: store it, do not GET it again.
+			if err := store.PutBlob(ctx, c.Descriptor, c.Raw); err != nil {
+				return &Error{Reference: r.Reference, Op: "store config", Digest: cfg.Digest, Err: err}
+			}
+		}
+		blobs = append(blobs, layers.Blob{Desc: cfg})
 		at = append(at, -1)
 	}
 	for i, l := range img.Layers {

@@ -136,3 +136,34 @@ func TestResolvedFetchDiffIDMismatch(t *testing.T) {
 		t.Errorf("error does not name the reference: %v", err)
 	}
 }
+
+// TestResolvedFetchConfigOnce: the config PullResolved fetched and verified is stored
+// from memory, so a whole pull GETs each blob once.
+func TestResolvedFetchConfigOnce(t *testing.T) {
+	f := newFake(t)
+	seedHello(t, f, "library/hello", "latest")
+	ctx := context.Background()
+	res, img, err := newClient().PullResolved(ctx, f.ref("library/hello:latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := layers.OpenLayout(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Fetch(ctx, store, img); err != nil {
+		t.Fatal(err)
+	}
+	gets := map[string]int{}
+	for _, r := range f.recorded() {
+		if r.Method == "GET" && strings.Contains(r.URL.Path, "/blobs/") {
+			gets[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+		}
+	}
+	if gets[img.Config.Digest.String()] != 1 || gets[img.Layers[0].Digest.String()] != 1 || len(gets) != 2 {
+		t.Fatalf("blob GETs %v; want one for the config and one for the layer", gets)
+	}
+	if !store.Has(img.Config.Digest) {
+		t.Fatal("config not stored")
+	}
+}

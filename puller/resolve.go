@@ -26,6 +26,10 @@ type Resolved struct {
 	Descriptor *manifest.Descriptor
 	// Repository fetches the image's blobs (it implements the layers package's Fetcher).
 	Repository *Repository
+
+	// config is the config blob Client.Config fetched and verified, kept so that Fetch
+	// stores it instead of downloading it again.
+	config *Config
 }
 
 // Digest returns the chosen image manifest's digest: the one to pin, and for signed
@@ -160,7 +164,8 @@ func (c *Client) Config(ctx context.Context, r *Resolved) (*Config, error) {
 	if err != nil {
 		return nil, &Error{Reference: r.Reference, Op: "parse config", Digest: desc.Digest, Err: err}
 	}
-	return &Config{Descriptor: desc, Raw: raw, Parsed: parsed}, nil
+	r.config = &Config{Descriptor: desc, Raw: raw, Parsed: parsed}
+	return r.config, nil
 }
 
 // Image builds the normalised model from r and its config (nil for schema 1).
