@@ -339,35 +339,72 @@ func (f redirect) Apply(w http.ResponseWriter, r *http.Request, _ http.Handler) 
 	http.Redirect(w, r, f.base+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 }
 
-// randomFaults injects recoverable faults into a fraction of blob and manifest requests.
+// Kind is a kind of fault EnableRandom may inject.
+type Kind int
+
+// The kinds of random fault.
+const (
+	// KindReset resets the connection after a random prefix (< 4 KiB) of the body.
+	KindReset Kind = iota
+	// KindTruncate closes the connection cleanly after a random prefix (< 4 KiB) of a
+	// body sent under its full Content-Length.
+	KindTruncate
+	// KindStatus500 answers 500 Internal Server Error.
+	KindStatus500
+	// KindStatus503 answers 503 Service Unavailable.
+	KindStatus503
+	// KindTooManyRequests answers 429 with Retry-After: 0.
+	KindTooManyRequests
+	// KindCorrupt flips one byte of the body (same size, wrong digest): the only kind a
+	// client cannot recover from by asking again, unless it does ask again.
+	KindCorrupt
+)
+
+// AllKinds are the kinds EnableRandom injects when given none, in this order.
+var AllKinds = []Kind{KindReset, KindTruncate, KindStatus500, KindStatus503, KindTooManyRequests, KindCorrupt}
+
+// RecoverableKinds are the faults a retrying, resuming client gets through: every kind
+// but KindCorrupt.
+var RecoverableKinds = []Kind{KindReset, KindTruncate, KindStatus500, KindStatus503, KindTooManyRequests}
+
+// randomFaults injects faults into a fraction of blob and manifest requests.
 type randomFaults struct {
-	rng  *rand.Rand
-	rate float64
+	rng   *rand.Rand
+	rate  float64
+	kinds []Kind
 }
 
-// EnableRandom makes a fraction rate of the requests that no rule matches fail with one of
-// reset midway, truncation, 500, 503, 429 (Retry-After: 0) or a corrupt byte, chosen by a
-// seeded generator so that a failing soak can be replayed.
-func (p *Proxy) EnableRandom(seed uint64, rate float64) {
+// EnableRandom makes a fraction rate of the requests that no rule matches (except the
+// /v2/ ping) fail with one of kinds, chosen by a seeded generator so that a failing soak
+// can be replayed (given the same order of requests). With no kinds it draws from
+// AllKinds: reset midway, truncation, 500, 503, 429 (Retry-After: 0) or a corrupt byte.
+func (p *Proxy) EnableRandom(seed uint64, rate float64, kinds ...Kind) {
+	if len(kinds) == 0 {
+		kinds = AllKinds
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.random = &randomFaults{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), rate: rate}
+	p.random = &randomFaults{
+		rng:   rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		rate:  rate,
+		kinds: append([]Kind(nil), kinds...),
+	}
 }
 
 func (rf *randomFaults) pick(r *http.Request) Fault {
 	if r.URL.Path == "/v2/" || rf.rng.Float64() >= rf.rate {
 		return nil
 	}
-	switch rf.rng.IntN(6) {
-	case 0:
+	switch rf.kinds[rf.rng.IntN(len(rf.kinds))] {
+	case KindReset:
 		return ResetAfter(rf.rng.Int64N(4096))
-	case 1:
+	case KindTruncate:
 		return TruncateAfter(rf.rng.Int64N(4096))
-	case 2:
+	case KindStatus500:
 		return Status(http.StatusInternalServerError, nil, "")
-	case 3:
+	case KindStatus503:
 		return Status(http.StatusServiceUnavailable, nil, "")
-	case 4:
+	case KindTooManyRequests:
 		return TooManyRequests("0")
 	default:
 		return CorruptByte()

@@ -171,3 +171,26 @@ func TestRandomIsReplayable(t *testing.T) {
 		t.Fatalf("%d of %d requests faulted at rate 0.5", faults, len(a))
 	}
 }
+
+func TestRandomKinds(t *testing.T) {
+	p := newProxy(t)
+	p.EnableRandom(7, 1, KindStatus503, KindTooManyRequests)
+	for i := 0; i < 40; i++ {
+		_, _, _ = get(t, p.URL+"/v2/r/blobs/x")
+	}
+	seen := map[string]int{}
+	for _, r := range p.Records() {
+		seen[r.Fault]++
+	}
+	if len(seen) != 2 || seen["status 503"] == 0 || seen["status 429"] == 0 {
+		t.Fatalf("faults %v at rate 1 from {503, 429}: want both and nothing else", seen)
+	}
+	for _, k := range RecoverableKinds {
+		if k == KindCorrupt {
+			t.Fatal("RecoverableKinds holds KindCorrupt")
+		}
+	}
+	if len(AllKinds) != len(RecoverableKinds)+1 {
+		t.Fatalf("AllKinds %v, RecoverableKinds %v", AllKinds, RecoverableKinds)
+	}
+}

@@ -60,6 +60,7 @@ type Option func(*settings)
 type settings struct {
 	htpasswd bool
 	token    *TokenServer
+	proxy    string
 }
 
 // WithHtpasswd makes the registry require basic auth as User / Password.
@@ -67,6 +68,12 @@ func WithHtpasswd() Option { return func(s *settings) { s.htpasswd = true } }
 
 // WithToken makes the registry require bearer tokens issued by ts.
 func WithToken(ts *TokenServer) Option { return func(s *settings) { s.token = ts } }
+
+// WithProxy runs the registry as a pull-through cache (distribution's "proxy: remoteurl:")
+// of the registry at remoteURL (e.g. "http://127.0.0.1:5000"), the way operators run a
+// mirror: it answers pulls from its storage, fetching and keeping what it lacks from
+// remoteURL. A pull-through cache refuses pushes, so seed the remote registry instead.
+func WithProxy(remoteURL string) Option { return func(s *settings) { s.proxy = remoteURL } }
 
 // Binary returns the docker-registry executable, or "" when it is not installed. The
 // environment variable PULLKIT_DOCKER_REGISTRY overrides the search.
@@ -166,6 +173,9 @@ compatibility:
 		fmt.Fprintf(&cfg, "auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n",
 			s.token.Realm(), s.token.Service, s.token.Issuer, bundle)
 		r.Auth = "token"
+	}
+	if s.proxy != "" {
+		fmt.Fprintf(&cfg, "proxy:\n  remoteurl: %s\n", s.proxy)
 	}
 	cfgPath := filepath.Join(dir, "config-"+strconv.Itoa(port)+".yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
