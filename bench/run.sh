@@ -44,7 +44,8 @@ done
 results=$work/results.tsv
 : >"$results"
 runone() { # image tool
-  local img=$1 tool=$2 out=$work/out/$tool
+  local img=$1 tool=$2
+  local out=$work/out/$tool
   rm -rf "$work/out"; mkdir -p "$work/out"; sync
   local cmd
   case $tool in

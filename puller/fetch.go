@@ -19,7 +19,8 @@ import (
 // schema 1's throwaway ones (their blob is the empty gzip, and no converted manifest
 // lists them). For schema 1 the diffIDs are
 // computed while the layers stream, since a config must be synthesised from them (see
-// manifest.FromSchema1); otherwise they are checked against the config's rootfs.diff_ids.
+// manifest.FromSchema1); otherwise, with WithDiffIDCheck, they are computed and checked
+// against the config's rootfs.diff_ids.
 // img's layers get the sizes and diffIDs the transfer learnt, and schema 1 layers whose
 // bytes turn out not to be gzip get the media type of what they are.
 //
@@ -44,7 +45,11 @@ func (r *Resolved) Fetch(ctx context.Context, store *layers.Layout, img *manifes
 		if s1 != nil && i < len(s1.History) && s1.History[i].Throwaway {
 			continue
 		}
-		blobs = append(blobs, layers.Blob{Desc: l.Descriptor(), DiffID: s1 != nil, WantDiffID: l.DiffID})
+		b := layers.Blob{Desc: l.Descriptor(), DiffID: s1 != nil}
+		if r.checkDiffIDs {
+			b.WantDiffID = l.DiffID
+		}
+		blobs = append(blobs, b)
 		at = append(at, i)
 	}
 	results, err := layers.Fetch(ctx, r.Repository, store, blobs, opts...)

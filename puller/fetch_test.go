@@ -118,6 +118,7 @@ func TestResolvedFetchDiffIDMismatch(t *testing.T) {
 	f := newFake(t)
 	seedHello(t, f, "library/hello", "latest")
 	ctx := context.Background()
+	// Off by default: the layer verifies against its digest, which is all Fetch checks.
 	res, img, err := newClient().PullResolved(ctx, f.ref("library/hello:latest"))
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +126,18 @@ func TestResolvedFetchDiffIDMismatch(t *testing.T) {
 	img.Layers[0].DiffID = digest.FromString("another layer")
 	store, err := layers.OpenLayout(t.TempDir())
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Fetch(ctx, store, img); err != nil {
+		t.Fatalf("Fetch without WithDiffIDCheck: %v", err)
+	}
+
+	res, img, err = newClient(puller.WithDiffIDCheck(true)).PullResolved(ctx, f.ref("library/hello:latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.Layers[0].DiffID = digest.FromString("another layer")
+	if store, err = layers.OpenLayout(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
 	err = res.Fetch(ctx, store, img)

@@ -30,6 +30,8 @@ type Resolved struct {
 	// config is the config blob Client.Config fetched and verified, kept so that Fetch
 	// stores it instead of downloading it again.
 	config *Config
+	// checkDiffIDs is the client's WithDiffIDCheck.
+	checkDiffIDs bool
 }
 
 // Digest returns the chosen image manifest's digest: the one to pin, and for signed
@@ -102,7 +104,7 @@ func (c *Client) resolveOn(ctx context.Context, ref string, r name.Reference, re
 		}
 	}
 
-	res := &Resolved{Reference: ref, Name: r, Top: top, Chosen: top, Repository: repo}
+	res := &Resolved{Reference: ref, Name: r, Top: top, Chosen: top, Repository: repo, checkDiffIDs: c.checkDiffIDs}
 	for depth := 0; res.Chosen.Kind == manifest.KindIndex; depth++ {
 		if depth >= maxIndexDepth {
 			return nil, &Error{Reference: ref, Op: "choose platform", Digest: res.Chosen.Digest,

@@ -3,7 +3,7 @@
 // config, and prints the normalised model, or writes the image to disk.
 //
 //	pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N]
-//	     [--manifest-format oci|v2s2|v2s1] [--json] [--resolve] [--plain-http] REFERENCE
+//	     [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--json] [--resolve] [--plain-http] REFERENCE
 //	pull        # no reference: start an in-process registry seeded from testdata, pull each
 //
 // It exits 0 on success and non-zero with one line on stderr otherwise.
@@ -40,6 +40,7 @@ type options struct {
 	json           bool
 	resolve        bool
 	plainHTTP      bool
+	checkDiffIDs   bool
 	reference      string
 	// formatSet and manifestFormatSet record whether the flags were given.
 	formatSet, manifestFormatSet bool
@@ -52,7 +53,7 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = "usage: pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--json] [--resolve] [--plain-http] [REFERENCE]"
+const usage = "usage: pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--json] [--resolve] [--plain-http] [REFERENCE]"
 
 // parseArgs reads the flags; flags may come before or after the reference.
 func parseArgs(args []string) (*options, error) {
@@ -67,6 +68,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.BoolVar(&o.json, "json", false, "print the image model as JSON")
 	fs.BoolVar(&o.resolve, "resolve", false, "print the platform manifest's digest; download no blob")
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to a registry that is not on loopback")
+	fs.BoolVar(&o.checkDiffIDs, "check-diffids", false, "with --output, decompress each layer and check it against the config's diff_ids")
 	var refs []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -135,7 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		popts = append(popts, puller.WithPlatform(p))
 	}
-	popts = append(popts, puller.WithPlainHTTP(o.plainHTTP))
+	popts = append(popts, puller.WithPlainHTTP(o.plainHTTP), puller.WithDiffIDCheck(o.checkDiffIDs))
 
 	if o.reference == "" {
 		err = runDemo(ctx, o, popts, stdout)

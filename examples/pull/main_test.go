@@ -490,3 +490,31 @@ func TestSchema1ToOCIMatchesSkopeo(t *testing.T) {
 		t.Errorf("layers %v, skopeo's %v", oursLayers, theirLayers)
 	}
 }
+
+// TestCheckDiffIDs pulls an image whose config names the wrong diffID for its layer: the
+// blob verifies against its digest, so a plain pull succeeds, and --check-diffids, which
+// decompresses every layer, refuses it naming the layer.
+func TestCheckDiffIDs(t *testing.T) {
+	reg := regtest.Start(t)
+	hello := regtest.HelloWorldAMD64(t)
+	layer := hello.Blobs[1]
+	config, _ := json.Marshal(map[string]any{
+		"architecture": "amd64", "os": "linux",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []digest.Digest{digest.FromString("not this layer")}},
+	})
+	m, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2, "mediaType": manifest.MediaTypeDockerSchema2,
+		"config": manifest.Descriptor{MediaType: manifest.MediaTypeDockerConfig, Digest: digest.FromBytes(config), Size: int64(len(config))},
+		"layers": []manifest.Descriptor{{MediaType: manifest.MediaTypeDockerLayer, Digest: digest.FromBytes(layer), Size: int64(len(layer))}},
+	})
+	reg.PushRaw(t, "diff/lie:v1", regtest.RawImage{MediaType: manifest.MediaTypeDockerSchema2, Manifest: m, Blobs: [][]byte{config, layer}})
+	ref := reg.Ref("diff/lie:v1")
+
+	if code, _, errOut := runCLI(t, "--output", filepath.Join(t.TempDir(), "a"), ref); code != 0 {
+		t.Fatalf("without --check-diffids: exit %d, %s", code, errOut)
+	}
+	code, _, errOut := runCLI(t, "--output", filepath.Join(t.TempDir(), "b"), "--check-diffids", ref)
+	if code != 1 || !strings.Contains(errOut, "diffID") || !strings.Contains(errOut, digest.FromBytes(layer).String()) || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("with --check-diffids: exit %d, stderr %q; want one line naming the layer's diffID mismatch", code, errOut)
+	}
+}
