@@ -347,3 +347,55 @@ func FuzzV1IDs(f *testing.F) {
 		}
 	})
 }
+
+// TestV1LayersDocker25LegacyJSON: Docker 25 also writes the legacy v1 JSON of the top
+// layer into blobs/ (misc/docker25-save-legacy-v1-layer-json.json, blob ac09ed77…). From
+// the config alone, V1Layers must give those exact bytes and the id inside them.
+func TestV1LayersDocker25LegacyJSON(t *testing.T) {
+	want := readFixture(t, "misc/docker25-save-legacy-v1-layer-json.json")
+	if d := digest.FromBytes(want); d != "sha256:ac09ed77c1b58dc3f93528f17515cb1c5487fa8f304ba2ed54d0f14686f1136e" {
+		t.Fatalf("fixture digest %s", d)
+	}
+	layers, err := V1Layers(readFixture(t, "config/hello-world-arm64-buildkit-config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := layers[len(layers)-1]
+	if !bytes.Equal(top.JSON, want) {
+		t.Fatalf("legacy JSON differs:\n got %s\nwant %s", top.JSON, want)
+	}
+	var doc struct{ ID string }
+	if err := json.Unmarshal(want, &doc); err != nil || "sha256:"+doc.ID != top.ID.String() || !strings.HasPrefix(doc.ID, "78d0dd34") {
+		t.Fatalf("id %s in the fixture, V1Layers says %s (%v)", doc.ID, top.ID, err)
+	}
+}
+
+// TestDocker25SaveManifestJSON reads Docker 25's docker-archive manifest.json
+// (misc/docker25-save-manifest.json): its Config and Layers are blob paths, and they name
+// exactly the config and layer of the OCI manifest the same save wrote.
+func TestDocker25SaveManifestJSON(t *testing.T) {
+	var entries []struct {
+		Config       string
+		RepoTags     []string
+		Layers       []string
+		LayerSources map[digest.Digest]Descriptor
+	}
+	if err := json.Unmarshal(readFixture(t, "misc/docker25-save-manifest.json"), &entries); err != nil || len(entries) != 1 {
+		t.Fatalf("%d entries: %v", len(entries), err)
+	}
+	e := entries[0]
+	m, err := Parse(readFixture(t, "oci-manifest/hello-world-arm64-docker25-save.json"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Config != "blobs/sha256/"+m.Config.Digest.Encoded() || e.RepoTags != nil {
+		t.Errorf("Config %q RepoTags %v; want the manifest's config %s, untagged", e.Config, e.RepoTags, m.Config.Digest)
+	}
+	if len(e.Layers) != 1 || e.Layers[0] != "blobs/sha256/"+m.Layers[0].Digest.Encoded() {
+		t.Errorf("Layers %v; want the manifest's layer %s", e.Layers, m.Layers[0].Digest)
+	}
+	src, ok := e.LayerSources[m.Layers[0].Digest]
+	if !ok || src.MediaType != MediaTypeOCILayer || src.Size != m.Layers[0].Size || src.Digest != m.Layers[0].Digest {
+		t.Errorf("LayerSources %+v; want the uncompressed layer %s of %d bytes", e.LayerSources, m.Layers[0].Digest, m.Layers[0].Size)
+	}
+}
