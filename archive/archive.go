@@ -35,6 +35,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
 
@@ -47,8 +48,9 @@ var (
 	ErrInvalidImage = errors.New("invalid image for docker-archive")
 	// ErrSizeMismatch: a layer's uncompressed content is not the size it was said to be.
 	ErrSizeMismatch = errors.New("layer size mismatch")
-	// ErrDecompress: a layer blob could not be decompressed.
-	ErrDecompress = errors.New("layer decompression failed")
+	// ErrDecompress: a layer blob could not be decompressed (it is layers.ErrDecompress,
+	// whose decompressor this package uses).
+	ErrDecompress = layers.ErrDecompress
 )
 
 // DockerImage is what WriteDockerArchive needs to write one image.

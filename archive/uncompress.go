@@ -1,25 +1,11 @@
 package archive
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
-)
-
-// zstdMaxWindow bounds the memory a zstd frame may ask the decoder for (128 MiB admits
-// `zstd --long=27` and `--ultra -22`); a blob that asks for more is refused.
-const zstdMaxWindow = 128 << 20
-
-var (
-	gzipMagic = []byte{0x1f, 0x8b}
-	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	"github.com/pullkit/pullkit/layers"
 )
 
 // Uncompressed returns the uncompressed content of a layer blob read from r, for a
@@ -28,36 +14,27 @@ var (
 // magic number, or Uncompressed fails instead of writing a mislabelled blob. For an
 // uncompressed type, an unknown one or none (schema 1 says nothing) the first bytes
 // decide, as docker's own loader does: gzip and zstd are decompressed, anything else is
-// passed through.
+// passed through (see layers.Decompress, which does the decompressing).
 //
 // Closing the result releases the decompressor and closes r when r is an io.Closer.
 // Errors wrap ErrDecompress (and the decoder's error), including those returned by Read
 // for a corrupt stream.
 func Uncompressed(r io.Reader, mediaType string) (io.ReadCloser, error) {
-	br := bufio.NewReaderSize(r, 32<<10)
-	head, _ := br.Peek(len(zstdMagic)) // a shorter head is a tiny (uncompressed) blob
-	isGzip, isZstd := bytes.HasPrefix(head, gzipMagic), bytes.HasPrefix(head, zstdMagic)
-	want := compressionOf(mediaType)
-	switch {
-	case want == "gzip" && !isGzip, want == "zstd" && !isZstd:
+	rc, kind, err := layers.Decompress(r)
+	if err != nil {
 		closeIf(r)
-		return nil, fmt.Errorf("%w: media type %s but the content is not %s (starts % x)", ErrDecompress, mediaType, want, head)
-	case isGzip:
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			closeIf(r)
-			return nil, fmt.Errorf("%w: gzip (media type %q): %w", ErrDecompress, mediaType, err)
-		}
-		return &decompressed{r: zr, kind: "gzip", close: func() { _ = zr.Close(); closeIf(r) }}, nil
-	case isZstd:
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
-		if err != nil {
-			closeIf(r)
-			return nil, fmt.Errorf("%w: zstd (media type %q): %w", ErrDecompress, mediaType, err)
-		}
-		return &decompressed{r: zr, kind: "zstd", close: func() { zr.Close(); closeIf(r) }}, nil
+		return nil, fmt.Errorf("media type %q: %w", mediaType, err)
 	}
-	return &decompressed{r: br, close: func() { closeIf(r) }}, nil
+	if want := compressionOf(mediaType); want != "" && kind != want {
+		rc.Close()
+		closeIf(r)
+		found := kind
+		if found == "" {
+			found = "uncompressed"
+		}
+		return nil, fmt.Errorf("%w: media type %s but the content is %s", ErrDecompress, mediaType, found)
+	}
+	return &closeBoth{ReadCloser: rc, r: r}, nil
 }
 
 // compressionOf tells what compression a layer media type names: "gzip", "zstd", or ""
@@ -79,30 +56,14 @@ func closeIf(r io.Reader) {
 	}
 }
 
-// decompressed is Uncompressed's result: reads wrap decoder errors in ErrDecompress,
-// Close releases everything once.
-type decompressed struct {
-	r      io.Reader
-	kind   string // "" when passing through
-	close  func()
-	closed bool
+// closeBoth closes the decompressor and then the underlying reader.
+type closeBoth struct {
+	io.ReadCloser
+	r io.Reader
 }
 
-func (d *decompressed) Read(p []byte) (int, error) {
-	if d.closed {
-		return 0, fmt.Errorf("read uncompressed layer: %w", os.ErrClosed)
-	}
-	n, err := d.r.Read(p)
-	if err != nil && err != io.EOF && d.kind != "" && !errors.Is(err, ErrDecompress) {
-		err = fmt.Errorf("%w: %s: %w", ErrDecompress, d.kind, err)
-	}
-	return n, err
-}
-
-func (d *decompressed) Close() error {
-	if !d.closed {
-		d.closed = true
-		d.close()
-	}
-	return nil
+func (c *closeBoth) Close() error {
+	err := c.ReadCloser.Close()
+	closeIf(c.r)
+	return err
 }

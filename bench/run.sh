@@ -4,6 +4,8 @@
 # 8 x 64 MiB, 200 x 64 KiB, 1 x 1 GiB. The tools run alternately ROUNDS times per image;
 # the script prints median wall time, the ratio to the floor and to go-containerregistry,
 # and peak RSS (from GNU time). Usage: bench/run.sh [ROUNDS]   (default 5)
+# IMAGES="big8 small200 huge1" selects images; BENCH_DIR keeps the work directory (and the
+# seeded registry) between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
@@ -34,7 +36,7 @@ for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break
 reg=127.0.0.1:$port
 
 declare -A spec=([big8]="8 67108864" [small200]="200 65536" [huge1]="1 1073741824")
-images=(big8 small200 huge1)
+read -r -a images <<<"${IMAGES:-big8 small200 huge1}"
 for img in "${images[@]}"; do
   read -r n size <<<"${spec[$img]}"
   echo "seeding $img: $n x $size bytes" >&2

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -42,6 +44,73 @@ func sniff(head []byte) compression {
 		return compZstd
 	}
 	return compNone
+}
+
+// Compression names the compression of a layer blob from its first bytes (four are
+// enough): "gzip", "zstd", or "" for anything else (an uncompressed tar). Media types are
+// not trusted for this: schema 1 calls every layer gzip, and the bytes are what a
+// decompressor has to read.
+func Compression(head []byte) string {
+	switch sniff(head) {
+	case compGzip:
+		return "gzip"
+	case compZstd:
+		return "zstd"
+	}
+	return ""
+}
+
+// Decompress returns the uncompressed content of a layer blob read from r: gzip and zstd
+// are sniffed from the first bytes and decompressed (zstd windows are bounded, so a
+// stream cannot make memory grow with what it claims), anything else passes through.
+// kind is what was found, as Compression says it. Decoder errors, also those Read returns
+// for a corrupt stream, wrap ErrDecompress. Close releases the decoder; it does not close r.
+func Decompress(r io.Reader) (rc io.ReadCloser, kind string, err error) {
+	br := bufio.NewReaderSize(r, 32<<10)
+	head, _ := br.Peek(len(zstdMagic)) // a shorter head is an uncompressed (tiny) blob
+	switch sniff(head) {
+	case compGzip:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, "gzip", fmt.Errorf("%w: gzip: %w", ErrDecompress, err)
+		}
+		return &decompressor{r: zr, kind: "gzip", close: func() { _ = zr.Close() }}, "gzip", nil
+	case compZstd:
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
+		if err != nil {
+			return nil, "zstd", fmt.Errorf("%w: zstd: %w", ErrDecompress, err)
+		}
+		return &decompressor{r: zr, kind: "zstd", close: zr.Close}, "zstd", nil
+	}
+	return &decompressor{r: br, close: func() {}}, "", nil
+}
+
+// decompressor is Decompress's result: reads wrap decoder errors in ErrDecompress, and
+// Close releases the decoder once.
+type decompressor struct {
+	r      io.Reader
+	kind   string // "" when passing through
+	close  func()
+	closed bool
+}
+
+func (d *decompressor) Read(p []byte) (int, error) {
+	if d.closed {
+		return 0, fmt.Errorf("read uncompressed layer: %w", os.ErrClosed)
+	}
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF && d.kind != "" && !errors.Is(err, ErrDecompress) {
+		err = fmt.Errorf("%w: %s: %w", ErrDecompress, d.kind, err)
+	}
+	return n, err
+}
+
+func (d *decompressor) Close() error {
+	if !d.closed {
+		d.closed = true
+		d.close()
+	}
+	return nil
 }
 
 var (

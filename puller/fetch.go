@@ -1,7 +1,6 @@
 package puller
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -100,11 +99,10 @@ func sniffLayerType(path string) (string, error) {
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
-	head = head[:n]
-	switch {
-	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+	switch layers.Compression(head[:n]) {
+	case "gzip":
 		return manifest.MediaTypeDockerLayer, nil
-	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+	case "zstd":
 		return manifest.MediaTypeOCILayerZstd, nil
 	}
 	return manifest.MediaTypeDockerLayerUncompressed, nil
