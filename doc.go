@@ -27,6 +27,12 @@
 // save` writes, with the legacy v1 ids docker computes); it is its own package because
 // writing that format is neither parsing nor transfer.
 //
+// Two internal packages serve tests of several packages: internal/regtest starts the real
+// docker-registry (CNCF distribution 2.8) on loopback and seeds it, because negotiation,
+// schema 1 digests and resume must be proven against the real server; internal/faultproxy
+// stands between a puller and it and breaks responses the ways networks do.
+//
 // The example command examples/pull is the CLI contract; run it with no reference to see a
-// whole pull against an in-process registry.
+// whole pull against an in-process registry. examples/schema1-proxy serves schema 1
+// rewrites to old clients, built on manifest.ToSchema1.
 package pullkit
