@@ -3,9 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -118,11 +115,17 @@ func (d *demoRegistry) seed() error {
 		return err
 	}
 
-	// Docker manifest list: the amd64 manifest above and a schema 2 manifest for the
-	// arm64 blobs (its layer is an uncompressed tar).
-	arm64Schema2, err := imageManifest(manifest.MediaTypeDockerSchema2,
-		manifest.Descriptor{MediaType: manifest.MediaTypeDockerConfig, Digest: arm64Config, Size: int64(len(raw[arm64Config]))},
-		manifest.Descriptor{MediaType: manifest.MediaTypeDockerLayerUncompressed, Digest: arm64Layer, Size: int64(len(raw[arm64Layer]))})
+	// Docker manifest list: the amd64 manifest above and the arm64 OCI manifest converted
+	// to schema 2 (its layer is an uncompressed tar).
+	amd64, err := manifest.Parse(raw[amd64Manifest], manifest.MediaTypeDockerSchema2)
+	if err != nil {
+		return err
+	}
+	arm64, err := manifest.Parse(raw[arm64Manifest], manifest.MediaTypeOCIManifest)
+	if err != nil {
+		return err
+	}
+	arm64Schema2, err := manifest.ConvertImage(arm64, manifest.MediaTypeDockerSchema2)
 	if err != nil {
 		return err
 	}
@@ -141,10 +144,8 @@ func (d *demoRegistry) seed() error {
 		return err
 	}
 
-	// OCI index: an OCI manifest for the amd64 blobs and the arm64 OCI manifest above.
-	amd64OCI, err := imageManifest(manifest.MediaTypeOCIManifest,
-		manifest.Descriptor{MediaType: manifest.MediaTypeOCIConfig, Digest: amd64Config, Size: int64(len(raw[amd64Config]))},
-		manifest.Descriptor{MediaType: manifest.MediaTypeOCILayerGzip, Digest: amd64Layer, Size: int64(len(raw[amd64Layer]))})
+	// OCI index: the amd64 manifest converted to OCI and the arm64 OCI manifest above.
+	amd64OCI, err := manifest.ConvertImage(amd64, manifest.MediaTypeOCIManifest)
 	if err != nil {
 		return err
 	}
@@ -163,9 +164,9 @@ func (d *demoRegistry) seed() error {
 		return err
 	}
 
-	// Signed schema 1: the amd64 image as Docker Hub served it in 2015's format, signed
-	// now with a throwaway key.
-	s1, err := schema1Manifest(raw[amd64Config])
+	// Signed schema 1: the amd64 image converted as a registry does for old clients,
+	// signed now with an ephemeral key.
+	s1, err := manifest.ToSchema1(amd64, raw[amd64Config], demoRepo, "schema1", nil)
 	if err != nil {
 		return err
 	}
@@ -183,16 +184,6 @@ func (d *demoRegistry) seed() error {
 	return nil
 }
 
-// imageManifest encodes a schema 2 or OCI image manifest.
-func imageManifest(mediaType string, config manifest.Descriptor, layers ...manifest.Descriptor) ([]byte, error) {
-	return json.MarshalIndent(struct {
-		SchemaVersion int                   `json:"schemaVersion"`
-		MediaType     string                `json:"mediaType"`
-		Config        manifest.Descriptor   `json:"config"`
-		Layers        []manifest.Descriptor `json:"layers"`
-	}{2, mediaType, config, layers}, "", "   ")
-}
-
 // indexManifest encodes a manifest list or OCI index.
 func indexManifest(mediaType string, entries ...manifest.Descriptor) ([]byte, error) {
 	return json.MarshalIndent(struct {
@@ -200,74 +191,6 @@ func indexManifest(mediaType string, entries ...manifest.Descriptor) ([]byte, er
 		MediaType     string                `json:"mediaType"`
 		Manifests     []manifest.Descriptor `json:"manifests"`
 	}{2, mediaType, entries}, "", "   ")
-}
-
-// schema1Manifest writes and signs a schema 1 manifest for the amd64 hello-world: the
-// real layer, then the empty layer of its CMD step, with v1Compatibility entries drawn
-// from the real config.
-func schema1Manifest(config []byte) ([]byte, error) {
-	var cfg struct {
-		Architecture  string          `json:"architecture"`
-		OS            string          `json:"os"`
-		Config        json.RawMessage `json:"config"`
-		Created       string          `json:"created"`
-		DockerVersion string          `json:"docker_version"`
-		History       []struct {
-			Created   string `json:"created"`
-			CreatedBy string `json:"created_by"`
-		} `json:"history"`
-	}
-	if err := json.Unmarshal(config, &cfg); err != nil || len(cfg.History) != 2 {
-		return nil, fmt.Errorf("hello-world config: want 2 history entries (%v)", err)
-	}
-	baseID := digest.FromString("pullkit demo v1 " + amd64Layer.String()).Encoded()
-	topID := digest.FromString("pullkit demo v1 " + baseID + " CMD").Encoded()
-	base, err := json.Marshal(map[string]any{
-		"id":               baseID,
-		"created":          cfg.History[0].Created,
-		"container_config": map[string]any{"Cmd": []string{cfg.History[0].CreatedBy}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	top, err := json.Marshal(map[string]any{
-		"id":               topID,
-		"parent":           baseID,
-		"architecture":     cfg.Architecture,
-		"os":               cfg.OS,
-		"config":           cfg.Config,
-		"created":          cfg.Created,
-		"docker_version":   cfg.DockerVersion,
-		"container_config": map[string]any{"Cmd": []string{cfg.History[1].CreatedBy}},
-		"throwaway":        true,
-	})
-	if err != nil {
-		return nil, err
-	}
-	type fsLayer struct {
-		BlobSum digest.Digest `json:"blobSum"`
-	}
-	type history struct {
-		V1Compatibility string `json:"v1Compatibility"`
-	}
-	payload, err := json.MarshalIndent(struct {
-		SchemaVersion int       `json:"schemaVersion"`
-		Name          string    `json:"name"`
-		Tag           string    `json:"tag"`
-		Architecture  string    `json:"architecture"`
-		FSLayers      []fsLayer `json:"fsLayers"`
-		History       []history `json:"history"`
-	}{1, demoRepo, "schema1", cfg.Architecture,
-		[]fsLayer{{manifest.EmptyGzipLayer}, {amd64Layer}},
-		[]history{{string(top)}, {string(base)}}}, "", "   ")
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	return manifest.SignSchema1(payload, key, nil)
 }
 
 func (d *demoRegistry) putBlob(b []byte) error {
