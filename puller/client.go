@@ -281,14 +281,20 @@ func (c *Client) mirrorRepository(ctx context.Context, ref string, origin name.R
 			}
 			continue
 		}
-		if rest := endpoints[i+1:]; len(rest) > 0 {
-			fb := *repo
-			fb.fallback = rest
-			repo = &fb
-		}
-		return repo, nil
+		return repo.withFallback(endpoints[i+1:]), nil
 	}
 	return nil, lastErr
+}
+
+// withFallback returns r, or when rest is not empty a copy of r that asks rest, in order,
+// for blobs r does not have (the endpoints after r in the mirror list).
+func (r *Repository) withFallback(rest []name.Repository) *Repository {
+	if len(rest) == 0 {
+		return r
+	}
+	fb := *r
+	fb.fallback = rest
+	return &fb
 }
 
 // repository returns the cached Repository for repo or builds one.

@@ -71,11 +71,7 @@ func (c *Client) Resolve(ctx context.Context, ref string) (*Resolved, error) {
 		} else if res, err := c.resolveOn(ctx, ref, r, repo); err != nil {
 			lastErr = err
 		} else {
-			if rest := endpoints[i+1:]; len(rest) > 0 {
-				fb := *repo
-				fb.fallback = rest
-				res.Repository = &fb
-			}
+			res.Repository = repo.withFallback(endpoints[i+1:])
 			return res, nil
 		}
 		if ctx.Err() != nil {
