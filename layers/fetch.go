@@ -112,8 +112,12 @@ func Fetch(ctx context.Context, f Fetcher, s *Layout, blobs []Blob, opts ...Opti
 	g.SetLimit(o.jobs)
 	t.waiting.Store(int64(len(order)))
 	for _, j := range order {
+		// A job stops counting as waiting when it is handed to the group, not when its
+		// goroutine first runs: otherwise the last, large blob could start while the one
+		// before it has a slot but has not run yet, see it "waiting" and not split
+		// (TestBoundedConcurrency failed so under load).
+		t.waiting.Add(-1)
 		g.Go(func() error {
-			t.waiting.Add(-1)
 			res, err := t.blob(gctx, j.desc, j.wantDiff)
 			for _, i := range j.idx {
 				if err != nil {
@@ -159,7 +163,7 @@ type transfer struct {
 	o    options
 	sem  *semaphore.Weighted // request slots
 	pool *bufPool
-	// waiting counts the blobs not started yet. A blob is split into parallel ranges
+	// waiting counts the blobs not yet handed to a worker. A blob is split into parallel ranges
 	// only when none is waiting: before that, the request slots have better use.
 	waiting atomic.Int64
 }
