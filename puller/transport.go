@@ -38,6 +38,12 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	for attempt := 1; ; attempt++ {
 		resp, err := t.inner.RoundTrip(req.Clone(ctx))
+		if ctx.Err() != nil && err == nil && retryable(context.Background(), resp, nil) {
+			// The caller gave up as a failure answer arrived: report that it gave up,
+			// not an answer it would have retried.
+			resp.Body.Close()
+			return nil, ctx.Err()
+		}
 		if attempt >= t.attempts || !retryable(ctx, resp, err) {
 			return resp, err
 		}
