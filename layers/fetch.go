@@ -611,7 +611,9 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 			if x.size >= 0 && total != x.size {
 				return 0, final(&SizeMismatchError{Want: x.size, Got: total, Source: "Content-Range total"})
 			}
-			x.setSize(total)
+			if err := x.setSize(total, "Content-Range total"); err != nil {
+				return 0, final(err)
+			}
 		}
 		if resp.ContentLength >= 0 && resp.ContentLength != end-start+1 {
 			x.rangeMode = rangeNone
@@ -630,7 +632,9 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 			if x.size >= 0 && resp.ContentLength != x.size {
 				return 0, final(&SizeMismatchError{Want: x.size, Got: resp.ContentLength, Source: "Content-Length"})
 			}
-			x.setSize(resp.ContentLength)
+			if err := x.setSize(resp.ContentLength, "Content-Length"); err != nil {
+				return 0, final(err)
+			}
 		}
 	case resp.StatusCode == http.StatusPartialContent:
 		// A 206 to a request without Range is acceptable only if it is the whole blob.
@@ -647,7 +651,9 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 		if x.size >= 0 && total != x.size {
 			return 0, final(&SizeMismatchError{Want: x.size, Got: total, Source: "Content-Range total"})
 		}
-		x.setSize(total)
+		if err := x.setSize(total, "Content-Range total"); err != nil {
+			return 0, final(err)
+		}
 	default:
 		return 0, final(fmt.Errorf("unexpected HTTP status %s", resp.Status))
 	}
@@ -675,6 +681,10 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 				x.release(b)
 				return n, final(&SizeMismatchError{Want: x.size, Got: x.hashed + int64(m), Source: "body (at least)"})
 			}
+			if x.size < 0 && x.hashed+int64(m) > x.t.o.maxUnknown {
+				x.release(b)
+				return n, final(&SizeMismatchError{Want: x.t.o.maxUnknown, Got: x.hashed + int64(m), Source: "body of a blob of unknown size, over the cap (at least)"})
+			}
 			if _, err := x.in.f.Write(b[:m]); err != nil {
 				x.release(b)
 				return n, final(fmt.Errorf("writing %s: %w", x.in.path, err))
@@ -688,7 +698,7 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 				return n, retry(fmt.Errorf("body ended at byte %d of %d: %w", x.hashed, x.size, io.ErrUnexpectedEOF))
 			}
 			if x.size < 0 {
-				x.setSize(x.hashed)
+				x.size, x.m.total = x.hashed, x.hashed // within the cap, checked above
 			}
 			return n, nil
 		}
@@ -698,10 +708,15 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 	}
 }
 
-// setSize records the blob's size once a header told it.
-func (x *xfer) setSize(n int64) {
+// setSize records the blob's size once a header (source) told it, refusing a size over
+// the cap when the descriptor gave none.
+func (x *xfer) setSize(n int64, source string) error {
+	if x.desc.Size < 0 && n > x.t.o.maxUnknown {
+		return &SizeMismatchError{Want: x.t.o.maxUnknown, Got: n, Source: source + " of a blob of unknown size, over the cap"}
+	}
 	x.size = n
 	x.m.total = n
+	return nil
 }
 
 // readSome makes one read into p and kicks the watchdog when it returns data. Whatever

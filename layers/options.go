@@ -24,6 +24,9 @@ const (
 	// DefaultRangeParts is how many ranged requests one large blob may use at once (never
 	// more than the jobs limit).
 	DefaultRangeParts = 4
+	// DefaultMaxUnknownSize caps a blob whose descriptor gives no size (schema 1): a
+	// server cannot make such a transfer fill the disk.
+	DefaultMaxUnknownSize = 16 << 30
 	// DefaultBufferSize is the size of the copy buffers. Reads, file writes and hash calls
 	// are made per buffer; 1 MiB halves the system time of 256 KiB buffers on a fast
 	// stream (fewer, larger syscalls) and keeps memory at a few MiB per job.
@@ -105,6 +108,7 @@ type options struct {
 	sync        bool
 	bufSize     int
 	backoff     time.Duration // first pause after an attempt that moved nothing
+	maxUnknown  int64         // cap for blobs of unknown size
 }
 
 func defaultOptions() options {
@@ -116,6 +120,7 @@ func defaultOptions() options {
 		stall:       DefaultStallTimeout,
 		bufSize:     DefaultBufferSize,
 		backoff:     100 * time.Millisecond,
+		maxUnknown:  DefaultMaxUnknownSize,
 	}
 }
 
@@ -160,6 +165,14 @@ func WithParallelRanges(minSize int64, parts int) Option {
 		o.rangeMin = minSize
 		o.rangeParts = parts
 	}
+}
+
+// WithMaxUnknownSize caps the size of a blob whose descriptor does not give one (Size <
+// 0, as for schema 1 layers): a header announcing more, or a body running past n, fails
+// the blob with ErrSizeMismatch and deletes what was received. Default
+// DefaultMaxUnknownSize.
+func WithMaxUnknownSize(n int64) Option {
+	return func(o *options) { o.maxUnknown = n }
 }
 
 // WithStallTimeout cancels an attempt whose body sends no byte for d (and counts it as a
