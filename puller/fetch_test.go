@@ -32,11 +32,11 @@ func plainTar(t *testing.T) []byte {
 	return b.Bytes()
 }
 
-func TestResolvedFetchSchema2(t *testing.T) {
-	f := newFake(t)
-	seedHello(t, f, "library/hello", "latest")
-	ctx := context.Background()
-	res, img, err := newClient().PullResolved(ctx, f.ref("library/hello:latest"))
+// resolveHello resolves f's library/hello:latest with a client made of opts and opens a
+// fresh store to fetch it into.
+func resolveHello(t *testing.T, f *fakeRegistry, opts ...puller.Option) (*puller.Resolved, *manifest.Image, *layers.Layout) {
+	t.Helper()
+	res, img, err := newClient(opts...).PullResolved(context.Background(), f.ref("library/hello:latest"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +44,14 @@ func TestResolvedFetchSchema2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return res, img, store
+}
+
+func TestResolvedFetchSchema2(t *testing.T) {
+	f := newFake(t)
+	seedHello(t, f, "library/hello", "latest")
+	ctx := context.Background()
+	res, img, store := resolveHello(t, f)
 	if err := res.Fetch(ctx, store, img); err != nil {
 		t.Fatal(err)
 	}
@@ -119,28 +127,15 @@ func TestResolvedFetchDiffIDMismatch(t *testing.T) {
 	seedHello(t, f, "library/hello", "latest")
 	ctx := context.Background()
 	// Off by default: the layer verifies against its digest, which is all Fetch checks.
-	res, img, err := newClient().PullResolved(ctx, f.ref("library/hello:latest"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, img, store := resolveHello(t, f)
 	img.Layers[0].DiffID = digest.FromString("another layer")
-	store, err := layers.OpenLayout(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := res.Fetch(ctx, store, img); err != nil {
 		t.Fatalf("Fetch without WithDiffIDCheck: %v", err)
 	}
 
-	res, img, err = newClient(puller.WithDiffIDCheck(true)).PullResolved(ctx, f.ref("library/hello:latest"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, img, store = resolveHello(t, f, puller.WithDiffIDCheck(true))
 	img.Layers[0].DiffID = digest.FromString("another layer")
-	if store, err = layers.OpenLayout(t.TempDir()); err != nil {
-		t.Fatal(err)
-	}
-	err = res.Fetch(ctx, store, img)
+	err := res.Fetch(ctx, store, img)
 	var pe *puller.Error
 	if !errors.Is(err, layers.ErrDiffIDMismatch) || !errors.As(err, &pe) || pe.Digest != img.Layers[0].Digest {
 		t.Fatalf("Fetch = %v; want ErrDiffIDMismatch in an *Error naming %s", err, img.Layers[0].Digest)
@@ -156,14 +151,7 @@ func TestResolvedFetchConfigOnce(t *testing.T) {
 	f := newFake(t)
 	seedHello(t, f, "library/hello", "latest")
 	ctx := context.Background()
-	res, img, err := newClient().PullResolved(ctx, f.ref("library/hello:latest"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := layers.OpenLayout(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, img, store := resolveHello(t, f)
 	if err := res.Fetch(ctx, store, img); err != nil {
 		t.Fatal(err)
 	}
