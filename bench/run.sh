@@ -61,10 +61,14 @@ runone() { # image tool
   printf '%s\t%s\t%s\t%s\n' "$img" "$tool" "$secs" "$kb" >>"$results"
 }
 tools=(floor ggcr skopeo pullkit)
+# The order of the tools changes every round along a balanced Latin square: over four
+# rounds each tool runs once in each position and right after each other tool once, so
+# none always inherits the same predecessor's leftovers (dirty pages, freed memory that
+# the VM's host has taken back, a registry with a warm or cold heap).
+orders=("0 1 3 2" "1 2 0 3" "2 3 1 0" "3 0 2 1")
 for img in "${images[@]}"; do
   for r in $(seq "$ROUNDS"); do
-    # rotate the order each round so no tool always runs on a warm or cold cache
-    for k in 0 1 2 3; do runone "$img" "${tools[$(( (r + k) % 4 ))]}"; done
+    for k in ${orders[$(( (r - 1) % 4 ))]}; do runone "$img" "${tools[$k]}"; done
   done
 done
 

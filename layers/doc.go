@@ -26,16 +26,23 @@
 //     result does not verify, the blob is fetched once more from scratch. Blobs under
 //     1 MiB use an unnamed file instead (O_TMPFILE, linked into blobs/ once verified),
 //     which costs one metadata operation less and leaves nothing behind after a crash;
-//   - a large blob ([WithParallelRanges], by default from 32 MiB, and only once no other
-//     blob of the call waits for a request slot) is fetched as parallel ranged requests
-//     written at their offsets, while the sequential hash follows the written prefix;
+//   - a blob of 1 MiB or more goes through a pipe: its receiver reads into aligned
+//     blocks and writes them at their offsets, with O_DIRECT where the file system
+//     takes it ([WithDirectIO]), while another goroutine hashes the blocks in order from
+//     memory; a window bounds how far receiving may run ahead of the hash;
+//   - a large blob (by default from 32 MiB, and only once no other blob of the call
+//     waits for a request slot) whose one stream proves to be the limit has the rest of
+//     it split into parallel ranged requests through the same pipe; [WithParallelRanges]
+//     splits from the first byte instead, or never;
 //   - diffIDs (sha256 of the uncompressed layer, gzip, zstd or plain, sniffed from the
 //     bytes) are computed while the blob streams, in a goroutine of their own, when asked
 //     for ([Blob].DiffID, always for schema 1) and checked against [Blob].WantDiffID;
 //   - progress is reported per blob as [Event] values.
 //
 // Memory does not grow with blob size: each transfer owns a few fixed buffers (see
-// [WithBufferSize]), which are reused, and bytes are handed over by buffer, never by byte.
+// [WithBufferSize]), which are reused, and bytes are handed over by buffer, never by
+// byte; a pipe holds at most its window (4 MiB for one stream, 16 MiB for parallel
+// ranges) plus a block per receiver.
 //
 // Failure leaves the store clean: the ingest files of a blob that failed to verify
 // (digest or size) are deleted; those of an interrupted transfer (network error, stall,

@@ -377,6 +377,19 @@ func (x *xfer) absorb(b []byte) {
 	}
 }
 
+// absorbCopy appends b to the hashed stream; b stays the caller's (the diffIDer gets a
+// copy).
+func (x *xfer) absorbCopy(b []byte) {
+	x.h.Write(b)
+	x.hashed += int64(len(b))
+	for x.diff != nil && len(b) > 0 {
+		d := x.diff.next()
+		n := copy(d, b)
+		x.diff.feed(d[:n])
+		b = b[n:]
+	}
+}
+
 // release gives back a buffer from getBuf that absorb did not take.
 func (x *xfer) release(b []byte) {
 	if x.diff != nil {
@@ -421,7 +434,7 @@ func (x *xfer) fetch(ctx context.Context) error {
 	if x.size >= 0 && x.hashed == x.size {
 		return nil
 	}
-	if x.rangedEligible() {
+	if !x.t.o.rangeAdaptive && x.rangedEligible() {
 		fallback, err := x.fetchRanged(ctx)
 		if !fallback {
 			return err
@@ -658,6 +671,9 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 		return 0, final(fmt.Errorf("unexpected HTTP status %s", resp.Status))
 	}
 
+	if x.usePipe() {
+		return x.seqPiped(ctx, actx, resp.Body, w)
+	}
 	var n int64
 	zeroReads := 0
 	for {
@@ -706,6 +722,50 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 			return n, x.t.classify(ctx, actx, rerr, true)
 		}
 	}
+}
+
+// seqPiped streams the body of a sequential attempt through a pipe: this goroutine
+// receives and writes, another hashes. When the blob may use parallel ranges and this
+// one stream turns out to be what limits the transfer, the rest of the blob is split off
+// to ranged parts (see splitter).
+func (x *xfer) seqPiped(ctx, actx context.Context, body io.Reader, w *watchdog) (int64, *attemptErr) {
+	start := x.hashed // the hasher owns x.hashed until it returns
+	var sp *splitter
+	split := x.t.o.rangeAdaptive && x.rangedEligible()
+	p := x.newPipe(seqWindow, x.size)
+	p.startWriter()
+	defer p.close()
+	var splitAt func(int64) int64
+	if split {
+		sp = x.newSplitter(ctx, p, start)
+		splitAt = sp.check
+	}
+	herr := make(chan error, 1)
+	go func() { herr <- p.hash(ctx) }()
+	n, ae, rerr := p.recv(actx, body, w, start, x.size, nil, func(got int64) *attemptErr {
+		return final(&SizeMismatchError{Want: x.size, Got: got, Source: "body (at least)"})
+	}, splitAt)
+	if sp != nil && sp.ps != nil {
+		err := sp.finish(ctx, actx, n, ae, rerr)
+		if e := <-herr; err == nil {
+			err = e
+		}
+		if err != nil {
+			return n, final(err)
+		}
+		return n, nil
+	}
+	p.finish(start + n)
+	if err := <-herr; err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return n, final(err)
+	}
+	if rerr != nil {
+		return n, x.t.classify(ctx, actx, rerr, true)
+	}
+	return n, ae
 }
 
 // setSize records the blob's size once a header (source) told it, refusing a size over
@@ -768,6 +828,7 @@ func (m *meter) add(n int64) {
 var (
 	poolsMu sync.Mutex
 	pools   = map[int]*bufPool{}
+	apools  = map[int]*bufPool{}
 )
 
 // getBufPool returns the process-wide pool of buffers of the given size.
@@ -778,6 +839,18 @@ func getBufPool(size int) *bufPool {
 	if p == nil {
 		p = newBufPool(size)
 		pools[size] = p
+	}
+	return p
+}
+
+// getAlignedPool returns the process-wide pool of aligned buffers of the given size.
+func getAlignedPool(size int) *bufPool {
+	poolsMu.Lock()
+	defer poolsMu.Unlock()
+	p := apools[size]
+	if p == nil {
+		p = &bufPool{size: size, aligned: true}
+		apools[size] = p
 	}
 	return p
 }

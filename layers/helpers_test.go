@@ -354,3 +354,36 @@ func assertStored(t testing.TB, l *Layout, data []byte) {
 		t.Fatalf("blob %s stored with %d bytes (digest %s), want %d bytes", d, len(got), digest.FromBytes(got), len(data))
 	}
 }
+
+// withAdaptive sets the adaptive split's parameters (the default mode) at test scale.
+func withAdaptive(minSize int64, parts int, probe int64) Option {
+	return func(o *options) {
+		o.rangeMin, o.rangeParts, o.splitProbe, o.rangeAdaptive = minSize, parts, probe, true
+	}
+}
+
+// slowWriter sends a response body in pieces with a pause after each, as a link with a
+// per-connection limit would.
+type slowWriter struct {
+	http.ResponseWriter
+	piece int
+	pause time.Duration
+}
+
+func (s slowWriter) Write(p []byte) (int, error) {
+	var n int
+	for len(p) > 0 {
+		k := min(len(p), s.piece)
+		m, err := s.ResponseWriter.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		s.ResponseWriter.(http.Flusher).Flush()
+		time.Sleep(s.pause)
+		p = p[k:]
+	}
+	return n, nil
+}
+
+func (s slowWriter) Flush() { s.ResponseWriter.(http.Flusher).Flush() }

@@ -245,3 +245,27 @@ func (in *ingest) commit(dst string, sync bool) error {
 	}
 	return nil
 }
+
+// directOK reports whether files in ingest/ take O_DIRECT writes (tmpfs before Linux
+// 6.6, some FUSE and network file systems do not); it is probed once per directory by
+// writing one aligned block to a scratch file.
+func (l *Layout) directOK() bool {
+	l.st.dioOnce.Do(func() {
+		f, err := os.CreateTemp(filepath.Join(l.dir, IngestDir), "probe-*.tmp")
+		if err != nil {
+			return
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		d, err := openDirect(f.Name())
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		b := getAlignedPool(directAlign).get()
+		if _, err := d.WriteAt(b, 0); err == nil {
+			l.st.dioOK = true
+		}
+	})
+	return l.st.dioOK
+}

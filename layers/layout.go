@@ -70,6 +70,8 @@ type layoutState struct {
 	dl      singleflight.Group // one download per digest at a time
 	tmpOnce sync.Once
 	tmpOK   bool // unnamed temporary files work in ingest/
+	dioOnce sync.Once
+	dioOK   bool // O_DIRECT writes work in ingest/
 }
 
 var (

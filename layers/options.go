@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	digest "github.com/opencontainers/go-digest"
 )
@@ -18,8 +19,9 @@ const (
 	// DefaultStallTimeout is how long a body may send nothing before the attempt is
 	// cancelled.
 	DefaultStallTimeout = 30 * time.Second
-	// DefaultRangeMinSize is the smallest blob split into parallel ranged requests (and
-	// only once no other blob of the Fetch is waiting for a request slot).
+	// DefaultRangeMinSize is the smallest blob that may be split into parallel ranged
+	// requests (and only once no other blob of the Fetch is waiting for a request slot,
+	// and its one stream proved to be the limit: see WithParallelRanges).
 	DefaultRangeMinSize = 32 << 20
 	// DefaultRangeParts is how many ranged requests one large blob may use at once (never
 	// more than the jobs limit).
@@ -98,29 +100,35 @@ type Event struct {
 type Option func(*options)
 
 type options struct {
-	jobs        int
-	progress    func(Event)
-	maxAttempts int
-	rangeMin    int64
-	rangeParts  int
-	chunkSize   int64 // 0: chosen from the blob size
-	stall       time.Duration
-	sync        bool
-	bufSize     int
-	backoff     time.Duration // first pause after an attempt that moved nothing
-	maxUnknown  int64         // cap for blobs of unknown size
+	jobs          int
+	progress      func(Event)
+	maxAttempts   int
+	rangeMin      int64
+	rangeParts    int
+	rangeAdaptive bool  // split only a stream that proves to be the limit
+	splitProbe    int64 // bytes a stream runs before the adaptive split looks at it
+	chunkSize     int64 // 0: chosen from the blob size
+	stall         time.Duration
+	sync          bool
+	bufSize       int
+	backoff       time.Duration // first pause after an attempt that moved nothing
+	maxUnknown    int64         // cap for blobs of unknown size
+	direct        bool
 }
 
 func defaultOptions() options {
 	return options{
-		jobs:        DefaultJobs,
-		maxAttempts: DefaultMaxAttempts,
-		rangeMin:    DefaultRangeMinSize,
-		rangeParts:  DefaultRangeParts,
-		stall:       DefaultStallTimeout,
-		bufSize:     DefaultBufferSize,
-		backoff:     100 * time.Millisecond,
-		maxUnknown:  DefaultMaxUnknownSize,
+		jobs:          DefaultJobs,
+		maxAttempts:   DefaultMaxAttempts,
+		rangeMin:      DefaultRangeMinSize,
+		rangeParts:    DefaultRangeParts,
+		rangeAdaptive: true,
+		splitProbe:    splitProbe,
+		stall:         DefaultStallTimeout,
+		bufSize:       DefaultBufferSize,
+		backoff:       100 * time.Millisecond,
+		maxUnknown:    DefaultMaxUnknownSize,
+		direct:        true,
 	}
 }
 
@@ -157,13 +165,21 @@ func WithMaxAttempts(n int) Option {
 	}
 }
 
-// WithParallelRanges splits a blob of at least minSize bytes (and known size) into
-// ranged requests, up to parts of them in flight at once (still within WithJobs). parts
-// < 2 disables the split. Servers that ignore Range get one plain request instead.
+// WithParallelRanges splits every blob of at least minSize bytes (and known size) into
+// ranged requests from its first byte, up to parts of them in flight at once (still
+// within WithJobs). parts < 2 disables parallel ranges altogether. Servers that ignore
+// Range get one plain request instead.
+//
+// Without this option, parallel ranges are adaptive: a blob of at least
+// DefaultRangeMinSize starts as one stream, and only if that stream proves to be the
+// limit (the hash and the disk waited for it) is the rest of the blob split into up to
+// DefaultRangeParts ranged requests. On a fast link, where one stream already delivers
+// more than sha256 can hash, extra connections would only cost the server work.
 func WithParallelRanges(minSize int64, parts int) Option {
 	return func(o *options) {
 		o.rangeMin = minSize
 		o.rangeParts = parts
+		o.rangeAdaptive = false
 	}
 }
 
@@ -200,10 +216,23 @@ func WithBufferSize(n int) Option {
 	}
 }
 
+// WithDirectIO says whether blobs of a few MiB and more are written with O_DIRECT where
+// the store's file system allows it (default true, Linux only). Direct writes skip the
+// page cache: a pull of many GiB does not push the rest of the machine's cache out, is
+// not charged to the puller's memory cgroup as dirty cache, and costs far less CPU than
+// copying into freshly allocated cache pages. The price is that a later reader (an
+// unpacker) reads the blob from the disk rather than from memory, and that the transfer
+// waits for the disk rather than leaving the writing to the kernel: on a disk slower than
+// the network, turn it off.
+func WithDirectIO(on bool) Option {
+	return func(o *options) { o.direct = on }
+}
+
 // bufPool recycles copy buffers of one size.
 type bufPool struct {
-	size int
-	p    sync.Pool
+	size    int
+	aligned bool // buffers start at a multiple of directAlign
+	p       sync.Pool
 }
 
 func newBufPool(size int) *bufPool { return &bufPool{size: size} }
@@ -211,6 +240,11 @@ func newBufPool(size int) *bufPool { return &bufPool{size: size} }
 func (p *bufPool) get() []byte {
 	if b, ok := p.p.Get().(*[]byte); ok {
 		return *b
+	}
+	if p.aligned {
+		b := make([]byte, p.size+directAlign)
+		off := int(-uintptr(unsafe.Pointer(unsafe.SliceData(b))) & (directAlign - 1))
+		return b[off : off+p.size : off+p.size]
 	}
 	return make([]byte, p.size)
 }
