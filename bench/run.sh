@@ -5,11 +5,13 @@
 # the script prints median wall time, the ratio to the floor and to go-containerregistry,
 # and peak RSS (from GNU time). Usage: bench/run.sh [ROUNDS]   (default 5)
 # IMAGES="big8 small200 huge1" selects images; BENCH_DIR keeps the work directory (and the
-# seeded registry) between runs.
+# seeded registry) between runs; PULL_FLAGS adds flags to pullkit's pull (for instance
+# --direct-io=false, to measure it writing through the page cache like the floor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 JOBS=${JOBS:-4}
+PULL_FLAGS=${PULL_FLAGS:-}
 work=${BENCH_DIR:-$(mktemp -d /tmp/pullkit-bench.XXXXXX)}
 bin=$work/bin
 mkdir -p "$bin" "$work/registry"
@@ -54,7 +56,7 @@ runone() { # image tool
     floor) cmd=("$bin/floor" -registry "$reg" -repo "bench/$img" -out "$out" -jobs "$JOBS") ;;
     ggcr) cmd=("$bin/ggcr" -ref "$reg/bench/$img:latest" -out "$out") ;;
     skopeo) cmd=(skopeo copy -q --src-tls-verify=false "docker://$reg/bench/$img:latest" "oci:$out:latest") ;;
-    pullkit) cmd=("$bin/pull" --plain-http --jobs "$JOBS" --output "$out" --format oci "$reg/bench/$img:latest") ;;
+    pullkit) cmd=("$bin/pull" --plain-http --jobs "$JOBS" $PULL_FLAGS --output "$out" --format oci "$reg/bench/$img:latest") ;;
   esac
   /usr/bin/time -f '%e %M' -o "$work/time" "${cmd[@]}" >/dev/null
   read -r secs kb <"$work/time"

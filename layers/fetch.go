@@ -701,7 +701,7 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 				x.release(b)
 				return n, final(&SizeMismatchError{Want: x.t.o.maxUnknown, Got: x.hashed + int64(m), Source: "body of a blob of unknown size, over the cap (at least)"})
 			}
-			if _, err := x.in.f.Write(b[:m]); err != nil {
+			if err := writeCached(x.in.f, b[:m], x.hashed); err != nil {
 				x.release(b)
 				return n, final(fmt.Errorf("writing %s: %w", x.in.path, err))
 			}
@@ -733,7 +733,12 @@ func (x *xfer) seqPiped(ctx, actx context.Context, body io.Reader, w *watchdog) 
 	var sp *splitter
 	split := x.t.o.rangeAdaptive && x.rangedEligible()
 	p := x.newPipe(seqWindow, x.size)
-	p.startWriter()
+	if p.direct.Load() != nil {
+		// A direct write waits for the disk: let the receiver go on meanwhile. A write
+		// into the page cache is a copy, best made by the goroutine that just received the
+		// bytes, while they are in its CPU's cache.
+		p.startWriter()
+	}
 	defer p.close()
 	var splitAt func(int64) int64
 	if split {

@@ -29,9 +29,10 @@ const (
 	// DefaultMaxUnknownSize caps a blob whose descriptor gives no size (schema 1): a
 	// server cannot make such a transfer fill the disk.
 	DefaultMaxUnknownSize = 16 << 30
-	// DefaultBufferSize is the size of the copy buffers. Reads, file writes and hash calls
-	// are made per buffer; 1 MiB halves the system time of 256 KiB buffers on a fast
-	// stream (fewer, larger syscalls) and keeps memory at a few MiB per job.
+	// DefaultBufferSize is the size of the copy buffers, which are also the pipe's blocks
+	// (see WithDirectIO): a block is filled by reads, written with O_DIRECT in one call,
+	// and hashed in one call. Writes through the page cache are made in 32 KiB pieces
+	// whatever the buffer size.
 	DefaultBufferSize = 1 << 20
 )
 
@@ -204,9 +205,10 @@ func WithSync(on bool) Option {
 	return func(o *options) { o.sync = on }
 }
 
-// WithBufferSize sets the size of the copy buffers (n < 4096 means DefaultBufferSize).
-// Memory use is a small multiple of jobs x n (a transfer holds one buffer, or four when
-// it computes a diffID), whatever the blob sizes.
+// WithBufferSize sets the size of the copy buffers (n < 4096 means DefaultBufferSize; a
+// size that is not a multiple of 4096 gets no O_DIRECT writes). Memory use is a small
+// multiple of jobs x n, plus the pipes' windows (see the package documentation),
+// whatever the blob sizes.
 func WithBufferSize(n int) Option {
 	return func(o *options) {
 		if n < 4096 {

@@ -36,6 +36,7 @@ type pipe struct {
 	side   atomic.Int64            // > 0: the hasher records its prefix in the sidecar every side bytes
 	waited atomic.Int64            // nanoseconds the receivers waited for the hasher or the writer
 	busy   atomic.Int64            // nanoseconds the hasher spent hashing
+	wbusy  atomic.Int64            // nanoseconds spent writing (by all writers together)
 
 	mu      sync.Mutex
 	front   int64            // hashed frontier, as receivers see it
@@ -295,6 +296,26 @@ func (p *pipe) hash(ctx context.Context) error {
 	}
 }
 
+// cachedPiece is the largest write made through the page cache. Measured on this
+// project's 2-core VM (Linux 6.18, ext4), writing 1 GiB into a new file took 0.4-0.7 s
+// of system time in 16 or 32 KiB writes and 0.5-3.6 s in 64 KiB to 1 MiB ones: larger
+// writes get large folios, whose high-order pages the VM had handed back to its host
+// (free page reporting), so every page faults in the host first. Small writes cost some
+// more syscalls on machines where that does not happen.
+const cachedPiece = 32 << 10
+
+// writeCached writes b at off through the page cache, in pieces of cachedPiece.
+func writeCached(f *os.File, b []byte, off int64) error {
+	for len(b) > 0 {
+		k := min(len(b), cachedPiece)
+		if _, err := f.WriteAt(b[:k], off); err != nil {
+			return err
+		}
+		b, off = b[k:], off+int64(k)
+	}
+	return nil
+}
+
 // directBytes counts the bytes written with O_DIRECT by this process (for tests).
 var directBytes atomic.Int64
 
@@ -302,6 +323,8 @@ var directBytes atomic.Int64
 // otherwise. A file system that refuses O_DIRECT writes (EINVAL) gets buffered writes
 // from then on.
 func (p *pipe) write(b []byte, off int64) error {
+	t := time.Now()
+	defer func() { p.wbusy.Add(int64(time.Since(t))) }()
 	if f := p.direct.Load(); f != nil && off%directAlign == 0 && len(b)%directAlign == 0 {
 		_, err := f.WriteAt(b, off)
 		if err == nil {
@@ -315,7 +338,7 @@ func (p *pipe) write(b []byte, off int64) error {
 			f.Close()
 		}
 	}
-	if _, err := p.x.in.f.WriteAt(b, off); err != nil {
+	if err := writeCached(p.x.in.f, b, off); err != nil {
 		return fmt.Errorf("writing %s: %w", p.x.in.path, err)
 	}
 	return nil
@@ -354,6 +377,9 @@ func (p *pipe) recv(ctx context.Context, body io.Reader, w *watchdog, off, end i
 		if soft {
 			lim = min(lim, end-off)
 		}
+		// Without O_DIRECT and a writer, each read is written at once: a write into the
+		// page cache is a copy, cheapest while the bytes are still in this CPU's cache.
+		eager := p.wq == nil && p.direct.Load() == nil
 		fill := int64(0)
 		var rerr error
 		for fill < lim && rerr == nil {
@@ -361,6 +387,12 @@ func (p *pipe) recv(ctx context.Context, body io.Reader, w *watchdog, off, end i
 			m, rerr = readSome(body, b[fill:lim], w)
 			if m > 0 {
 				zeroReads = 0
+				if eager && off+fill+int64(m) <= end {
+					if err := p.write(b[fill:fill+int64(m)], off+fill); err != nil {
+						p.put(b)
+						return n, final(err), nil
+					}
+				}
 			} else if rerr == nil {
 				if zeroReads++; zeroReads > 100 {
 					rerr = io.ErrNoProgress
@@ -373,7 +405,9 @@ func (p *pipe) recv(ctx context.Context, body io.Reader, w *watchdog, off, end i
 			return n, long(off + fill), nil
 		}
 		if fill > 0 {
-			if p.wq != nil {
+			if eager {
+				p.offer(off, b[:fill])
+			} else if p.wq != nil {
 				select {
 				case p.wq <- wblock{off: off, b: b[:fill]}:
 				default:

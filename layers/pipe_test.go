@@ -19,7 +19,8 @@ func TestAdaptiveSplit(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cut  bool // the first ranged request is cut after 1000 bytes
-	}{{"clean", false}, {"a chunk cut midway", true}} {
+		jobs int  // 2: the parts must hand the request slots around, or they deadlock
+	}{{"clean", false, 4}, {"a chunk cut midway", true, 4}, {"two request slots", false, 2}} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newBlobServer(t, data)
 			srv.behave = func(w http.ResponseWriter, r *http.Request, n int, data []byte) bool {
@@ -32,7 +33,7 @@ func TestAdaptiveSplit(t *testing.T) {
 			}
 			l := openTemp(t)
 			if _, err := Fetch(context.Background(), srv.fetcher(), l, []Blob{{Desc: descOf("", data)}},
-				withAdaptive(1, 4, 1<<20), withChunkSize(chunk), fastRetry); err != nil {
+				withAdaptive(1, 4, 1<<20), withChunkSize(chunk), WithJobs(tc.jobs), fastRetry); err != nil {
 				t.Fatal(err)
 			}
 			assertStored(t, l, data)

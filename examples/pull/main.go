@@ -3,7 +3,7 @@
 // config, and prints the normalised model, or writes the image to disk.
 //
 //	pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N]
-//	     [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--json] [--resolve] [--plain-http] REFERENCE
+//	     [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--json] [--resolve] [--plain-http] REFERENCE
 //	pull        # no reference: start an in-process registry seeded from testdata, pull each
 //
 // It exits 0 on success and non-zero with one line on stderr otherwise.
@@ -41,6 +41,7 @@ type options struct {
 	resolve        bool
 	plainHTTP      bool
 	checkDiffIDs   bool
+	directIO       bool
 	reference      string
 	// formatSet and manifestFormatSet record whether the flags were given.
 	formatSet, manifestFormatSet bool
@@ -53,7 +54,7 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = "usage: pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--json] [--resolve] [--plain-http] [REFERENCE]"
+const usage = "usage: pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--json] [--resolve] [--plain-http] [REFERENCE]"
 
 // parseArgs reads the flags; flags may come before or after the reference.
 func parseArgs(args []string) (*options, error) {
@@ -69,6 +70,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.BoolVar(&o.resolve, "resolve", false, "print the platform manifest's digest; download no blob")
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to a registry that is not on loopback")
 	fs.BoolVar(&o.checkDiffIDs, "check-diffids", false, "with --output, decompress each layer and check it against the config's diff_ids")
+	fs.BoolVar(&o.directIO, "direct-io", true, "with --output, write blobs of 1 MiB and more with O_DIRECT where the file system allows it (false: through the page cache)")
 	var refs []string
 	for {
 		if err := fs.Parse(args); err != nil {

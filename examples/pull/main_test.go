@@ -518,3 +518,37 @@ func TestCheckDiffIDs(t *testing.T) {
 		t.Fatalf("with --check-diffids: exit %d, stderr %q; want one line naming the layer's diffID mismatch", code, errOut)
 	}
 }
+
+// TestDirectIOFlag pulls an image with a 3 MiB layer (large enough for the direct-I/O
+// path) with O_DIRECT on (the default) and off: both layouts hold the same verified blob.
+func TestDirectIOFlag(t *testing.T) {
+	reg := regtest.Start(t)
+	layer := make([]byte, 3<<20+12345)
+	for i := range layer {
+		layer[i] = byte(i*7 + i>>13)
+	}
+	config, _ := json.Marshal(map[string]any{
+		"architecture": "amd64", "os": "linux",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []digest.Digest{digest.FromBytes(layer)}},
+	})
+	m, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2, "mediaType": manifest.MediaTypeDockerSchema2,
+		"config": manifest.Descriptor{MediaType: manifest.MediaTypeDockerConfig, Digest: digest.FromBytes(config), Size: int64(len(config))},
+		"layers": []manifest.Descriptor{{MediaType: manifest.MediaTypeDockerLayer, Digest: digest.FromBytes(layer), Size: int64(len(layer))}},
+	})
+	reg.PushRaw(t, "direct/io:v1", regtest.RawImage{MediaType: manifest.MediaTypeDockerSchema2, Manifest: m, Blobs: [][]byte{config, layer}})
+	d := digest.FromBytes(layer)
+	for _, flag := range []string{"--direct-io=true", "--direct-io=false"} {
+		out := filepath.Join(t.TempDir(), "oci")
+		if code, _, errOut := runCLI(t, "--output", out, flag, reg.Ref("direct/io:v1")); code != 0 {
+			t.Fatalf("%s: exit %d, %s", flag, code, errOut)
+		}
+		got, err := os.ReadFile(filepath.Join(out, "blobs", "sha256", d.Encoded()))
+		if err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		if !bytes.Equal(got, layer) {
+			t.Errorf("%s: stored layer has %d bytes, digest %s; want %d bytes, %s", flag, len(got), digest.FromBytes(got), len(layer), d)
+		}
+	}
+}

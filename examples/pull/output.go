@@ -84,7 +84,7 @@ var manifestTypes = map[string]string{
 // or, when convertTo is "", as served (schema 1 becomes schema 2, its config synthesised).
 func fetchImage(ctx context.Context, o *options, res *puller.Resolved, img *manifest.Image, store *layers.Layout, convertTo string) (*stored, error) {
 	s1 := res.Chosen.Schema1
-	fopts := []layers.Option{layers.WithJobs(o.jobs)}
+	fopts := []layers.Option{layers.WithJobs(o.jobs), layers.WithDirectIO(o.directIO)}
 	if o.progressOut != nil { // a fresh display per image, drawn below what was printed
 		p := newProgress(o.progressOut)
 		fopts = append(fopts, layers.WithProgress(p.event))
