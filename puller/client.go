@@ -87,8 +87,12 @@ func WithPlainHTTP(allow bool) Option {
 	return func(c *Client) { c.plainHTTP = allow }
 }
 
+// maxIdlePerHost is how many idle connections the default transport keeps per registry:
+// enough for the default jobs and the parallel ranged parts of a blob.
+const maxIdlePerHost = 16
+
 // WithTransport sets the HTTP transport under authentication and retries (default: a
-// clone of http.DefaultTransport).
+// clone of http.DefaultTransport keeping up to 16 idle connections per host).
 func WithTransport(rt http.RoundTripper) Option {
 	return func(c *Client) {
 		if rt != nil {
@@ -216,7 +220,12 @@ func New(opts ...Option) *Client {
 		o(c)
 	}
 	if c.base == nil {
-		c.base = http.DefaultTransport.(*http.Transport).Clone()
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// net/http keeps 2 idle connections per host by default, so with 4 blobs in
+		// flight every other request opened a new connection (19 connections for 200 small
+		// blobs, against 6 for the benchmark's floor).
+		t.MaxIdleConnsPerHost = maxIdlePerHost
+		c.base = t
 	}
 	return c
 }
