@@ -13,15 +13,17 @@ import (
 
 // A pipe carries the body of one blob of known size from its receivers (one for a
 // sequential transfer, one per part of a ranged one) into the ingest file and, in order,
-// into the hash. A receiver reads into a block, writes the block at its offset, and hands
+// into the hash. A receiver reads into a block and writes it at its offset, then hands
 // it to the hasher, which hashes blocks in the order of the blob from memory: nothing is
 // read back from the file, and hashing runs beside receiving rather than between reads.
 //
 // The blocks are aligned in memory and, apart from the first block after a resume and the
 // last of the blob, cover whole aligned stretches of the file, so they can be written with
-// O_DIRECT (see Layout.directOK): a large blob then goes to the disk without taking
-// page-cache memory that must first be allocated and zeroed, which was measured to cost
-// more than the receive, the hash and the write together on a 2-core VM.
+// O_DIRECT in one call each (see Layout.directOK), by a writer goroutine for a single
+// stream so that the receiver goes on reading meanwhile. A large blob then goes to the
+// disk without taking page-cache memory, which must first be allocated: on this project's
+// 2-core VM, that cost more than receiving, hashing and writing together. Without
+// O_DIRECT, each read is written at once, in small pieces (see cachedPiece).
 //
 // Memory is bounded by the window: a block may be received only when it starts less than
 // window bytes after the hashed frontier, so out-of-order parts wait (the server is held
