@@ -728,7 +728,7 @@ func (x *xfer) seqAttempt(ctx context.Context, rng *Range) (int64, *attemptErr) 
 // receives and writes, another hashes. When the blob may use parallel ranges and this
 // one stream turns out to be what limits the transfer, the rest of the blob is split off
 // to ranged parts (see splitter).
-func (x *xfer) seqPiped(ctx, actx context.Context, body io.Reader, w *watchdog) (int64, *attemptErr) {
+func (x *xfer) seqPiped(ctx, actx context.Context, body io.ReadCloser, w *watchdog) (int64, *attemptErr) {
 	start := x.hashed // the hasher owns x.hashed until it returns
 	var sp *splitter
 	split := x.t.o.rangeAdaptive && x.rangedEligible()
@@ -751,6 +751,10 @@ func (x *xfer) seqPiped(ctx, actx context.Context, body io.Reader, w *watchdog) 
 		return final(&SizeMismatchError{Want: x.size, Got: got, Source: "body (at least)"})
 	}, splitAt)
 	if sp != nil && sp.ps != nil {
+		// The stream's share is done (or broken): let its connection go now rather than
+		// hold it, unread, while the parts finish.
+		w.stop()
+		body.Close()
 		err := sp.finish(ctx, actx, n, ae, rerr)
 		if e := <-herr; err == nil {
 			err = e
