@@ -355,7 +355,7 @@ func (p *pipe) write(b []byte, off int64) error {
 // of end; the body is then left unread from there.
 func (p *pipe) recv(ctx context.Context, body io.Reader, w *watchdog, off, end int64, done *atomic.Int64, long func(got int64) *attemptErr, split func(off int64) int64) (int64, *attemptErr, error) {
 	var n int64
-	zeroReads := 0
+	br := bodyReader{r: body, w: w}
 	soft := false
 	for {
 		if split != nil && !soft {
@@ -386,18 +386,11 @@ func (p *pipe) recv(ctx context.Context, body io.Reader, w *watchdog, off, end i
 		var rerr error
 		for fill < lim && rerr == nil {
 			var m int
-			m, rerr = readSome(body, b[fill:lim], w)
-			if m > 0 {
-				zeroReads = 0
-				if eager && off+fill+int64(m) <= end {
-					if err := p.write(b[fill:fill+int64(m)], off+fill); err != nil {
-						p.put(b)
-						return n, final(err), nil
-					}
-				}
-			} else if rerr == nil {
-				if zeroReads++; zeroReads > 100 {
-					rerr = io.ErrNoProgress
+			m, rerr = br.read(b[fill:lim])
+			if m > 0 && eager && off+fill+int64(m) <= end {
+				if err := p.write(b[fill:fill+int64(m)], off+fill); err != nil {
+					p.put(b)
+					return n, final(err), nil
 				}
 			}
 			fill += int64(m)

@@ -3,6 +3,7 @@ package layers
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -155,6 +156,50 @@ func TestDirectIO(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// emptyReads returns nothing and no error for its first n reads, then one byte.
+type emptyReads struct{ n int }
+
+func (e *emptyReads) Read(p []byte) (int, error) {
+	if e.n > 0 {
+		e.n--
+		return 0, nil
+	}
+	p[0] = 'x'
+	return 1, nil
+}
+
+// A body that keeps returning nothing without an error ends with io.ErrNoProgress after
+// 100 such reads in a row; data in between starts the count over.
+func TestBodyReaderNoProgress(t *testing.T) {
+	buf := make([]byte, 8)
+	for _, tc := range []struct {
+		empty int
+		want  error
+	}{{100, nil}, {101, io.ErrNoProgress}} {
+		br := bodyReader{r: &emptyReads{n: tc.empty}}
+		var err error
+		for i := 0; i <= tc.empty && err == nil; i++ {
+			_, err = br.read(buf)
+		}
+		if err != tc.want {
+			t.Errorf("%d empty reads: error %v, want %v", tc.empty, err, tc.want)
+		}
+	}
+	// 100 empty reads, data, 100 more: still no error.
+	br := bodyReader{r: &emptyReads{n: 100}}
+	for range 101 {
+		if _, err := br.read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	br.r = &emptyReads{n: 100}
+	for range 100 {
+		if _, err := br.read(buf); err != nil {
+			t.Fatalf("after data, empty reads failed: %v", err)
 		}
 	}
 }
