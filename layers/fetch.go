@@ -848,7 +848,6 @@ func (m *meter) add(n int64) {
 var (
 	poolsMu sync.Mutex
 	pools   = map[int]*bufPool{}
-	apools  = map[int]*bufPool{}
 )
 
 // getBufPool returns the process-wide pool of buffers of the given size.
@@ -859,18 +858,6 @@ func getBufPool(size int) *bufPool {
 	if p == nil {
 		p = newBufPool(size)
 		pools[size] = p
-	}
-	return p
-}
-
-// getAlignedPool returns the process-wide pool of aligned buffers of the given size.
-func getAlignedPool(size int) *bufPool {
-	poolsMu.Lock()
-	defer poolsMu.Unlock()
-	p := apools[size]
-	if p == nil {
-		p = &bufPool{size: size, aligned: true}
-		apools[size] = p
 	}
 	return p
 }

@@ -262,8 +262,7 @@ func (l *Layout) directOK() bool {
 			return
 		}
 		defer d.Close()
-		b := getAlignedPool(directAlign).get()
-		if _, err := d.WriteAt(b, 0); err == nil {
+		if _, err := d.WriteAt(alignedBytes(directAlign), 0); err == nil {
 			l.st.dioOK = true
 		}
 	})

@@ -230,11 +230,11 @@ func WithDirectIO(on bool) Option {
 	return func(o *options) { o.direct = on }
 }
 
-// bufPool recycles copy buffers of one size.
+// bufPool recycles copy buffers of one size. Its buffers are aligned (see
+// alignedBytes), so that any of them can serve as a pipe's block.
 type bufPool struct {
-	size    int
-	aligned bool // buffers start at a multiple of directAlign
-	p       sync.Pool
+	size int
+	p    sync.Pool
 }
 
 func newBufPool(size int) *bufPool { return &bufPool{size: size} }
@@ -243,12 +243,15 @@ func (p *bufPool) get() []byte {
 	if b, ok := p.p.Get().(*[]byte); ok {
 		return *b
 	}
-	if p.aligned {
-		b := make([]byte, p.size+directAlign)
-		off := int(-uintptr(unsafe.Pointer(unsafe.SliceData(b))) & (directAlign - 1))
-		return b[off : off+p.size : off+p.size]
-	}
-	return make([]byte, p.size)
+	return alignedBytes(p.size)
+}
+
+// alignedBytes returns n bytes starting at a multiple of directAlign in memory, as
+// O_DIRECT needs.
+func alignedBytes(n int) []byte {
+	b := make([]byte, n+directAlign)
+	off := int(-uintptr(unsafe.Pointer(unsafe.SliceData(b))) & (directAlign - 1))
+	return b[off : off+n : off+n]
 }
 
 func (p *bufPool) put(b []byte) {

@@ -33,7 +33,6 @@ type pipe struct {
 	x      *xfer
 	bs     int64
 	window int64
-	pool   *bufPool
 	direct atomic.Pointer[os.File] // nil: buffered writes through x.in.f
 	side   atomic.Int64            // > 0: the hasher records its prefix in the sidecar every side bytes
 	waited atomic.Int64            // nanoseconds the receivers waited for the hasher or the writer
@@ -77,9 +76,10 @@ const (
 	directAlign = 4096
 )
 
-// usePipe reports whether the blob goes through a pipe.
+// usePipe reports whether the blob goes through a pipe: a blob of known size, at least
+// pipeMin (its size never changes during the transfer).
 func (x *xfer) usePipe() bool {
-	return x.desc.Size >= pipeMin && x.size == x.desc.Size && !x.in.unnamed
+	return x.desc.Size >= pipeMin
 }
 
 func (x *xfer) newPipe(window, end int64) *pipe {
@@ -87,7 +87,6 @@ func (x *xfer) newPipe(window, end int64) *pipe {
 		x:       x,
 		bs:      int64(x.t.o.bufSize),
 		window:  max(window, int64(x.t.o.bufSize)),
-		pool:    getAlignedPool(x.t.o.bufSize),
 		front:   x.hashed,
 		pending: make(map[int64][]byte),
 		moved:   make(chan struct{}),
@@ -152,7 +151,7 @@ func (p *pipe) get() []byte {
 		return b
 	}
 	p.mu.Unlock()
-	return p.pool.get()
+	return p.x.t.pool.get()
 }
 
 // put gives back a block from get.
@@ -176,7 +175,7 @@ func (p *pipe) close() {
 		delete(p.pending, off)
 	}
 	for _, b := range p.free {
-		p.pool.put(b)
+		p.x.t.pool.put(b)
 	}
 	p.free = nil
 	p.mu.Unlock()
@@ -230,7 +229,7 @@ func (p *pipe) offer(off int64, b []byte) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		p.pool.put(b)
+		p.x.t.pool.put(b)
 		return
 	}
 	p.pending[off] = b
