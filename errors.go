@@ -1,0 +1,240 @@
+package pullkit
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/pullkit/pullkit/internal/text"
+)
+
+// The error vocabulary of the whole module. Every error a pullkit package returns wraps
+// exactly one of these (or a context error), so a program branches with errors.Is on a
+// handful of values whichever package failed; the typed errors below, and a few next to
+// the data they describe (puller.HTTPError, platforms.NoMatchError,
+// manifest.SignatureError), carry the details for errors.As.
+var (
+	// ErrNotFound: the registry has no such repository, tag, manifest or blob, or the
+	// store has no such blob or name.
+	ErrNotFound = errors.New("not found")
+	// ErrUnauthorized: the registry wants credentials that were not sent, or refused
+	// the ones that were (HTTP 401, or a failed token exchange).
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrDenied: the request was refused by policy: the registry's (HTTP 403) or
+	// pullkit's own (plain HTTP to a host that is not loopback, a registry sending the
+	// puller to loopback or link-local addresses).
+	ErrDenied = errors.New("denied")
+	// ErrTooManyRequests: the registry kept answering 429 through the retry policy, or
+	// asked for a wait longer than the policy allows.
+	ErrTooManyRequests = errors.New("too many requests")
+	// ErrDigestMismatch: content does not hash to the digest that names it (a manifest,
+	// a blob, or a layer's uncompressed content against its diffID).
+	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrSizeMismatch: content is not the size its descriptor, or the server, says.
+	ErrSizeMismatch = errors.New("size mismatch")
+	// ErrNoMatch: no manifest for the wanted platform.
+	ErrNoMatch = errors.New("no matching platform")
+	// ErrUnsupported: well-formed, but not something pullkit does (an artifact pulled as
+	// an image, an encrypted layer, a server without the feature asked of it).
+	ErrUnsupported = errors.New("unsupported")
+	// ErrInvalid: malformed or self-contradicting input: a reference, a manifest, a
+	// config, a signature, a layer archive, a store directory, an option value, or an
+	// answer that breaks the registry protocol.
+	ErrInvalid = errors.New("invalid")
+	// ErrTooLarge: a document or blob is larger than the cap configured for it.
+	ErrTooLarge = errors.New("too large")
+	// ErrUnreachable: the connection failed or stalled through the retry policy
+	// (refused, reset, timed out, TLS failure, unknown host, no data for too long).
+	ErrUnreachable = errors.New("unreachable")
+	// ErrAlreadyExists: a store already holds the blob a writer was asked for.
+	ErrAlreadyExists = errors.New("already exists")
+)
+
+// Error is the error of an operation on an image: the reference being pulled (when there
+// is one), the step that failed, the digest involved (when there is one) and the cause.
+// Each is named once: the packages fill in an Error they receive rather than wrap it in
+// another.
+type Error struct {
+	// Reference is the image reference as the caller gave it, or "".
+	Reference string
+	// Op is the step that failed, e.g. "resolve", "fetch manifest", "fetch blob".
+	Op string
+	// Digest is the manifest or blob involved, or "".
+	Digest digest.Digest
+	// Err is the cause; it wraps one of the sentinels above.
+	Err error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Reference != "" {
+		b.WriteString(text.Clean(e.Reference, 300))
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Op)
+	if e.Digest != "" {
+		b.WriteString(" ")
+		b.WriteString(text.Clean(string(e.Digest), 140))
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return text.OneLine(b.String())
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Wrap returns err as an *Error for reference, op and d. When err already is one, it is
+// filled in (its empty Reference, Op or Digest) instead of wrapped, so that no digest or
+// reference is printed twice. A nil err stays nil.
+func Wrap(reference, op string, d digest.Digest, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		c := *e
+		if c.Reference == "" {
+			c.Reference = reference
+		}
+		if c.Op == "" {
+			c.Op = op
+		}
+		if c.Digest == "" {
+			c.Digest = d
+		}
+		if c.Reference == e.Reference && c.Op == e.Op && c.Digest == e.Digest {
+			return err
+		}
+		if e == err {
+			return &c
+		}
+		// err wraps e with more context: keep that context, and name the digest at the
+		// outside only if e does not already.
+		if e.Digest != "" {
+			d = ""
+		}
+		if e.Reference != "" {
+			reference = ""
+		}
+	}
+	return &Error{Reference: reference, Op: op, Digest: d, Err: err}
+}
+
+// DigestMismatchError reports content that does not hash to the digest it was asked by.
+type DigestMismatchError struct {
+	// What names the content: "manifest", "config", "blob", "diffID of layer", …
+	What string
+	// Want is the digest the content was asked by.
+	Want digest.Digest
+	// Got is the digest of what arrived.
+	Got digest.Digest
+}
+
+func (e *DigestMismatchError) Error() string {
+	return fmt.Sprintf("%s digest mismatch: got %s, want %s", e.What, text.Clean(string(e.Got), 140), text.Clean(string(e.Want), 140))
+}
+
+// Unwrap returns ErrDigestMismatch.
+func (e *DigestMismatchError) Unwrap() error { return ErrDigestMismatch }
+
+// SizeMismatchError reports content that is not the expected number of bytes.
+type SizeMismatchError struct {
+	// What names the content, e.g. "blob" or "manifest".
+	What string
+	// Want is the size expected, in bytes.
+	Want int64
+	// Got is the size found; for content that ran long it is what was read when the
+	// transfer was stopped, so it may be less than the true length.
+	Got int64
+	// Source says where Got comes from: "body", "Content-Length", "Content-Range", …
+	Source string
+}
+
+func (e *SizeMismatchError) Error() string {
+	what := e.What
+	if what == "" {
+		what = "content"
+	}
+	src := ""
+	if e.Source != "" {
+		src = " (" + e.Source + ")"
+	}
+	return fmt.Sprintf("%s size mismatch: got %d bytes%s, want %d", what, e.Got, src, e.Want)
+}
+
+// Unwrap returns ErrSizeMismatch.
+func (e *SizeMismatchError) Unwrap() error { return ErrSizeMismatch }
+
+// TooLargeError reports content above a configured cap.
+type TooLargeError struct {
+	// What names the content, e.g. "manifest", "config", "blob".
+	What string
+	// Limit is the cap, in bytes.
+	Limit int64
+	// Size is the size announced (a header or a descriptor), or -1 when the content
+	// simply ran past the cap.
+	Size int64
+}
+
+func (e *TooLargeError) Error() string {
+	if e.Size >= 0 {
+		return fmt.Sprintf("%s is %d bytes, over the %d-byte limit", e.What, e.Size, e.Limit)
+	}
+	return fmt.Sprintf("%s is larger than the %d-byte limit", e.What, e.Limit)
+}
+
+// Unwrap returns ErrTooLarge.
+func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
+
+// InvalidError reports malformed input.
+type InvalidError struct {
+	// What names the input, e.g. a media type, "reference", "image config", "layer".
+	What string
+	// Reason says what is wrong with it.
+	Reason string
+	// Err is an underlying error (a JSON syntax error, say), if any.
+	Err error
+}
+
+func (e *InvalidError) Error() string {
+	s := "invalid"
+	if e.What != "" {
+		s += " " + text.Clean(e.What, 200)
+	}
+	s += ": " + text.Clean(e.Reason, 500)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns ErrInvalid and the underlying error.
+func (e *InvalidError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrInvalid, e.Err}
+	}
+	return []error{ErrInvalid}
+}
+
+// UnsupportedError reports something well-formed that pullkit does not do.
+type UnsupportedError struct {
+	// What names the thing, e.g. a media type.
+	What string
+	// Reason says what was found, e.g. "an artifact, not an image".
+	Reason string
+}
+
+func (e *UnsupportedError) Error() string {
+	if e.What == "" {
+		return "unsupported: " + text.Clean(e.Reason, 500)
+	}
+	return "unsupported " + text.Clean(e.What, 200) + ": " + text.Clean(e.Reason, 500)
+}
+
+// Unwrap returns ErrUnsupported.
+func (e *UnsupportedError) Unwrap() error { return ErrUnsupported }
