@@ -35,12 +35,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
 
-// Sentinel errors; errors from this package wrap one of them, or manifest.ErrInvalid for a
-// config that does not parse, or manifest.ErrDigestMismatch for a layer whose content is
+// Sentinel errors; errors from this package wrap one of them, or pullkit.ErrInvalid for a
+// config that does not parse, or pullkit.ErrDigestMismatch for a layer whose content is
 // not the diffID the config names.
 var (
 	// ErrInvalidImage: the DockerImage is inconsistent (no layers, a layer count that is
@@ -300,7 +301,7 @@ func copyVerified(w io.Writer, l Layer, i int, diffID digest.Digest, size int64)
 		return n, fmt.Errorf("read layer %d (%s): %w", i, diffID, err)
 	}
 	if got := digest.NewDigest(digest.SHA256, h); got != diffID {
-		return n, fmt.Errorf("layer %d: %w", i, &manifest.DigestMismatchError{What: "uncompressed layer (diffID)", Want: diffID, Got: got})
+		return n, fmt.Errorf("layer %d: %w", i, &pullkit.DigestMismatchError{What: "uncompressed layer (diffID)", Want: diffID, Got: got})
 	}
 	return n, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
 )
 
@@ -324,8 +325,8 @@ func TestWriteDockerArchiveErrors(t *testing.T) {
 		target error
 		text   string
 	}{
-		{"malformed config", DockerImage{Config: []byte(`{"rootfs":`), Layers: []Layer{{Open: opener(l)}}}, nil, manifest.ErrInvalid, "config sha256:"},
-		{"config docker cannot read", DockerImage{Config: []byte(`{"config":{"Cmd":5},"rootfs":{"diff_ids":["` + string(d) + `"]}}`), Layers: []Layer{{Open: opener(l)}}}, nil, manifest.ErrInvalid, "legacy image"},
+		{"malformed config", DockerImage{Config: []byte(`{"rootfs":`), Layers: []Layer{{Open: opener(l)}}}, nil, pullkit.ErrInvalid, "config sha256:"},
+		{"config docker cannot read", DockerImage{Config: []byte(`{"config":{"Cmd":5},"rootfs":{"diff_ids":["` + string(d) + `"]}}`), Layers: []Layer{{Open: opener(l)}}}, nil, pullkit.ErrInvalid, "Cmd"},
 		{"no layers", DockerImage{Config: configFor(nil)}, nil, ErrInvalidImage, "no layers"},
 		{"too few layers", DockerImage{Config: configFor([]digest.Digest{d, d})}, nil, ErrInvalidImage, "0 layers given, config has 2"},
 		{"nil opener", DockerImage{Config: cfg, Layers: []Layer{{}}}, nil, ErrInvalidImage, "no opener"},
@@ -333,8 +334,8 @@ func TestWriteDockerArchiveErrors(t *testing.T) {
 		{"negative size", DockerImage{Config: cfg, Layers: []Layer{{Size: -1, Open: opener(l)}}}, nil, ErrInvalidImage, "negative size"},
 		{"digest reference", DockerImage{RepoTags: []string{"busybox@" + string(d)}, Config: cfg, Layers: []Layer{{Open: opener(l)}}}, nil, ErrInvalidImage, "digest reference"},
 		{"bad tag", DockerImage{RepoTags: []string{"Upper/Case:x"}, Config: cfg, Layers: []Layer{{Open: opener(l)}}}, nil, ErrInvalidImage, `"Upper/Case:x"`},
-		{"wrong content, size unknown", DockerImage{Config: cfg, Layers: []Layer{{Open: opener(other)}}}, nil, manifest.ErrDigestMismatch, "want " + string(d)},
-		{"wrong content, size known", DockerImage{Config: cfg, Layers: []Layer{{Size: int64(len(other)), Open: opener(other)}}}, nil, manifest.ErrDigestMismatch, "want " + string(d)},
+		{"wrong content, size unknown", DockerImage{Config: cfg, Layers: []Layer{{Open: opener(other)}}}, nil, pullkit.ErrDigestMismatch, "want " + string(d)},
+		{"wrong content, size known", DockerImage{Config: cfg, Layers: []Layer{{Size: int64(len(other)), Open: opener(other)}}}, nil, pullkit.ErrDigestMismatch, "want " + string(d)},
 		{"content shorter than size", DockerImage{Config: cfg, Layers: []Layer{{Size: size + 1, Open: opener(l)}}}, nil, ErrSizeMismatch, fmt.Sprintf("want %d bytes, content has %d", size+1, size)},
 		{"content longer than size", DockerImage{Config: cfg, Layers: []Layer{{Size: size - 512, Open: opener(l)}}}, nil, ErrSizeMismatch, "content is longer"},
 		{"opener fails", DockerImage{Config: cfg, Layers: []Layer{{Open: func() (io.ReadCloser, error) { return nil, os.ErrNotExist }}}}, nil, os.ErrNotExist, "open layer 0 (" + string(d) + ")"},

@@ -5,8 +5,7 @@ import (
 	"fmt"
 
 	digest "github.com/opencontainers/go-digest"
-
-	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit"
 )
 
 // Sentinel errors. Every error Fetch returns for a blob is a *BlobError whose chain holds one
@@ -14,8 +13,8 @@ import (
 // and read details with errors.As.
 var (
 	// ErrDigestMismatch: the bytes do not hash to the blob's digest. It is the same value as
-	// manifest.ErrDigestMismatch, and the detail is a *manifest.DigestMismatchError.
-	ErrDigestMismatch = manifest.ErrDigestMismatch
+	// pullkit.ErrDigestMismatch, and the detail is a *pullkit.DigestMismatchError.
+	ErrDigestMismatch = pullkit.ErrDigestMismatch
 	// ErrSizeMismatch: the blob has another size than its descriptor (or the server) says;
 	// the detail is a *SizeMismatchError.
 	ErrSizeMismatch = errors.New("size mismatch")

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
 )
 
@@ -424,7 +425,7 @@ func (x *xfer) verify() error {
 		return blobErr(x.d, OpVerify, &SizeMismatchError{Want: x.size, Got: x.hashed, Source: "body"})
 	}
 	if got := x.dg.Digest(); got != x.d {
-		return blobErr(x.d, OpVerify, &manifest.DigestMismatchError{What: "blob", Want: x.d, Got: got})
+		return blobErr(x.d, OpVerify, &pullkit.DigestMismatchError{What: "blob", Want: x.d, Got: got})
 	}
 	return nil
 }

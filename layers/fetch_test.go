@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
 )
 
@@ -329,7 +330,7 @@ func TestVerificationFailuresLeaveNothing(t *testing.T) {
 					t.Errorf("error %q does not name the digest", err)
 				}
 				if tc.want == ErrDigestMismatch {
-					var dm *manifest.DigestMismatchError
+					var dm *pullkit.DigestMismatchError
 					if !errors.As(err, &dm) || dm.Want != tc.desc.Digest || dm.Got != digest.FromBytes(tc.serve) {
 						t.Errorf("error %v: want a DigestMismatchError naming want and got", err)
 					}

@@ -20,6 +20,7 @@ import (
 	_ "crypto/sha256"
 	_ "crypto/sha512"
 
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
 )
 
@@ -188,7 +189,7 @@ func (l *Layout) PutBlob(ctx context.Context, desc manifest.Descriptor, data []b
 		return blobErr(desc.Digest, OpVerify, &SizeMismatchError{Want: desc.Size, Got: int64(len(data)), Source: "data"})
 	}
 	if got := desc.Digest.Algorithm().FromBytes(data); got != desc.Digest {
-		return blobErr(desc.Digest, OpVerify, &manifest.DigestMismatchError{What: "blob", Want: desc.Digest, Got: got})
+		return blobErr(desc.Digest, OpVerify, &pullkit.DigestMismatchError{What: "blob", Want: desc.Digest, Got: got})
 	}
 	if l.Has(desc.Digest) {
 		return nil

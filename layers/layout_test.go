@@ -18,6 +18,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 )
 
 func TestOpenLayoutCreatesAndReopens(t *testing.T) {
@@ -180,7 +181,7 @@ func TestAddManifest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d1.Platform = &manifest.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
+	d1.Platform = &platforms.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
 	steps := []struct {
 		d    manifest.Descriptor
 		ref  string
@@ -345,7 +346,7 @@ func pullImage(t *testing.T, l *Layout, ref string, withZstd bool) manifest.Desc
 			t.Fatal(err)
 		}
 	}
-	manDesc.Platform = &manifest.Platform{OS: "linux", Architecture: "amd64"}
+	manDesc.Platform = &platforms.Platform{OS: "linux", Architecture: "amd64"}
 	if err := l.AddManifest(manDesc, ref); err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,64 @@
 package manifest
 
 import (
+	"encoding/json"
 	"fmt"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/platforms"
 )
 
-// Config is the part of an OCI or Docker image config that pulling needs. The raw config
-// is kept by whoever fetched it; Config never replaces it.
-type Config struct {
+// ImageConfig is an OCI or Docker image config: what the image runs on, its layers'
+// diffIDs, its history and the runtime defaults an engine starts a container with. The
+// blob itself is kept by whoever fetched it; ImageConfig never replaces it.
+type ImageConfig struct {
 	// Architecture, OS, Variant and OSVersion say what the image runs on.
 	Architecture string `json:"architecture"`
 	OS           string `json:"os"`
 	Variant      string `json:"variant,omitempty"`
 	OSVersion    string `json:"os.version,omitempty"`
+	// Runtime holds the defaults for containers run from the image (the config's
+	// "config" object); its zero value when the config has none.
+	Runtime RuntimeConfig `json:"config"`
 	// RootFS lists the diffIDs of the non-empty layers, base first.
 	RootFS RootFS `json:"rootfs"`
 	// History has one entry per build step, base first; EmptyLayer entries made no layer.
 	History []History `json:"history,omitempty"`
+}
+
+// RuntimeConfig is what an engine needs to run a container from the image.
+type RuntimeConfig struct {
+	User         string              `json:"User,omitempty"`
+	ExposedPorts map[string]struct{} `json:"ExposedPorts,omitempty"`
+	Env          []string            `json:"Env,omitempty"`
+	Entrypoint   []string            `json:"Entrypoint,omitempty"`
+	Cmd          []string            `json:"Cmd,omitempty"`
+	Volumes      map[string]struct{} `json:"Volumes,omitempty"`
+	WorkingDir   string              `json:"WorkingDir,omitempty"`
+	Labels       map[string]string   `json:"Labels,omitempty"`
+	StopSignal   string              `json:"StopSignal,omitempty"`
+}
+
+// UnmarshalJSON reads Cmd and Entrypoint as Docker does: a list, a single string or null.
+func (r *RuntimeConfig) UnmarshalJSON(b []byte) error {
+	var w struct {
+		User         string
+		ExposedPorts map[string]struct{}
+		Env          []string
+		Entrypoint   strSlice
+		Cmd          strSlice
+		Volumes      map[string]struct{}
+		WorkingDir   string
+		Labels       map[string]string
+		StopSignal   string
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*r = RuntimeConfig{User: w.User, ExposedPorts: w.ExposedPorts, Env: w.Env, Entrypoint: w.Entrypoint,
+		Cmd: w.Cmd, Volumes: w.Volumes, WorkingDir: w.WorkingDir, Labels: w.Labels, StopSignal: w.StopSignal}
+	return nil
 }
 
 // RootFS is an image config's rootfs section.
@@ -36,69 +77,75 @@ type History struct {
 }
 
 // Platform returns the platform the config says the image is for.
-func (c *Config) Platform() Platform {
-	return Platform{OS: c.OS, Architecture: c.Architecture, Variant: c.Variant, OSVersion: c.OSVersion}
+func (c *ImageConfig) Platform() platforms.Platform {
+	return platforms.Platform{OS: c.OS, Architecture: c.Architecture, Variant: c.Variant, OSVersion: c.OSVersion}
 }
 
 // ParseConfig reads an OCI or Docker image config. Every diffID must be a valid digest.
-func ParseConfig(raw []byte) (*Config, error) {
-	var c Config
+func ParseConfig(raw []byte) (*ImageConfig, error) {
+	var c ImageConfig
 	if err := strictUnmarshal(raw, &c); err != nil {
-		return nil, &InvalidError{MediaType: MediaTypeOCIConfig, Reason: "malformed image config", Err: err}
+		return nil, &pullkit.InvalidError{What: "image config", Reason: "malformed JSON", Err: err}
 	}
 	for i, d := range c.RootFS.DiffIDs {
 		if err := d.Validate(); err != nil {
-			return nil, &InvalidError{MediaType: MediaTypeOCIConfig, Reason: fmt.Sprintf("rootfs.diff_ids[%d] %q", i, d), Err: err}
+			return nil, &pullkit.InvalidError{What: "image config", Reason: fmt.Sprintf("rootfs.diff_ids[%d] %q", i, printable(string(d))), Err: err}
 		}
 	}
 	return &c, nil
 }
 
-// BuildImage assembles the normalised model of a pull.
+// NewImage assembles the normalised model of an image.
 //
-// top is the manifest the reference named; chosen is the image manifest (top itself
-// when the reference named an image manifest); chosenDesc is top's entry for chosen when
-// top is an index (nil otherwise); cfgDesc and cfg are the config's descriptor and parsed
-// content when known (nil for schema 1 before a config is synthesised).
+// named is the manifest the reference named; image is the image manifest (named itself
+// when the reference named an image manifest); entry is named's entry for image when
+// named is an index (nil otherwise); configDesc and config are the config's descriptor and
+// parsed content when known (nil for schema 1 before a config is synthesised).
 //
-// The config's diffIDs are assigned, in order, to the layers that carry one (see
-// assignDiffIDs); when the counts disagree BuildImage fails, since the config then
-// describes another image.
-func BuildImage(reference string, top, chosen *Manifest, chosenDesc, cfgDesc *Descriptor, cfg *Config) (*Image, error) {
-	if top == nil || chosen == nil {
-		return nil, fmt.Errorf("build image model for %s: %w", reference, &InvalidError{Reason: "missing manifest"})
+// The config's diffIDs are assigned, in order, to the layers that carry one; when the
+// counts disagree NewImage fails, since the config then describes another image.
+func NewImage(reference string, named, image *Manifest, entry, configDesc *Descriptor, config *ImageConfig) (*Image, error) {
+	if named == nil || image == nil {
+		return nil, &pullkit.InvalidError{What: "image model", Reason: "missing manifest"}
 	}
-	if chosen.Kind != KindImage {
-		return nil, fmt.Errorf("build image model for %s: %w", reference, &InvalidError{MediaType: chosen.MediaType, Reason: "chosen manifest is not an image manifest"})
+	if image.Kind != KindImage {
+		return nil, &pullkit.InvalidError{What: image.MediaType, Reason: "chosen manifest " + string(image.Digest) + " is not an image manifest"}
 	}
 	img := &Image{
 		Reference: reference,
-		Digest:    top.Digest,
-		MediaType: top.MediaType,
-		Manifest:  ManifestRef{Digest: chosen.Digest, MediaType: chosen.MediaType, Size: int64(len(chosen.Raw))},
-		Layers:    append([]Layer(nil), chosen.Layers...),
+		Digest:    named.Digest,
+		MediaType: named.MediaType,
+		Manifest:  Descriptor{Digest: image.Digest, MediaType: image.MediaType, Size: int64(len(image.Raw))},
+		Layers:    append([]Layer(nil), image.Layers...),
 	}
-	if chosen.Schema1 != nil && chosen.Schema1.Payload != nil {
+	if image.Schema1 != nil && image.Schema1.Payload != nil {
 		// The canonical digest is over the payload; report the payload's size with it.
-		img.Manifest.Size = int64(len(chosen.Schema1.Payload))
+		img.Manifest.Size = int64(len(image.Schema1.Payload))
 	}
 	switch {
-	case cfg != nil && cfg.OS != "" && cfg.Architecture != "":
-		p := cfg.Platform()
+	case config != nil && config.OS != "" && config.Architecture != "":
+		p := config.Platform()
 		img.Platform = &p
-	case chosenDesc != nil && chosenDesc.Platform != nil:
-		p := *chosenDesc.Platform
+	case entry != nil && entry.Platform != nil:
+		p := entry.Platform.Clone()
 		img.Platform = &p
-	case chosen.Platform != nil:
-		p := *chosen.Platform
+	case image.Platform != nil:
+		p := image.Platform.Clone()
 		img.Platform = &p
 	}
-	if cfgDesc != nil {
-		img.Config = ManifestRef{Digest: cfgDesc.Digest, MediaType: cfgDesc.MediaType, Size: cfgDesc.Size}
+	if img.Platform != nil {
+		p := *img.Platform
+		img.Manifest.Platform = &p
 	}
-	if cfg != nil && len(cfg.RootFS.DiffIDs) > 0 {
-		if err := assignDiffIDs(chosen, img.Layers, cfg.RootFS.DiffIDs); err != nil {
-			return nil, fmt.Errorf("build image model for %s (config %s): %w", reference, img.Config.Digest, err)
+	if configDesc != nil {
+		img.Config = Descriptor{Digest: configDesc.Digest, MediaType: configDesc.MediaType, Size: configDesc.Size}
+	}
+	if config != nil {
+		img.Runtime = config.Runtime
+		if len(config.RootFS.DiffIDs) > 0 {
+			if err := assignDiffIDs(image, img.Layers, config.RootFS.DiffIDs); err != nil {
+				return nil, fmt.Errorf("config %s: %w", img.Config.Digest, err)
+			}
 		}
 	}
 	return img, nil
@@ -126,7 +173,7 @@ func assignDiffIDs(m *Manifest, layers []Layer, diffIDs []digest.Digest) error {
 		}
 	}
 	if want != len(diffIDs) {
-		return &InvalidError{MediaType: m.MediaType, Reason: fmt.Sprintf("config has %d diff_ids for %d layers (%d that carry a diffID)", len(diffIDs), len(layers), want)}
+		return &pullkit.InvalidError{What: m.MediaType, Reason: fmt.Sprintf("config has %d diff_ids for %d layers (%d that carry a diffID)", len(diffIDs), len(layers), want)}
 	}
 	j := 0
 	for i := range layers {

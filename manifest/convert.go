@@ -7,23 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 )
-
-// Schema1Platform is the platform a registry serves as schema 1 when a client that only
-// understands schema 1 asks for a manifest list or index by tag (Pulp and the
-// distribution registry both pick linux/amd64).
-var Schema1Platform = Platform{OS: "linux", Architecture: "amd64"}
-
-// Schema1Target chooses the entry of index that a schema 1 conversion serves:
-// Schema1Platform, or a *NoMatchError (ErrNoMatch; a registry answers 404) when the
-// index has none.
-func Schema1Target(index *Manifest) (Descriptor, error) {
-	return Choose(index, Schema1Platform)
-}
 
 // ToSchema1 converts a schema 2 or OCI image manifest and its raw config into a signed
 // schema 1 manifest for name (the repository path, e.g. "library/httpd") and tag, as the
@@ -35,23 +23,23 @@ func Schema1Target(index *Manifest) (Descriptor, error) {
 // throwaway set. A config without history gets one entry per layer. The payload is
 // indented with three spaces as the registry writes it, and signed with key (an ephemeral
 // EC P-256 key when key is nil). Layers with URLs (foreign layers) cannot be represented in
-// schema 1 and are refused with an *UnsupportedError.
+// schema 1 and are refused with an *pullkit.UnsupportedError.
 //
 // This is only sound when serving by tag: the result has a new digest, so a client that
 // asked by digest must get the original bytes.
 func ToSchema1(m *Manifest, config []byte, name, tag string, key crypto.Signer) ([]byte, error) {
 	fail := func(reason string, err error) error {
-		return &InvalidError{MediaType: MediaTypeDockerSchema1Signed, Reason: "convert " + string(m.Digest) + " to schema 1: " + reason, Err: err}
+		return &pullkit.InvalidError{What: MediaTypeDockerSchema1Signed, Reason: "convert " + string(m.Digest) + " to schema 1: " + reason, Err: err}
 	}
 	if m == nil || m.Kind != KindImage || m.Config == nil || m.Schema1 != nil {
-		return nil, &InvalidError{MediaType: MediaTypeDockerSchema1Signed, Reason: "convert to schema 1: want a schema 2 or OCI image manifest"}
+		return nil, &pullkit.InvalidError{What: MediaTypeDockerSchema1Signed, Reason: "convert to schema 1: want a schema 2 or OCI image manifest"}
 	}
 	if got := digest.FromBytes(config); got != m.Config.Digest {
-		return nil, &DigestMismatchError{What: "config", Want: m.Config.Digest, Got: got}
+		return nil, &pullkit.DigestMismatchError{What: "config", Want: m.Config.Digest, Got: got}
 	}
 	for _, l := range m.Layers {
 		if len(l.URLs) > 0 {
-			return nil, &UnsupportedError{MediaType: m.MediaType, Reason: "layer " + string(l.Digest) + " is foreign (has URLs); schema 1 cannot carry it"}
+			return nil, &pullkit.UnsupportedError{What: m.MediaType, Reason: "layer " + string(l.Digest) + " is foreign (has URLs); schema 1 cannot carry it"}
 		}
 	}
 	var img struct {
@@ -195,13 +183,13 @@ func mustJSON(s string) json.RawMessage {
 // MediaTypeOCIManifest) and its config from a schema 1 image whose layers were fetched,
 // as skopeo --format does: layers is m.Layers with Size and DiffID filled in (and
 // MediaType corrected when a blob turned out not to be gzip). The config is
-// m.Schema1.Config of the diffIDs; throwaway layers are dropped from the layer list.
+// m.Schema1.SynthesizeConfig of the diffIDs; throwaway layers are dropped from the layer list.
 func FromSchema1(m *Manifest, layers []Layer, mediaType string) (manifestJSON, configJSON []byte, err error) {
 	if m == nil || m.Schema1 == nil {
-		return nil, nil, &InvalidError{MediaType: mediaType, Reason: "convert from schema 1: not a schema 1 manifest"}
+		return nil, nil, &pullkit.InvalidError{What: mediaType, Reason: "convert from schema 1: not a schema 1 manifest"}
 	}
 	fail := func(reason string) error {
-		return &InvalidError{MediaType: mediaType, Reason: "convert " + string(m.Digest) + " from schema 1: " + reason}
+		return &pullkit.InvalidError{What: mediaType, Reason: "convert " + string(m.Digest) + " from schema 1: " + reason}
 	}
 	configType := MediaTypeDockerConfig
 	switch mediaType {
@@ -209,7 +197,7 @@ func FromSchema1(m *Manifest, layers []Layer, mediaType string) (manifestJSON, c
 	case MediaTypeOCIManifest:
 		configType = MediaTypeOCIConfig
 	default:
-		return nil, nil, &UnsupportedError{MediaType: mediaType, Reason: "schema 1 converts to schema 2 or OCI only"}
+		return nil, nil, &pullkit.UnsupportedError{What: mediaType, Reason: "schema 1 converts to schema 2 or OCI only"}
 	}
 	if len(layers) != len(m.Schema1.History) {
 		return nil, nil, fail(fmt.Sprintf("%d layers given for %d history entries", len(layers), len(m.Schema1.History)))
@@ -229,7 +217,7 @@ func FromSchema1(m *Manifest, layers []Layer, mediaType string) (manifestJSON, c
 		diffIDs = append(diffIDs, l.DiffID)
 		descs = append(descs, Descriptor{MediaType: convertLayerType(l.MediaType, mediaType), Digest: l.Digest, Size: l.Size})
 	}
-	configJSON, err = m.Schema1.Config(diffIDs)
+	configJSON, err = m.Schema1.SynthesizeConfig(diffIDs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -262,30 +250,15 @@ func convertLayerType(layerType, target string) string {
 	return layerType
 }
 
-// WantsSchema1 reports whether a client that sent these Accept header values must be
-// served schema 1 when it pulls by tag: it names no schema 2, list or OCI type (the
-// registry's rule for clients older than Docker 1.10).
-func WantsSchema1(accept []string) bool {
-	for _, a := range accept {
-		for _, part := range strings.Split(a, ",") {
-			switch normalizeMediaType(part) {
-			case MediaTypeDockerSchema2, MediaTypeDockerManifestList, MediaTypeOCIManifest, MediaTypeOCIIndex:
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // ConvertImage rewrites a Docker schema 2 image manifest as an OCI image manifest or the
 // other way round, as skopeo does when it writes an OCI layout: the config and layer
 // blobs are untouched (same digests), only media types change, so the manifest gets a
 // new digest. Converting to the manifest's own type returns its bytes as served. Zstd
 // and non-distributable OCI layers have no Docker spelling and are refused with an
-// *UnsupportedError.
+// *pullkit.UnsupportedError.
 func ConvertImage(m *Manifest, to string) ([]byte, error) {
 	if m == nil || m.Kind != KindImage || m.Config == nil || m.Schema1 != nil {
-		return nil, &InvalidError{MediaType: to, Reason: "convert: want a schema 2 or OCI image manifest"}
+		return nil, &pullkit.InvalidError{What: to, Reason: "convert: want a schema 2 or OCI image manifest"}
 	}
 	if m.MediaType == to {
 		return m.Raw, nil
@@ -296,7 +269,7 @@ func ConvertImage(m *Manifest, to string) ([]byte, error) {
 	case MediaTypeDockerSchema2:
 		configType = MediaTypeDockerConfig
 	default:
-		return nil, &UnsupportedError{MediaType: to, Reason: "convert " + string(m.Digest) + ": target must be schema 2 or OCI"}
+		return nil, &pullkit.UnsupportedError{What: to, Reason: "convert " + string(m.Digest) + ": target must be schema 2 or OCI"}
 	}
 	cfg := *m.Config
 	cfg.MediaType = configType
@@ -314,7 +287,7 @@ func ConvertImage(m *Manifest, to string) ([]byte, error) {
 	for _, l := range m.Layers {
 		t, ok := layerTypeFor(l.MediaType, to)
 		if !ok {
-			return nil, &UnsupportedError{MediaType: m.MediaType, Reason: "layer " + string(l.Digest) + " (" + l.MediaType + ") has no " + to + " spelling"}
+			return nil, &pullkit.UnsupportedError{What: m.MediaType, Reason: "layer " + string(l.Digest) + " (" + l.MediaType + ") has no " + to + " spelling"}
 		}
 		out.Layers = append(out.Layers, Descriptor{MediaType: t, Digest: l.Digest, Size: l.Size, URLs: l.URLs})
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 )
 
 func parseOrFail(t *testing.T, raw []byte, mt string) *Manifest {
@@ -108,7 +109,7 @@ func TestToSchema1RoundTrip(t *testing.T) {
 			if !reflect.DeepEqual(real, want) {
 				t.Fatalf("non-throwaway layers %v, want %v", real, want)
 			}
-			back, err := s1.Schema1.Config(cfg.RootFS.DiffIDs)
+			back, err := s1.Schema1.SynthesizeConfig(cfg.RootFS.DiffIDs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,41 +140,22 @@ func TestToSchema1RoundTrip(t *testing.T) {
 func TestToSchema1Refuses(t *testing.T) {
 	s2 := parseOrFail(t, readFixture(t, "schema2/hello-world-amd64-dockerhub-2021.json"), MediaTypeDockerSchema2)
 	config := readFixture(t, "config/hello-world-amd64-docker20.10-config.json")
-	if _, err := ToSchema1(s2, append([]byte(" "), config...), "a", "b", nil); !errors.Is(err, ErrDigestMismatch) {
-		t.Errorf("wrong config bytes: %v, want ErrDigestMismatch", err)
+	if _, err := ToSchema1(s2, append([]byte(" "), config...), "a", "b", nil); !errors.Is(err, pullkit.ErrDigestMismatch) {
+		t.Errorf("wrong config bytes: %v, want pullkit.ErrDigestMismatch", err)
 	}
 	foreign := *s2
 	foreign.Layers = []Layer{{Digest: s2.Layers[0].Digest, MediaType: MediaTypeDockerForeignLayer, Size: 1, URLs: []string{"https://example.com/l"}}}
-	if _, err := ToSchema1(&foreign, config, "a", "b", nil); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("foreign layer: %v, want ErrUnsupported", err)
+	if _, err := ToSchema1(&foreign, config, "a", "b", nil); !errors.Is(err, pullkit.ErrUnsupported) {
+		t.Errorf("foreign layer: %v, want pullkit.ErrUnsupported", err)
 	}
 	s1 := parseOrFail(t, readFixture(t, "schema1-signed/hello-world-dockerhub-2015.json"), "")
-	if _, err := ToSchema1(s1, config, "a", "b", nil); !errors.Is(err, ErrInvalid) {
-		t.Errorf("schema 1 input: %v, want ErrInvalid", err)
+	if _, err := ToSchema1(s1, config, "a", "b", nil); !errors.Is(err, pullkit.ErrInvalid) {
+		t.Errorf("schema 1 input: %v, want pullkit.ErrInvalid", err)
 	}
 	extra := *s2
 	extra.Layers = append(append([]Layer(nil), s2.Layers...), s2.Layers[0])
-	if _, err := ToSchema1(&extra, config, "a", "b", nil); !errors.Is(err, ErrInvalid) {
-		t.Errorf("more layers than history: %v, want ErrInvalid", err)
-	}
-}
-
-func TestSchema1Target(t *testing.T) {
-	list := parseOrFail(t, readFixture(t, "manifest-list/hello-world-dockerhub-2022.json"), "")
-	d, err := Schema1Target(list)
-	if err != nil || d.Digest != "sha256:f54a58bc1aac5ea1a25d796ae155dc228b3f0e11d046ae276b39c4bf2f13d8c4" {
-		t.Fatalf("Schema1Target = %v, %v", d.Digest, err)
-	}
-	armOnly := *list
-	armOnly.Manifests = nil
-	for _, e := range list.Manifests {
-		if e.Platform.Architecture == "arm64" || e.Platform.Architecture == "arm" {
-			armOnly.Manifests = append(armOnly.Manifests, e)
-		}
-	}
-	var nm *NoMatchError
-	if _, err := Schema1Target(&armOnly); !errors.As(err, &nm) || len(nm.Offered) != 3 {
-		t.Fatalf("arm-only list: %v, want a NoMatchError offering 3 platforms", err)
+	if _, err := ToSchema1(&extra, config, "a", "b", nil); !errors.Is(err, pullkit.ErrInvalid) {
+		t.Errorf("more layers than history: %v, want pullkit.ErrInvalid", err)
 	}
 }
 
@@ -223,32 +205,14 @@ func TestFromSchema1(t *testing.T) {
 			}
 		}
 	}
-	if _, _, err := FromSchema1(s1, s1.Layers, MediaTypeOCIManifest); !errors.Is(err, ErrInvalid) {
-		t.Errorf("layers without diffIDs: %v, want ErrInvalid", err)
+	if _, _, err := FromSchema1(s1, s1.Layers, MediaTypeOCIManifest); !errors.Is(err, pullkit.ErrInvalid) {
+		t.Errorf("layers without diffIDs: %v, want pullkit.ErrInvalid", err)
 	}
-	if _, _, err := FromSchema1(s2, nil, MediaTypeOCIManifest); !errors.Is(err, ErrInvalid) {
-		t.Errorf("schema 2 input: %v, want ErrInvalid", err)
+	if _, _, err := FromSchema1(s2, nil, MediaTypeOCIManifest); !errors.Is(err, pullkit.ErrInvalid) {
+		t.Errorf("schema 2 input: %v, want pullkit.ErrInvalid", err)
 	}
-	if _, _, err := FromSchema1(s1, fetched, MediaTypeOCIIndex); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("index target: %v, want ErrUnsupported", err)
-	}
-}
-
-func TestWantsSchema1(t *testing.T) {
-	for _, tt := range []struct {
-		accept []string
-		want   bool
-	}{
-		{nil, true},
-		{[]string{MediaTypeDockerSchema1Signed}, true},
-		{[]string{"application/json", "*/*"}, true},
-		{[]string{MediaTypeDockerSchema1Signed + ", " + MediaTypeDockerSchema2}, false},
-		{[]string{MediaTypeDockerSchema1Signed, MediaTypeOCIIndex + "; q=0.5"}, false},
-		{[]string{MediaTypeDockerManifestList}, false},
-	} {
-		if got := WantsSchema1(tt.accept); got != tt.want {
-			t.Errorf("WantsSchema1(%q) = %v, want %v", tt.accept, got, tt.want)
-		}
+	if _, _, err := FromSchema1(s1, fetched, MediaTypeOCIIndex); !errors.Is(err, pullkit.ErrUnsupported) {
+		t.Errorf("index target: %v, want pullkit.ErrUnsupported", err)
 	}
 }
 
@@ -289,10 +253,10 @@ func TestConvertImage(t *testing.T) {
 	}
 	zstd := *oci
 	zstd.Layers = []Layer{{Digest: s2.Layers[0].Digest, Size: 1, MediaType: MediaTypeOCILayerZstd}}
-	if _, err := ConvertImage(&zstd, MediaTypeDockerSchema2); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("zstd layer to schema 2: %v, want ErrUnsupported", err)
+	if _, err := ConvertImage(&zstd, MediaTypeDockerSchema2); !errors.Is(err, pullkit.ErrUnsupported) {
+		t.Errorf("zstd layer to schema 2: %v, want pullkit.ErrUnsupported", err)
 	}
-	if _, err := ConvertImage(s2, MediaTypeDockerSchema1Signed); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("to schema 1: %v, want ErrUnsupported (use ToSchema1)", err)
+	if _, err := ConvertImage(s2, MediaTypeDockerSchema1Signed); !errors.Is(err, pullkit.ErrUnsupported) {
+		t.Errorf("to schema 1: %v, want pullkit.ErrUnsupported (use ToSchema1)", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 )
 
 // Parse reads a manifest document of any supported format: Docker schema 1 (signed or
@@ -17,8 +18,8 @@ import (
 // mediaType is the Content-Type the registry served (parameters are ignored). When it is
 // empty or generic (application/json, text/plain, application/octet-stream) the format is
 // sniffed from the document. When it names a manifest type but the document says it is
-// another one, Parse fails with an *InvalidError rather than trust either. Artifacts,
-// unknown media types and encrypted layers are reported with an *UnsupportedError.
+// another one, Parse fails with an *pullkit.InvalidError rather than trust either. Artifacts,
+// unknown media types and encrypted layers are reported with an *pullkit.UnsupportedError.
 //
 // Parse does no I/O and never re-encodes raw: Digest is computed over the bytes as given
 // (for signed schema 1, over the signed payload).
@@ -34,20 +35,20 @@ func Parse(raw []byte, mediaType string) (*Manifest, error) {
 		FSLayers      *json.RawMessage `json:"fsLayers"`
 	}
 	if err := json.Unmarshal(raw, &probe); err != nil {
-		return nil, &InvalidError{MediaType: served, Reason: "not a JSON object", Err: err}
+		return nil, &pullkit.InvalidError{What: served, Reason: "not a JSON object", Err: err}
 	}
 	if probe.SchemaVersion == nil {
-		return nil, &InvalidError{MediaType: served, Reason: "no schemaVersion"}
+		return nil, &pullkit.InvalidError{What: served, Reason: "no schemaVersion"}
 	}
 	switch *probe.SchemaVersion {
 	case 1:
 		if !isGeneric(served) && served != MediaTypeDockerSchema1 && served != MediaTypeDockerSchema1Signed {
-			return nil, &InvalidError{MediaType: served, Reason: "served as " + served + " but the document is schema 1"}
+			return nil, &pullkit.InvalidError{What: served, Reason: "served as " + served + " but the document is schema 1"}
 		}
 		return parseSchema1(raw)
 	case 2:
 	default:
-		return nil, &UnsupportedError{MediaType: served, Reason: fmt.Sprintf("schemaVersion %d", *probe.SchemaVersion)}
+		return nil, &pullkit.UnsupportedError{What: served, Reason: fmt.Sprintf("schemaVersion %d", *probe.SchemaVersion)}
 	}
 
 	found := normalizeMediaType(probe.MediaType)
@@ -56,7 +57,7 @@ func Parse(raw []byte, mediaType string) (*Manifest, error) {
 		// served type (when it is one of the pair) says OCI or Docker.
 		switch {
 		case probe.Blobs != nil && probe.Config == nil:
-			return nil, &UnsupportedError{MediaType: served, Reason: "artifact manifest (blobs, no config)"}
+			return nil, &pullkit.UnsupportedError{What: served, Reason: "artifact manifest (blobs, no config)"}
 		case probe.Manifests != nil && probe.Config == nil && probe.Layers == nil:
 			found = MediaTypeOCIIndex
 			if served == MediaTypeDockerManifestList {
@@ -68,11 +69,11 @@ func Parse(raw []byte, mediaType string) (*Manifest, error) {
 				found = served
 			}
 		default:
-			return nil, &InvalidError{MediaType: served, Reason: "schemaVersion 2 document is neither a manifest nor an index"}
+			return nil, &pullkit.InvalidError{What: served, Reason: "schemaVersion 2 document is neither a manifest nor an index"}
 		}
 	}
 	if !isGeneric(served) && served != found {
-		return nil, &InvalidError{MediaType: served, Reason: "served as " + served + " but the document says " + found}
+		return nil, &pullkit.InvalidError{What: served, Reason: "served as " + served + " but the document says " + found}
 	}
 	switch found {
 	case MediaTypeDockerSchema2, MediaTypeOCIManifest:
@@ -80,11 +81,11 @@ func Parse(raw []byte, mediaType string) (*Manifest, error) {
 	case MediaTypeDockerManifestList, MediaTypeOCIIndex:
 		return parseIndex(raw, found)
 	case MediaTypeDockerSchema1, MediaTypeDockerSchema1Signed:
-		return nil, &InvalidError{MediaType: found, Reason: "schema 1 media type with schemaVersion 2"}
+		return nil, &pullkit.InvalidError{What: found, Reason: "schema 1 media type with schemaVersion 2"}
 	case MediaTypeOCIArtifact:
-		return nil, &UnsupportedError{MediaType: found, Reason: "OCI artifact manifest, not an image"}
+		return nil, &pullkit.UnsupportedError{What: found, Reason: "OCI artifact manifest, not an image"}
 	default:
-		return nil, &UnsupportedError{MediaType: found, Reason: "unknown manifest media type"}
+		return nil, &pullkit.UnsupportedError{What: found, Reason: "unknown manifest media type"}
 	}
 }
 
@@ -125,13 +126,13 @@ type wireManifest struct {
 func parseImageManifest(raw []byte, mediaType string) (*Manifest, error) {
 	var w wireManifest
 	if err := strictUnmarshal(raw, &w); err != nil {
-		return nil, &InvalidError{MediaType: mediaType, Reason: "malformed JSON", Err: err}
+		return nil, &pullkit.InvalidError{What: mediaType, Reason: "malformed JSON", Err: err}
 	}
 	if w.Config == nil {
-		return nil, &InvalidError{MediaType: mediaType, Reason: "no config descriptor"}
+		return nil, &pullkit.InvalidError{What: mediaType, Reason: "no config descriptor"}
 	}
 	if err := checkDescriptor(*w.Config, "config"); err != nil {
-		return nil, &InvalidError{MediaType: mediaType, Reason: err.Error()}
+		return nil, &pullkit.InvalidError{What: mediaType, Reason: err.Error()}
 	}
 	switch w.Config.MediaType {
 	case MediaTypeDockerConfig, MediaTypeOCIConfig, "application/octet-stream":
@@ -140,10 +141,10 @@ func parseImageManifest(raw []byte, mediaType string) (*Manifest, error) {
 		if w.ArtifactType != "" {
 			reason = "artifact " + w.ArtifactType + ": " + reason
 		}
-		return nil, &UnsupportedError{MediaType: mediaType, Reason: reason}
+		return nil, &pullkit.UnsupportedError{What: mediaType, Reason: reason}
 	}
 	if w.ArtifactType != "" {
-		return nil, &UnsupportedError{MediaType: mediaType, Reason: "artifact manifest (artifactType " + w.ArtifactType + ")"}
+		return nil, &pullkit.UnsupportedError{What: mediaType, Reason: "artifact manifest (artifactType " + w.ArtifactType + ")"}
 	}
 	m := &Manifest{
 		Kind:        KindImage,
@@ -157,10 +158,10 @@ func parseImageManifest(raw []byte, mediaType string) (*Manifest, error) {
 	}
 	for i, d := range w.Layers {
 		if err := checkDescriptor(d, fmt.Sprintf("layer %d", i)); err != nil {
-			return nil, &InvalidError{MediaType: mediaType, Reason: err.Error()}
+			return nil, &pullkit.InvalidError{What: mediaType, Reason: err.Error()}
 		}
 		if err := checkLayerMediaType(d); err != nil {
-			return nil, &UnsupportedError{MediaType: mediaType, Reason: fmt.Sprintf("layer %d: %v", i, err)}
+			return nil, &pullkit.UnsupportedError{What: mediaType, Reason: fmt.Sprintf("layer %d: %v", i, err)}
 		}
 		m.Layers = append(m.Layers, Layer{
 			Digest:    d.Digest,
@@ -176,11 +177,11 @@ func parseImageManifest(raw []byte, mediaType string) (*Manifest, error) {
 func parseIndex(raw []byte, mediaType string) (*Manifest, error) {
 	var w wireManifest
 	if err := strictUnmarshal(raw, &w); err != nil {
-		return nil, &InvalidError{MediaType: mediaType, Reason: "malformed JSON", Err: err}
+		return nil, &pullkit.InvalidError{What: mediaType, Reason: "malformed JSON", Err: err}
 	}
 	for i, d := range w.Manifests {
 		if err := checkDescriptor(d, fmt.Sprintf("manifests[%d]", i)); err != nil {
-			return nil, &InvalidError{MediaType: mediaType, Reason: err.Error()}
+			return nil, &pullkit.InvalidError{What: mediaType, Reason: err.Error()}
 		}
 	}
 	return &Manifest{
@@ -237,7 +238,7 @@ func quoteOrEmpty(s string) string { return strconv.Quote(s) }
 // the sha256 of the bytes as served or, for signed schema 1, its canonical (payload)
 // digest (some registries index schema 1 by one, some by the other; either way the bytes
 // are exactly those want names). Bytes that are not what want names are a
-// *DigestMismatchError even when they do not parse: damage in transit is reported as
+// *pullkit.DigestMismatchError even when they do not parse: damage in transit is reported as
 // damage, not as an unsupported or malformed image.
 func Verify(raw []byte, mediaType string, want digest.Digest) (*Manifest, error) {
 	if err := want.Validate(); err != nil {
@@ -252,5 +253,5 @@ func Verify(raw []byte, mediaType string, want digest.Digest) (*Manifest, error)
 	if err == nil && m.Schema1 != nil && m.Digest == want {
 		return m, nil
 	}
-	return nil, &DigestMismatchError{What: "manifest", Want: want, Got: got}
+	return nil, &pullkit.DigestMismatchError{What: "manifest", Want: want, Got: got}
 }

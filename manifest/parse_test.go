@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/platforms"
 )
 
 func readFixture(t testing.TB, rel string) []byte {
@@ -35,7 +38,7 @@ func TestParseImageFixtures(t *testing.T) {
 		wantSize   int
 		wantConfig digest.Digest
 		wantLayers int
-		platform   *Platform
+		platform   *platforms.Platform
 	}{
 		{"schema2/hello-world-amd64-dockerhub-2021.json", MediaTypeDockerSchema2, MediaTypeDockerSchema2,
 			"sha256:f54a58bc1aac5ea1a25d796ae155dc228b3f0e11d046ae276b39c4bf2f13d8c4", 525,
@@ -53,7 +56,7 @@ func TestParseImageFixtures(t *testing.T) {
 		{"oci-manifest/hello-world-arm64-docker25-save.json", MediaTypeOCIManifest, MediaTypeOCIManifest,
 			"sha256:411caf340c828657e915a83ed561a79d2b8150dabad4dc079d881cbfe6f86afe", 447,
 			"sha256:ee301c921b8aadc002973b2e0c3da17d701dcd994b606769a7e6eaa100b81d44", 1,
-			&Platform{OS: "linux", Architecture: "arm64"}},
+			&platforms.Platform{OS: "linux", Architecture: "arm64"}},
 		{"oci-manifest/cosign-pki-empty-layers.json", "", MediaTypeOCIManifest,
 			"sha256:253c890b744fe3efa923b68e3a1be07bd007eb44ba29da1e7deb1d4c53b3e212", 346,
 			"sha256:84e2abbb0b1347753fa15b585fb2181509ee296e29eed9f4bd3fd7778d027a98", 0, nil},
@@ -198,7 +201,7 @@ func TestBuildImageAssignsDiffIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := BuildImage("example.com/httpd:2.4.23", m, m, nil, m.Config, cfg)
+	img, err := NewImage("example.com/httpd:2.4.23", m, m, nil, m.Config, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,8 +221,8 @@ func TestBuildImageAssignsDiffIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := BuildImage("x", m, m, nil, m.Config, other); !errors.Is(err, ErrInvalid) {
-		t.Errorf("mismatched config: err %v, want ErrInvalid", err)
+	if _, err := NewImage("x", m, m, nil, m.Config, other); !errors.Is(err, pullkit.ErrInvalid) {
+		t.Errorf("mismatched config: err %v, want pullkit.ErrInvalid", err)
 	}
 }
 
@@ -232,24 +235,24 @@ func TestParseRejects(t *testing.T) {
 		served string
 		want   error
 	}{
-		{"not json", `<html>`, "", ErrInvalid},
-		{"no schemaVersion", `{"mediaType":"application/vnd.oci.image.manifest.v1+json"}`, "", ErrInvalid},
-		{"schemaVersion 3", `{"schemaVersion":3}`, "", ErrUnsupported},
-		{"artifact manifest", `{"schemaVersion":2,"mediaType":"application/vnd.oci.artifact.manifest.v1+json","blobs":[]}`, "", ErrUnsupported},
-		{"artifact by structure", `{"schemaVersion":2,"blobs":[]}`, "", ErrUnsupported},
-		{"artifactType", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example+type",` + cfg + `,"layers":[]}`, "", ErrUnsupported},
-		{"empty config artifact", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`, "", ErrUnsupported},
-		{"encrypted layer", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[` + fmt.Sprintf(layer, "application/vnd.oci.image.layer.v1.tar+gzip+encrypted") + `]}`, "", ErrUnsupported},
-		{"helm chart layer", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[` + fmt.Sprintf(layer, "application/vnd.cncf.helm.chart.content.v1.tar+gzip") + `]}`, "", ErrUnsupported},
-		{"unknown mediaType", `{"schemaVersion":2,"mediaType":"application/vnd.example.thing"}`, "", ErrUnsupported},
-		{"content type lies", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`, MediaTypeDockerSchema2, ErrInvalid},
-		{"schema1 served as schema2", `{"schemaVersion":1,"fsLayers":[]}`, MediaTypeOCIManifest, ErrInvalid},
-		{"bad layer digest", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:xyz","size":1}]}`, "", ErrInvalid},
-		{"negative size", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:12660636fe55438cc3ae7424da7ac56e845cdb52493ff9cf949c47a7f57f8b43","size":-5}]}`, "", ErrInvalid},
-		{"no config", `{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","layers":[]}`, "", ErrInvalid},
-		{"bad index entry", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"md5:abc","size":1}]}`, "", ErrInvalid},
-		{"trailing data", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]} {"x":1}`, "", ErrInvalid},
-		{"neither", `{"schemaVersion":2}`, "", ErrInvalid},
+		{"not json", `<html>`, "", pullkit.ErrInvalid},
+		{"no schemaVersion", `{"mediaType":"application/vnd.oci.image.manifest.v1+json"}`, "", pullkit.ErrInvalid},
+		{"schemaVersion 3", `{"schemaVersion":3}`, "", pullkit.ErrUnsupported},
+		{"artifact manifest", `{"schemaVersion":2,"mediaType":"application/vnd.oci.artifact.manifest.v1+json","blobs":[]}`, "", pullkit.ErrUnsupported},
+		{"artifact by structure", `{"schemaVersion":2,"blobs":[]}`, "", pullkit.ErrUnsupported},
+		{"artifactType", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example+type",` + cfg + `,"layers":[]}`, "", pullkit.ErrUnsupported},
+		{"empty config artifact", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`, "", pullkit.ErrUnsupported},
+		{"encrypted layer", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[` + fmt.Sprintf(layer, "application/vnd.oci.image.layer.v1.tar+gzip+encrypted") + `]}`, "", pullkit.ErrUnsupported},
+		{"helm chart layer", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[` + fmt.Sprintf(layer, "application/vnd.cncf.helm.chart.content.v1.tar+gzip") + `]}`, "", pullkit.ErrUnsupported},
+		{"unknown mediaType", `{"schemaVersion":2,"mediaType":"application/vnd.example.thing"}`, "", pullkit.ErrUnsupported},
+		{"content type lies", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`, MediaTypeDockerSchema2, pullkit.ErrInvalid},
+		{"schema1 served as schema2", `{"schemaVersion":1,"fsLayers":[]}`, MediaTypeOCIManifest, pullkit.ErrInvalid},
+		{"bad layer digest", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:xyz","size":1}]}`, "", pullkit.ErrInvalid},
+		{"negative size", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:12660636fe55438cc3ae7424da7ac56e845cdb52493ff9cf949c47a7f57f8b43","size":-5}]}`, "", pullkit.ErrInvalid},
+		{"no config", `{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","layers":[]}`, "", pullkit.ErrInvalid},
+		{"bad index entry", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"md5:abc","size":1}]}`, "", pullkit.ErrInvalid},
+		{"trailing data", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]} {"x":1}`, "", pullkit.ErrInvalid},
+		{"neither", `{"schemaVersion":2}`, "", pullkit.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,7 +271,7 @@ func TestVerifyMismatch(t *testing.T) {
 	raw := readFixture(t, "schema2/hello-world-amd64-dockerhub-2021.json")
 	want := digest.FromString("something else")
 	_, err := Verify(raw, MediaTypeDockerSchema2, want)
-	var dm *DigestMismatchError
+	var dm *pullkit.DigestMismatchError
 	if !errors.As(err, &dm) || dm.Want != want || dm.Got != digest.FromBytes(raw) {
 		t.Fatalf("Verify = %v; want a DigestMismatchError naming both digests", err)
 	}
@@ -278,7 +281,7 @@ func TestVerifyMismatch(t *testing.T) {
 }
 
 // TestBuildImageSchema1 assigns a synthesised config's diffIDs by the throwaway flag, the
-// rule Schema1.Config uses, so that hello-world 2015's unflagged empty layer gets one.
+// rule Schema1.SynthesizeConfig uses, so that hello-world 2015's unflagged empty layer gets one.
 func TestBuildImageSchema1(t *testing.T) {
 	for _, tt := range []struct {
 		file         string
@@ -297,7 +300,7 @@ func TestBuildImageSchema1(t *testing.T) {
 			for i := range ids {
 				ids[i] = digest.FromString(fmt.Sprint("layer ", i))
 			}
-			raw, err := m.Schema1.Config(ids)
+			raw, err := m.Schema1.SynthesizeConfig(ids)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -306,7 +309,7 @@ func TestBuildImageSchema1(t *testing.T) {
 				t.Fatal(err)
 			}
 			desc := &Descriptor{MediaType: MediaTypeDockerConfig, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
-			img, err := BuildImage("r", m, m, nil, desc, cfg)
+			img, err := NewImage("r", m, m, nil, desc, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -346,8 +349,8 @@ func TestVerifyDamageIsMismatch(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Verify(damage(bytes.Clone(raw)), MediaTypeDockerSchema2, want)
-			var dm *DigestMismatchError
-			if !errors.As(err, &dm) || dm.Want != want || errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnsupported) {
+			var dm *pullkit.DigestMismatchError
+			if !errors.As(err, &dm) || dm.Want != want || errors.Is(err, pullkit.ErrInvalid) || errors.Is(err, pullkit.ErrUnsupported) {
 				t.Fatalf("Verify = %v; want only a DigestMismatchError for %s", err, want)
 			}
 		})
@@ -363,10 +366,48 @@ func TestVerifyDamageIsMismatch(t *testing.T) {
 
 func TestErrorTextIsPrintable(t *testing.T) {
 	_, err := Parse([]byte("{\"schemaVersion\":2,\"mediaType\":\"application/vnd.x\\u001b[31m\xff\"}"), "")
-	if err == nil || !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("Parse = %v, want ErrUnsupported", err)
+	if err == nil || !errors.Is(err, pullkit.ErrUnsupported) {
+		t.Fatalf("Parse = %v, want pullkit.ErrUnsupported", err)
 	}
 	if strings.ContainsRune(err.Error(), 0x1b) || !utf8.ValidString(err.Error()) {
 		t.Fatalf("error text carries raw network bytes: %q", err.Error())
+	}
+}
+
+// TestRuntimeConfig reads the runtime defaults from real configs, and Cmd and Entrypoint
+// in each form Docker accepts.
+func TestRuntimeConfig(t *testing.T) {
+	hello, err := ParseConfig(readFixture(t, "config/hello-world-amd64-docker20.10-config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := RuntimeConfig{Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, Cmd: []string{"/hello"}}
+	if !reflect.DeepEqual(hello.Runtime, want) {
+		t.Errorf("hello-world runtime %+v, want %+v", hello.Runtime, want)
+	}
+	httpd, err := ParseConfig(readFixture(t, "config/httpd-2.4.23-config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := httpd.Runtime.ExposedPorts["80/tcp"]; !ok || !reflect.DeepEqual(httpd.Runtime.Cmd, []string{"httpd-foreground"}) || httpd.Runtime.WorkingDir != "/usr/local/apache2" {
+		t.Errorf("httpd runtime %+v", httpd.Runtime)
+	}
+	for _, tt := range []struct {
+		raw  string
+		want RuntimeConfig
+	}{
+		{`{"config":{"Cmd":"sh","Entrypoint":["/bin/x","-v"],"User":"1000:1000","StopSignal":"SIGQUIT","Labels":{"a":"b"},"Volumes":{"/data":{}}},"rootfs":{"diff_ids":[]}}`,
+			RuntimeConfig{Cmd: []string{"sh"}, Entrypoint: []string{"/bin/x", "-v"}, User: "1000:1000", StopSignal: "SIGQUIT", Labels: map[string]string{"a": "b"}, Volumes: map[string]struct{}{"/data": {}}}},
+		{`{"config":null,"rootfs":{"diff_ids":[]}}`, RuntimeConfig{}},
+		{`{"rootfs":{"diff_ids":[]}}`, RuntimeConfig{}},
+	} {
+		c, err := ParseConfig([]byte(tt.raw))
+		if err != nil {
+			t.Errorf("%s: %v", tt.raw, err)
+			continue
+		}
+		if !reflect.DeepEqual(c.Runtime, tt.want) {
+			t.Errorf("%s: runtime %+v, want %+v", tt.raw, c.Runtime, tt.want)
+		}
 	}
 }

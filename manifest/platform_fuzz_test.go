@@ -6,48 +6,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
-)
 
-// FuzzParsePlatform: ParsePlatform never panics; what it accepts is normalised, and the
-// normalised platform's String() parses back to the same platform.
-func FuzzParsePlatform(f *testing.F) {
-	for _, s := range fixturePlatforms(f) {
-		f.Add(s)
-	}
-	for _, s := range []string{
-		"linux/amd64", "linux/arm", "linux/armhf", "linux/armel/v5", "linux/aarch64/8",
-		"windows/amd64:10.0.20348.1249", "linux/amd64/V1", "x86_64", "linux/arm64/v8.2",
-		"linux/amd64:", ":", "/", "a/b/c/d", " linux/s390x ",
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		p, err := ParsePlatform(s)
-		if err != nil {
-			if !errors.Is(err, ErrBadPlatform) {
-				t.Fatalf("ParsePlatform(%q): error %v does not wrap ErrBadPlatform", s, err)
-			}
-			return
-		}
-		if p.OS == "" || p.Architecture == "" {
-			t.Fatalf("ParsePlatform(%q) = %+v: accepted without os or architecture", s, p)
-		}
-		n := NormalizePlatform(p)
-		if !reflect.DeepEqual(n, p) {
-			t.Fatalf("ParsePlatform(%q) = %+v is not normalised (%+v)", s, p, n)
-		}
-		q, err := ParsePlatform(n.String())
-		if err != nil {
-			t.Fatalf("ParsePlatform(%q) = %+v, but its String() %q does not parse: %v", s, p, n.String(), err)
-		}
-		if !reflect.DeepEqual(q, n) {
-			t.Fatalf("ParsePlatform(%q) = %+v; String() %q parses to %+v", s, n, n.String(), q)
-		}
-		if !n.Satisfies(n) && n.OS != "unknown" && n.Architecture != "unknown" {
-			t.Fatalf("%+v does not satisfy itself", n)
-		}
-	})
-}
+	"github.com/pullkit/pullkit/platforms"
+)
 
 // FuzzChoose: Choose never panics on an index from the network; what it returns is one
 // of the index's entries that satisfies the want (or the lone platformless entry), never
@@ -72,15 +33,15 @@ func FuzzChoose(f *testing.F) {
 		if err != nil {
 			return
 		}
-		want, err := ParsePlatform(wantStr)
+		want, err := platforms.Parse(wantStr)
 		if err != nil {
 			return
 		}
-		got, err := Choose(idx, want)
+		got, err := Choose(idx, platforms.Only(want))
 		if err != nil {
-			var nm *NoMatchError
+			var nm *platforms.NoMatchError
 			if !errors.As(err, &nm) {
-				t.Fatalf("error %v is not a *NoMatchError", err)
+				t.Fatalf("error %v is not a *platforms.NoMatchError", err)
 			}
 			for _, p := range nm.Offered {
 				if isUnknown(p) {
@@ -102,7 +63,7 @@ func FuzzChoose(f *testing.F) {
 		if !isImageOrIndexType(got.MediaType) {
 			t.Fatalf("chose media type %q", got.MediaType)
 		}
-		if got.Platform != nil && !got.Platform.Satisfies(want) {
+		if got.Platform != nil && !platforms.Only(want).Match(*got.Platform) {
 			t.Fatalf("chose %s for %s", got.Platform, want)
 		}
 	})

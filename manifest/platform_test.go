@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/platforms"
 )
 
 const (
@@ -69,11 +71,11 @@ func entryFor(t *testing.T, idx *Manifest, s string) digest.Digest {
 	return found[0]
 }
 
-func mustParse(t *testing.T, s string) Platform {
+func mustParse(t *testing.T, s string) platforms.Platform {
 	t.Helper()
-	p, err := ParsePlatform(s)
+	p, err := platforms.Parse(s)
 	if err != nil {
-		t.Fatalf("ParsePlatform(%q): %v", s, err)
+		t.Fatalf("platforms.Parse(%q): %v", s, err)
 	}
 	return p
 }
@@ -98,7 +100,7 @@ func TestChooseEveryListPlatform(t *testing.T) {
 		}
 		seen[d.Digest] = true
 		t.Run(d.Platform.String(), func(t *testing.T) {
-			got, err := Choose(idx, *d.Platform)
+			got, err := Choose(idx, platforms.Only(*d.Platform))
 			if err != nil {
 				t.Fatalf("Choose: %v", err)
 			}
@@ -106,7 +108,7 @@ func TestChooseEveryListPlatform(t *testing.T) {
 				t.Errorf("got %s (%v), want entry %d %s", got.Digest, got.Platform, i, d.Digest)
 			}
 			// The same through the string form a user would type.
-			got, err = Choose(idx, mustParse(t, d.Platform.String()))
+			got, err = Choose(idx, platforms.Only(mustParse(t, d.Platform.String())))
 			if err != nil {
 				t.Fatalf("Choose(parsed): %v", err)
 			}
@@ -116,7 +118,7 @@ func TestChooseEveryListPlatform(t *testing.T) {
 		})
 	}
 
-	got, err := Choose(idx, Platform{OS: "linux", Architecture: "amd64"})
+	got, err := Choose(idx, platforms.Only(platforms.Platform{OS: "linux", Architecture: "amd64"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +170,7 @@ func TestChooseHelloWorldList(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
-			got, err := Choose(idx, mustParse(t, tt.want))
+			got, err := Choose(idx, platforms.Only(mustParse(t, tt.want)))
 			if tt.entry == "" {
 				if err == nil {
 					t.Fatalf("got %s (%v), want no match", got.Digest, got.Platform)
@@ -188,16 +190,16 @@ func TestChooseHelloWorldList(t *testing.T) {
 
 // assertNoMatch checks err is a no-match error naming the index digest and offering
 // every platform of the index except unknown ones, in index order.
-func assertNoMatch(t *testing.T, err error, idx *Manifest) *NoMatchError {
+func assertNoMatch(t *testing.T, err error, idx *Manifest) *platforms.NoMatchError {
 	t.Helper()
-	if !errors.Is(err, ErrNoMatch) {
-		t.Fatalf("error %v does not wrap ErrNoMatch", err)
+	if !errors.Is(err, pullkit.ErrNoMatch) {
+		t.Fatalf("error %v does not wrap pullkit.ErrNoMatch", err)
 	}
-	var nm *NoMatchError
+	var nm *platforms.NoMatchError
 	if !errors.As(err, &nm) {
-		t.Fatalf("error %v is not a *NoMatchError", err)
+		t.Fatalf("error %v is not a *platforms.NoMatchError", err)
 	}
-	var want []Platform
+	var want []platforms.Platform
 	for _, d := range idx.Manifests {
 		if d.Platform != nil && d.Platform.OS != "unknown" && d.Platform.Architecture != "unknown" {
 			want = append(want, *d.Platform)
@@ -219,12 +221,12 @@ func assertNoMatch(t *testing.T, err error, idx *Manifest) *NoMatchError {
 
 func TestChooseNoMatchListsAll11(t *testing.T) {
 	idx := loadIndex(t, helloWorldList)
-	_, err := Choose(idx, mustParse(t, "linux/mips"))
+	_, err := Choose(idx, platforms.Only(mustParse(t, "linux/mips")))
 	nm := assertNoMatch(t, err, idx)
 	if len(nm.Offered) != 11 {
 		t.Errorf("offered %d platforms, want 11", len(nm.Offered))
 	}
-	if !reflect.DeepEqual(nm.Want, Platform{OS: "linux", Architecture: "mips"}) {
+	if nm.Want != "linux/mips" {
 		t.Errorf("Want = %+v", nm.Want)
 	}
 }
@@ -247,7 +249,7 @@ func TestChooseArmVariants(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
-			got, err := Choose(idx, mustParse(t, tt.want))
+			got, err := Choose(idx, platforms.Only(mustParse(t, tt.want)))
 			if tt.entry == "" {
 				if err == nil {
 					t.Fatalf("got %s (%v), want no match", got.Digest, got.Platform)
@@ -288,7 +290,7 @@ func TestChooseSkipsUnknownEntries(t *testing.T) {
 		{"linux/s390x", ""},
 	} {
 		t.Run(tt.want, func(t *testing.T) {
-			got, err := Choose(idx, mustParse(t, tt.want))
+			got, err := Choose(idx, platforms.Only(mustParse(t, tt.want)))
 			if unknown[got.Digest] {
 				t.Fatalf("chose attestation entry %s", got.Digest)
 			}
@@ -315,7 +317,7 @@ func TestChooseSkipsUnknownEntries(t *testing.T) {
 	}
 }
 
-func desc(n int, mediaType string, p *Platform, annotations map[string]string) Descriptor {
+func desc(n int, mediaType string, p *platforms.Platform, annotations map[string]string) Descriptor {
 	return Descriptor{
 		MediaType:   mediaType,
 		Digest:      digest.FromString(strings.Repeat("x", n)),
@@ -325,10 +327,10 @@ func desc(n int, mediaType string, p *Platform, annotations map[string]string) D
 	}
 }
 
-func plat(s string) *Platform {
+func plat(s string) *platforms.Platform {
 	osName, rest, _ := strings.Cut(s, "/")
 	arch, variant, _ := strings.Cut(rest, "/")
-	return &Platform{OS: osName, Architecture: arch, Variant: variant}
+	return &platforms.Platform{OS: osName, Architecture: arch, Variant: variant}
 }
 
 func TestChooseSynthetic(t *testing.T) {
@@ -336,7 +338,7 @@ func TestChooseSynthetic(t *testing.T) {
 	tests := []struct {
 		name    string
 		entries []Descriptor
-		want    Platform
+		want    platforms.Platform
 		pick    int // index of the expected entry; -1 = no match
 	}{
 		{"amd64 v3 host takes v2 over v1", []Descriptor{
@@ -390,12 +392,12 @@ func TestChooseSynthetic(t *testing.T) {
 		}, *plat("linux/amd64"), 0},
 		{"windows entry without os.version when a build is wanted", []Descriptor{
 			desc(1, MediaTypeDockerSchema2, plat("windows/amd64"), nil),
-		}, Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}, -1},
+		}, platforms.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}, -1},
 		{"windows newest revision of the build", []Descriptor{
-			desc(1, MediaTypeDockerSchema2, &Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.9"}, nil),
-			desc(2, MediaTypeDockerSchema2, &Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.10"}, nil),
-			desc(3, MediaTypeDockerSchema2, &Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.26100.1"}, nil),
-		}, Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}, 1},
+			desc(1, MediaTypeDockerSchema2, &platforms.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.9"}, nil),
+			desc(2, MediaTypeDockerSchema2, &platforms.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.10"}, nil),
+			desc(3, MediaTypeDockerSchema2, &platforms.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.26100.1"}, nil),
+		}, platforms.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}, 1},
 		{"single entry without platform", []Descriptor{
 			desc(1, MediaTypeDockerManifestList, nil, nil),
 		}, *plat("linux/s390x"), 0},
@@ -418,13 +420,13 @@ func TestChooseSynthetic(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			idx := &Manifest{Kind: KindIndex, MediaType: MediaTypeOCIIndex, Manifests: tt.entries}
-			got, err := Choose(idx, tt.want)
+			got, err := Choose(idx, platforms.Only(tt.want))
 			if tt.pick < 0 {
 				if err == nil {
 					t.Fatalf("got %s (%v), want no match", got.Digest, got.Platform)
 				}
-				if !errors.Is(err, ErrNoMatch) {
-					t.Fatalf("error %v does not wrap ErrNoMatch", err)
+				if !errors.Is(err, pullkit.ErrNoMatch) {
+					t.Fatalf("error %v does not wrap pullkit.ErrNoMatch", err)
 				}
 				return
 			}
@@ -441,7 +443,7 @@ func TestChooseSynthetic(t *testing.T) {
 func TestChooseOCILayoutIndex(t *testing.T) {
 	idx := loadIndex(t, ctrExportIndex)
 	for _, want := range []string{"linux/amd64", "linux/arm64", "windows/amd64:10.0.17763.1"} {
-		got, err := Choose(idx, mustParse(t, want))
+		got, err := Choose(idx, platforms.Only(mustParse(t, want)))
 		if err != nil {
 			t.Fatalf("%s: %v", want, err)
 		}
@@ -454,7 +456,7 @@ func TestChooseOCILayoutIndex(t *testing.T) {
 
 func TestChooseNullManifests(t *testing.T) {
 	idx := loadIndex(t, nullIndex)
-	_, err := Choose(idx, mustParse(t, "linux/arm64"))
+	_, err := Choose(idx, platforms.Only(mustParse(t, "linux/arm64")))
 	nm := assertNoMatch(t, err, idx)
 	if len(nm.Offered) != 0 || !strings.Contains(err.Error(), "offered: none") {
 		t.Errorf("error %q, offered %v; want none", err, nm.Offered)
@@ -467,13 +469,13 @@ func TestChooseNotAnIndex(t *testing.T) {
 		{Kind: KindImage, MediaType: MediaTypeDockerSchema2, Digest: "sha256:f54a58bc1aac5ea1a25d796ae155dc228b3f0e11d046ae276b39c4bf2f13d8c4"},
 		{},
 	} {
-		_, err := Choose(m, Platform{OS: "linux", Architecture: "amd64"})
-		if !errors.Is(err, ErrInvalid) {
-			t.Fatalf("Choose(%+v): error %v does not wrap ErrInvalid", m, err)
+		_, err := Choose(m, platforms.Only(platforms.Platform{OS: "linux", Architecture: "amd64"}))
+		if !errors.Is(err, pullkit.ErrInvalid) {
+			t.Fatalf("Choose(%+v): error %v does not wrap pullkit.ErrInvalid", m, err)
 		}
-		var ie *InvalidError
+		var ie *pullkit.InvalidError
 		if !errors.As(err, &ie) {
-			t.Fatalf("error %v is not an *InvalidError", err)
+			t.Fatalf("error %v is not an *pullkit.InvalidError", err)
 		}
 		if m != nil && m.Digest != "" && !strings.Contains(err.Error(), m.Digest.String()) {
 			t.Errorf("error %q does not name the digest", err)
@@ -483,187 +485,13 @@ func TestChooseNotAnIndex(t *testing.T) {
 
 func TestChooseZeroWantIsDefault(t *testing.T) {
 	idx := loadIndex(t, helloWorldList)
-	def, errDef := Choose(idx, DefaultPlatform())
-	got, err := Choose(idx, Platform{})
+	def, errDef := Choose(idx, platforms.Only(platforms.Default()))
+	got, err := Choose(idx, platforms.Only(platforms.Platform{}))
 	if (err == nil) != (errDef == nil) || got.Digest != def.Digest {
-		t.Fatalf("zero want: %s, %v; default %s: %s, %v", got.Digest, err, DefaultPlatform(), def.Digest, errDef)
+		t.Fatalf("zero want: %s, %v; default %s: %s, %v", got.Digest, err, platforms.Default(), def.Digest, errDef)
 	}
 	if runtime.GOARCH == "amd64" && got.Digest != entryFor(t, idx, "linux/amd64") {
 		t.Errorf("amd64 host got %s", got.Digest)
-	}
-}
-
-func TestDefaultPlatform(t *testing.T) {
-	p := DefaultPlatform()
-	if p.OS != "linux" || p.Architecture != runtime.GOARCH || p.OSVersion != "" {
-		t.Fatalf("DefaultPlatform() = %+v, want linux/%s", p, runtime.GOARCH)
-	}
-	want := map[string]string{"arm": "v7", "arm64": "v8"}[runtime.GOARCH]
-	if p.Variant != want {
-		t.Errorf("variant %q, want %q", p.Variant, want)
-	}
-	if !reflect.DeepEqual(NormalizePlatform(p), p) {
-		t.Errorf("DefaultPlatform() %+v is not normalised", p)
-	}
-}
-
-func TestParsePlatform(t *testing.T) {
-	tests := []struct {
-		in   string
-		want Platform
-	}{
-		{"linux/amd64", Platform{OS: "linux", Architecture: "amd64"}},
-		{" linux/amd64\n", Platform{OS: "linux", Architecture: "amd64"}},
-		{"linux/amd64/v1", Platform{OS: "linux", Architecture: "amd64"}},
-		{"linux/amd64/v3", Platform{OS: "linux", Architecture: "amd64", Variant: "v3"}},
-		{"linux/arm64", Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
-		{"linux/arm64/8", Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
-		{"linux/arm", Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
-		{"linux/arm/v6", Platform{OS: "linux", Architecture: "arm", Variant: "v6"}},
-		{"linux/armhf", Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
-		{"linux/aarch64", Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
-		{"Linux/X86_64", Platform{OS: "linux", Architecture: "amd64"}},
-		{"linux/riscv64", Platform{OS: "linux", Architecture: "riscv64"}},
-		{"darwin/arm64", Platform{OS: "darwin", Architecture: "arm64", Variant: "v8"}},
-		{"macos/arm64", Platform{OS: "macos", Architecture: "arm64", Variant: "v8"}},
-		{"unknown/unknown", Platform{OS: "unknown", Architecture: "unknown"}},
-		{"windows/amd64:10.0.20348.1249", Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1249"}},
-		{"windows/arm64/v8:10.0.26100", Platform{OS: "windows", Architecture: "arm64", Variant: "v8", OSVersion: "10.0.26100"}},
-	}
-	for _, tt := range tests {
-		got, err := ParsePlatform(tt.in)
-		if err != nil {
-			t.Errorf("ParsePlatform(%q): %v", tt.in, err)
-			continue
-		}
-		if !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("ParsePlatform(%q) = %+v, want %+v", tt.in, got, tt.want)
-		}
-	}
-}
-
-func TestParsePlatformBad(t *testing.T) {
-	for _, in := range []string{
-		"",
-		"   ",
-		"amd64",                // bare arch: os is required
-		"linux",                // no arch
-		"linux/",               // empty arch
-		"/amd64",               // empty os
-		"linux/arm//",          // too many parts
-		"linux/arm/v7/extra",   // too many parts
-		"linux/arm/",           // empty variant
-		"linux/amd64:",         // empty os.version
-		"windows/amd64:10.0:1", // ':' in os.version
-		"windows:10.0/amd64",   // os.version in the wrong place
-		"linux/am d64",         // space inside
-		"linux/amd64\x00",      // control byte
-		"linux/amd64/v2,linux/arm64",
-		"línux/amd64", // non-ASCII
-	} {
-		p, err := ParsePlatform(in)
-		if err == nil {
-			t.Errorf("ParsePlatform(%q) = %+v, want an error", in, p)
-			continue
-		}
-		if !errors.Is(err, ErrBadPlatform) {
-			t.Errorf("ParsePlatform(%q): error %v does not wrap ErrBadPlatform", in, err)
-		}
-		if !strings.Contains(err.Error(), strings.TrimSpace(strings.ReplaceAll(in, "\x00", `\x00`))) {
-			t.Errorf("ParsePlatform(%q): error %q does not quote the input", in, err)
-		}
-	}
-}
-
-func TestNormalizePlatform(t *testing.T) {
-	tests := []struct {
-		in, want Platform
-	}{
-		{Platform{OS: "linux", Architecture: "x86_64"}, Platform{OS: "linux", Architecture: "amd64"}},
-		{Platform{OS: "linux", Architecture: "x86-64"}, Platform{OS: "linux", Architecture: "amd64"}},
-		{Platform{OS: "linux", Architecture: "AMD64", Variant: "V1"}, Platform{OS: "linux", Architecture: "amd64"}},
-		{Platform{OS: "linux", Architecture: "amd64", Variant: "3"}, Platform{OS: "linux", Architecture: "amd64", Variant: "v3"}},
-		{Platform{OS: "linux", Architecture: "aarch64"}, Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
-		{Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}},
-		{Platform{OS: "linux", Architecture: "arm64", Variant: "8.2"}, Platform{OS: "linux", Architecture: "arm64", Variant: "v8.2"}},
-		{Platform{OS: "linux", Architecture: "i386"}, Platform{OS: "linux", Architecture: "386"}},
-		{Platform{OS: "linux", Architecture: "i686"}, Platform{OS: "linux", Architecture: "386"}},
-		{Platform{OS: "linux", Architecture: "armhf"}, Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
-		{Platform{OS: "linux", Architecture: "armhf", Variant: "v6"}, Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
-		{Platform{OS: "linux", Architecture: "armel"}, Platform{OS: "linux", Architecture: "arm", Variant: "v6"}},
-		{Platform{OS: "linux", Architecture: "arm"}, Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
-		{Platform{OS: "linux", Architecture: "arm", Variant: "6"}, Platform{OS: "linux", Architecture: "arm", Variant: "v6"}},
-		{Platform{OS: "Windows", Architecture: "AMD64", OSVersion: "10.0.17763.3650"}, Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.17763.3650"}},
-		{Platform{OS: "macos", Architecture: "arm64"}, Platform{OS: "macos", Architecture: "arm64", Variant: "v8"}},
-		{Platform{OS: "darwin", Architecture: "amd64"}, Platform{OS: "darwin", Architecture: "amd64"}},
-		{Platform{OS: "linux", Architecture: "ppc64le", Variant: "7"}, Platform{OS: "linux", Architecture: "ppc64le", Variant: "7"}},
-		{Platform{OS: "linux", Architecture: "riscv64", Variant: "RVA22U64"}, Platform{OS: "linux", Architecture: "riscv64", Variant: "rva22u64"}},
-		{Platform{OS: "unknown", Architecture: "unknown"}, Platform{OS: "unknown", Architecture: "unknown"}},
-	}
-	for _, tt := range tests {
-		got := NormalizePlatform(tt.in)
-		if !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("NormalizePlatform(%+v) = %+v, want %+v", tt.in, got, tt.want)
-		}
-		if again := NormalizePlatform(got); !reflect.DeepEqual(again, got) {
-			t.Errorf("NormalizePlatform is not idempotent on %+v: %+v", got, again)
-		}
-	}
-}
-
-func TestSatisfies(t *testing.T) {
-	tests := []struct {
-		have, want string
-		ok         bool
-	}{
-		{"linux/arm/v5", "linux/arm/v8", true},
-		{"linux/arm/v8", "linux/arm/v7", false},
-		{"linux/arm", "linux/arm/v7", true},
-		{"linux/arm64", "linux/arm64/v8", true},
-		{"linux/arm64/v8.2", "linux/arm64/v8", false},
-		{"linux/arm64/v8", "linux/arm64/v8.2", true},
-		{"linux/amd64", "linux/amd64/v4", true},
-		{"linux/amd64/v4", "linux/amd64/v3", false},
-		{"linux/arm/v7", "linux/arm64", false},
-		{"linux/amd64", "windows/amd64", false},
-		{"unknown/unknown", "unknown/unknown", false},
-		{"linux/ppc64le/power9", "linux/ppc64le/power10", false},
-		{"linux/ppc64le/power9", "linux/ppc64le/power9", true},
-		{"linux/ppc64le/power9", "linux/ppc64le", false},
-		{"windows/amd64:10.0.20348.1249", "windows/amd64:10.0.20348.1", true},
-		{"windows/amd64:10.0.20348.1249", "windows/amd64:10.0.17763.1", false},
-		{"windows/amd64:10.0.20348.1249", "windows/amd64", true},
-		{"windows/amd64", "windows/amd64:10.0.20348", false},
-	}
-	for _, tt := range tests {
-		have, want := mustParse(t, tt.have), mustParse(t, tt.want)
-		if got := have.Satisfies(want); got != tt.ok {
-			t.Errorf("%s.Satisfies(%s) = %v, want %v", tt.have, tt.want, got, tt.ok)
-		}
-	}
-}
-
-func TestCompareVersions(t *testing.T) {
-	tests := []struct {
-		a, b string
-		want int
-	}{
-		{"", "", 0},
-		{"", "10.0", -1},
-		{"10.0.17763.3650", "10.0.20348.1249", -1},
-		{"10.0.20348.10", "10.0.20348.9", 1},
-		{"10.0.020348", "10.0.20348", 0},
-		{"10.0", "10.0.1", -1},
-		{"99999999999999999999999", "100000000000000000000000", -1},
-		{"8.a", "8.b", -1},
-	}
-	for _, tt := range tests {
-		if got := compareVersions(tt.a, tt.b); got != tt.want {
-			t.Errorf("compareVersions(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
-		}
-		if got := compareVersions(tt.b, tt.a); got != -tt.want {
-			t.Errorf("compareVersions(%q, %q) = %d, want %d", tt.b, tt.a, got, -tt.want)
-		}
 	}
 }
 

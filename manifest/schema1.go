@@ -20,6 +20,8 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/platforms"
 )
 
 // Schema1 holds what only a Docker schema 1 manifest carries.
@@ -163,7 +165,7 @@ func parseSchema1(raw []byte) (*Manifest, error) {
 		if err == nil {
 			err = errors.New("got null")
 		}
-		return nil, &InvalidError{MediaType: MediaTypeDockerSchema1, Reason: "schema 1 document is not a JSON object", Err: err}
+		return nil, &pullkit.InvalidError{What: MediaTypeDockerSchema1, Reason: "schema 1 document is not a JSON object", Err: err}
 	}
 	mediaType := MediaTypeDockerSchema1
 	payload := raw
@@ -177,7 +179,7 @@ func parseSchema1(raw []byte) (*Manifest, error) {
 	}
 	dgst := digest.FromBytes(payload)
 	invalid := func(err error, format string, args ...any) error {
-		return &InvalidError{MediaType: mediaType, Reason: "manifest " + dgst.String() + ": " + fmt.Sprintf(format, args...), Err: err}
+		return &pullkit.InvalidError{What: mediaType, Reason: "manifest " + dgst.String() + ": " + fmt.Sprintf(format, args...), Err: err}
 	}
 
 	var doc schema1Document
@@ -268,7 +270,7 @@ func parseSchema1(raw []byte) (*Manifest, error) {
 		})
 	}
 	top1 := compat[newest]
-	platform := &Platform{OS: top1.OS, Architecture: normaliseArch(doc.Architecture), Variant: top1.Variant}
+	platform := &platforms.Platform{OS: top1.OS, Architecture: normaliseArch(doc.Architecture), Variant: top1.Variant}
 	if platform.OS == "" {
 		platform.OS = "linux"
 	}
@@ -579,7 +581,7 @@ func LibtrustKeyID(pub crypto.PublicKey) (string, error) {
 	return strings.Join(groups, ":"), nil
 }
 
-// Config synthesises the Docker image config of a schema 1 image the way Docker and
+// SynthesizeConfig synthesises the Docker image config of a schema 1 image the way Docker and
 // containers/image do when they convert schema 1: the newest v1Compatibility without
 // id, parent, Size, parent_id, layer_id and throwaway, plus "rootfs" (diffIDs, one per
 // layer not marked throwaway, base first) and "history" (one entry per layer, base first,
@@ -588,12 +590,12 @@ func LibtrustKeyID(pub crypto.PublicKey) (string, error) {
 // Empty in the model but still has a diffID, so the config and image ID match theirs. Entries written by Docker older than 1.8.3 are
 // first re-encoded through the v1 image structure, as both do. The output is
 // deterministic (keys sorted).
-func (s *Schema1) Config(diffIDs []digest.Digest) ([]byte, error) {
+func (s *Schema1) SynthesizeConfig(diffIDs []digest.Digest) ([]byte, error) {
 	if s == nil || len(s.History) == 0 {
-		return nil, &InvalidError{MediaType: MediaTypeDockerSchema1, Reason: "schema 1 config: no history, want at least one entry"}
+		return nil, &pullkit.InvalidError{What: MediaTypeDockerSchema1, Reason: "schema 1 config: no history, want at least one entry"}
 	}
 	invalid := func(err error, format string, args ...any) error {
-		return &InvalidError{MediaType: MediaTypeDockerSchema1, Reason: "schema 1 config for v1 image " + s.History[len(s.History)-1].ID + ": " + fmt.Sprintf(format, args...), Err: err}
+		return &pullkit.InvalidError{What: MediaTypeDockerSchema1, Reason: "schema 1 config for v1 image " + s.History[len(s.History)-1].ID + ": " + fmt.Sprintf(format, args...), Err: err}
 	}
 	kept := 0
 	for _, h := range s.History {

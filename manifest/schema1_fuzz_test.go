@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 )
 
 // FuzzParseSchema1 feeds arbitrary documents to parseSchema1, seeded with every schema 1
@@ -55,12 +56,12 @@ func FuzzParseSchema1(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		m, err := parseSchema1(raw)
 		if err != nil {
-			var ie *InvalidError
+			var ie *pullkit.InvalidError
 			var se *SignatureError
 			if !errors.As(err, &ie) && !errors.As(err, &se) {
 				t.Fatalf("untyped error %T: %v", err, err)
 			}
-			if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrSignature) {
+			if !errors.Is(err, pullkit.ErrInvalid) && !errors.Is(err, pullkit.ErrInvalid) {
 				t.Fatalf("error wraps no sentinel: %v", err)
 			}
 			if m != nil {
@@ -116,9 +117,9 @@ func FuzzParseSchema1(f *testing.F) {
 		for i := range ids {
 			ids[i] = digest.FromString(string(rune('a' + i%26)))
 		}
-		cfg, err := s1.Config(ids)
+		cfg, err := s1.SynthesizeConfig(ids)
 		if err != nil {
-			var ie *InvalidError
+			var ie *pullkit.InvalidError
 			if !errors.As(err, &ie) {
 				t.Fatalf("Config: untyped error %v", err)
 			}

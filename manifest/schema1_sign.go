@@ -14,6 +14,8 @@ import (
 	"math/big"
 	"strings"
 	"time"
+
+	"github.com/pullkit/pullkit"
 )
 
 // SignSchema1 signs a schema 1 manifest payload with key and returns the signed document
@@ -52,11 +54,11 @@ type jwkRSA struct {
 // signing time chosen by the caller.
 func signSchema1(payload []byte, key crypto.Signer, chain []*x509.Certificate, alg string, now time.Time) ([]byte, error) {
 	badPayload := func(format string, args ...any) error {
-		return &InvalidError{MediaType: MediaTypeDockerSchema1, Reason: "cannot sign schema 1 payload: " + fmt.Sprintf(format, args...)}
+		return &pullkit.InvalidError{What: MediaTypeDockerSchema1, Reason: "cannot sign schema 1 payload: " + fmt.Sprintf(format, args...)}
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &obj); err != nil || obj == nil {
-		return nil, &InvalidError{MediaType: MediaTypeDockerSchema1, Reason: "cannot sign schema 1 payload: not a JSON object", Err: err}
+		return nil, &pullkit.InvalidError{What: MediaTypeDockerSchema1, Reason: "cannot sign schema 1 payload: not a JSON object", Err: err}
 	}
 	if len(obj) == 0 {
 		return nil, badPayload("the JSON object is empty, want at least one member")
@@ -65,7 +67,7 @@ func signSchema1(payload []byte, key crypto.Signer, chain []*x509.Certificate, a
 		return nil, badPayload(`payload already has a "signatures" member`)
 	}
 	if key == nil {
-		return nil, &UnsupportedError{MediaType: MediaTypeDockerSchema1Signed, Reason: "no signing key"}
+		return nil, &pullkit.UnsupportedError{What: MediaTypeDockerSchema1Signed, Reason: "no signing key"}
 	}
 	notSpace := func(r rune) bool { return !strings.ContainsRune(" \t\r\n", r) }
 	closing := bytes.LastIndexFunc(payload, notSpace) // the object's '}' (the payload is valid JSON)
@@ -75,14 +77,14 @@ func signSchema1(payload []byte, key crypto.Signer, chain []*x509.Certificate, a
 	pub := key.Public()
 	keyID, err := LibtrustKeyID(pub)
 	if err != nil {
-		return nil, &UnsupportedError{MediaType: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("signing key %T: %v", pub, err)}
+		return nil, &pullkit.UnsupportedError{What: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("signing key %T: %v", pub, err)}
 	}
 	var jwk any
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
 		point, err := k.Bytes()
 		if err != nil {
-			return nil, &UnsupportedError{MediaType: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("signing key %s: %v", keyID, err)}
+			return nil, &pullkit.UnsupportedError{What: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("signing key %s: %v", keyID, err)}
 		}
 		size := (len(point) - 1) / 2
 		if alg == "" {
@@ -98,11 +100,11 @@ func signSchema1(payload []byte, key crypto.Signer, chain []*x509.Certificate, a
 		jwk = jwkRSA{E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.E)).Bytes()), Kid: keyID, Kty: "RSA",
 			N: base64.RawURLEncoding.EncodeToString(k.N.Bytes())}
 	default:
-		return nil, &UnsupportedError{MediaType: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("signing key %s is %T, want EC (P-256, P-384, P-521) or RSA", keyID, pub)}
+		return nil, &pullkit.UnsupportedError{What: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("signing key %s is %T, want EC (P-256, P-384, P-521) or RSA", keyID, pub)}
 	}
 	a, err := jwsAlgorithmFor(alg, pub)
 	if err != nil {
-		return nil, &UnsupportedError{MediaType: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("signing key %s: %v", keyID, err)}
+		return nil, &pullkit.UnsupportedError{What: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("signing key %s: %v", keyID, err)}
 	}
 
 	header := jwsHeader{Alg: a.name}
@@ -113,12 +115,12 @@ func signSchema1(payload []byte, key crypto.Signer, chain []*x509.Certificate, a
 	} else {
 		for i, c := range chain {
 			if c == nil {
-				return nil, &InvalidError{MediaType: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("cannot sign schema 1 payload: chain[%d] is nil", i)}
+				return nil, &pullkit.InvalidError{What: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("cannot sign schema 1 payload: chain[%d] is nil", i)}
 			}
 			header.X5C = append(header.X5C, base64.StdEncoding.EncodeToString(c.Raw))
 		}
 		if leaf, ok := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !leaf.Equal(pub) {
-			return nil, &InvalidError{MediaType: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("cannot sign schema 1 payload: chain[0] does not hold the signing key %s", keyID)}
+			return nil, &pullkit.InvalidError{What: MediaTypeDockerSchema1Signed, Reason: fmt.Sprintf("cannot sign schema 1 payload: chain[0] does not hold the signing key %s", keyID)}
 		}
 	}
 

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 )
 
 // s1ReadFixture reads a file under the repository's testdata directory.
@@ -253,7 +254,7 @@ func TestParseSchema1InvalidFixtures(t *testing.T) {
 		t.Run(tc.file, func(t *testing.T) {
 			_, err := parseSchema1(s1ReadFixture(t, "schema1-invalid/"+tc.file))
 			var se *SignatureError
-			if !errors.As(err, &se) || !errors.Is(err, ErrSignature) {
+			if !errors.As(err, &se) || !errors.Is(err, pullkit.ErrInvalid) {
 				t.Fatalf("err = %v, want *SignatureError", err)
 			}
 			if se.Check != tc.check || se.Index != 0 {
@@ -262,8 +263,8 @@ func TestParseSchema1InvalidFixtures(t *testing.T) {
 			if tc.keyID != "" && se.KeyID != tc.keyID {
 				t.Errorf("KeyID %q, want %q", se.KeyID, tc.keyID)
 			}
-			if errors.Is(err, ErrInvalid) {
-				t.Errorf("signature failure also matches ErrInvalid")
+			if errors.Is(err, pullkit.ErrUnsupported) || errors.Is(err, pullkit.ErrDigestMismatch) {
+				t.Errorf("signature failure %v matches another sentinel than pullkit.ErrInvalid", err)
 			}
 		})
 	}
@@ -386,12 +387,12 @@ func TestParseSchema1Validation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := parseSchema1(tc.doc)
-			var ie *InvalidError
-			if !errors.As(err, &ie) || !errors.Is(err, ErrInvalid) {
-				t.Fatalf("got %v, %v; want *InvalidError", m, err)
+			var ie *pullkit.InvalidError
+			if !errors.As(err, &ie) || !errors.Is(err, pullkit.ErrInvalid) {
+				t.Fatalf("got %v, %v; want *pullkit.InvalidError", m, err)
 			}
-			if ie.MediaType != MediaTypeDockerSchema1 {
-				t.Errorf("MediaType %q", ie.MediaType)
+			if ie.What != MediaTypeDockerSchema1 {
+				t.Errorf("MediaType %q", ie.What)
 			}
 		})
 	}
@@ -845,7 +846,7 @@ func TestParseSchema1SignatureChecks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseSchema1(tc.doc)
 			var se *SignatureError
-			if !errors.As(err, &se) || !errors.Is(err, ErrSignature) {
+			if !errors.As(err, &se) || !errors.Is(err, pullkit.ErrInvalid) {
 				t.Fatalf("err %v, want *SignatureError", err)
 			}
 			if se.Check != tc.check {
@@ -897,16 +898,16 @@ func TestSignSchema1Errors(t *testing.T) {
 		alg     string
 		target  error
 	}{
-		{"not JSON", []byte(`{"a":`), k.p256, nil, "", ErrInvalid},
-		{"array", []byte(`[1]`), k.p256, nil, "", ErrInvalid},
-		{"empty object", []byte(" {} "), k.p256, nil, "", ErrInvalid},
-		{"already signed", s1ReadFixture(t, "schema1-signed/mitr-buxybox-2016.json"), k.p256, nil, "", ErrInvalid},
-		{"nil key", payload, nil, nil, "", ErrUnsupported},
-		{"Ed25519 key", payload, edKey, nil, "", ErrUnsupported},
-		{"P-224 key", payload, s1MustEC(t, elliptic.P224()), nil, "", ErrUnsupported},
-		{"alg not for the key", payload, k.p256, nil, "ES512", ErrUnsupported},
-		{"chain for another key", payload, k.p256, []*x509.Certificate{k.leaf384, k.ca}, "", ErrInvalid},
-		{"nil certificate", payload, k.p384, []*x509.Certificate{k.leaf384, nil}, "", ErrInvalid},
+		{"not JSON", []byte(`{"a":`), k.p256, nil, "", pullkit.ErrInvalid},
+		{"array", []byte(`[1]`), k.p256, nil, "", pullkit.ErrInvalid},
+		{"empty object", []byte(" {} "), k.p256, nil, "", pullkit.ErrInvalid},
+		{"already signed", s1ReadFixture(t, "schema1-signed/mitr-buxybox-2016.json"), k.p256, nil, "", pullkit.ErrInvalid},
+		{"nil key", payload, nil, nil, "", pullkit.ErrUnsupported},
+		{"Ed25519 key", payload, edKey, nil, "", pullkit.ErrUnsupported},
+		{"P-224 key", payload, s1MustEC(t, elliptic.P224()), nil, "", pullkit.ErrUnsupported},
+		{"alg not for the key", payload, k.p256, nil, "ES512", pullkit.ErrUnsupported},
+		{"chain for another key", payload, k.p256, []*x509.Certificate{k.leaf384, k.ca}, "", pullkit.ErrInvalid},
+		{"nil certificate", payload, k.p384, []*x509.Certificate{k.leaf384, nil}, "", pullkit.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := signSchema1(tc.payload, tc.key, tc.chain, tc.alg, time.Now())
@@ -978,15 +979,15 @@ func TestSchema1ConfigHelloWorld(t *testing.T) {
 	}
 	// The CMD layer is the empty gzip without a throwaway flag: Empty in the model, but
 	// docker and skopeo still give it a diffID, so the config must too.
-	if _, err := m.Schema1.Config(s1FakeDiffIDs(1)); !errors.Is(err, ErrInvalid) {
-		t.Errorf("Config with 1 diffID for 2 unflagged layers: %v, want ErrInvalid", err)
+	if _, err := m.Schema1.SynthesizeConfig(s1FakeDiffIDs(1)); !errors.Is(err, pullkit.ErrInvalid) {
+		t.Errorf("Config with 1 diffID for 2 unflagged layers: %v, want pullkit.ErrInvalid", err)
 	}
 	diffIDs := s1FakeDiffIDs(2)
-	b, err := m.Schema1.Config(diffIDs)
+	b, err := m.Schema1.SynthesizeConfig(diffIDs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := m.Schema1.Config(diffIDs)
+	again, err := m.Schema1.SynthesizeConfig(diffIDs)
 	if err != nil || !bytes.Equal(b, again) {
 		t.Errorf("Config is not deterministic")
 	}
@@ -1039,7 +1040,7 @@ func TestSchema1ConfigHttpd(t *testing.T) {
 	for _, d := range orig["rootfs"].(map[string]any)["diff_ids"].([]any) {
 		diffIDs = append(diffIDs, digest.Digest(d.(string)))
 	}
-	b, err := m.Schema1.Config(diffIDs)
+	b, err := m.Schema1.SynthesizeConfig(diffIDs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1078,7 +1079,7 @@ func TestSchema1ConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Schema1.Config(s1FakeDiffIDs(2)); err != nil { // 6 layers, 4 empty
+	if _, err := m.Schema1.SynthesizeConfig(s1FakeDiffIDs(2)); err != nil { // 6 layers, 4 empty
 		t.Errorf("2 diffIDs for 2 non-empty layers: %v", err)
 	}
 	for _, tc := range []struct {
@@ -1095,10 +1096,10 @@ func TestSchema1ConfigErrors(t *testing.T) {
 		{"legacy with bad fields", &Schema1{History: []Schema1History{{V1Compatibility: `{"docker_version":"1.6.0","config":{"Cmd":5}}`, DockerVersion: "1.6.0", Empty: true, Throwaway: true}}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := tc.s.Config(tc.ids)
-			var ie *InvalidError
+			_, err := tc.s.SynthesizeConfig(tc.ids)
+			var ie *pullkit.InvalidError
 			if !errors.As(err, &ie) {
-				t.Errorf("err %v, want *InvalidError", err)
+				t.Errorf("err %v, want *pullkit.InvalidError", err)
 			}
 		})
 	}

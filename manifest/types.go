@@ -2,6 +2,7 @@ package manifest
 
 import (
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit/platforms"
 )
 
 // Media types of the manifests, configs and layers that pullkit understands.
@@ -59,34 +60,13 @@ var AcceptHeader = MediaTypeOCIIndex + ", " + MediaTypeDockerManifestList + ", "
 
 // Descriptor points at a blob or a manifest by digest, as in the OCI image-spec.
 type Descriptor struct {
-	MediaType    string            `json:"mediaType"`
-	Digest       digest.Digest     `json:"digest"`
-	Size         int64             `json:"size"`
-	URLs         []string          `json:"urls,omitempty"`
-	Annotations  map[string]string `json:"annotations,omitempty"`
-	Platform     *Platform         `json:"platform,omitempty"`
-	ArtifactType string            `json:"artifactType,omitempty"`
-}
-
-// Platform describes the OS and CPU an image manifest is for.
-type Platform struct {
-	OS           string   `json:"os"`
-	Architecture string   `json:"architecture"`
-	Variant      string   `json:"variant,omitempty"`
-	OSVersion    string   `json:"os.version,omitempty"`
-	OSFeatures   []string `json:"os.features,omitempty"`
-}
-
-// String formats p as os/arch[/variant][:os.version].
-func (p Platform) String() string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	if p.OSVersion != "" {
-		s += ":" + p.OSVersion
-	}
-	return s
+	MediaType    string              `json:"mediaType"`
+	Digest       digest.Digest       `json:"digest"`
+	Size         int64               `json:"size"`
+	URLs         []string            `json:"urls,omitempty"`
+	Annotations  map[string]string   `json:"annotations,omitempty"`
+	Platform     *platforms.Platform `json:"platform,omitempty"`
+	ArtifactType string              `json:"artifactType,omitempty"`
 }
 
 // Layer is one filesystem layer of an image, in application order (base first).
@@ -139,7 +119,7 @@ type Manifest struct {
 	Layers []Layer
 	// Platform is what the manifest itself says it is for, when it says (schema 1's
 	// architecture, or a Docker 25 config descriptor's platform); nil otherwise.
-	Platform *Platform
+	Platform *platforms.Platform
 
 	// Manifests are an index's entries.
 	Manifests []Descriptor
@@ -149,4 +129,40 @@ type Manifest struct {
 
 	// Schema1 holds what only schema 1 has (nil for other formats).
 	Schema1 *Schema1
+}
+
+// Compression is how a layer blob is compressed.
+type Compression int
+
+// The compressions layers are served with.
+const (
+	// Uncompressed is a plain tar (or anything that is neither gzip nor zstd).
+	Uncompressed Compression = iota
+	// Gzip is gzip (RFC 1952).
+	Gzip
+	// Zstd is Zstandard (RFC 8878).
+	Zstd
+)
+
+func (c Compression) String() string {
+	switch c {
+	case Gzip:
+		return "gzip"
+	case Zstd:
+		return "zstd"
+	}
+	return "uncompressed"
+}
+
+// DetectCompression tells a layer blob's compression from its first bytes (four are
+// enough). Media types are not trusted for this: schema 1 calls every layer gzip, and the
+// bytes are what a decompressor has to read.
+func DetectCompression(head []byte) Compression {
+	switch {
+	case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b:
+		return Gzip
+	case len(head) >= 4 && head[0] == 0x28 && head[1] == 0xb5 && head[2] == 0x2f && head[3] == 0xfd:
+		return Zstd
+	}
+	return Uncompressed
 }

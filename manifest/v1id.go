@@ -6,6 +6,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 )
 
 // v1idConfigDoc is how docker reads an image config: its image.Image embeds V1Image and
@@ -81,12 +82,12 @@ func V1IDs(config []byte) ([]digest.Digest, error) {
 
 // V1Layers returns, base first, the v1 id, parent, diffID, chain ID and legacy image JSON
 // of every layer of the image config, as `docker save` (Docker 20.10 to 24) writes them.
-// Errors wrap ErrInvalid and name the config's digest.
+// Errors wrap pullkit.ErrInvalid and name the config's digest.
 func V1Layers(config []byte) ([]V1Layer, error) {
 	cfgDigest := digest.FromBytes(config)
 	fail := func(reason string, err error) error {
 		return fmt.Errorf("v1 ids of config %s: %w", cfgDigest,
-			&InvalidError{MediaType: MediaTypeDockerConfig, Reason: reason, Err: err})
+			&pullkit.InvalidError{What: MediaTypeDockerConfig, Reason: reason, Err: err})
 	}
 	cfg, err := ParseConfig(config)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 )
 
 // readSaveTar returns the members of a real `docker save` archive from testdata.
@@ -280,17 +281,17 @@ func TestV1IDsErrors(t *testing.T) {
 		config string
 		text   string
 	}{
-		{"not JSON", `{"rootfs":`, "malformed image config"},
+		{"not JSON", `{"rootfs":`, "invalid image config"},
 		{"bad diffID", `{"rootfs":{"diff_ids":["sha256:xyz"]}}`, "rootfs.diff_ids[0]"},
-		{"Cmd docker cannot read", `{"config":{"Cmd":5},"rootfs":{"diff_ids":[` + d + `]}}`, "legacy image"},
+		{"Cmd docker cannot read", `{"config":{"Cmd":5},"rootfs":{"diff_ids":[` + d + `]}}`, "Cmd"},
 		{"created not a time", `{"created":"yesterday","rootfs":{"diff_ids":[` + d + `]}}`, "legacy image"},
-		{"labels not strings", `{"config":{"Labels":{"a":1}},"rootfs":{"diff_ids":[` + d + `]}}`, "legacy image"},
+		{"labels not strings", `{"config":{"Labels":{"a":1}},"rootfs":{"diff_ids":[` + d + `]}}`, "Labels"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := V1IDs([]byte(tc.config))
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("error %v is not ErrInvalid", err)
+			if !errors.Is(err, pullkit.ErrInvalid) {
+				t.Fatalf("error %v is not pullkit.ErrInvalid", err)
 			}
 			if want := "config " + string(digest.FromString(tc.config)); !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), tc.text) {
 				t.Errorf("error %q does not name %s and %q", err, want, tc.text)
@@ -320,8 +321,8 @@ func FuzzV1IDs(f *testing.F) {
 	f.Fuzz(func(t *testing.T, config []byte) {
 		layers, err := V1Layers(config)
 		if err != nil {
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("error %v is not ErrInvalid", err)
+			if !errors.Is(err, pullkit.ErrInvalid) {
+				t.Fatalf("error %v is not pullkit.ErrInvalid", err)
 			}
 			return
 		}

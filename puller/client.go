@@ -12,7 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -38,7 +38,7 @@ const (
 // manifests, picks a platform and hands out per-repository blob fetchers. A Client is
 // safe for concurrent use; it remembers one authenticated connection per repository.
 type Client struct {
-	platform      manifest.Platform
+	platform      platforms.Platform
 	keychain      authn.Keychain
 	plainHTTP     bool
 	base          http.RoundTripper
@@ -66,7 +66,7 @@ type Option func(*Client)
 // WithPlatform sets the platform chosen from manifest lists and indexes (default:
 // manifest.DefaultPlatform, linux on the host's architecture). It is normalised as
 // manifest.Choose does, so "linux/arm64" and "linux/arm64/v8" are the same.
-func WithPlatform(p manifest.Platform) Option {
+func WithPlatform(p platforms.Platform) Option {
 	return func(c *Client) { c.platform = p }
 }
 
@@ -231,11 +231,11 @@ func New(opts ...Option) *Client {
 }
 
 // Platform returns the platform the client chooses from indexes.
-func (c *Client) Platform() manifest.Platform {
+func (c *Client) Platform() platforms.Platform {
 	if c.platform.OS == "" && c.platform.Architecture == "" {
-		return manifest.DefaultPlatform()
+		return platforms.Default()
 	}
-	return manifest.NormalizePlatform(c.platform)
+	return platforms.Normalize(c.platform)
 }
 
 // ParseReference parses ref as go-containerregistry does (docker.io and library/ are

@@ -23,6 +23,6 @@
 //
 // Every error is an *Error naming the reference, the step and the digest, wrapping a
 // sentinel (ErrNotFound, ErrUnauthorized, ErrUnreachable, ErrTooLarge,
-// manifest.ErrDigestMismatch, manifest.ErrNoMatch, …) for errors.Is, or the context's
+// pullkit.ErrDigestMismatch, pullkit.ErrNoMatch, …) for errors.Is, or the context's
 // error when the caller gave up.
 package puller

@@ -13,7 +13,7 @@ import (
 )
 
 // Sentinel errors. Every error the package returns wraps one of these or one of
-// manifest's (manifest.ErrDigestMismatch, manifest.ErrNoMatch, manifest.ErrInvalid, …),
+// manifest's (pullkit.ErrDigestMismatch, pullkit.ErrNoMatch, pullkit.ErrInvalid, …),
 // so callers can branch with errors.Is.
 var (
 	// ErrNotFound: the registry has no such repository, manifest or blob (HTTP 404).

@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/faultproxy"
 	"github.com/pullkit/pullkit/internal/regtest"
 	"github.com/pullkit/pullkit/layers"
@@ -111,7 +112,7 @@ func pullInto(ctx context.Context, c *puller.Client, ref, dir string, lopts ...l
 	schema1 := res.Chosen.Schema1 != nil
 	var blobs []layers.Blob
 	if img.Config.Digest != "" {
-		blobs = append(blobs, layers.Blob{Desc: img.Config.Descriptor()})
+		blobs = append(blobs, layers.Blob{Desc: img.Config})
 	}
 	for _, l := range img.Layers {
 		blobs = append(blobs, layers.Blob{Desc: l.Descriptor(), DiffID: schema1, WantDiffID: l.DiffID})
@@ -512,13 +513,13 @@ func TestFaults(t *testing.T) {
 		{
 			name:    "wrong bytes for a layer",
 			rules:   []*faultproxy.Rule{get(blobPath(big), 0, faultproxy.CorruptByte())},
-			wantErr: []error{manifest.ErrDigestMismatch},
+			wantErr: []error{pullkit.ErrDigestMismatch},
 			names:   []string{big.String()},
 		},
 		{
 			name:    "wrong bytes for the config",
 			rules:   []*faultproxy.Rule{get(blobPath(facts.config), 0, faultproxy.CorruptByte())},
-			wantErr: []error{manifest.ErrDigestMismatch},
+			wantErr: []error{pullkit.ErrDigestMismatch},
 			names:   []string{facts.config.String()},
 		},
 		{
@@ -526,7 +527,7 @@ func TestFaults(t *testing.T) {
 			rules: []*faultproxy.Rule{get("/manifests/", 0, faultproxy.Rewrite("edit config digest", func(b []byte, _ http.Header) []byte {
 				return bytes.Replace(b, []byte(facts.config.Encoded()[:8]), []byte("00000000"), 1)
 			}))},
-			wantErr: []error{manifest.ErrDigestMismatch},
+			wantErr: []error{pullkit.ErrDigestMismatch},
 			names:   []string{facts.manifest.String()},
 		},
 		{
@@ -535,7 +536,7 @@ func TestFaults(t *testing.T) {
 				b[0] = 'X'
 				return b
 			}))},
-			wantErr: []error{manifest.ErrDigestMismatch},
+			wantErr: []error{pullkit.ErrDigestMismatch},
 			names:   []string{facts.manifest.String()},
 		},
 		{
@@ -543,7 +544,7 @@ func TestFaults(t *testing.T) {
 			rules: []*faultproxy.Rule{get("/manifests/", 0, faultproxy.Rewrite("edit media type", func(b []byte, _ http.Header) []byte {
 				return bytes.Replace(b, []byte("rootfs.diff"), []byte("rootfs.dXff"), 1)
 			}))},
-			wantErr: []error{manifest.ErrDigestMismatch},
+			wantErr: []error{pullkit.ErrDigestMismatch},
 			names:   []string{facts.manifest.String()},
 		},
 		{
@@ -575,7 +576,7 @@ func TestFaults(t *testing.T) {
 			name: "malformed JSON",
 			rules: []*faultproxy.Rule{{PathContains: "/manifests/", Fault: faultproxy.Body("malformed", manifest.MediaTypeDockerSchema2,
 				[]byte(`{"schemaVersion":2,"mediaType":"`+manifest.MediaTypeDockerSchema2+`","config":{"digest":`))}},
-			wantErr: []error{manifest.ErrInvalid},
+			wantErr: []error{pullkit.ErrInvalid},
 		},
 		{
 			// The digest proves the bytes, not how to read them: a manifest served as an
@@ -583,7 +584,7 @@ func TestFaults(t *testing.T) {
 			// (GHSA-5j5w-g665-5m35), rather than guessed at.
 			name:    "Content-Type lies: a manifest served as an index",
 			rules:   []*faultproxy.Rule{get("/manifests/", 0, faultproxy.ContentType(manifest.MediaTypeOCIIndex))},
-			wantErr: []error{manifest.ErrInvalid},
+			wantErr: []error{pullkit.ErrInvalid},
 			names:   []string{facts.manifest.String()},
 		},
 		{

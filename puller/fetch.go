@@ -23,14 +23,14 @@ import (
 // img's layers get the sizes and diffIDs the transfer learnt, and schema 1 layers whose
 // bytes turn out not to be gzip get the media type of what they are.
 //
-// Errors wrap the layers package's (layers.ErrSizeMismatch, manifest.ErrDigestMismatch,
+// Errors wrap the layers package's (layers.ErrSizeMismatch, pullkit.ErrDigestMismatch,
 // layers.ErrDiffIDMismatch, …) in an *Error naming the reference and the blob.
 func (r *Resolved) Fetch(ctx context.Context, store *layers.Layout, img *manifest.Image, opts ...layers.Option) error {
 	s1 := r.Chosen.Schema1
 	var blobs []layers.Blob
 	var at []int // index in img.Layers of each blob; -1 for the config
 	if s1 == nil {
-		cfg := img.Config.Descriptor()
+		cfg := img.Config
 		if c := r.config; c != nil && c.Descriptor.Digest == cfg.Digest && !store.Has(cfg.Digest) {
 			// Already fetched and verified by Client.Config: store it, do not GET it again.
 			if err := store.PutBlob(ctx, c.Descriptor, c.Raw); err != nil {

@@ -16,8 +16,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/regtest"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
 )
 
@@ -117,13 +119,13 @@ func TestRealRegistry(t *testing.T) {
 	reg.Skopeo(t, "oci", "layered:v2", "layered:oci")
 	wantLayers := ggcrLayerDigests(t, layered)
 
-	platforms := []v1.Platform{
+	plats := []v1.Platform{
 		{OS: "linux", Architecture: "amd64"},
 		{OS: "linux", Architecture: "arm64"},
 		{OS: "linux", Architecture: "arm", Variant: "v7"},
 	}
-	list := regtest.Index(t, false, platforms...)
-	index := regtest.Index(t, true, platforms...)
+	list := regtest.Index(t, false, plats...)
+	index := regtest.Index(t, true, plats...)
 	listDigest := reg.PushIndex(t, "multi:list", list)
 	indexDigest := reg.PushIndex(t, "multi:index", index)
 
@@ -226,7 +228,7 @@ func TestRealRegistry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := manifest.ParsePlatform(tc.want)
+			p, err := platforms.Parse(tc.want)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -252,7 +254,7 @@ func TestRealRegistry(t *testing.T) {
 
 	t.Run("resolve downloads no blob", func(t *testing.T) {
 		rec := &recorder{inner: http.DefaultTransport}
-		c := newClient(puller.WithPlatform(manifest.Platform{OS: "linux", Architecture: "arm64"}), puller.WithTransport(rec))
+		c := newClient(puller.WithPlatform(platforms.Platform{OS: "linux", Architecture: "arm64"}), puller.WithTransport(rec))
 		res, err := c.Resolve(ctx, reg.Ref("multi:index"))
 		if err != nil {
 			t.Fatal(err)
@@ -277,8 +279,8 @@ func TestRealRegistry(t *testing.T) {
 
 	t.Run("no platform match names the offered ones", func(t *testing.T) {
 		ref := reg.Ref("multi:list")
-		_, err := newClient(puller.WithPlatform(manifest.Platform{OS: "linux", Architecture: "s390x"})).Pull(ctx, ref)
-		if !errors.Is(err, manifest.ErrNoMatch) {
+		_, err := newClient(puller.WithPlatform(platforms.Platform{OS: "linux", Architecture: "s390x"})).Pull(ctx, ref)
+		if !errors.Is(err, pullkit.ErrNoMatch) {
 			t.Fatalf("err = %v, want ErrNoMatch", err)
 		}
 		msg := oneLine(t, err)

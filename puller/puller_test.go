@@ -17,7 +17,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
 )
 
@@ -71,7 +73,7 @@ func TestTagFallsBackToGET(t *testing.T) {
 		{"HEAD refused, header matches", http.StatusMethodNotAllowed, "", nil},
 		{"HEAD refused, no header", http.StatusMethodNotAllowed, "-", nil},
 		{"HEAD without digest", 0, "-", nil},
-		{"HEAD refused, header names other content", http.StatusMethodNotAllowed, digest.FromString("other").String(), manifest.ErrDigestMismatch},
+		{"HEAD refused, header names other content", http.StatusMethodNotAllowed, digest.FromString("other").String(), pullkit.ErrDigestMismatch},
 		{"HEAD refused, header malformed", http.StatusMethodNotAllowed, "sha256:nothex", puller.ErrProtocol},
 		{"HEAD server error", http.StatusBadGateway, "", nil},
 	} {
@@ -141,7 +143,7 @@ func TestManifestVerifiedAgainstDigest(t *testing.T) {
 	}
 	for _, ref := range []string{f.ref("hello@" + helloManifest.String()), f.ref("hello:v1")} {
 		_, err := newClient().Pull(context.Background(), ref)
-		if !errors.Is(err, manifest.ErrDigestMismatch) {
+		if !errors.Is(err, pullkit.ErrDigestMismatch) {
 			t.Fatalf("Pull(%s) err = %v, want ErrDigestMismatch", ref, err)
 		}
 		var pe *puller.Error
@@ -230,7 +232,7 @@ func TestConfigVerified(t *testing.T) {
 	}
 	ref := f.ref("hello:v1")
 	_, err := newClient().Pull(context.Background(), ref)
-	if !errors.Is(err, manifest.ErrDigestMismatch) {
+	if !errors.Is(err, pullkit.ErrDigestMismatch) {
 		t.Fatalf("err = %v, want ErrDigestMismatch", err)
 	}
 	if msg := oneLine(t, err); !strings.Contains(msg, ref) || !strings.Contains(msg, "config") || !strings.Contains(msg, helloConfig.String()) {
@@ -249,7 +251,7 @@ func TestIndexEntryVerified(t *testing.T) {
 		wantErr error
 	}{
 		{"honest", list, nil, nil},
-		{"other bytes", list, bytes.Replace(regtestHello(t), []byte("2479"), []byte("2480"), 1), manifest.ErrDigestMismatch},
+		{"other bytes", list, bytes.Replace(regtestHello(t), []byte("2479"), []byte("2480"), 1), pullkit.ErrDigestMismatch},
 		{"index lies about size", bytes.Replace(list, []byte(`"size":525`), []byte(`"size":526`), 1), nil, puller.ErrProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,7 +269,7 @@ func TestIndexEntryVerified(t *testing.T) {
 				}
 			}
 			ref := f.ref("hello:latest")
-			img, err := newClient(puller.WithPlatform(manifest.Platform{OS: "linux", Architecture: "amd64"})).Pull(context.Background(), ref)
+			img, err := newClient(puller.WithPlatform(platforms.Platform{OS: "linux", Architecture: "amd64"})).Pull(context.Background(), ref)
 			if tc.wantErr == nil {
 				if err != nil {
 					t.Fatal(err)
@@ -344,8 +346,8 @@ func TestErrors(t *testing.T) {
 		{f.ref("hello@" + digest.FromString("x").String()), puller.ErrNotFound, "MANIFEST_UNKNOWN"},
 		{f.ref("Upper/Case:v1"), puller.ErrBadReference, "invalid reference"},
 		{f.ref("hello@sha256:1234"), puller.ErrBadReference, "invalid reference"},
-		{f.ref("artifact:v1"), manifest.ErrUnsupported, "artifact"},
-		{f.ref("garbage:v1"), manifest.ErrInvalid, "invalid manifest"},
+		{f.ref("artifact:v1"), pullkit.ErrUnsupported, "artifact"},
+		{f.ref("garbage:v1"), pullkit.ErrInvalid, "not a JSON object"},
 	} {
 		_, err := newClient().Pull(context.Background(), tc.ref)
 		if !errors.Is(err, tc.want) {
@@ -520,7 +522,7 @@ func TestFetchBlob(t *testing.T) {
 	}{
 		{manifest.Descriptor{Digest: digest.FromString("missing")}, nil, puller.ErrNotFound, 404},
 		{desc, &puller.Range{Start: 100, End: -1}, puller.ErrRangeNotSatisfiable, 416},
-		{manifest.Descriptor{Digest: "sha256:short"}, nil, manifest.ErrInvalid, 0},
+		{manifest.Descriptor{Digest: "sha256:short"}, nil, pullkit.ErrInvalid, 0},
 	} {
 		_, err := repo.FetchBlob(context.Background(), tc.desc, tc.rng)
 		if !errors.Is(err, tc.want) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
@@ -207,7 +208,7 @@ func (r *Repository) FetchBlob(ctx context.Context, desc manifest.Descriptor, rn
 		return nil, &Error{Reference: r.Name(), Op: "fetch blob", Digest: desc.Digest, Err: err}
 	}
 	if err := desc.Digest.Validate(); err != nil {
-		return fail(fmt.Errorf("%w: descriptor digest %q: %s", manifest.ErrInvalid, printable(string(desc.Digest), 100), err.Error()))
+		return fail(fmt.Errorf("%w: descriptor digest %q: %s", pullkit.ErrInvalid, printable(string(desc.Digest), 100), err.Error()))
 	}
 	resp, err := r.getBlob(ctx, r.http, r.url("blobs", desc.Digest.String()), rng, "blob "+desc.Digest.String())
 	if err == nil {
@@ -289,7 +290,7 @@ func (r *Repository) fetchDocument(ctx context.Context, desc manifest.Descriptor
 			continue
 		}
 		if got := desc.Digest.Algorithm().FromBytes(raw); got != desc.Digest {
-			return nil, &manifest.DigestMismatchError{What: what, Want: desc.Digest, Got: got}
+			return nil, &pullkit.DigestMismatchError{What: what, Want: desc.Digest, Got: got}
 		}
 		if desc.Size >= 0 && int64(len(raw)) != desc.Size {
 			return nil, fmt.Errorf("%w: %s %s is %d bytes, its descriptor says %d", ErrProtocol, what, desc.Digest, len(raw), desc.Size)

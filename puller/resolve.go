@@ -6,7 +6,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 )
 
 // Resolved is a reference resolved to one image manifest, with nothing but manifests
@@ -104,9 +106,9 @@ func (c *Client) resolveOn(ctx context.Context, ref string, r name.Reference, re
 	for depth := 0; res.Chosen.Kind == manifest.KindIndex; depth++ {
 		if depth >= maxIndexDepth {
 			return nil, &Error{Reference: ref, Op: "choose platform", Digest: res.Chosen.Digest,
-				Err: fmt.Errorf("%w: indexes nested more than %d deep", manifest.ErrInvalid, maxIndexDepth)}
+				Err: fmt.Errorf("%w: indexes nested more than %d deep", pullkit.ErrInvalid, maxIndexDepth)}
 		}
-		d, err := manifest.Choose(res.Chosen, c.Platform())
+		d, err := manifest.Choose(res.Chosen, platforms.Only(c.Platform()))
 		if err != nil {
 			// manifest.Choose's error names the index digest already.
 			return nil, &Error{Reference: ref, Op: "choose platform", Err: err}
@@ -129,7 +131,7 @@ func (c *Client) resolveOn(ctx context.Context, ref string, r name.Reference, re
 	return res, nil
 }
 
-func platformString(p *manifest.Platform) string {
+func platformString(p *platforms.Platform) string {
 	if p == nil {
 		return "the index's only entry"
 	}
@@ -143,7 +145,7 @@ type Config struct {
 	// Raw is the blob as served (its digest is Descriptor.Digest).
 	Raw []byte
 	// Parsed is Raw parsed.
-	Parsed *manifest.Config
+	Parsed *manifest.ImageConfig
 }
 
 // Config fetches the chosen manifest's config blob through the size cap and verifies
@@ -170,12 +172,12 @@ func (c *Client) Config(ctx context.Context, r *Resolved) (*Config, error) {
 func (r *Resolved) Image(cfg *Config) (*manifest.Image, error) {
 	var (
 		desc   *manifest.Descriptor
-		parsed *manifest.Config
+		parsed *manifest.ImageConfig
 	)
 	if cfg != nil {
 		desc, parsed = &cfg.Descriptor, cfg.Parsed
 	}
-	img, err := manifest.BuildImage(r.Reference, r.Top, r.Chosen, r.Descriptor, desc, parsed)
+	img, err := manifest.NewImage(r.Reference, r.Top, r.Chosen, r.Descriptor, desc, parsed)
 	if err != nil {
 		return nil, &Error{Reference: r.Reference, Op: "build image model", Digest: r.Chosen.Digest, Err: err}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/puller"
@@ -96,7 +97,7 @@ func imageBlobs(img *manifest.Image) []digest.Digest {
 // typed verdict, never a panic, a hang or a bare string. A corrupt manifest is a digest
 // mismatch, never "invalid" or "unsupported": those would blame the image for the network.
 var cleanFailure = []error{
-	manifest.ErrDigestMismatch, layers.ErrSizeMismatch, layers.ErrStalled,
+	pullkit.ErrDigestMismatch, layers.ErrSizeMismatch, layers.ErrStalled,
 	layers.ErrBadContentRange, puller.ErrUnreachable, puller.ErrTooManyRequests,
 	puller.ErrUnexpectedStatus, puller.ErrProtocol,
 }

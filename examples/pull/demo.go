@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
 	"github.com/pullkit/pullkit/testdata"
 )
@@ -131,9 +132,9 @@ func (d *demoRegistry) seed() error {
 	}
 	list, err := indexManifest(manifest.MediaTypeDockerManifestList,
 		manifest.Descriptor{MediaType: manifest.MediaTypeDockerSchema2, Digest: amd64Manifest, Size: int64(len(raw[amd64Manifest])),
-			Platform: &manifest.Platform{OS: "linux", Architecture: "amd64"}},
+			Platform: &platforms.Platform{OS: "linux", Architecture: "amd64"}},
 		manifest.Descriptor{MediaType: manifest.MediaTypeDockerSchema2, Digest: digest.FromBytes(arm64Schema2), Size: int64(len(arm64Schema2)),
-			Platform: &manifest.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
+			Platform: &platforms.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
 	if err != nil {
 		return err
 	}
@@ -151,9 +152,9 @@ func (d *demoRegistry) seed() error {
 	}
 	index, err := indexManifest(manifest.MediaTypeOCIIndex,
 		manifest.Descriptor{MediaType: manifest.MediaTypeOCIManifest, Digest: digest.FromBytes(amd64OCI), Size: int64(len(amd64OCI)),
-			Platform: &manifest.Platform{OS: "linux", Architecture: "amd64"}},
+			Platform: &platforms.Platform{OS: "linux", Architecture: "amd64"}},
 		manifest.Descriptor{MediaType: manifest.MediaTypeOCIManifest, Digest: arm64Manifest, Size: int64(len(raw[arm64Manifest])),
-			Platform: &manifest.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
+			Platform: &platforms.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
 	if err != nil {
 		return err
 	}
@@ -229,7 +230,7 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, stdout io.W
 	defer d.close()
 	note := ""
 	if o.platform == "" && runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
-		popts = append(popts, puller.WithPlatform(manifest.Platform{OS: "linux", Architecture: "amd64"}))
+		popts = append(popts, puller.WithPlatform(platforms.Platform{OS: "linux", Architecture: "amd64"}))
 		note = fmt.Sprintf(" (this machine is %s; the demo images are for amd64 and arm64, so linux/amd64 is chosen)", runtime.GOARCH)
 	}
 	// The demo registry needs no credentials; never consult the user's.

@@ -20,7 +20,9 @@ import (
 	"os/signal"
 	"strings"
 
+	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
 )
 
@@ -132,7 +134,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	var popts []puller.Option
 	if o.platform != "" {
-		p, err := manifest.ParsePlatform(o.platform)
+		p, err := platforms.Parse(o.platform)
 		if err != nil {
 			fmt.Fprintln(stderr, "pull: --platform: "+oneLine(err.Error()))
 			return 2
@@ -176,7 +178,7 @@ func pullOne(ctx context.Context, o *options, c *puller.Client, ref string, stdo
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(img)
+		return enc.Encode(jsonModel(img))
 	}
 	printImage(stdout, img)
 	if written != "" {
@@ -236,4 +238,36 @@ func printImage(w io.Writer, img *manifest.Image) {
 // oneLine folds an error onto one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// jsonImage is the --json contract (DESIGN.md): the model, layers base first.
+type jsonImage struct {
+	Reference string              `json:"reference"`
+	Digest    digest.Digest       `json:"digest"`
+	MediaType string              `json:"mediaType"`
+	Manifest  jsonRef             `json:"manifest"`
+	Platform  *platforms.Platform `json:"platform,omitempty"`
+	Config    jsonRef             `json:"config"`
+	Layers    []manifest.Layer    `json:"layers"`
+}
+
+// jsonRef is a manifest or config as --json prints it.
+type jsonRef struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	Size      int64         `json:"size"`
+}
+
+func ref(d manifest.Descriptor) jsonRef {
+	return jsonRef{Digest: d.Digest, MediaType: d.MediaType, Size: d.Size}
+}
+
+// jsonModel is img in the --json shape.
+func jsonModel(img *manifest.Image) jsonImage {
+	layers := img.Layers
+	if layers == nil {
+		layers = []manifest.Layer{}
+	}
+	return jsonImage{Reference: img.Reference, Digest: img.Digest, MediaType: img.MediaType,
+		Manifest: ref(img.Manifest), Platform: img.Platform, Config: ref(img.Config), Layers: layers}
 }

@@ -122,7 +122,7 @@ func fetchImage(ctx context.Context, o *options, res *puller.Resolved, img *mani
 			return nil, err
 		}
 		st.config = cfg
-		img.Config = manifest.ManifestRef{Digest: cdesc.Digest, MediaType: cdesc.MediaType, Size: cdesc.Size}
+		img.Config = manifest.Descriptor{Digest: cdesc.Digest, MediaType: cdesc.MediaType, Size: cdesc.Size}
 	} else {
 		if st.config, err = os.ReadFile(store.Path(img.Config.Digest)); err != nil {
 			return nil, err

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 )
 
 // maxManifest caps what the proxy reads of an upstream manifest or config.
@@ -44,7 +46,7 @@ func NewProxy(upstream *url.URL, key crypto.Signer) *Proxy {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	repo, ref, ok := manifestPath(r.URL.Path)
 	if !ok || (r.Method != http.MethodGet && r.Method != http.MethodHead) ||
-		isDigest(ref) || !manifest.WantsSchema1(r.Header.Values("Accept")) {
+		isDigest(ref) || !wantsSchema1(r.Header.Values("Accept")) {
 		p.pass.ServeHTTP(w, r)
 		return
 	}
@@ -54,7 +56,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &up) && up.passThrough:
 		p.pass.ServeHTTP(w, r) // upstream said no (401, 404…) or already serves schema 1
 		return
-	case errors.Is(err, manifest.ErrNoMatch):
+	case errors.Is(err, pullkit.ErrNoMatch):
 		writeError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", err)
 		return
 	case err != nil:
@@ -86,7 +88,7 @@ func (p *Proxy) rewrite(ctx context.Context, auth, repo, tag string) ([]byte, er
 		return nil, fmt.Errorf("%s:%s: %w", repo, tag, err)
 	}
 	if m.Kind == manifest.KindIndex {
-		d, err := manifest.Schema1Target(m)
+		d, err := manifest.Choose(m, platforms.Only(schema1Platform))
 		if err != nil {
 			return nil, fmt.Errorf("%s:%s (%s): %w", repo, tag, m.Digest, err)
 		}
@@ -109,6 +111,26 @@ func (p *Proxy) rewrite(ctx context.Context, auth, repo, tag string) ([]byte, er
 		return nil, fmt.Errorf("%s:%s: %w", repo, tag, err)
 	}
 	return out, nil
+}
+
+// schema1Platform is what a list is served as to a client that only understands schema 1
+// (Pulp and the distribution registry both pick linux/amd64).
+var schema1Platform = platforms.Platform{OS: "linux", Architecture: "amd64"}
+
+// wantsSchema1 reports whether a client that sent these Accept header values must be
+// served schema 1 when it pulls by tag: it names no schema 2, list or OCI type (the
+// registry's rule for clients older than Docker 1.10).
+func wantsSchema1(accept []string) bool {
+	for _, a := range accept {
+		for _, part := range strings.Split(a, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			switch strings.ToLower(strings.TrimSpace(mt)) {
+			case manifest.MediaTypeDockerSchema2, manifest.MediaTypeDockerManifestList, manifest.MediaTypeOCIManifest, manifest.MediaTypeOCIIndex:
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // upstreamError is an upstream answer the proxy does not turn into a rewrite.
@@ -153,7 +175,7 @@ func (p *Proxy) get(ctx context.Context, auth, repo, kind, ident, accept string)
 	}
 	if kind == "blobs" {
 		if got, want := digest.FromBytes(b), digest.Digest(ident); got != want {
-			return nil, "", &manifest.DigestMismatchError{What: "config", Want: want, Got: got}
+			return nil, "", &pullkit.DigestMismatchError{What: "config", Want: want, Got: got}
 		}
 	}
 	return b, resp.Header.Get("Content-Type"), nil

@@ -16,6 +16,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit/internal/regtest"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 )
 
 const schema1Only = manifest.MediaTypeDockerSchema1Signed + ", " + manifest.MediaTypeDockerSchema1
@@ -133,7 +134,7 @@ func TestProxy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		amd64, err := manifest.Choose(idx, manifest.Platform{OS: "linux", Architecture: "amd64"})
+		amd64, err := manifest.Choose(idx, platforms.Only(platforms.Platform{OS: "linux", Architecture: "amd64"}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,6 +223,25 @@ func TestManifestPath(t *testing.T) {
 		repo, ref, ok := manifestPath(tt.path)
 		if repo != tt.repo || ref != tt.ref || ok != tt.ok {
 			t.Errorf("manifestPath(%q) = %q %q %v", tt.path, repo, ref, ok)
+		}
+	}
+}
+
+func TestWantsSchema1(t *testing.T) {
+	for _, tt := range []struct {
+		accept []string
+		want   bool
+	}{
+		{nil, true},
+		{[]string{manifest.MediaTypeDockerSchema1Signed}, true},
+		{[]string{"application/json", "*/*"}, true},
+		{[]string{manifest.MediaTypeDockerSchema1Signed + ", " + manifest.MediaTypeDockerSchema2}, false},
+		{[]string{manifest.MediaTypeDockerSchema1Signed, manifest.MediaTypeOCIIndex + "; q=0.5"}, false},
+		{[]string{manifest.MediaTypeDockerManifestList}, false},
+		{[]string{"Application/Vnd.Docker.Distribution.Manifest.V2+JSON"}, false},
+	} {
+		if got := wantsSchema1(tt.accept); got != tt.want {
+			t.Errorf("wantsSchema1(%q) = %v, want %v", tt.accept, got, tt.want)
 		}
 	}
 }
