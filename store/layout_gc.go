@@ -1,0 +1,194 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/pullkit/pullkit"
+)
+
+// tmpExpiry is the age after which GC removes temporary files a crashed process left
+// in .pullkit/ (they live for the few system calls of an index update or a lease's
+// start).
+const tmpExpiry = time.Hour
+
+// GC removes every committed blob that no entry of index.json reaches (named or not:
+// index -> manifests -> config and layers, schema 1's fsLayers) and no live lease
+// holds, then expires partial ingests that no writer holds. A lease whose process died
+// is stale: its file is removed and holds nothing. GC holds the GC lock (which
+// Lease.Add shares) and the index lock throughout, so a digest is either in a lease
+// before it starts or added after it has finished, and no name is written meanwhile.
+//
+// A manifest that manifest.Parse cannot read (an artifact, a schema 1 whose signature
+// fails, a format to come) is searched for anything that looks like a reference
+// instead, and files under blobs/ whose names are not digests are left alone: GC only
+// removes what it has a reason to.
+func (l *Layout) GC(ctx context.Context, opts ...GCOption) (GCResult, error) {
+	const op = "gc"
+	var res GCResult
+	o, err := gcConfig(opts)
+	if err != nil {
+		return res, err
+	}
+	l.st.gc.Lock()
+	defer l.st.gc.Unlock()
+	g, err := lockPath(ctx, filepath.Join(l.dir, StateDir, gcLock), os.O_CREATE, false)
+	if err != nil {
+		return res, &pullkit.Error{Op: op, Err: err}
+	}
+	defer g.Close()
+	unlock, err := l.lockIndex(ctx)
+	if err != nil {
+		return res, &pullkit.Error{Op: op, Err: err}
+	}
+	defer unlock()
+
+	raw, err := os.ReadFile(filepath.Join(l.dir, IndexFile))
+	if err == nil {
+		_, err = parseIndex(raw)
+	}
+	if err != nil {
+		// Without the index, every blob would look unreachable.
+		return res, &pullkit.Error{Op: op, Err: &pullkit.InvalidError{What: "index " + cleanPath(filepath.Join(l.dir, IndexFile)), Reason: "unreadable", Err: err}}
+	}
+	held, stale, err := l.leased()
+	if err != nil {
+		return res, &pullkit.Error{Op: op, Err: err}
+	}
+	res.Leases = stale
+
+	m := newMarker(func(d digest.Digest) ([]byte, error) { return ReadBlob(ctx, l, d, manifestLimit) })
+	refs(raw, func(d digest.Digest, _ bool) { m.walk(d) })
+	for _, d := range held {
+		m.walk(d)
+	}
+	if err := m.run(ctx); err != nil {
+		return res, &pullkit.Error{Op: op, Err: err}
+	}
+
+	var garbage []Info
+	if err := l.Walk(ctx, func(i Info) error {
+		if !m.marked[i.Digest] {
+			garbage = append(garbage, i)
+		}
+		return nil
+	}); err != nil {
+		return res, &pullkit.Error{Op: op, Err: err}
+	}
+	for _, i := range garbage {
+		if err := l.Delete(ctx, i.Digest); err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return res, pullkit.Wrap("", op, "", err)
+		}
+		res.Blobs = append(res.Blobs, i.Digest)
+		res.Bytes += i.Size
+	}
+	sortDigests(res.Blobs)
+
+	if err := l.expireIngests(ctx, o, &res); err != nil {
+		return res, &pullkit.Error{Op: op, Err: err}
+	}
+	l.removeOldTemps()
+	return res, nil
+}
+
+// expireIngests removes the files of ingest/ that no writer holds and that were last
+// written longer ago than the expiry.
+func (l *Layout) expireIngests(ctx context.Context, o gcOptions, res *GCResult) error {
+	dir := filepath.Join(l.dir, IngestDir)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p := filepath.Join(dir, e.Name())
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if !strings.HasSuffix(e.Name(), ".partial") {
+			// Left by something else (an older pullkit's temporary files): by age alone.
+			if fi, err := e.Info(); err == nil && o.expired(fi.ModTime(), now) && os.Remove(p) == nil {
+				res.Ingests++
+				res.IngestBytes += fi.Size()
+			}
+			continue
+		}
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			continue // committed or removed meanwhile
+		}
+		free, err := tryLock(f, false)
+		if free && err == nil && sameFile(f, p) {
+			if fi, err := f.Stat(); err == nil && o.expired(fi.ModTime(), now) && os.Remove(p) == nil {
+				res.Ingests++
+				res.IngestBytes += fi.Size()
+			}
+		}
+		f.Close()
+	}
+	return nil
+}
+
+// removeOldTemps removes temporary files that crashed processes left in .pullkit/.
+func (l *Layout) removeOldTemps() {
+	dir := filepath.Join(l.dir, StateDir)
+	entries, _ := os.ReadDir(dir)
+	now := time.Now()
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !(strings.HasPrefix(e.Name(), "tmp-") || strings.HasPrefix(e.Name(), "probe-")) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) > tmpExpiry {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// Check hashes every committed blob again (through a bounded buffer, honouring ctx) and
+// reports those whose content does not match their name: truncated or damaged on disk.
+// With repair, it removes them, so that a later pull fetches them again.
+func (l *Layout) Check(ctx context.Context, repair bool) (CheckResult, error) {
+	const op = "check"
+	var res CheckResult
+	err := l.Walk(ctx, func(i Info) error {
+		ok, err := l.verify(ctx, i.Digest)
+		if isNotFound(err) {
+			return nil // deleted meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		res.Checked++
+		res.Bytes += i.Size
+		if ok {
+			return nil
+		}
+		res.Damaged = append(res.Damaged, i.Digest)
+		if repair {
+			if err := l.Delete(ctx, i.Digest); err != nil && !isNotFound(err) {
+				return err
+			}
+			res.Removed = append(res.Removed, i.Digest)
+		}
+		return nil
+	})
+	sortDigests(res.Damaged)
+	sortDigests(res.Removed)
+	return res, pullkit.Wrap("", op, "", err)
+}

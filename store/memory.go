@@ -1,0 +1,434 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/manifest"
+)
+
+// Memory is a Store that keeps everything in memory: for tests (it is the store of the
+// test kit), and for engines that stream images elsewhere. It has the semantics of a
+// Layout within one process: one writer per digest (others wait), resumable partial
+// ingests, names, leases and garbage collection. It is safe for concurrent use.
+type Memory struct {
+	writers slots        // one open writer per digest
+	gc      sync.RWMutex // Lease.Add (read) against GC (write)
+
+	mu      sync.Mutex
+	blobs   map[digest.Digest]memBlob
+	ingests map[digest.Digest]memIngest // what closed writers left
+	images  map[string]Image
+	leases  map[*memLease]struct{}
+}
+
+type memBlob struct {
+	data      []byte
+	committed time.Time
+}
+
+type memIngest struct {
+	data    []byte
+	updated time.Time
+}
+
+// NewMemory returns an empty memory store.
+func NewMemory() *Memory {
+	return &Memory{
+		blobs:   map[digest.Digest]memBlob{},
+		ingests: map[digest.Digest]memIngest{},
+		images:  map[string]Image{},
+		leases:  map[*memLease]struct{}{},
+	}
+}
+
+var (
+	_ Store     = (*Memory)(nil)
+	_ Collector = (*Memory)(nil)
+	_ Store     = (*Layout)(nil)
+	_ Collector = (*Layout)(nil)
+)
+
+// Info describes blob d.
+func (m *Memory) Info(ctx context.Context, d digest.Digest) (Info, error) {
+	if err := checkDigest("stat blob", d); err != nil {
+		return Info{}, err
+	}
+	m.mu.Lock()
+	b, ok := m.blobs[d]
+	m.mu.Unlock()
+	if !ok {
+		return Info{}, blobErr("stat blob", d, pullkit.ErrNotFound)
+	}
+	return Info{Digest: d, Size: int64(len(b.data)), Committed: b.committed}, nil
+}
+
+// ReaderAt opens blob d for reading.
+func (m *Memory) ReaderAt(ctx context.Context, d digest.Digest) (ReaderAt, error) {
+	if err := checkDigest("open blob", d); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	b, ok := m.blobs[d]
+	m.mu.Unlock()
+	if !ok {
+		return nil, blobErr("open blob", d, pullkit.ErrNotFound)
+	}
+	return memReader{bytes.NewReader(b.data)}, nil
+}
+
+type memReader struct{ *bytes.Reader }
+
+func (memReader) Close() error { return nil }
+
+// Walk calls fn for every committed blob, over a snapshot taken when it starts.
+func (m *Memory) Walk(ctx context.Context, fn func(Info) error) error {
+	m.mu.Lock()
+	infos := make([]Info, 0, len(m.blobs))
+	for d, b := range m.blobs {
+		infos = append(infos, Info{Digest: d, Size: int64(len(b.data)), Committed: b.committed})
+	}
+	m.mu.Unlock()
+	for _, i := range infos {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete removes blob d.
+func (m *Memory) Delete(ctx context.Context, d digest.Digest) error {
+	if err := checkDigest("delete blob", d); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.blobs[d]; !ok {
+		return blobErr("delete blob", d, pullkit.ErrNotFound)
+	}
+	delete(m.blobs, d)
+	return nil
+}
+
+// Writer returns a writer for blob desc, waiting while another writer of the digest is
+// open; see Ingester. A writer closed without committing leaves its bytes for the next
+// writer of the digest, until GC expires them.
+func (m *Memory) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, error) {
+	const op = "open writer"
+	d := desc.Digest
+	if err := checkDigest(op, d); err != nil {
+		return nil, err
+	}
+	release, err := m.writers.acquire(ctx, d)
+	if err != nil {
+		return nil, blobErr(op, d, err)
+	}
+	m.mu.Lock()
+	_, done := m.blobs[d]
+	in, resumed := m.ingests[d]
+	delete(m.ingests, d)
+	m.mu.Unlock()
+	if done {
+		release()
+		return nil, blobErr(op, d, pullkit.ErrAlreadyExists)
+	}
+	w := &memWriter{m: m, d: d, size: desc.Size, h: d.Algorithm().Digester(), release: release}
+	if resumed && (desc.Size < 0 || int64(len(in.data)) <= desc.Size) {
+		w.data = in.data
+		w.h.Hash().Write(w.data)
+	}
+	return w, nil
+}
+
+// memWriter is a writer of a Memory.
+type memWriter struct {
+	m       *Memory
+	d       digest.Digest
+	size    int64
+	data    []byte
+	h       digest.Digester
+	closed  bool
+	release func()
+}
+
+func (w *memWriter) Write(p []byte) (int, error) {
+	const op = "write blob"
+	if w.closed {
+		return 0, blobErr(op, w.d, errClosed)
+	}
+	if w.size >= 0 && int64(len(w.data)+len(p)) > w.size {
+		return 0, blobErr(op, w.d, &pullkit.SizeMismatchError{What: "blob", Want: w.size, Got: int64(len(w.data) + len(p)), Source: "written"})
+	}
+	w.data = append(w.data, p...)
+	w.h.Hash().Write(p)
+	return len(p), nil
+}
+
+func (w *memWriter) Offset() int64 { return int64(len(w.data)) }
+
+func (w *memWriter) Truncate(n int64) error {
+	const op = "truncate blob"
+	if w.closed {
+		return blobErr(op, w.d, errClosed)
+	}
+	if n < 0 || n > int64(len(w.data)) {
+		return blobErr(op, w.d, &pullkit.InvalidError{What: "truncate", Reason: "offset out of range"})
+	}
+	w.data = w.data[:n]
+	w.h = w.d.Algorithm().Digester()
+	w.h.Hash().Write(w.data)
+	return nil
+}
+
+func (w *memWriter) Commit(ctx context.Context, size int64, expected digest.Digest) error {
+	const op = "commit blob"
+	if w.closed {
+		return blobErr(op, w.d, errClosed)
+	}
+	if expected == "" {
+		expected = w.d
+	}
+	if expected != w.d {
+		w.Close()
+		return blobErr(op, expected, &pullkit.InvalidError{What: "commit", Reason: "the writer is for " + string(w.d)})
+	}
+	if err := ctx.Err(); err != nil {
+		w.Close()
+		return blobErr(op, w.d, err)
+	}
+	n := int64(len(w.data))
+	for _, want := range []int64{size, w.size} {
+		if want >= 0 && n != want {
+			w.finish()
+			return blobErr(op, w.d, &pullkit.SizeMismatchError{What: "blob", Want: want, Got: n, Source: "written"})
+		}
+	}
+	if got := w.h.Digest(); got != w.d {
+		w.finish()
+		return blobErr(op, w.d, &pullkit.DigestMismatchError{What: "blob", Want: w.d, Got: got})
+	}
+	w.m.mu.Lock()
+	if _, ok := w.m.blobs[w.d]; !ok {
+		w.m.blobs[w.d] = memBlob{data: w.data, committed: time.Now()}
+	}
+	w.m.mu.Unlock()
+	w.finish()
+	return nil
+}
+
+func (w *memWriter) Close() error {
+	if w.closed {
+		return nil
+	}
+	if len(w.data) > 0 {
+		w.m.mu.Lock()
+		if _, ok := w.m.blobs[w.d]; !ok {
+			w.m.ingests[w.d] = memIngest{data: w.data, updated: time.Now()}
+		}
+		w.m.mu.Unlock()
+	}
+	w.finish()
+	return nil
+}
+
+// finish releases the writer; what it holds is dropped.
+func (w *memWriter) finish() {
+	w.closed = true
+	w.data = nil
+	w.release()
+}
+
+// PutImage names img.Target img.Name, replacing that name's entry.
+func (m *Memory) PutImage(ctx context.Context, img Image) error {
+	const op = "put image"
+	if err := checkName(op, img.Name); err != nil {
+		return err
+	}
+	if err := checkDigest(op, img.Target.Digest); err != nil {
+		return nameErr(op, img.Name, err)
+	}
+	t := namedEntry(img)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.blobs[t.Digest]; !ok {
+		return nameErr(op, img.Name, blobErr("", t.Digest, pullkit.ErrNotFound))
+	}
+	m.images[img.Name] = Image{Name: img.Name, Target: t}
+	return nil
+}
+
+// Image returns the entry for name.
+func (m *Memory) Image(ctx context.Context, name string) (Image, error) {
+	m.mu.Lock()
+	img, ok := m.images[name]
+	m.mu.Unlock()
+	if !ok {
+		return Image{}, nameErr("look up image", name, pullkit.ErrNotFound)
+	}
+	return copyImage(img), nil
+}
+
+// copyImage returns img with annotations of its own, so that callers cannot change the
+// store's.
+func copyImage(img Image) Image {
+	a := make(map[string]string, len(img.Target.Annotations))
+	for k, v := range img.Target.Annotations {
+		a[k] = v
+	}
+	img.Target.Annotations = a
+	return img
+}
+
+// Images lists every named entry, sorted by name.
+func (m *Memory) Images(ctx context.Context) ([]Image, error) {
+	m.mu.Lock()
+	out := make([]Image, 0, len(m.images))
+	for _, img := range m.images {
+		out = append(out, copyImage(img))
+	}
+	m.mu.Unlock()
+	sortImages(out)
+	return out, nil
+}
+
+// DeleteImage removes name's entry.
+func (m *Memory) DeleteImage(ctx context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.images[name]; !ok {
+		return nameErr("delete image", name, pullkit.ErrNotFound)
+	}
+	delete(m.images, name)
+	return nil
+}
+
+// Lease starts a lease, which lasts until it is released.
+func (m *Memory) Lease(ctx context.Context) (Lease, error) {
+	ls := &memLease{m: m, ds: map[digest.Digest]struct{}{}}
+	m.mu.Lock()
+	m.leases[ls] = struct{}{}
+	m.mu.Unlock()
+	return ls, nil
+}
+
+// memLease is a lease of a Memory; its digests are guarded by the Memory's mu.
+type memLease struct {
+	m        *Memory
+	ds       map[digest.Digest]struct{}
+	released bool
+}
+
+func (ls *memLease) Add(ctx context.Context, ds ...digest.Digest) error {
+	const op = "add to lease"
+	for _, d := range ds {
+		if err := checkDigest(op, d); err != nil {
+			return err
+		}
+	}
+	ls.m.gc.RLock()
+	defer ls.m.gc.RUnlock()
+	ls.m.mu.Lock()
+	defer ls.m.mu.Unlock()
+	if ls.released {
+		return &pullkit.Error{Op: op, Err: &pullkit.InvalidError{What: "lease", Reason: "released"}}
+	}
+	for _, d := range ds {
+		ls.ds[d] = struct{}{}
+	}
+	return nil
+}
+
+func (ls *memLease) Release() error {
+	ls.m.mu.Lock()
+	defer ls.m.mu.Unlock()
+	ls.released = true
+	delete(ls.m.leases, ls)
+	return nil
+}
+
+// GC removes the blobs that no name reaches and no lease holds, and expires partial
+// ingests that no writer holds; see Layout.GC.
+func (m *Memory) GC(ctx context.Context, opts ...GCOption) (GCResult, error) {
+	var res GCResult
+	o, err := gcConfig(opts)
+	if err != nil {
+		return res, err
+	}
+	m.gc.Lock()
+	defer m.gc.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mk := newMarker(func(d digest.Digest) ([]byte, error) {
+		b, ok := m.blobs[d]
+		if !ok {
+			return nil, pullkit.ErrNotFound
+		}
+		if len(b.data) > manifestLimit {
+			return nil, pullkit.ErrTooLarge
+		}
+		return b.data, nil
+	})
+	for _, img := range m.images {
+		mk.walk(img.Target.Digest)
+	}
+	for ls := range m.leases {
+		for d := range ls.ds {
+			mk.walk(d)
+		}
+	}
+	if err := mk.run(ctx); err != nil {
+		return res, &pullkit.Error{Op: "gc", Err: err}
+	}
+	for d, b := range m.blobs {
+		if !mk.marked[d] {
+			delete(m.blobs, d)
+			res.Blobs = append(res.Blobs, d)
+			res.Bytes += int64(len(b.data))
+		}
+	}
+	sortDigests(res.Blobs)
+	now := time.Now()
+	for d, in := range m.ingests {
+		if o.expired(in.updated, now) {
+			delete(m.ingests, d)
+			res.Ingests++
+			res.IngestBytes += int64(len(in.data))
+		}
+	}
+	return res, nil
+}
+
+// Check hashes every blob again and reports (and with repair, removes) those that do
+// not match their digest. Blobs in memory are only damaged by a program that changed
+// the bytes a ReaderAt gave it.
+func (m *Memory) Check(ctx context.Context, repair bool) (CheckResult, error) {
+	var res CheckResult
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for d, b := range m.blobs {
+		if err := ctx.Err(); err != nil {
+			return res, &pullkit.Error{Op: "check", Err: err}
+		}
+		res.Checked++
+		res.Bytes += int64(len(b.data))
+		if d.Algorithm().FromBytes(b.data) != d {
+			res.Damaged = append(res.Damaged, d)
+			if repair {
+				delete(m.blobs, d)
+				res.Removed = append(res.Removed, d)
+			}
+		}
+	}
+	sortDigests(res.Damaged)
+	sortDigests(res.Removed)
+	return res, nil
+}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package store
+
+import (
+	"errors"
+	"os"
+)
+
+var errNoTmpfile = errors.New("unnamed temporary files are not supported on this system")
+
+func openTmpfile(string) (*os.File, error) { return nil, errNoTmpfile }
+
+func linkTmpfile(*os.File, string) error { return errNoTmpfile }
