@@ -27,7 +27,8 @@ const (
 // Lease starts a lease: a file .pullkit/leases/<id> that the lease holds an exclusive
 // flock on until it is released, and that lists the digests added to it. When the
 // process ends without releasing it, the lock goes with the process and the next GC
-// removes the file.
+// removes the file. The lock is held by an open file: a Lease dropped without Release
+// ends when the Go garbage collector reclaims it.
 func (l *Layout) Lease(ctx context.Context) (Lease, error) {
 	const op = "start lease"
 	dir := filepath.Join(l.dir, StateDir, leasesDir)

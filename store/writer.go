@@ -263,11 +263,12 @@ func (w *layoutWriter) stopWriter() {
 	}
 }
 
-// writeAt writes p at off: with O_DIRECT when p is aligned, through the page cache
-// otherwise. A file system that refuses an O_DIRECT write (EINVAL) gets buffered writes
-// from then on.
+// writeAt writes p at off: with O_DIRECT when p is large (inlineMax or more: a small
+// O_DIRECT write waits for the disk for little gain) and aligned, through the page
+// cache otherwise. A file system that refuses an O_DIRECT write (EINVAL) gets buffered
+// writes from then on.
 func (w *layoutWriter) writeAt(p []byte, off int64) error {
-	if w.l.o.direct && !w.noDirect && w.path != "" && isAligned(p, off) {
+	if w.l.o.direct && !w.noDirect && w.path != "" && len(p) >= inlineMax && isAligned(p, off) {
 		if w.dio == nil {
 			if w.l.directOK() {
 				w.dio, _ = openDirect(w.path)
