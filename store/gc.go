@@ -65,6 +65,9 @@ func WithIngestExpiry(d time.Duration) GCOption {
 func gcConfig(opts []GCOption) (gcOptions, error) {
 	o := gcOptions{expiry: DefaultIngestExpiry}
 	for _, opt := range opts {
+		if opt == nil {
+			return o, &pullkit.Error{Op: "gc", Err: &pullkit.InvalidError{What: "gc option", Reason: "nil"}}
+		}
 		if err := opt(&o); err != nil {
 			return o, &pullkit.Error{Op: "gc", Err: err}
 		}

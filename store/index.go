@@ -26,7 +26,7 @@ const (
 	AnnotationImageName = "io.containerd.image.name"
 )
 
-// lockFile is the flock that serialises index updates across processes.
+// indexLock is the file whose flock serialises index updates across processes.
 const indexLock = "index.lock"
 
 func emptyIndex() []byte {
@@ -108,8 +108,8 @@ func decodeEntry(raw json.RawMessage) entry {
 	return e
 }
 
-// names returns the entry's name for listing (the containerd name, which is the full
-// reference, before the OCI one, which may be a bare tag) and whether it carries name.
+// primary returns the entry's name for listing: the containerd name, which is the full
+// reference, before the OCI one, which may be a bare tag.
 func (e entry) primary() string {
 	if n := e.desc.Annotations[AnnotationImageName]; n != "" {
 		return n
@@ -117,6 +117,7 @@ func (e entry) primary() string {
 	return e.desc.Annotations[AnnotationRefName]
 }
 
+// carries reports whether either name annotation of the entry is name.
 func (e entry) carries(name string) bool {
 	return e.desc.Annotations[AnnotationImageName] == name || e.desc.Annotations[AnnotationRefName] == name
 }

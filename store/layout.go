@@ -105,8 +105,11 @@ func WithSync(on bool) LayoutOption {
 func OpenLayout(dir string, opts ...LayoutOption) (*Layout, error) {
 	o := layoutOptions{direct: true}
 	for _, opt := range opts {
+		if opt == nil {
+			return nil, layoutErr(dir, &pullkit.InvalidError{What: "layout option", Reason: "nil"})
+		}
 		if err := opt(&o); err != nil {
-			return nil, err
+			return nil, layoutErr(dir, err)
 		}
 	}
 	abs, err := filepath.Abs(dir)

@@ -13,6 +13,7 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,11 +70,10 @@ const (
 
 // blob returns n pseudo-random bytes, the same for the same seed, and their digest.
 func blob(seed uint64, n int) ([]byte, digest.Digest) {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
+	rand.NewChaCha8(key).Read(b)
 	return b, digest.FromBytes(b)
 }
 
