@@ -3,7 +3,9 @@ package pullkit
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -238,3 +240,83 @@ func (e *UnsupportedError) Error() string {
 
 // Unwrap returns ErrUnsupported.
 func (e *UnsupportedError) Unwrap() error { return ErrUnsupported }
+
+// HTTPError reports a registry's answer that was not the one expected: the status, the
+// registry's own error codes and message, and what a program needs to act on it.
+type HTTPError struct {
+	// Method and URL are the request's (the URL without credentials or query).
+	Method, URL string
+	// StatusCode is the response status.
+	StatusCode int
+	// Codes are the registry's error codes, e.g. "NAME_UNKNOWN" (no such repository) or
+	// "MANIFEST_UNKNOWN" (no such tag or manifest).
+	Codes []string
+	// Message is the registry's first error message, or a short prefix of the body (never
+	// a token server's body), escaped for printing.
+	Message string
+	// Expected says what the request was for, e.g. "manifest for tag latest".
+	Expected string
+	// RetryAfter is, for a 429, how long the registry asked the client to wait (0 when
+	// it did not say).
+	RetryAfter time.Duration
+	// CredentialsSent says, for a 401 or 403, whether the request carried credentials:
+	// false means none were found for the registry, true that they were refused.
+	CredentialsSent bool
+}
+
+func (e *HTTPError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s: %d %s", e.Method, text.Clean(e.URL, 300), e.StatusCode, http.StatusText(e.StatusCode))
+	if len(e.Codes) > 0 {
+		b.WriteString(" (")
+		b.WriteString(text.Clean(strings.Join(e.Codes, ", "), 200))
+		b.WriteString(")")
+	}
+	if e.Message != "" {
+		b.WriteString(": ")
+		b.WriteString(text.Clean(e.Message, 300))
+	}
+	switch {
+	case e.StatusCode == http.StatusUnauthorized && !e.CredentialsSent:
+		b.WriteString("; no credentials were sent (none found for this registry)")
+	case e.StatusCode == http.StatusUnauthorized || (e.StatusCode == http.StatusForbidden && e.CredentialsSent):
+		b.WriteString("; the credentials sent were refused")
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, "; Retry-After %v", e.RetryAfter)
+	}
+	if e.Expected != "" {
+		b.WriteString("; expected ")
+		b.WriteString(e.Expected)
+	}
+	return text.OneLine(b.String())
+}
+
+// Unwrap returns the sentinel for the status: ErrNotFound (404), ErrUnauthorized (401),
+// ErrDenied (403), ErrTooManyRequests (429), ErrUnsupported (405, 501), ErrUnreachable
+// (other 5xx), ErrInvalid (anything else).
+func (e *HTTPError) Unwrap() error {
+	switch s := e.StatusCode; {
+	case s == http.StatusNotFound:
+		return ErrNotFound
+	case s == http.StatusUnauthorized:
+		return ErrUnauthorized
+	case s == http.StatusForbidden:
+		return ErrDenied
+	case s == http.StatusTooManyRequests:
+		return ErrTooManyRequests
+	case s == http.StatusMethodNotAllowed || s == http.StatusNotImplemented:
+		return ErrUnsupported
+	case s >= 500:
+		return ErrUnreachable
+	}
+	return ErrInvalid
+}
+
+// Code returns the registry's first error code, or "".
+func (e *HTTPError) Code() string {
+	if len(e.Codes) == 0 {
+		return ""
+	}
+	return e.Codes[0]
+}

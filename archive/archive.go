@@ -25,7 +25,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -36,23 +35,13 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
-	"github.com/pullkit/pullkit/layers"
-	"github.com/pullkit/pullkit/manifest"
 )
 
-// Sentinel errors; errors from this package wrap one of them, or pullkit.ErrInvalid for a
-// config that does not parse, or pullkit.ErrDigestMismatch for a layer whose content is
-// not the diffID the config names.
-var (
-	// ErrInvalidImage: the DockerImage is inconsistent (no layers, a layer count that is
-	// not the config's, a diffID that is not the config's, a bad tag, a nil opener).
-	ErrInvalidImage = errors.New("invalid image for docker-archive")
-	// ErrSizeMismatch: a layer's uncompressed content is not the size it was said to be.
-	ErrSizeMismatch = errors.New("layer size mismatch")
-	// ErrDecompress: a layer blob could not be decompressed (it is layers.ErrDecompress,
-	// whose decompressor this package uses).
-	ErrDecompress = layers.ErrDecompress
-)
+// Errors of this package wrap the module's sentinels: pullkit.ErrInvalid for an
+// inconsistent DockerImage, a config that does not parse or a layer that does not
+// decompress; pullkit.ErrSizeMismatch for a layer whose content is not the size it was
+// said to be; pullkit.ErrDigestMismatch for a layer whose content is not the diffID the
+// config names.
 
 // DockerImage is what WriteDockerArchive needs to write one image.
 type DockerImage struct {
@@ -112,14 +101,11 @@ type entry struct {
 func WriteDockerArchive(w io.Writer, img DockerImage) error {
 	cfgDigest := digest.FromBytes(img.Config)
 	fail := func(format string, args ...any) error {
-		return fmt.Errorf("docker-archive of config %s: %s: %w", cfgDigest, fmt.Sprintf(format, args...), ErrInvalidImage)
+		return fmt.Errorf("docker-archive of config %s: %s: %w", cfgDigest, fmt.Sprintf(format, args...), pullkit.ErrInvalid)
 	}
-	legacy, err := manifest.V1Layers(img.Config)
+	legacy, err := V1Layers(img.Config)
 	if err != nil {
 		return fmt.Errorf("docker-archive: %w", err)
-	}
-	if len(legacy) == 0 {
-		return fail("config has no layers (docker cannot save an image without layers)")
 	}
 	if len(img.Layers) != len(legacy) {
 		return fail("%d layers given, config has %d diff_ids", len(img.Layers), len(legacy))
@@ -139,9 +125,13 @@ func WriteDockerArchive(w io.Writer, img DockerImage) error {
 	if err != nil {
 		return fmt.Errorf("docker-archive of config %s: %w", cfgDigest, err)
 	}
-	top := legacy[len(legacy)-1].ID.Encoded()
-	for _, t := range tags {
-		repos[t.repo][t.tag] = top
+	if len(legacy) > 0 {
+		top := legacy[len(legacy)-1].ID.Encoded()
+		for _, t := range tags {
+			repos[t.repo][t.tag] = top
+		}
+	} else {
+		repos = nil // no layer, so no v1 id for a tag to name; manifest.json still names them
 	}
 	mtime := createdTime(img.Config)
 
@@ -150,7 +140,7 @@ func WriteDockerArchive(w io.Writer, img DockerImage) error {
 	entries = append(entries, entry{cfgName, func(tw *tar.Writer) error {
 		return writeFile(tw, cfgName, mtime, img.Config)
 	}})
-	item := manifestItem{Config: cfgName}
+	item := manifestItem{Config: cfgName, Layers: []string{}}
 	firstPath := map[digest.Digest]string{} // diffID -> first layer.tar holding it
 	for i := range legacy {
 		l, in := legacy[i], img.Layers[i]
@@ -284,13 +274,13 @@ func copyVerified(w io.Writer, l Layer, i int, diffID digest.Digest, size int64)
 	} else {
 		n, err = io.CopyN(w, src, size)
 		if err == io.EOF {
-			return n, fmt.Errorf("layer %d (%s): %w: want %d bytes, content has %d", i, diffID, ErrSizeMismatch, size, n)
+			return n, fmt.Errorf("layer %d (%s): %w: want %d bytes, content has %d", i, diffID, pullkit.ErrSizeMismatch, size, n)
 		}
 		if err == nil {
 			var one [1]byte
 			m, rerr := io.ReadFull(rc, one[:])
 			if m > 0 {
-				return n, fmt.Errorf("layer %d (%s): %w: want %d bytes, content is longer", i, diffID, ErrSizeMismatch, size)
+				return n, fmt.Errorf("layer %d (%s): %w: want %d bytes, content is longer", i, diffID, pullkit.ErrSizeMismatch, size)
 			}
 			if rerr != io.EOF {
 				err = rerr
@@ -319,11 +309,11 @@ func familiarTags(in []string) ([]repoTag, map[string]map[string]string, error) 
 	seen := map[repoTag]bool{}
 	for _, s := range in {
 		if strings.Contains(s, "@") {
-			return nil, nil, fmt.Errorf("repo tag %q is a digest reference, want name:tag: %w", s, ErrInvalidImage)
+			return nil, nil, fmt.Errorf("repo tag %q is a digest reference, want name:tag: %w", s, pullkit.ErrInvalid)
 		}
 		t, err := name.NewTag(s)
 		if err != nil {
-			return nil, nil, fmt.Errorf("repo tag %q, want name:tag: %w: %w", s, ErrInvalidImage, err)
+			return nil, nil, fmt.Errorf("repo tag %q, want name:tag: %w: %w", s, pullkit.ErrInvalid, err)
 		}
 		repo := t.RepositoryStr()
 		if t.RegistryStr() == name.DefaultRegistry {

@@ -18,7 +18,6 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
-	"github.com/pullkit/pullkit/manifest"
 )
 
 const (
@@ -187,7 +186,7 @@ func TestMultiLayer(t *testing.T) {
 		diffIDs = append(diffIDs, digest.FromBytes(l))
 	}
 	cfg := configFor(diffIDs)
-	ids, err := manifest.V1IDs(cfg)
+	ids, err := V1IDs(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,17 +326,16 @@ func TestWriteDockerArchiveErrors(t *testing.T) {
 	}{
 		{"malformed config", DockerImage{Config: []byte(`{"rootfs":`), Layers: []Layer{{Open: opener(l)}}}, nil, pullkit.ErrInvalid, "config sha256:"},
 		{"config docker cannot read", DockerImage{Config: []byte(`{"config":{"Cmd":5},"rootfs":{"diff_ids":["` + string(d) + `"]}}`), Layers: []Layer{{Open: opener(l)}}}, nil, pullkit.ErrInvalid, "Cmd"},
-		{"no layers", DockerImage{Config: configFor(nil)}, nil, ErrInvalidImage, "no layers"},
-		{"too few layers", DockerImage{Config: configFor([]digest.Digest{d, d})}, nil, ErrInvalidImage, "0 layers given, config has 2"},
-		{"nil opener", DockerImage{Config: cfg, Layers: []Layer{{}}}, nil, ErrInvalidImage, "no opener"},
-		{"diffID not the config's", DockerImage{Config: cfg, Layers: []Layer{{DiffID: digest.FromBytes(other), Open: opener(l)}}}, nil, ErrInvalidImage, "config says " + string(d)},
-		{"negative size", DockerImage{Config: cfg, Layers: []Layer{{Size: -1, Open: opener(l)}}}, nil, ErrInvalidImage, "negative size"},
-		{"digest reference", DockerImage{RepoTags: []string{"busybox@" + string(d)}, Config: cfg, Layers: []Layer{{Open: opener(l)}}}, nil, ErrInvalidImage, "digest reference"},
-		{"bad tag", DockerImage{RepoTags: []string{"Upper/Case:x"}, Config: cfg, Layers: []Layer{{Open: opener(l)}}}, nil, ErrInvalidImage, `"Upper/Case:x"`},
+		{"too few layers", DockerImage{Config: configFor([]digest.Digest{d, d})}, nil, pullkit.ErrInvalid, "0 layers given, config has 2"},
+		{"nil opener", DockerImage{Config: cfg, Layers: []Layer{{}}}, nil, pullkit.ErrInvalid, "no opener"},
+		{"diffID not the config's", DockerImage{Config: cfg, Layers: []Layer{{DiffID: digest.FromBytes(other), Open: opener(l)}}}, nil, pullkit.ErrInvalid, "config says " + string(d)},
+		{"negative size", DockerImage{Config: cfg, Layers: []Layer{{Size: -1, Open: opener(l)}}}, nil, pullkit.ErrInvalid, "negative size"},
+		{"digest reference", DockerImage{RepoTags: []string{"busybox@" + string(d)}, Config: cfg, Layers: []Layer{{Open: opener(l)}}}, nil, pullkit.ErrInvalid, "digest reference"},
+		{"bad tag", DockerImage{RepoTags: []string{"Upper/Case:x"}, Config: cfg, Layers: []Layer{{Open: opener(l)}}}, nil, pullkit.ErrInvalid, `"Upper/Case:x"`},
 		{"wrong content, size unknown", DockerImage{Config: cfg, Layers: []Layer{{Open: opener(other)}}}, nil, pullkit.ErrDigestMismatch, "want " + string(d)},
 		{"wrong content, size known", DockerImage{Config: cfg, Layers: []Layer{{Size: int64(len(other)), Open: opener(other)}}}, nil, pullkit.ErrDigestMismatch, "want " + string(d)},
-		{"content shorter than size", DockerImage{Config: cfg, Layers: []Layer{{Size: size + 1, Open: opener(l)}}}, nil, ErrSizeMismatch, fmt.Sprintf("want %d bytes, content has %d", size+1, size)},
-		{"content longer than size", DockerImage{Config: cfg, Layers: []Layer{{Size: size - 512, Open: opener(l)}}}, nil, ErrSizeMismatch, "content is longer"},
+		{"content shorter than size", DockerImage{Config: cfg, Layers: []Layer{{Size: size + 1, Open: opener(l)}}}, nil, pullkit.ErrSizeMismatch, fmt.Sprintf("want %d bytes, content has %d", size+1, size)},
+		{"content longer than size", DockerImage{Config: cfg, Layers: []Layer{{Size: size - 512, Open: opener(l)}}}, nil, pullkit.ErrSizeMismatch, "content is longer"},
 		{"opener fails", DockerImage{Config: cfg, Layers: []Layer{{Open: func() (io.ReadCloser, error) { return nil, os.ErrNotExist }}}}, nil, os.ErrNotExist, "open layer 0 (" + string(d) + ")"},
 		{"writer fails", DockerImage{Config: cfg, Layers: []Layer{{Open: opener(l)}}}, &failWriter{n: 600}, nil, "disk full"},
 	}
@@ -409,5 +407,46 @@ func checkSkopeo(t *testing.T, archive []byte, diffIDs []digest.Digest) {
 	idx, err := os.ReadFile(filepath.Join(ociDir, "index.json"))
 	if err != nil || !bytes.Contains(idx, []byte(`"org.opencontainers.image.ref.name":"copied"`)) {
 		t.Errorf("skopeo copy wrote index.json %s (%v)", idx, err)
+	}
+}
+
+// TestNoLayers: an image without layers (FROM scratch with only metadata) is written as
+// docker load and skopeo take it: manifest.json with an empty Layers list, and no
+// repositories file, since no layer has a v1 id for a tag to name.
+func TestNoLayers(t *testing.T) {
+	var buf bytes.Buffer
+	cfg := configFor(nil)
+	if err := WriteDockerArchive(&buf, DockerImage{RepoTags: []string{"empty:v1"}, Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&buf)
+	files := map[string][]byte{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		files[h.Name] = b
+	}
+	if _, ok := files["repositories"]; ok {
+		t.Errorf("repositories written for an image without layers")
+	}
+	var items []struct {
+		Config   string
+		RepoTags []string
+		Layers   []string
+	}
+	if err := json.Unmarshal(files["manifest.json"], &items); err != nil || len(items) != 1 {
+		t.Fatalf("manifest.json %s: %v", files["manifest.json"], err)
+	}
+	if items[0].Layers == nil || len(items[0].Layers) != 0 || !bytes.Contains(files["manifest.json"], []byte(`"Layers":[]`)) {
+		t.Errorf("Layers %v in %s, want []", items[0].Layers, files["manifest.json"])
+	}
+	if !bytes.Equal(files[items[0].Config], cfg) || len(items[0].RepoTags) != 1 {
+		t.Errorf("config or tags wrong: %+v", items[0])
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"io"
 	"strings"
 
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/text"
 	"github.com/pullkit/pullkit/layers"
+	"github.com/pullkit/pullkit/manifest"
 )
 
 // Uncompressed returns the uncompressed content of a layer blob read from r, for a
@@ -17,37 +20,33 @@ import (
 // passed through (see layers.Decompress, which does the decompressing).
 //
 // Closing the result releases the decompressor and closes r when r is an io.Closer.
-// Errors wrap ErrDecompress (and the decoder's error), including those returned by Read
-// for a corrupt stream.
+// Errors wrap pullkit.ErrInvalid (and the decoder's error), including those returned by
+// Read for a corrupt stream.
 func Uncompressed(r io.Reader, mediaType string) (io.ReadCloser, error) {
 	rc, kind, err := layers.Decompress(r)
 	if err != nil {
 		closeIf(r)
 		return nil, fmt.Errorf("media type %q: %w", mediaType, err)
 	}
-	if want := compressionOf(mediaType); want != "" && kind != want {
+	if want := compressionOf(mediaType); want != manifest.Uncompressed && kind != want {
 		rc.Close()
 		closeIf(r)
-		found := kind
-		if found == "" {
-			found = "uncompressed"
-		}
-		return nil, fmt.Errorf("%w: media type %s but the content is %s", ErrDecompress, mediaType, found)
+		return nil, &pullkit.InvalidError{What: "layer", Reason: fmt.Sprintf("media type %s but the content is %s", text.Clean(mediaType, 100), kind)}
 	}
 	return &closeBoth{ReadCloser: rc, r: r}, nil
 }
 
-// compressionOf tells what compression a layer media type names: "gzip", "zstd", or ""
-// for uncompressed, unknown or missing types.
-func compressionOf(mediaType string) string {
+// compressionOf tells what compression a layer media type names (Uncompressed for
+// uncompressed, unknown or missing types).
+func compressionOf(mediaType string) manifest.Compression {
 	mt := strings.ToLower(strings.TrimSpace(strings.SplitN(mediaType, ";", 2)[0]))
 	switch {
 	case strings.HasSuffix(mt, "+gzip"), strings.HasSuffix(mt, ".tar.gzip"):
-		return "gzip"
+		return manifest.Gzip
 	case strings.HasSuffix(mt, "+zstd"), strings.HasSuffix(mt, ".tar.zstd"):
-		return "zstd"
+		return manifest.Zstd
 	}
-	return ""
+	return manifest.Uncompressed
 }
 
 func closeIf(r io.Reader) {

@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
 )
 
@@ -79,8 +80,8 @@ func TestUncompressed(t *testing.T) {
 			src := &closeTracker{Reader: bytes.NewReader(tc.blob)}
 			rc, err := Uncompressed(src, tc.mediaType)
 			if tc.openErr {
-				if !errors.Is(err, ErrDecompress) {
-					t.Fatalf("error %v, want ErrDecompress", err)
+				if !errors.Is(err, pullkit.ErrInvalid) {
+					t.Fatalf("error %v, want pullkit.ErrInvalid", err)
 				}
 				if !src.closed {
 					t.Error("source not closed after a failed open")
@@ -92,8 +93,8 @@ func TestUncompressed(t *testing.T) {
 			}
 			got, err := io.ReadAll(rc)
 			if tc.want == nil {
-				if !errors.Is(err, ErrDecompress) {
-					t.Errorf("read error %v, want ErrDecompress", err)
+				if !errors.Is(err, pullkit.ErrInvalid) {
+					t.Errorf("read error %v, want pullkit.ErrInvalid", err)
 				}
 			} else if err != nil || !bytes.Equal(got, tc.want) {
 				t.Errorf("got %d bytes (%v), want %d", len(got), err, len(tc.want))
@@ -129,7 +130,7 @@ func TestUncompressedIntoArchive(t *testing.T) {
 	}
 }
 
-// FuzzUncompressed: any blob and media type; never a panic, and errors are ErrDecompress
+// FuzzUncompressed: any blob and media type; never a panic, and errors are pullkit.ErrInvalid
 // (or reads finish). Seeded with the fixture layers, compressed both ways.
 func FuzzUncompressed(f *testing.F) {
 	tars, _ := filepath.Glob(filepath.Join("..", "testdata", "docker-archive", "*.tar"))
@@ -145,15 +146,15 @@ func FuzzUncompressed(f *testing.F) {
 	f.Fuzz(func(t *testing.T, blob []byte, mediaType string) {
 		rc, err := Uncompressed(bytes.NewReader(blob), mediaType)
 		if err != nil {
-			if !errors.Is(err, ErrDecompress) {
-				t.Fatalf("open error %v is not ErrDecompress", err)
+			if !errors.Is(err, pullkit.ErrInvalid) {
+				t.Fatalf("open error %v is not pullkit.ErrInvalid", err)
 			}
 			return
 		}
 		defer rc.Close()
 		_, err = io.Copy(io.Discard, io.LimitReader(rc, 64<<20))
-		if err != nil && !errors.Is(err, ErrDecompress) {
-			t.Fatalf("read error %v is not ErrDecompress", err)
+		if err != nil && !errors.Is(err, pullkit.ErrInvalid) {
+			t.Fatalf("read error %v is not pullkit.ErrInvalid", err)
 		}
 	})
 }

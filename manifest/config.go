@@ -6,6 +6,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/dockerv1"
 	"github.com/pullkit/pullkit/platforms"
 )
 
@@ -46,8 +47,8 @@ func (r *RuntimeConfig) UnmarshalJSON(b []byte) error {
 		User         string
 		ExposedPorts map[string]struct{}
 		Env          []string
-		Entrypoint   strSlice
-		Cmd          strSlice
+		Entrypoint   dockerv1.StrSlice
+		Cmd          dockerv1.StrSlice
 		Volumes      map[string]struct{}
 		WorkingDir   string
 		Labels       map[string]string
@@ -184,4 +185,19 @@ func assignDiffIDs(m *Manifest, layers []Layer, diffIDs []digest.Digest) error {
 		j++
 	}
 	return nil
+}
+
+// ChainIDs returns the chain ID of every prefix of diffIDs (base first), as the OCI image
+// spec defines it: the base layer's chain ID is its diffID, and each next one is
+// sha256(parentChainID + " " + diffID) over the digests' string forms.
+func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
+	out := make([]digest.Digest, len(diffIDs))
+	for i, d := range diffIDs {
+		if i == 0 {
+			out[i] = d
+			continue
+		}
+		out[i] = digest.FromString(string(out[i-1]) + " " + string(d))
+	}
+	return out
 }

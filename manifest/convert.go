@@ -320,3 +320,25 @@ func layerTypeFor(layerType, to string) (string, bool) {
 	}
 	return "", false
 }
+
+// NewIndex writes an index of the given media type (an OCI index or a Docker manifest
+// list) listing entries, each with its platform: what a store names when it keeps every
+// platform of an image in another format than the registry served.
+func NewIndex(mediaType string, entries []Descriptor) ([]byte, error) {
+	if mediaType != MediaTypeOCIIndex && mediaType != MediaTypeDockerManifestList {
+		return nil, &pullkit.UnsupportedError{What: mediaType, Reason: "an index is an OCI index or a Docker manifest list"}
+	}
+	out := struct {
+		SchemaVersion int          `json:"schemaVersion"`
+		MediaType     string       `json:"mediaType"`
+		Manifests     []Descriptor `json:"manifests"`
+	}{2, mediaType, []Descriptor{}}
+	for _, e := range entries {
+		if err := checkDescriptor(e, "index entry"); err != nil {
+			return nil, &pullkit.InvalidError{What: mediaType, Reason: err.Error()}
+		}
+		e.Annotations, e.URLs, e.ArtifactType = nil, nil, ""
+		out.Manifests = append(out.Manifests, e)
+	}
+	return json.Marshal(out)
+}

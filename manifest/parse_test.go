@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -409,5 +410,35 @@ func TestRuntimeConfig(t *testing.T) {
 		if !reflect.DeepEqual(c.Runtime, tt.want) {
 			t.Errorf("%s: runtime %+v, want %+v", tt.raw, c.Runtime, tt.want)
 		}
+	}
+}
+
+// TestDocker25SaveManifestJSON reads Docker 25's docker-archive manifest.json
+// (misc/docker25-save-manifest.json): its Config and Layers are blob paths, and they name
+// exactly the config and layer of the OCI manifest the same save wrote.
+func TestDocker25SaveManifestJSON(t *testing.T) {
+	var entries []struct {
+		Config       string
+		RepoTags     []string
+		Layers       []string
+		LayerSources map[digest.Digest]Descriptor
+	}
+	if err := json.Unmarshal(readFixture(t, "misc/docker25-save-manifest.json"), &entries); err != nil || len(entries) != 1 {
+		t.Fatalf("%d entries: %v", len(entries), err)
+	}
+	e := entries[0]
+	m, err := Parse(readFixture(t, "oci-manifest/hello-world-arm64-docker25-save.json"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Config != "blobs/sha256/"+m.Config.Digest.Encoded() || e.RepoTags != nil {
+		t.Errorf("Config %q RepoTags %v; want the manifest's config %s, untagged", e.Config, e.RepoTags, m.Config.Digest)
+	}
+	if len(e.Layers) != 1 || e.Layers[0] != "blobs/sha256/"+m.Layers[0].Digest.Encoded() {
+		t.Errorf("Layers %v; want the manifest's layer %s", e.Layers, m.Layers[0].Digest)
+	}
+	src, ok := e.LayerSources[m.Layers[0].Digest]
+	if !ok || src.MediaType != MediaTypeOCILayer || src.Size != m.Layers[0].Size || src.Digest != m.Layers[0].Digest {
+		t.Errorf("LayerSources %+v; want the uncompressed layer %s of %d bytes", e.LayerSources, m.Layers[0].Digest, m.Layers[0].Size)
 	}
 }

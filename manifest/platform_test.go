@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
@@ -493,29 +492,4 @@ func TestChooseZeroWantIsDefault(t *testing.T) {
 	if runtime.GOARCH == "amd64" && got.Digest != entryFor(t, idx, "linux/amd64") {
 		t.Errorf("amd64 host got %s", got.Digest)
 	}
-}
-
-// fixturePlatforms returns the platform strings of every index fixture's entries (fuzz seeds).
-func fixturePlatforms(t testing.TB) []string {
-	var out []string
-	paths, err := filepath.Glob("../testdata/*/*.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, path := range paths {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idx, err := indexFromJSON(raw)
-		if err != nil {
-			continue
-		}
-		for _, d := range idx.Manifests {
-			if d.Platform != nil {
-				out = append(out, d.Platform.String())
-			}
-		}
-	}
-	return out
 }

@@ -21,6 +21,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/dockerv1"
 	"github.com/pullkit/pullkit/platforms"
 )
 
@@ -152,7 +153,7 @@ type v1Compat struct {
 	Variant         string    `json:"variant"`
 	DockerVersion   string    `json:"docker_version"`
 	ContainerConfig struct {
-		Cmd strSlice `json:"Cmd"`
+		Cmd dockerv1.StrSlice `json:"Cmd"`
 	} `json:"container_config"`
 }
 
@@ -614,7 +615,7 @@ func (s *Schema1) SynthesizeConfig(diffIDs []digest.Digest) ([]byte, error) {
 	newest := s.History[len(s.History)-1]
 	conf := []byte(newest.V1Compatibility)
 	if newest.DockerVersion != "" && dockerVersionLess(newest.DockerVersion, "1.8.3") {
-		var img dockerV1Image
+		var img dockerv1.Image
 		if err := json.Unmarshal(conf, &img); err != nil {
 			return nil, invalid(err, "cannot decode v1Compatibility of docker %s", newest.DockerVersion)
 		}

@@ -61,7 +61,7 @@ func FuzzParseSchema1(f *testing.F) {
 			if !errors.As(err, &ie) && !errors.As(err, &se) {
 				t.Fatalf("untyped error %T: %v", err, err)
 			}
-			if !errors.Is(err, pullkit.ErrInvalid) && !errors.Is(err, pullkit.ErrInvalid) {
+			if !errors.Is(err, pullkit.ErrInvalid) {
 				t.Fatalf("error wraps no sentinel: %v", err)
 			}
 			if m != nil {

@@ -2,210 +2,243 @@ package puller
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	digest "github.com/opencontainers/go-digest"
+
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/text"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
 )
 
-// Resolved is a reference resolved to one image manifest, with nothing but manifests
-// fetched: what the reference named, the manifest chosen for the platform, and the
-// repository to fetch the image's blobs from.
+// maxIndexDepth bounds indexes nested in indexes.
+const maxIndexDepth = 4
+
+// Resolved is a reference resolved to the image manifest for a platform, for services
+// that pin tags to digests. It is a plain value.
 type Resolved struct {
-	// Reference is the reference as the caller gave it.
+	// Reference is the reference as given.
 	Reference string
-	// Name is the parsed reference.
-	Name name.Reference
-	// Top is the manifest the reference named, as served (an index for a list).
-	Top *manifest.Manifest
-	// Chosen is the image manifest chosen (Top itself when Top is an image manifest).
-	Chosen *manifest.Manifest
-	// Descriptor is the index entry Chosen was fetched by, when Top is an index; nil
-	// otherwise.
-	Descriptor *manifest.Descriptor
-	// Repository fetches the image's blobs (it implements the layers package's Fetcher).
-	Repository *Repository
-
-	// config is the config blob Client.Config fetched and verified, kept so that Fetch
-	// stores it instead of downloading it again.
-	config *Config
-	// checkDiffIDs is the client's WithDiffIDCheck.
-	checkDiffIDs bool
+	// Name is the full reference, e.g. "docker.io/library/alpine:3.20": what a store
+	// names the image by.
+	Name string
+	// Repository is the repository, e.g. "docker.io/library/alpine".
+	Repository string
+	// Descriptor describes what the reference named (an index, for a multi-platform
+	// tag), with the digest the registry answers to for it.
+	Descriptor manifest.Descriptor
+	// Manifest describes the image manifest for the platform (Descriptor itself when
+	// the reference named one), with the digest the registry answers to and, when the
+	// index says, its platform.
+	Manifest manifest.Descriptor
 }
 
-// Digest returns the chosen image manifest's digest: the one to pin, and for signed
-// schema 1 the canonical (payload) digest.
-func (r *Resolved) Digest() digest.Digest { return r.Chosen.Digest }
+// Pinned returns the reference that always names this image on its registry, e.g.
+// "docker.io/library/alpine@sha256:…".
+func (r Resolved) Pinned() string { return r.Repository + "@" + r.Manifest.Digest.String() }
 
-// Pinned returns the repository with the chosen manifest's digest, e.g.
-// "index.docker.io/library/alpine@sha256:…": a reference that always names this image.
-func (r *Resolved) Pinned() string {
-	return r.Name.Context().Name() + "@" + r.Chosen.Digest.String()
+// parse reads ref as go-containerregistry does (docker.io and library/ implied).
+func (c *Client) parse(ref string) (name.Reference, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, pullkit.Wrap(ref, "parse reference", "", &pullkit.InvalidError{What: "reference", Reason: text.Clean(ref, 200), Err: err})
+	}
+	return r, nil
 }
 
-// Resolve resolves ref (repo:tag or repo@digest) to the image manifest for the client's
-// platform, downloading manifests only. A tag is resolved with HEAD then GET by digest
-// (or GET by tag when HEAD is refused, checking Docker-Content-Digest); every manifest
-// fetched by digest is verified against it; an index is narrowed with manifest.Choose
-// and the chosen entry fetched by digest and verified.
+// fullName is the name a store gives r: registry/repository:tag or @digest, with Docker
+// Hub as containerd and nerdctl write it ("docker.io/…").
+func fullName(r name.Reference) string {
+	repo := repositoryName(r.Context())
+	switch t := r.(type) {
+	case name.Digest:
+		return repo + "@" + t.DigestStr()
+	case name.Tag:
+		return repo + ":" + t.TagStr()
+	}
+	return repo + ":latest"
+}
+
+func repositoryName(repo name.Repository) string {
+	reg := repo.RegistryStr()
+	if reg == name.DefaultRegistry {
+		reg = "docker.io"
+	}
+	return reg + "/" + repo.RepositoryStr()
+}
+
+// Resolve resolves ref to the image manifest for the platform, in as few requests as
+// the protocol allows: for a tag, a HEAD gives the digest and media type (one request;
+// for an index, a second fetches and verifies it and takes the platform's entry); for a
+// digest, one verified GET. A 429 is waited for as its Retry-After says, never turned
+// into a GET. The manifest of a single image is not fetched, so its config's platform is
+// not checked here (Pull and Inspect check it).
 //
-// With WithMirrors, the registry's mirrors are asked first, in order, and the origin
-// last; the first endpoint that resolves the reference completely wins, and its
-// Repository falls back to the later endpoints for blobs it does not have. When every
-// endpoint fails, the origin's error is returned.
-func (c *Client) Resolve(ctx context.Context, ref string) (*Resolved, error) {
-	r, err := c.ParseReference(ref)
+// With mirrors, they are asked first, in order; when every endpoint fails, the last
+// error is returned.
+func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (Resolved, error) {
+	o, err := callOptions(opts)
 	if err != nil {
-		return nil, &Error{Reference: ref, Op: "parse reference", Err: err}
+		return Resolved{}, err
 	}
-	endpoints, err := c.endpoints(r.Context())
+	r, err := c.parse(ref)
 	if err != nil {
-		return nil, &Error{Reference: ref, Op: "configure mirrors", Err: err}
+		return Resolved{}, err
 	}
-	var lastErr error
-	for i, ep := range endpoints {
-		repo, err := c.repository(ctx, ep)
-		if err != nil {
-			lastErr = &Error{Reference: ref, Op: "authenticate to " + ep.RegistryStr(), Err: err}
-		} else if res, err := c.resolveOn(ctx, ref, r, repo); err != nil {
-			lastErr = err
-		} else {
-			res.Repository = repo.withFallback(endpoints[i+1:])
+	var last error
+	for _, ep := range c.endpoints(r) {
+		res, err := c.resolveOn(ctx, ep, r, o)
+		if err == nil {
+			res.Reference, res.Name, res.Repository = ref, fullName(r), repositoryName(r.Context())
 			return res, nil
 		}
+		last = pullkit.Wrap(ref, "resolve"+ep.via(), "", err)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, lastErr
+	return Resolved{}, last
 }
 
-// resolveOn resolves the parsed reference r on one endpoint.
-func (c *Client) resolveOn(ctx context.Context, ref string, r name.Reference, repo *Repository) (*Resolved, error) {
-	var top *manifest.Manifest
-	var err error
+func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, o *pullOptions) (Resolved, error) {
+	var res Resolved
+	var idx *manifest.Manifest
 	switch r := r.(type) {
 	case name.Digest:
-		want, derr := digest.Parse(r.DigestStr())
-		if derr != nil {
-			return nil, &Error{Reference: ref, Op: "parse reference", Err: fmt.Errorf("%w: digest %q: %s", ErrBadReference, r.DigestStr(), derr.Error())}
+		d, err := digest.Parse(r.DigestStr())
+		if err != nil {
+			return res, &pullkit.InvalidError{What: "reference", Reason: "digest " + text.Clean(r.DigestStr(), 100), Err: err}
 		}
-		if top, err = repo.manifestByDigest(ctx, want); err != nil {
-			return nil, &Error{Reference: ref, Op: "fetch manifest" + repo.via(r.Context()), Digest: want, Err: err}
+		m, err := ep.manifestByDigest(ctx, d)
+		if err != nil {
+			return res, pullkit.Wrap("", "fetch manifest", d, err)
+		}
+		res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(m.Raw))}
+		if m.Kind == manifest.KindIndex {
+			idx = m
 		}
 	default:
-		if top, err = repo.manifestByTag(ctx, r.Identifier()); err != nil {
-			return nil, &Error{Reference: ref, Op: "resolve manifest" + repo.via(r.Context()), Err: err}
+		desc, err := ep.head(ctx, r.Identifier(), fmt.Sprintf("a manifest for tag %q", r.Identifier()))
+		switch {
+		case err != nil && !headRefused(err):
+			return res, err
+		case err != nil || desc.Digest == "" || desc.MediaType == "":
+			// No HEAD, or a HEAD that says too little: one GET by tag.
+			m, d, err := ep.manifestByTag(ctx, r.Identifier())
+			if err != nil {
+				return res, err
+			}
+			res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(m.Raw))}
+			if m.Kind == manifest.KindIndex {
+				idx = m
+			}
+		default:
+			res.Descriptor = desc
+			if isIndexType(desc.MediaType) {
+				m, err := ep.manifestByDigest(ctx, desc.Digest)
+				if err != nil {
+					return res, pullkit.Wrap("", "fetch index", desc.Digest, err)
+				}
+				idx = m
+			}
 		}
 	}
-
-	res := &Resolved{Reference: ref, Name: r, Top: top, Chosen: top, Repository: repo, checkDiffIDs: c.checkDiffIDs}
-	for depth := 0; res.Chosen.Kind == manifest.KindIndex; depth++ {
+	res.Manifest = res.Descriptor
+	for depth := 0; idx != nil; depth++ {
 		if depth >= maxIndexDepth {
-			return nil, &Error{Reference: ref, Op: "choose platform", Digest: res.Chosen.Digest,
-				Err: fmt.Errorf("%w: indexes nested more than %d deep", pullkit.ErrInvalid, maxIndexDepth)}
+			return res, pullkit.Wrap("", "choose platform", idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
 		}
-		d, err := manifest.Choose(res.Chosen, platforms.Only(c.Platform()))
+		d, err := manifest.Choose(idx, o.matcher)
 		if err != nil {
-			// manifest.Choose's error names the index digest already.
-			return nil, &Error{Reference: ref, Op: "choose platform", Err: err}
+			return res, pullkit.Wrap("", "choose platform", "", err)
 		}
-		op := "fetch manifest for " + platformString(d.Platform) + repo.via(r.Context())
-		if d.Size > c.maxManifest {
-			return nil, &Error{Reference: ref, Op: op, Digest: d.Digest,
-				Err: &TooLargeError{What: "manifest", Limit: c.maxManifest, Size: d.Size}}
+		res.Manifest = d
+		if !isIndexType(d.MediaType) {
+			break
 		}
-		m, err := repo.manifestByDigest(ctx, d.Digest)
-		if err != nil {
-			return nil, &Error{Reference: ref, Op: op, Digest: d.Digest, Err: err}
+		if idx, err = ep.manifestByDigest(ctx, d.Digest); err != nil {
+			return res, pullkit.Wrap("", "fetch index", d.Digest, err)
 		}
-		if d.Size > 0 && int64(len(m.Raw)) != d.Size {
-			return nil, &Error{Reference: ref, Op: op, Digest: d.Digest,
-				Err: fmt.Errorf("%w: manifest is %d bytes, the index says %d", ErrProtocol, len(m.Raw), d.Size)}
-		}
-		res.Chosen, res.Descriptor = m, &d
 	}
 	return res, nil
 }
 
-func platformString(p *platforms.Platform) string {
-	if p == nil {
-		return "the index's only entry"
+// headRefused reports whether a failed HEAD is worth a GET: a registry that does not
+// allow it, or says nothing usable; not a verdict on the manifest, a 429 (which the
+// transport waited for as long as the policy allows) or a failure of the connection.
+func headRefused(err error) bool {
+	var he *pullkit.HTTPError
+	if !errors.As(err, &he) {
+		return false
 	}
-	return p.String()
+	switch {
+	case errors.Is(err, pullkit.ErrNotFound), errors.Is(err, pullkit.ErrUnauthorized), errors.Is(err, pullkit.ErrDenied),
+		errors.Is(err, pullkit.ErrTooManyRequests), errors.Is(err, pullkit.ErrUnreachable):
+		return false
+	}
+	return true
 }
 
-// Config is an image's config blob, fetched and verified.
-type Config struct {
-	// Descriptor is the manifest's config descriptor.
-	Descriptor manifest.Descriptor
-	// Raw is the blob as served (its digest is Descriptor.Digest).
-	Raw []byte
-	// Parsed is Raw parsed.
-	Parsed *manifest.ImageConfig
+func isIndexType(mt string) bool {
+	return mt == manifest.MediaTypeOCIIndex || mt == manifest.MediaTypeDockerManifestList
 }
 
-// Config fetches the chosen manifest's config blob through the size cap and verifies
-// its digest and size. A schema 1 manifest has no config blob: Config returns nil and
-// no error (its config is synthesised from v1Compatibility once diffIDs are known).
-func (c *Client) Config(ctx context.Context, r *Resolved) (*Config, error) {
-	if r.Chosen.Config == nil {
-		return nil, nil
-	}
-	desc := *r.Chosen.Config
-	raw, err := r.Repository.fetchDocument(ctx, desc, "config")
-	if err != nil {
-		return nil, &Error{Reference: r.Reference, Op: "fetch config", Digest: desc.Digest, Err: err}
-	}
-	parsed, err := manifest.ParseConfig(raw)
-	if err != nil {
-		return nil, &Error{Reference: r.Reference, Op: "parse config", Digest: desc.Digest, Err: err}
-	}
-	r.config = &Config{Descriptor: desc, Raw: raw, Parsed: parsed}
-	return r.config, nil
+// ResolveResult is the outcome for one reference of ResolveAll.
+type ResolveResult struct {
+	Resolved Resolved
+	// Err is the reference's error (an *pullkit.Error naming it), or nil.
+	Err error
 }
 
-// Image builds the normalised model from r and its config (nil for schema 1).
-func (r *Resolved) Image(cfg *Config) (*manifest.Image, error) {
-	var (
-		desc   *manifest.Descriptor
-		parsed *manifest.ImageConfig
-	)
-	if cfg != nil {
-		desc, parsed = &cfg.Descriptor, cfg.Parsed
-	}
-	img, err := manifest.NewImage(r.Reference, r.Top, r.Chosen, r.Descriptor, desc, parsed)
+// ResolveAll resolves many references at once, with at most WithJobs of them (8 by
+// default) in flight, and returns one result per reference, in order. Each reference
+// succeeds or fails on its own.
+func (c *Client) ResolveAll(ctx context.Context, refs []string, opts ...PullOption) []ResolveResult {
+	out := make([]ResolveResult, len(refs))
+	o, err := callOptions(opts)
 	if err != nil {
-		return nil, &Error{Reference: r.Reference, Op: "build image model", Digest: r.Chosen.Digest, Err: err}
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
 	}
-	return img, nil
+	jobs := 8
+	if o.jobsSet {
+		jobs = o.jobs
+	}
+	sem := make(chan struct{}, jobs)
+	var wg sync.WaitGroup
+	for i, ref := range refs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				out[i].Err = pullkit.Wrap(ref, "resolve", "", ctx.Err())
+				return
+			}
+			defer func() { <-sem }()
+			out[i].Resolved, out[i].Err = c.Resolve(ctx, ref, opts...)
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
-// Pull resolves ref, fetches and verifies the config, and returns the normalised model
-// (layers base first). It downloads no layer: hand the model and
-// Resolved.Repository to the layers package for that.
-func (c *Client) Pull(ctx context.Context, ref string) (*manifest.Image, error) {
-	_, img, err := c.PullResolved(ctx, ref)
-	return img, err
-}
-
-// PullResolved is Pull that also returns the resolution, for callers that go on to
-// fetch the blobs.
-func (c *Client) PullResolved(ctx context.Context, ref string) (*Resolved, *manifest.Image, error) {
-	res, err := c.Resolve(ctx, ref)
-	if err != nil {
-		return nil, nil, err
+// checkPlatform fails an image whose config names another platform than the one the
+// caller asked for, naming both.
+func checkPlatform(o *pullOptions, cfg *manifest.ImageConfig) error {
+	if !o.explicit || cfg == nil || cfg.OS == "" || cfg.Architecture == "" {
+		return nil
 	}
-	cfg, err := c.Config(ctx, res)
-	if err != nil {
-		return nil, nil, err
+	p := cfg.Platform()
+	if o.matcher.Match(p) {
+		return nil
 	}
-	img, err := res.Image(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return res, img, nil
+	return &platforms.NoMatchError{Want: platforms.Describe(o.matcher), Offered: []platforms.Platform{p}}
 }

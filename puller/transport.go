@@ -7,76 +7,373 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/text"
 )
 
-// retryTransport retries idempotent requests (GET and HEAD without a body) when the
-// connection fails or the registry answers 5xx (not 501/505) or 429. Waits grow
-// exponentially with full jitter; a 429's Retry-After (delta-seconds or HTTP-date) is
-// honoured up to maxRetryAfter. Every wait ends early when the request's context does.
-type retryTransport struct {
-	inner         http.RoundTripper
-	attempts      int
-	base          time.Duration
-	maxBackoff    time.Duration
-	maxRetryAfter time.Duration
-	sleep         func(ctx context.Context, d time.Duration) error
-	now           func() time.Time
+// The HTTP stack every request goes through, outermost first: the user agent; retries
+// (retryTransport); authentication (authTransport); the body deadlines (watchTransport);
+// the plain-HTTP and address guards (guardTransport); the base transport, whose dialer
+// refuses loopback and link-local addresses for registries that are not on them, and
+// whose own timeouts bound connecting, the TLS handshake and the wait for response
+// headers.
+
+// Timeouts bounds every phase of every request, so that a registry that stops answering
+// fails the pull instead of hanging it. The defaults let a slow but honest registry
+// through (a 1 GiB layer at 1 MB/s finishes) and fail a stalled one within about a
+// minute, with an error that names the step.
+type Timeouts struct {
+	// Connect bounds a TCP connection's set-up.
+	Connect time.Duration
+	// TLSHandshake bounds the TLS handshake.
+	TLSHandshake time.Duration
+	// ResponseHeader bounds the wait for a response's headers once the request is sent
+	// (1xx responses do not restart it).
+	ResponseHeader time.Duration
+	// Idle is the longest a response body may send nothing.
+	Idle time.Duration
+	// MinRate is the slowest a response body may be, in bytes per second, measured over
+	// every RateWindow; 0 turns the rule off.
+	MinRate int64
+	// RateWindow is the stretch MinRate is measured over.
+	RateWindow time.Duration
 }
 
-// RoundTrip implements http.RoundTripper.
+// DefaultTimeouts are the Timeouts of a client made without WithTimeouts.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{Connect: 30 * time.Second, TLSHandshake: 15 * time.Second, ResponseHeader: 30 * time.Second,
+		Idle: 20 * time.Second, MinRate: 1 << 10, RateWindow: 30 * time.Second}
+}
+
+func (t Timeouts) validate() error {
+	for _, d := range []time.Duration{t.Connect, t.TLSHandshake, t.ResponseHeader, t.Idle, t.RateWindow} {
+		if d <= 0 {
+			return &pullkit.InvalidError{What: "option WithTimeouts", Reason: "every duration must be positive"}
+		}
+	}
+	if t.MinRate < 0 {
+		return &pullkit.InvalidError{What: "option WithTimeouts", Reason: "negative MinRate"}
+	}
+	return nil
+}
+
+// reqInfo travels with a request in its context: who it is for and how to treat it.
+type reqInfo struct {
+	origin   string // the registry's host:port; requests it leads to elsewhere are checked against it
+	repo     string // repository path, for the token scope
+	step     string // what the request is for, named in errors ("manifest", "blob sha256:…")
+	noRetry  bool   // the caller retries (blob bodies)
+	progress func(pullkit.Event)
+	credSent bool // set by authTransport when it sent credentials
+}
+
+type infoKey struct{}
+
+func withInfo(ctx context.Context, ri *reqInfo) context.Context {
+	return context.WithValue(ctx, infoKey{}, ri)
+}
+
+func infoOf(ctx context.Context) *reqInfo {
+	ri, _ := ctx.Value(infoKey{}).(*reqInfo)
+	if ri == nil {
+		return &reqInfo{}
+	}
+	return ri
+}
+
+// maxIdlePerHost is how many idle connections the default transport keeps per registry:
+// as many as a Fetch uses at most by default.
+const maxIdlePerHost = 16
+
+// newBaseTransport is the default transport: a clone of net/http's with the client's
+// timeouts, more idle connections, and a dialer that keeps registries off addresses they
+// have no business sending the puller to.
+func newBaseTransport(t Timeouts) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = maxIdlePerHost
+	tr.TLSHandshakeTimeout = t.TLSHandshake
+	tr.ResponseHeaderTimeout = t.ResponseHeader
+	tr.ExpectContinueTimeout = time.Second
+	tr.Proxy = nil // a proxy would hide where connections go; a WithTransport may set one
+	d := &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		origin := infoOf(ctx).origin
+		var last error
+		for _, ip := range ips {
+			if err := addressAllowed(origin, ip.IP); err != nil {
+				last = err
+				continue
+			}
+			// Dial the address that was checked, not the name again.
+			c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.IP.String(), port))
+			if err == nil {
+				return c, nil
+			}
+			last = err
+		}
+		if last == nil {
+			last = fmt.Errorf("no address for %s", text.Clean(host, 100))
+		}
+		return nil, last
+	}
+	return tr
+}
+
+// addressAllowed refuses loopback, unspecified and link-local addresses (the host's own
+// services, cloud metadata endpoints) for a registry that is not itself on such an
+// address: a registry's redirects and foreign-layer URLs must not reach them.
+func addressAllowed(origin string, ip net.IP) error {
+	if origin == "" || !(ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast()) {
+		return nil
+	}
+	if oip := hostIP(origin); oip != nil && (oip.IsLoopback() == ip.IsLoopback() && (oip.IsLoopback() || oip.IsLinkLocalUnicast())) {
+		return nil
+	}
+	if isLoopbackName(origin) && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: registry %s sent the puller to %s, a loopback or link-local address", pullkit.ErrDenied, text.Clean(origin, 100), ip)
+}
+
+// hostIP returns the IP literal of host[:port], or nil.
+func hostIP(hostport string) net.IP {
+	return net.ParseIP(strings.Trim(hostOnly(hostport), "[]"))
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+// isLoopbackName reports whether host[:port] is this machine by name or address:
+// "localhost" itself, 127.0.0.0/8 or ::1. Other names under .localhost are not trusted
+// to be: DNS decides where they go.
+func isLoopbackName(hostport string) bool {
+	host := strings.ToLower(strings.TrimSuffix(strings.Trim(hostOnly(hostport), "[]"), "."))
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// isPrivateName reports whether host[:port] is an IP literal in a private (RFC 1918, ULA)
+// or loopback range.
+func isPrivateName(hostport string) bool {
+	if isLoopbackName(hostport) {
+		return true
+	}
+	ip := hostIP(hostport)
+	return ip != nil && (ip.IsPrivate() || ip.IsLoopback())
+}
+
+// guardTransport refuses plain HTTP to hosts that are not loopback (unless allowed), and
+// any request to a loopback or link-local IP literal that a registry elsewhere led to.
+type guardTransport struct {
+	inner     http.RoundTripper
+	plainHTTP bool
+}
+
+func (g *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !g.plainHTTP && !isLoopbackName(req.URL.Host) {
+		return nil, fmt.Errorf("%w: plain HTTP to %s (only loopback registries are spoken to over plain HTTP unless that is allowed)", pullkit.ErrDenied, text.Clean(req.URL.Host, 100))
+	}
+	if ip := hostIP(req.URL.Host); ip != nil {
+		if err := addressAllowed(infoOf(req.Context()).origin, ip); err != nil {
+			return nil, err
+		}
+	}
+	return g.inner.RoundTrip(req)
+}
+
+// watchTransport puts the Idle and MinRate rules on every response body: a body that
+// breaks them ends its request with an error naming the step.
+type watchTransport struct {
+	inner http.RoundTripper
+	t     Timeouts
+}
+
+func (w *watchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	resp, err := w.inner.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = newWatchedBody(resp.Body, w.t, cancel, infoOf(req.Context()).step)
+	return resp, nil
+}
+
+// StallError reports a response body that broke the Idle or MinRate rule. It wraps
+// pullkit.ErrUnreachable.
+type StallError struct {
+	// Step names what was being received, e.g. "manifest" or "blob sha256:…".
+	Step string
+	// Reason says which rule it broke.
+	Reason string
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("%s stalled: %s", e.Step, e.Reason)
+}
+
+// Unwrap returns pullkit.ErrUnreachable.
+func (e *StallError) Unwrap() error { return pullkit.ErrUnreachable }
+
+// watchedBody enforces the body rules with a timer that looks at a counter four times
+// per Idle: reads only bump the counter.
+type watchedBody struct {
+	rc     io.ReadCloser
+	t      Timeouts
+	cancel context.CancelCauseFunc
+	step   string
+
+	mu       sync.Mutex
+	n        int64 // bytes read
+	seen     int64 // n at the last look
+	idle     time.Duration
+	winStart time.Time
+	winN     int64
+	timer    *time.Timer
+	err      error
+	done     bool
+}
+
+func newWatchedBody(rc io.ReadCloser, t Timeouts, cancel context.CancelCauseFunc, step string) *watchedBody {
+	if step == "" {
+		step = "response"
+	}
+	b := &watchedBody{rc: rc, t: t, cancel: cancel, step: step, winStart: time.Now()}
+	b.mu.Lock()
+	b.timer = time.AfterFunc(b.tick(), b.look)
+	b.mu.Unlock()
+	return b
+}
+
+func (b *watchedBody) tick() time.Duration { return max(b.t.Idle/4, time.Millisecond) }
+
+func (b *watchedBody) look() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return
+	}
+	now := time.Now()
+	if b.n != b.seen {
+		b.seen, b.idle = b.n, 0
+	} else if b.idle += b.tick(); b.idle >= b.t.Idle {
+		b.stop(&StallError{Step: b.step, Reason: fmt.Sprintf("no data for %v", b.t.Idle)})
+		return
+	}
+	if el := now.Sub(b.winStart); b.t.MinRate > 0 && el >= b.t.RateWindow {
+		if got := b.n - b.winN; got < int64(float64(b.t.MinRate)*el.Seconds()) {
+			b.stop(&StallError{Step: b.step, Reason: fmt.Sprintf("%d bytes in %v, under the minimum of %d bytes/s", got, el.Round(time.Second), b.t.MinRate)})
+			return
+		}
+		b.winStart, b.winN = now, b.n
+	}
+	b.timer.Reset(b.tick())
+}
+
+// stop ends the request with err (under b.mu).
+func (b *watchedBody) stop(err error) {
+	b.err = err
+	b.done = true
+	b.cancel(err)
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.mu.Lock()
+	b.n += int64(n)
+	if err != nil && b.err != nil {
+		err = b.err
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+func (b *watchedBody) Close() error {
+	b.mu.Lock()
+	b.done = true
+	b.timer.Stop()
+	b.mu.Unlock()
+	err := b.rc.Close()
+	b.cancel(nil)
+	return err
+}
+
+// retryTransport retries idempotent requests (GET and HEAD without a body) when the
+// connection fails or the registry answers 5xx (not 501 or 505) or 429, as the retry
+// policy says. A 429's Retry-After is honoured when it is within the policy (reported
+// to the pull's progress as a wait), and ends the request at once when it is longer.
+type retryTransport struct {
+	inner  http.RoundTripper
+	policy pullkit.RetryPolicy
+	sleep  func(ctx context.Context, d time.Duration) error
+	now    func() time.Time
+}
+
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !idempotent(req) || t.attempts <= 1 {
+	ri := infoOf(req.Context())
+	if !idempotent(req) || ri.noRetry || t.policy.Attempts <= 1 {
 		return t.inner.RoundTrip(req)
 	}
 	ctx := req.Context()
 	for attempt := 1; ; attempt++ {
 		resp, err := t.inner.RoundTrip(req.Clone(ctx))
-		if ctx.Err() != nil && err == nil && retryable(context.Background(), resp, nil) {
-			// The caller gave up as a failure answer arrived: report that it gave up,
-			// not an answer it would have retried.
-			resp.Body.Close()
+		if ctx.Err() != nil {
+			if err == nil {
+				resp.Body.Close()
+			}
 			return nil, ctx.Err()
 		}
-		if attempt >= t.attempts || !retryable(ctx, resp, err) {
+		if !retryable(resp, err) {
 			return resp, err
 		}
-		wait := t.backoff(attempt)
-		if resp != nil {
-			if resp.StatusCode == http.StatusTooManyRequests {
-				if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), t.now()); ok {
-					wait = min(d, t.maxRetryAfter)
+		wait := t.policy.Delay(attempt)
+		if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+			if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), t.now()); ok {
+				if d > t.policy.MaxRetryAfter {
+					return resp, nil // the caller reports it, with what the registry asked
 				}
+				wait = d
 			}
+		}
+		if attempt >= t.policy.Attempts {
+			return resp, err
+		}
+		if resp != nil {
 			// Drain a little so the connection can be reused, then drop the body.
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 			resp.Body.Close()
+			if resp.StatusCode == http.StatusTooManyRequests && ri.progress != nil {
+				ri.progress(pullkit.Event{Kind: pullkit.EventWaiting, What: ri.step, Wait: wait,
+					Err: &pullkit.HTTPError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode, RetryAfter: wait}})
+			}
 		}
 		if err := t.sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
-}
-
-// backoff is the wait before retry number attempt (1-based): base·2^(attempt-1),
-// capped, with full jitter in [d/2, d].
-func (t *retryTransport) backoff(attempt int) time.Duration {
-	d := t.base
-	for i := 1; i < attempt && d < t.maxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, t.maxBackoff)
-	if d <= 0 {
-		return 0
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
 }
 
 // idempotent reports whether req may be sent again as is.
@@ -88,10 +385,7 @@ func idempotent(req *http.Request) bool {
 }
 
 // retryable reports whether the outcome of one attempt is worth another.
-func retryable(ctx context.Context, resp *http.Response, err error) bool {
-	if ctx.Err() != nil {
-		return false
-	}
+func retryable(resp *http.Response, err error) bool {
 	if err != nil {
 		return !permanent(err)
 	}
@@ -118,7 +412,7 @@ func permanent(err error) bool {
 		dnsErr      *net.DNSError
 	)
 	switch {
-	case errors.Is(err, ErrInsecure), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, pullkit.ErrDenied), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return true
 	case errors.As(err, &recordErr), errors.As(err, &verifyErr), errors.As(err, &authority),
 		errors.As(err, &hostname), errors.As(err, &invalidCert):
@@ -130,88 +424,44 @@ func permanent(err error) bool {
 }
 
 // parseRetryAfter reads a Retry-After value: delta-seconds or an HTTP-date. Negative
-// or past values mean "now".
+// or past values mean "now"; more than a day counts as a day.
 func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, false
 	}
+	const day = 24 * time.Hour
 	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if secs <= 0 {
 			return 0, true
 		}
-		if secs > int64(24*time.Hour/time.Second) {
-			secs = int64(24 * time.Hour / time.Second)
+		if secs > int64(day/time.Second) {
+			return day, true
 		}
 		return time.Duration(secs) * time.Second, true
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		d := t.Sub(now)
-		if d < 0 {
-			d = 0
-		}
-		return d, true
+		return min(max(t.Sub(now), 0), day), true
 	}
 	return 0, false
-}
-
-// sleepContext waits for d or until ctx is done.
-func sleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return nil
-	}
-}
-
-// plainHTTPGuard refuses plain-HTTP requests except to loopback hosts, unless allowed.
-type plainHTTPGuard struct {
-	inner http.RoundTripper
-	allow bool
-}
-
-// RoundTrip implements http.RoundTripper.
-func (g *plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && !g.allow && !isLoopback(req.URL.Host) {
-		return nil, fmt.Errorf("%w to %s (only loopback registries are spoken to over plain HTTP; use --plain-http to allow it)", ErrInsecure, req.URL.Host)
-	}
-	return g.inner.RoundTrip(req)
-}
-
-// isLoopback reports whether host[:port] names this machine: localhost, *.localhost,
-// 127.0.0.0/8 or ::1.
-func isLoopback(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // maxRedirects bounds a chain of redirects.
 const maxRedirects = 10
 
-// checkRedirect is the http.Client redirect policy: at most maxRedirects hops, and the
-// Authorization header is dropped as soon as a hop leaves the host (host and port) the
-// request was first sent to, so blob storage never sees the registry's credentials.
+// checkRedirect is the http.Client redirect policy: at most maxRedirects hops; the
+// Authorization header dropped as soon as a hop leaves the host the request was first
+// sent to, so blob storage never sees the registry's credentials; and the same guards
+// as for the first request.
 func checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= maxRedirects {
-		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+		return fmt.Errorf("%w: stopped after %d redirects", pullkit.ErrInvalid, maxRedirects)
 	}
 	if len(via) > 0 && canonicalHost(req.URL) != canonicalHost(via[0].URL) {
 		req.Header.Del("Authorization")
+	}
+	if req.URL.Scheme != "https" && req.URL.Scheme != "http" {
+		return fmt.Errorf("%w: redirect to a %q URL", pullkit.ErrDenied, text.Clean(req.URL.Scheme, 20))
 	}
 	return nil
 }
@@ -228,4 +478,16 @@ func canonicalHost(u *url.URL) string {
 		}
 	}
 	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// redactURL prints u without user info, query or fragment (which may hold tokens).
+func redactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	c.Fragment = ""
+	return text.Clean(c.String(), 300)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/registry"
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
@@ -222,47 +224,46 @@ func (d *demoRegistry) do(method, u, contentType string, body []byte) error {
 }
 
 // runDemo serves the demo images and pulls each one as o asks.
-func runDemo(ctx context.Context, o *options, popts []puller.Option, stdout io.Writer) error {
+func runDemo(ctx context.Context, o *options, popts []puller.Option, call []puller.PullOption, stdout io.Writer) error {
 	d, err := startDemo()
 	if err != nil {
 		return err
 	}
 	defer d.close()
 	note := ""
-	if o.platform == "" && runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
-		popts = append(popts, puller.WithPlatform(platforms.Platform{OS: "linux", Architecture: "amd64"}))
+	want := platforms.Default()
+	if o.platform != "" {
+		want, _ = platforms.Parse(o.platform)
+	} else if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
+		want = platforms.Platform{OS: "linux", Architecture: "amd64"}
+		call = append(call, puller.WithPlatform(want))
 		note = fmt.Sprintf(" (this machine is %s; the demo images are for amd64 and arm64, so linux/amd64 is chosen)", runtime.GOARCH)
 	}
 	// The demo registry needs no credentials; never consult the user's.
-	c := puller.New(append(popts, puller.WithKeychain(authn.NewMultiKeychain()))...)
+	c, err := puller.New(append(popts, puller.WithKeychain(authn.NewMultiKeychain()))...)
+	if err != nil {
+		return err
+	}
 	if !o.json && !o.resolve {
 		fmt.Fprintf(stdout, "pull: no reference given, so this serves testdata's hello-world images in every manifest format\n"+
-			"from go-containerregistry's registry on %s and pulls each one for %s%s.\n", d.host, c.Platform(), note)
+			"from go-containerregistry's registry on %s and pulls each one for %s%s.\n", d.host, want, note)
 	}
 	var imgs []*manifest.Image
 	var failed []string
 	for _, im := range d.images {
 		ref := d.host + "/" + demoRepo + ":" + im.tag
 		if o.resolve {
-			res, err := c.Resolve(ctx, ref)
+			res, err := c.Resolve(ctx, ref, call...)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "%s  %s\n", res.Digest(), ref)
+			fmt.Fprintf(stdout, "%s  %s\n", res.Manifest.Digest, ref)
 			continue
 		}
 		if !o.json {
 			fmt.Fprintf(stdout, "\n== %s: %s\n", im.title, im.note)
 		}
-		res, img, err := c.PullResolved(ctx, ref)
-		if err != nil {
-			if o.json {
-				return err
-			}
-			fmt.Fprintf(stdout, "%s\n  FAILED: %s\n", ref, oneLine(err.Error()))
-			failed = append(failed, im.tag)
-			continue
-		}
+		var img *manifest.Image
 		var written string
 		if o.output != "" {
 			// One OCI layout holds every image; docker-archive writes one tar per image
@@ -274,9 +275,24 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, stdout io.W
 				}
 				path = filepath.Join(o.output, im.tag+".tar")
 			}
-			if written, err = writeOutput(ctx, o, res, img, path); err != nil {
+			img, written, err = writeOutput(ctx, o, c, call, ref, path)
+		} else {
+			img, err = c.Inspect(ctx, ref, call...)
+		}
+		if errors.Is(err, pullkit.ErrNoMatch) && o.platform != "" {
+			// A single-platform image for another platform is refused, as it should be.
+			if !o.json {
+				fmt.Fprintf(stdout, "%s\n  refused, as asked: %s\n", ref, oneLine(err.Error()))
+			}
+			continue
+		}
+		if err != nil {
+			if o.json {
 				return err
 			}
+			fmt.Fprintf(stdout, "%s\n  FAILED: %s\n", ref, oneLine(err.Error()))
+			failed = append(failed, im.tag)
+			continue
 		}
 		if o.json {
 			imgs = append(imgs, img)
@@ -290,7 +306,11 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, stdout io.W
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(imgs)
+		out := make([]jsonImage, len(imgs))
+		for i, img := range imgs {
+			out[i] = jsonModel(img)
+		}
+		return enc.Encode(out)
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("demo: %d of %d pulls failed: %v", len(failed), len(d.images), failed)

@@ -24,7 +24,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit/internal/faultproxy"
 	"github.com/pullkit/pullkit/internal/regtest"
-	"github.com/pullkit/pullkit/layers"
+	"github.com/pullkit/pullkit/store"
 )
 
 // killChildArgs is the environment variable that turns the test binary into the CLI: it
@@ -104,7 +104,7 @@ func TestKillResume(t *testing.T) {
 
 	out := filepath.Join(t.TempDir(), "layout")
 	ref := proxy.Host() + "/big:v1"
-	partial := filepath.Join(out, layers.IngestDir, string(bigDigest.Algorithm())+"-"+bigDigest.Encoded()+".partial")
+	partial := filepath.Join(out, store.IngestDir, string(bigDigest.Algorithm())+"-"+bigDigest.Encoded()+".partial")
 
 	var out1, err1 bytes.Buffer
 	first := pullChild(t, &out1, &err1, "--output", out, ref)
@@ -146,7 +146,7 @@ func TestKillResume(t *testing.T) {
 	if n <= 0 || n > stallAt {
 		t.Fatalf("partial file is %d bytes, want 0 < n <= %d (what the proxy sent)", n, stallAt)
 	}
-	if _, err := os.Stat(filepath.Join(out, layers.BlobsDir, "sha256", bigDigest.Encoded())); err == nil {
+	if _, err := os.Stat(filepath.Join(out, store.BlobsDir, "sha256", bigDigest.Encoded())); err == nil {
 		t.Fatal("the big blob carries its final name after a killed, incomplete transfer")
 	}
 	t.Logf("killed with %d of %d bytes in %s", n, bigSize, filepath.Base(partial))
@@ -174,13 +174,13 @@ func TestKillResume(t *testing.T) {
 	}
 
 	// Everything verifies: each blob hashes to its name, nothing is left in ingest/.
-	blobs, err := os.ReadDir(filepath.Join(out, layers.BlobsDir, "sha256"))
+	blobs, err := os.ReadDir(filepath.Join(out, store.BlobsDir, "sha256"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	found := false
 	for _, e := range blobs {
-		b, err := os.ReadFile(filepath.Join(out, layers.BlobsDir, "sha256", e.Name()))
+		b, err := os.ReadFile(filepath.Join(out, store.BlobsDir, "sha256", e.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +193,7 @@ func TestKillResume(t *testing.T) {
 	if !found {
 		t.Errorf("the big blob %s is not in the layout", bigDigest)
 	}
-	left, err := os.ReadDir(filepath.Join(out, layers.IngestDir))
+	left, err := os.ReadDir(filepath.Join(out, store.IngestDir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,13 @@
 // reference, negotiates and verifies the manifests, picks the platform, verifies the
 // config, and prints the normalised model, or writes the image to disk.
 //
-//	pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N]
+//	pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N]
 //	     [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--json] [--resolve] [--plain-http] REFERENCE
+//	pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)
 //	pull        # no reference: start an in-process registry seeded from testdata, pull each
+//
+// It is a thin shell over the library: puller.Client's Resolve, Inspect and Pull, and
+// store.Layout's names, GC and Check.
 //
 // It exits 0 on success and non-zero with one line on stderr otherwise.
 package main
@@ -19,11 +23,16 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
+	"github.com/pullkit/pullkit/store"
 )
 
 func main() {
@@ -33,6 +42,7 @@ func main() {
 // options are the parsed command line.
 type options struct {
 	platform string
+	all      bool
 	output   string
 	format   string
 	// manifestFormat is the image manifest written into an OCI layout: oci (default),
@@ -45,9 +55,13 @@ type options struct {
 	checkDiffIDs   bool
 	directIO       bool
 	reference      string
+	// Store commands on --output DIR, without a reference.
+	list, gc, check bool
+	deleteName      string
+	ingestExpiry    time.Duration
 	// formatSet and manifestFormatSet record whether the flags were given.
 	formatSet, manifestFormatSet bool
-	// progressOut is where blob progress is drawn: stderr when it is a terminal, else nil.
+	// progressOut is where progress is drawn: stderr when it is a terminal, else nil.
 	progressOut io.Writer
 }
 
@@ -56,7 +70,8 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = "usage: pull [--platform os/arch[/variant]] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--json] [--resolve] [--plain-http] [REFERENCE]"
+const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--json] [--resolve] [--plain-http] [REFERENCE]\n" +
+	"       pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)"
 
 // parseArgs reads the flags; flags may come before or after the reference.
 func parseArgs(args []string) (*options, error) {
@@ -64,15 +79,21 @@ func parseArgs(args []string) (*options, error) {
 	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.platform, "platform", "", "platform to choose from a list or index, os/arch[/variant]")
+	fs.BoolVar(&o.all, "all", false, "with --output, pull every platform of an index and store the index")
 	fs.StringVar(&o.output, "output", "", "write the image to PATH")
 	fs.StringVar(&o.format, "format", "oci", "format of --output: oci or docker-archive")
-	fs.IntVar(&o.jobs, "jobs", 4, "concurrent blob downloads for --output")
+	fs.IntVar(&o.jobs, "jobs", layers.DefaultJobs, "requests in flight at most for --output")
 	fs.StringVar(&o.manifestFormat, "manifest-format", "oci", "image manifest written into an OCI layout: oci, v2s2 or v2s1")
 	fs.BoolVar(&o.json, "json", false, "print the image model as JSON")
 	fs.BoolVar(&o.resolve, "resolve", false, "print the platform manifest's digest; download no blob")
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to a registry that is not on loopback")
 	fs.BoolVar(&o.checkDiffIDs, "check-diffids", false, "with --output, decompress each layer and check it against the config's diff_ids")
 	fs.BoolVar(&o.directIO, "direct-io", true, "with --output, write blobs of 1 MiB and more with O_DIRECT where the file system allows it (false: through the page cache)")
+	fs.BoolVar(&o.list, "list", false, "list the images named in the OCI layout --output DIR")
+	fs.StringVar(&o.deleteName, "delete", "", "remove the name NAME from the OCI layout --output DIR (its blobs stay until --gc)")
+	fs.BoolVar(&o.gc, "gc", false, "remove from the OCI layout --output DIR every blob no name reaches, and stale partial downloads")
+	fs.DurationVar(&o.ingestExpiry, "ingest-expiry", store.DefaultIngestExpiry, "with --gc, how old a partial download must be to be removed")
+	fs.BoolVar(&o.check, "check", false, "re-hash every blob of the OCI layout --output DIR and remove the damaged ones")
 	var refs []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -95,7 +116,17 @@ func parseArgs(args []string) (*options, error) {
 			o.manifestFormatSet = true
 		}
 	})
+	storeCmds := 0
+	for _, on := range []bool{o.list, o.gc, o.check, o.deleteName != ""} {
+		if on {
+			storeCmds++
+		}
+	}
 	switch {
+	case storeCmds > 1:
+		return nil, &usageError{"--list, --delete, --gc and --check are one command each"}
+	case storeCmds == 1 && (o.output == "" || len(refs) > 0 || o.format != "oci"):
+		return nil, &usageError{"--list, --delete, --gc and --check work on an OCI layout: --output DIR, and no reference"}
 	case len(refs) > 1:
 		return nil, &usageError{fmt.Sprintf("one reference expected, got %d: %s", len(refs), strings.Join(refs, " "))}
 	case o.format != "oci" && o.format != "docker-archive":
@@ -112,6 +143,14 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--resolve downloads no blob, so it cannot be combined with --output"}
 	case o.resolve && o.json:
 		return nil, &usageError{"--resolve prints only the digest; drop --json to use it, or --resolve to get the model"}
+	case o.all && o.platform != "":
+		return nil, &usageError{"--all pulls every platform; drop --platform, or --all"}
+	case o.all && (o.output == "" || o.format != "oci"):
+		return nil, &usageError{"--all stores an index, so it needs --output DIR --format oci"}
+	case o.all && o.manifestFormat == "v2s1":
+		return nil, &usageError{"--all stores an index, which schema 1 does not have: drop --manifest-format v2s1"}
+	case o.ingestExpiry < 0:
+		return nil, &usageError{"--ingest-expiry must not be negative"}
 	}
 	if len(refs) == 1 {
 		o.reference = refs[0]
@@ -129,51 +168,66 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
 		o.progressOut = stderr
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	var popts []puller.Option
+	var call []puller.PullOption
 	if o.platform != "" {
 		p, err := platforms.Parse(o.platform)
 		if err != nil {
 			fmt.Fprintln(stderr, "pull: --platform: "+oneLine(err.Error()))
 			return 2
 		}
-		popts = append(popts, puller.WithPlatform(p))
+		call = append(call, puller.WithPlatform(p))
 	}
-	popts = append(popts, puller.WithPlainHTTP(o.plainHTTP), puller.WithDiffIDCheck(o.checkDiffIDs))
+	if o.all {
+		call = append(call, puller.WithAllPlatforms())
+	}
+	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs), puller.WithJobs(o.jobs))
+	copts := []puller.Option{puller.WithPlainHTTP(o.plainHTTP)}
 
-	if o.reference == "" {
-		err = runDemo(ctx, o, popts, stdout)
-	} else {
-		err = pullOne(ctx, o, puller.New(popts...), o.reference, stdout)
+	switch {
+	case o.list || o.gc || o.check || o.deleteName != "":
+		err = storeCommand(ctx, o, stdout)
+	case o.reference == "":
+		err = runDemo(ctx, o, copts, call, stdout)
+	default:
+		var c *puller.Client
+		if c, err = puller.New(copts...); err == nil {
+			err = pullOne(ctx, o, c, call, o.reference, stdout)
+		}
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		msg := oneLine(err.Error())
+		if errors.Is(err, pullkit.ErrDenied) && strings.Contains(msg, "plain HTTP") {
+			msg += " (use --plain-http to allow it)"
+		}
+		fmt.Fprintln(stderr, "pull: "+msg)
 		return 1
 	}
 	return 0
 }
 
 // pullOne pulls ref and prints it as o asks.
-func pullOne(ctx context.Context, o *options, c *puller.Client, ref string, stdout io.Writer) error {
+func pullOne(ctx context.Context, o *options, c *puller.Client, call []puller.PullOption, ref string, stdout io.Writer) error {
 	if o.resolve {
-		res, err := c.Resolve(ctx, ref)
+		res, err := c.Resolve(ctx, ref, call...)
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintln(stdout, res.Digest())
+		_, err = fmt.Fprintln(stdout, res.Manifest.Digest)
 		return err
 	}
-	res, img, err := c.PullResolved(ctx, ref)
+	var img *manifest.Image
+	var written string
+	var err error
+	if o.output != "" {
+		img, written, err = writeOutput(ctx, o, c, call, ref, o.output)
+	} else {
+		img, err = c.Inspect(ctx, ref, call...)
+	}
 	if err != nil {
 		return err
-	}
-	var written string
-	if o.output != "" {
-		if written, err = writeOutput(ctx, o, res, img, o.output); err != nil {
-			return err
-		}
 	}
 	if o.json {
 		enc := json.NewEncoder(stdout)

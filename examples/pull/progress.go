@@ -9,7 +9,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
-	"github.com/pullkit/pullkit/layers"
+	"github.com/pullkit/pullkit"
 )
 
 // isTerminal reports whether f is a character device (a terminal), without a dependency.
@@ -18,8 +18,9 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// progress draws one line per blob on a terminal, redrawing in place at most every
-// interval; it is only used when stderr is a terminal, so pipes and logs stay quiet.
+// progress draws the pull on a terminal: a line with the image's totals, then one line
+// per blob, redrawn in place at most every interval; it is only used when stderr is a
+// terminal, so pipes and logs stay quiet.
 type progress struct {
 	w        io.Writer
 	interval time.Duration
@@ -27,13 +28,17 @@ type progress struct {
 	mu    sync.Mutex
 	order []digest.Digest
 	blobs map[digest.Digest]*blobLine
+	total int64
+	count int
 	drawn int // lines drawn last time, to move the cursor back over them
 	last  time.Time
 }
 
 type blobLine struct {
+	what        string
 	state       string
 	done, total int64
+	final       bool
 }
 
 func newProgress(w io.Writer) *progress {
@@ -41,35 +46,49 @@ func newProgress(w io.Writer) *progress {
 }
 
 // event records e and redraws when due (always on a blob's final event).
-func (p *progress) event(e layers.Event) {
+func (p *progress) event(e pullkit.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if e.Kind == pullkit.EventPlanned {
+		p.total, p.count = e.Total, e.Blobs
+		p.draw()
+		return
+	}
+	if e.Digest == "" || e.What == "manifest" || e.What == "index" {
+		return
+	}
 	b, ok := p.blobs[e.Digest]
 	if !ok {
-		b = &blobLine{total: -1}
+		b = &blobLine{total: -1, what: e.What}
 		p.blobs[e.Digest] = b
 		p.order = append(p.order, e.Digest)
 	}
-	b.done = e.Done
+	if e.Done > b.done || e.Kind == pullkit.EventRetrying {
+		b.done = e.Done
+	}
 	if e.Total >= 0 {
 		b.total = e.Total
 	}
-	final := false
 	switch e.Kind {
-	case layers.EventStarted, layers.EventProgress:
+	case pullkit.EventQueued:
+		b.state = "queued"
+	case pullkit.EventStarted, pullkit.EventProgress:
 		b.state = "downloading"
-	case layers.EventResumed:
-		b.state = "resuming"
-	case layers.EventRestarted:
-		b.state = "restarting"
-	case layers.EventVerified:
-		b.state, final = "verified", true
-	case layers.EventSkipped:
-		b.state, final = "already present", true
-	case layers.EventFailed:
-		b.state, final = "failed", true
+	case pullkit.EventWaiting:
+		b.state = "waiting " + e.Wait.Round(time.Second).String()
+	case pullkit.EventRetrying:
+		b.state = "retrying"
+	case pullkit.EventVerified:
+		b.state, b.final = "verified", true
+		b.done = b.total
+	case pullkit.EventSkipped:
+		b.state, b.final = "already present", true
+	case pullkit.EventFailed:
+		b.state, b.final = "failed", true
+	case pullkit.EventCancelled:
+		b.state, b.final = "cancelled", true
 	}
-	if final || time.Since(p.last) >= p.interval {
+	if b.final || e.Kind == pullkit.EventWaiting || time.Since(p.last) >= p.interval {
 		p.draw()
 	}
 }
@@ -87,11 +106,21 @@ func (p *progress) draw() {
 	if p.drawn > 0 {
 		fmt.Fprintf(&sb, "\x1b[%dA", p.drawn) // back to the first line drawn
 	}
+	var done int64
+	finished := 0
 	for _, d := range p.order {
 		b := p.blobs[d]
-		fmt.Fprintf(&sb, "\x1b[2K%s  %-15s %s\n", shortDigest(d), b.state, bar(b.done, b.total))
+		done += b.done
+		if b.final {
+			finished++
+		}
 	}
-	p.drawn = len(p.order)
+	fmt.Fprintf(&sb, "\x1b[2K%d/%d blobs  %s\n", finished, p.count, bar(done, p.total))
+	for _, d := range p.order {
+		b := p.blobs[d]
+		fmt.Fprintf(&sb, "\x1b[2K%s %-6s %-15s %s\n", shortDigest(d), b.what, b.state, bar(b.done, b.total))
+	}
+	p.drawn = len(p.order) + 1
 	_, _ = io.WriteString(p.w, sb.String())
 }
 

@@ -8,7 +8,8 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
-	"github.com/pullkit/pullkit/layers"
+
+	"github.com/pullkit/pullkit"
 )
 
 func TestProgressDraws(t *testing.T) {
@@ -16,25 +17,29 @@ func TestProgressDraws(t *testing.T) {
 	p := newProgress(&out)
 	p.interval = 0 // draw on every event
 	a, b := digest.FromString("a"), digest.FromString("b")
-	p.event(layers.Event{Digest: a, Kind: layers.EventStarted, Total: 1 << 20})
-	p.event(layers.Event{Digest: b, Kind: layers.EventSkipped, Done: 10, Total: 10})
-	p.event(layers.Event{Digest: a, Kind: layers.EventProgress, Done: 1 << 19, Total: 1 << 20})
-	p.event(layers.Event{Digest: a, Kind: layers.EventFailed, Done: 1 << 19, Total: 1 << 20, Err: errors.New("boom")})
+	p.event(pullkit.Event{Kind: pullkit.EventPlanned, Total: 1<<20 + 10, Blobs: 2})
+	p.event(pullkit.Event{Digest: a, What: "layer", Kind: pullkit.EventStarted, Total: 1 << 20})
+	p.event(pullkit.Event{Digest: b, What: "config", Kind: pullkit.EventSkipped, Done: 10, Total: 10})
+	p.event(pullkit.Event{Digest: a, What: "layer", Kind: pullkit.EventWaiting, Wait: 3 * time.Second, Total: 1 << 20})
+	p.event(pullkit.Event{Digest: a, What: "layer", Kind: pullkit.EventProgress, Done: 1 << 19, Total: 1 << 20})
+	p.event(pullkit.Event{Digest: a, What: "layer", Kind: pullkit.EventFailed, Done: 1 << 19, Total: 1 << 20, Err: errors.New("boom")})
 	p.finish()
 	s := out.String()
 	for _, want := range []string{
-		shortDigest(a) + "  downloading", shortDigest(b) + "  already present",
-		"[==========          ] 512.0 KiB / 1.0 MiB", shortDigest(a) + "  failed",
-		"\x1b[2A", // redraws in place over the two blob lines
+		shortDigest(a) + " layer  downloading", shortDigest(b) + " config already present",
+		shortDigest(a) + " layer  waiting 3s",
+		"[==========          ] 512.0 KiB / 1.0 MiB", shortDigest(a) + " layer  failed",
+		"2/2 blobs",
+		"\x1b[3A", // redraws in place over the totals and the two blob lines
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("progress output lacks %q:\n%q", want, s)
 		}
 	}
-	// The last frame has exactly one line per blob.
-	last := s[strings.LastIndex(s, "\x1b[2A")+len("\x1b[2A"):]
-	if n := strings.Count(last, "\n"); n != 2 {
-		t.Errorf("last frame has %d lines, want 2: %q", n, last)
+	// The last frame has the totals and one line per blob.
+	last := s[strings.LastIndex(s, "\x1b[3A")+len("\x1b[3A"):]
+	if n := strings.Count(last, "\n"); n != 3 {
+		t.Errorf("last frame has %d lines, want 3: %q", n, last)
 	}
 }
 
@@ -43,13 +48,14 @@ func TestProgressThrottles(t *testing.T) {
 	p := newProgress(&out)
 	p.interval = time.Hour // nothing but the first and final events can draw
 	d := digest.FromString("x")
-	p.event(layers.Event{Digest: d, Kind: layers.EventStarted, Total: 100})
+	p.event(pullkit.Event{Digest: d, What: "layer", Kind: pullkit.EventStarted, Total: 100})
 	for i := int64(1); i < 100; i++ {
-		p.event(layers.Event{Digest: d, Kind: layers.EventProgress, Done: i, Total: 100})
+		p.event(pullkit.Event{Digest: d, What: "layer", Kind: pullkit.EventProgress, Done: i, Total: 100})
 	}
-	p.event(layers.Event{Digest: d, Kind: layers.EventVerified, Done: 100, Total: 100})
-	// 101 events: the throttle draws the first and the final one only.
-	if frames := strings.Count(out.String(), "\x1b[2K"); frames != 2 || !strings.Contains(out.String(), "verified") {
-		t.Errorf("%d frames for 101 events; output %q", frames, out.String())
+	p.event(pullkit.Event{Digest: d, What: "layer", Kind: pullkit.EventVerified, Done: 100, Total: 100})
+	// 101 events: the throttle draws the first and the final one only, each frame the
+	// totals and the blob.
+	if frames := strings.Count(out.String(), "\x1b[2K"); frames != 4 || !strings.Contains(out.String(), "verified") {
+		t.Errorf("%d lines drawn for 101 events; output %q", frames, out.String())
 	}
 }

@@ -1,4 +1,4 @@
-package manifest
+package archive
 
 import (
 	"archive/tar"
@@ -16,6 +16,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/manifest"
 )
 
 // readSaveTar returns the members of a real `docker save` archive from testdata.
@@ -191,7 +192,7 @@ func TestV1IDsLowerLayers(t *testing.T) {
 	}
 
 	diffIDs := []digest.Digest{digest.FromString("base"), digest.FromString("middle"), "sha256:0b916d257bd406111a3fced53f81b47de9a30f7c7d514a89769b3483aaddca7e"}
-	chain := ChainIDs(diffIDs)
+	chain := manifest.ChainIDs(diffIDs)
 	three := bytes.Replace(config, []byte(`"diff_ids":[`), []byte(`"diff_ids":["`+string(diffIDs[0])+`","`+string(diffIDs[1])+`",`), 1)
 
 	hashHex := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -240,37 +241,6 @@ func TestV1IDsLowerLayers(t *testing.T) {
 	wantTop := strings.Replace(string(topJSON), `"id":"c7b98db321d22702b8dd264fa7d58936951867854969a873d3dd20520eadca8f"`, `"id":"`+want[2]+`","parent":"`+want[1]+`"`, 1)
 	if string(layers[2].JSON) != wantTop {
 		t.Errorf("top layer json:\ngot  %s\nwant %s", layers[2].JSON, wantTop)
-	}
-}
-
-func TestChainIDs(t *testing.T) {
-	a, b, c := digest.FromString("a"), digest.FromString("b"), digest.FromString("c")
-	spec := func(parent, d digest.Digest) digest.Digest {
-		h := sha256.Sum256([]byte(string(parent) + " " + string(d)))
-		return digest.Digest("sha256:" + hex.EncodeToString(h[:]))
-	}
-	ab := spec(a, b)
-	tests := []struct {
-		name string
-		in   []digest.Digest
-		want []digest.Digest
-	}{
-		{"none", nil, []digest.Digest{}},
-		{"one layer is its diffID", []digest.Digest{a}, []digest.Digest{a}},
-		{"two", []digest.Digest{a, b}, []digest.Digest{a, ab}},
-		{"three", []digest.Digest{a, b, c}, []digest.Digest{a, ab, spec(ab, c)}},
-		{"order matters", []digest.Digest{b, a}, []digest.Digest{b, spec(b, a)}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got := ChainIDs(tc.in)
-			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
-				t.Errorf("got %v, want %v", got, tc.want)
-			}
-		})
-	}
-	if ab == spec(b, a) {
-		t.Error("chain of a,b equals chain of b,a")
 	}
 }
 
@@ -326,7 +296,7 @@ func FuzzV1IDs(f *testing.F) {
 			}
 			return
 		}
-		cfg, err := ParseConfig(config)
+		cfg, err := manifest.ParseConfig(config)
 		if err != nil {
 			t.Fatalf("V1Layers accepted a config ParseConfig rejects: %v", err)
 		}
@@ -371,32 +341,11 @@ func TestV1LayersDocker25LegacyJSON(t *testing.T) {
 	}
 }
 
-// TestDocker25SaveManifestJSON reads Docker 25's docker-archive manifest.json
-// (misc/docker25-save-manifest.json): its Config and Layers are blob paths, and they name
-// exactly the config and layer of the OCI manifest the same save wrote.
-func TestDocker25SaveManifestJSON(t *testing.T) {
-	var entries []struct {
-		Config       string
-		RepoTags     []string
-		Layers       []string
-		LayerSources map[digest.Digest]Descriptor
-	}
-	if err := json.Unmarshal(readFixture(t, "misc/docker25-save-manifest.json"), &entries); err != nil || len(entries) != 1 {
-		t.Fatalf("%d entries: %v", len(entries), err)
-	}
-	e := entries[0]
-	m, err := Parse(readFixture(t, "oci-manifest/hello-world-arm64-docker25-save.json"), "")
+func readFixture(t testing.TB, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", rel))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Config != "blobs/sha256/"+m.Config.Digest.Encoded() || e.RepoTags != nil {
-		t.Errorf("Config %q RepoTags %v; want the manifest's config %s, untagged", e.Config, e.RepoTags, m.Config.Digest)
-	}
-	if len(e.Layers) != 1 || e.Layers[0] != "blobs/sha256/"+m.Layers[0].Digest.Encoded() {
-		t.Errorf("Layers %v; want the manifest's layer %s", e.Layers, m.Layers[0].Digest)
-	}
-	src, ok := e.LayerSources[m.Layers[0].Digest]
-	if !ok || src.MediaType != MediaTypeOCILayer || src.Size != m.Layers[0].Size || src.Digest != m.Layers[0].Digest {
-		t.Errorf("LayerSources %+v; want the uncompressed layer %s of %d bytes", e.LayerSources, m.Layers[0].Digest, m.Layers[0].Size)
-	}
+	return b
 }

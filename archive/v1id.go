@@ -1,4 +1,4 @@
-package manifest
+package archive
 
 import (
 	"encoding/json"
@@ -7,13 +7,15 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/dockerv1"
+	"github.com/pullkit/pullkit/manifest"
 )
 
 // v1idConfigDoc is how docker reads an image config: its image.Image embeds V1Image and
 // declares its own "parent", which hides V1Image's, so a config's "parent" never reaches
 // the legacy image.
 type v1idConfigDoc struct {
-	dockerV1Image
+	dockerv1.Image
 	Parent string `json:"parent,omitempty"`
 }
 
@@ -87,9 +89,9 @@ func V1Layers(config []byte) ([]V1Layer, error) {
 	cfgDigest := digest.FromBytes(config)
 	fail := func(reason string, err error) error {
 		return fmt.Errorf("v1 ids of config %s: %w", cfgDigest,
-			&pullkit.InvalidError{What: MediaTypeDockerConfig, Reason: reason, Err: err})
+			&pullkit.InvalidError{What: manifest.MediaTypeDockerConfig, Reason: reason, Err: err})
 	}
-	cfg, err := ParseConfig(config)
+	cfg, err := manifest.ParseConfig(config)
 	if err != nil {
 		return nil, fmt.Errorf("v1 ids of config %s: %w", cfgDigest, err)
 	}
@@ -97,14 +99,14 @@ func V1Layers(config []byte) ([]V1Layer, error) {
 	if err := json.Unmarshal(config, &doc); err != nil {
 		return nil, fail("config does not decode as docker's legacy image", err)
 	}
-	top := doc.dockerV1Image
+	top := doc.Image
 
 	diffIDs := cfg.RootFS.DiffIDs
-	chains := ChainIDs(diffIDs)
+	chains := manifest.ChainIDs(diffIDs)
 	out := make([]V1Layer, len(diffIDs))
 	var parent digest.Digest
 	for i := range diffIDs {
-		img := dockerV1Image{Created: time.Unix(0, 0).UTC()}
+		img := dockerv1.Image{Created: time.Unix(0, 0).UTC()}
 		if i == len(diffIDs)-1 {
 			img = top
 		}
@@ -130,7 +132,7 @@ func V1Layers(config []byte) ([]V1Layer, error) {
 // v1ID hashes one legacy image the way docker's v1.CreateID does: the struct's JSON (id
 // cleared) re-read as a map, plus "layer_id" and, when there is one, "parent", encoded
 // with sorted keys.
-func v1ID(img dockerV1Image, chainID, parent digest.Digest) (digest.Digest, error) {
+func v1ID(img dockerv1.Image, chainID, parent digest.Digest) (digest.Digest, error) {
 	img.ID = ""
 	b, err := json.Marshal(img)
 	if err != nil {
@@ -153,19 +155,4 @@ func v1ID(img dockerV1Image, chainID, parent digest.Digest) (digest.Digest, erro
 		return "", err
 	}
 	return digest.FromBytes(b), nil
-}
-
-// ChainIDs returns the chain ID of every prefix of diffIDs (base first), as the OCI image
-// spec defines it: the base layer's chain ID is its diffID, and each next one is
-// sha256(parentChainID + " " + diffID) over the digests' string forms.
-func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
-	out := make([]digest.Digest, len(diffIDs))
-	for i, d := range diffIDs {
-		if i == 0 {
-			out[i] = d
-			continue
-		}
-		out[i] = digest.FromString(string(out[i-1]) + " " + string(d))
-	}
-	return out
 }

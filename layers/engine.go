@@ -1,0 +1,334 @@
+package layers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/store"
+)
+
+// The engine runs one Fetch: a fixed set of workers (WithJobs of them) takes tasks from
+// it, one request at a time each. A task is either the start of a blob that waits in the
+// queue, or, once the queue is empty, a part split off a large blob whose one stream is
+// what limits it (see controller). A blob under smallBlob bytes (or of unknown size) is
+// received by its worker alone, inline; a larger one gets a transfer (xfer) whose parts
+// receive blocks and whose writer goroutine hands them, in order, to the store.
+
+// smallBlob is the size under which a blob is received inline, in one buffer.
+const smallBlob = 1 << 20
+
+// job is one digest of the call (a digest listed twice is one job).
+type job struct {
+	desc    manifest.Descriptor
+	what    string
+	diff    bool
+	tees    []Tee
+	idx     []int
+	attempt int // starts from scratch so far (digest or size mismatches)
+	res     Result
+}
+
+type engine struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	f      Fetcher
+	s      store.Content
+	o      options
+	pool   *blocks
+	ctl    controller
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	queue  []*job
+	active []*xfer // large transfers in progress
+	left   int     // jobs not finished
+	busy   int     // workers running a task
+	slots  int     // how many workers may run a task (lowered after 429s)
+	err    error   // the first failure
+
+	recv  atomic.Int64 // bytes received, all transfers
+	parts atomic.Int64 // parts receiving, all transfers (for the memory budget)
+}
+
+func (e *engine) partsNow() int64  { return e.parts.Load() }
+func (e *engine) partsAdd(n int64) { e.parts.Add(n) }
+
+func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o options) ([]Result, error) {
+	e := &engine{f: f, s: s, o: o, pool: &blocks{pool: getBufPool(blockSize)}, slots: o.jobs}
+	e.ctx, e.cancel = context.WithCancel(ctx)
+	defer e.cancel()
+	defer e.pool.release()
+	e.cond = sync.NewCond(&e.mu)
+	e.ctl.init()
+
+	byDigest := make(map[digest.Digest]*job, len(blobs))
+	var total int64
+	for i, b := range blobs {
+		j := byDigest[b.Desc.Digest]
+		if j == nil {
+			j = &job{desc: b.Desc, what: what(b)}
+			byDigest[b.Desc.Digest] = j
+			e.queue = append(e.queue, j)
+			total += max(b.Desc.Size, 0)
+		} else if j.desc.Size < 0 && b.Desc.Size >= 0 {
+			j.desc = b.Desc
+		}
+		j.diff = j.diff || b.DiffID
+		if b.Tee != nil {
+			j.tees = append(j.tees, b.Tee)
+		}
+		j.idx = append(j.idx, i)
+	}
+	jobs := append([]*job(nil), e.queue...)
+	e.left = len(jobs)
+	e.emit(pullkit.Event{Kind: pullkit.EventPlanned, Total: total, Blobs: len(jobs)})
+	for _, j := range jobs {
+		e.emit(pullkit.Event{Kind: pullkit.EventQueued, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size})
+	}
+
+	// Wake idle workers when the call is cancelled, and while transfers run, so that they
+	// look at the measurements again.
+	stop := make(chan struct{})
+	go e.tick(stop)
+
+	var wg sync.WaitGroup
+	for range o.jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.work()
+		}()
+	}
+	wg.Wait()
+	close(stop)
+
+	results := make([]Result, len(blobs))
+	for _, j := range jobs {
+		for _, i := range j.idx {
+			r := j.res
+			r.Desc = blobs[i].Desc
+			if r.Desc.Size < 0 {
+				r.Desc.Size = j.res.Desc.Size
+			}
+			if !blobs[i].DiffID {
+				r.DiffID = ""
+			}
+			results[i] = r
+		}
+	}
+	if e.err != nil {
+		return results, e.err
+	}
+	if err := ctx.Err(); err != nil {
+		return results, err
+	}
+	return results, nil
+}
+
+// tick broadcasts to idle workers every controller period and when the call ends.
+func (e *engine) tick(stop chan struct{}) {
+	t := time.NewTicker(tickPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-e.ctx.Done():
+			e.mu.Lock()
+			e.cond.Broadcast()
+			e.mu.Unlock()
+			return
+		case now := <-t.C:
+			e.ctl.sample(now, e.recv.Load())
+			e.mu.Lock()
+			if len(e.active) > 0 {
+				e.cond.Broadcast()
+			}
+			e.mu.Unlock()
+		}
+	}
+}
+
+func (e *engine) emit(ev pullkit.Event) {
+	if e.o.progress != nil {
+		e.o.progress(ev)
+	}
+}
+
+// work runs tasks until none is left.
+func (e *engine) work() {
+	for {
+		task := e.take()
+		if task == nil {
+			return
+		}
+		task()
+		e.mu.Lock()
+		e.busy--
+		e.cond.Broadcast()
+		e.mu.Unlock()
+	}
+}
+
+// take waits for the next task: a queued blob, or a part split off a large one.
+func (e *engine) take() func() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for {
+		if e.err != nil || e.ctx.Err() != nil || e.left == 0 {
+			return nil
+		}
+		if e.busy < e.slots {
+			if len(e.queue) > 0 {
+				j := e.queue[0]
+				e.queue = e.queue[1:]
+				e.busy++
+				return func() { e.start(j) }
+			}
+			if t := e.ctl.split(e); t != nil {
+				e.busy++
+				return t
+			}
+		}
+		e.cond.Wait()
+	}
+}
+
+// fail records the first failure and cancels the call.
+func (e *engine) fail(err error) {
+	e.mu.Lock()
+	if e.err == nil {
+		e.err = err
+		e.cancel()
+	}
+	e.cond.Broadcast()
+	e.mu.Unlock()
+}
+
+// done records a finished job.
+func (e *engine) done(j *job, res Result) {
+	e.mu.Lock()
+	j.res = res
+	e.left--
+	e.cond.Broadcast()
+	e.mu.Unlock()
+}
+
+// again puts a job that must start over back at the head of the queue.
+func (e *engine) again(j *job) {
+	e.mu.Lock()
+	e.queue = append([]*job{j}, e.queue...)
+	e.cond.Broadcast()
+	e.mu.Unlock()
+}
+
+// blobErr names the blob in err.
+func blobErr(j *job, op string, err error) error {
+	return pullkit.Wrap("", op+" "+j.what, j.desc.Digest, err)
+}
+
+// start begins a job: it skips a blob the store has, waits for another writer of it,
+// and otherwise receives it (inline, or as the first part of a transfer).
+func (e *engine) start(j *job) {
+	ctx := e.ctx
+	d := j.desc.Digest
+	if j.desc.Size > e.o.maxSize {
+		e.failJob(j, blobErr(j, "fetch", &pullkit.TooLargeError{What: j.what, Limit: e.o.maxSize, Size: j.desc.Size}))
+		return
+	}
+	if res, ok, err := e.present(ctx, j); err != nil || ok {
+		if err != nil {
+			e.failJob(j, err)
+			return
+		}
+		e.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: j.what, Digest: d, Done: res.Desc.Size, Total: res.Desc.Size})
+		e.done(j, res)
+		return
+	}
+	w, err := e.s.Writer(ctx, j.desc)
+	if errors.Is(err, pullkit.ErrAlreadyExists) {
+		// Another transfer stored it while this one waited for its writer.
+		res, ok, err := e.present(ctx, j)
+		if err == nil && !ok {
+			err = blobErr(j, "store", fmt.Errorf("%w: the store reported it present, then did not have it", pullkit.ErrNotFound))
+		}
+		if err != nil {
+			e.failJob(j, err)
+			return
+		}
+		e.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: j.what, Digest: d, Done: res.Desc.Size, Total: res.Desc.Size})
+		e.done(j, res)
+		return
+	}
+	if err != nil {
+		e.failJob(j, blobErr(j, "store", err))
+		return
+	}
+	if j.desc.Size >= 0 && w.Offset() > j.desc.Size {
+		if err := w.Truncate(0); err != nil {
+			w.Close()
+			e.failJob(j, blobErr(j, "store", err))
+			return
+		}
+	}
+	if j.desc.Size < 0 || j.desc.Size < smallBlob {
+		e.inline(ctx, j, w)
+		return
+	}
+	x := e.newXfer(j, w)
+	if x == nil {
+		return
+	}
+	x.parts[0].run(x.ctx)
+}
+
+// present reports whether the store holds the job's blob (whole: one whose size is not
+// the descriptor's is removed as damaged), with its Result.
+func (e *engine) present(ctx context.Context, j *job) (Result, bool, error) {
+	info, err := e.s.Info(ctx, j.desc.Digest)
+	if errors.Is(err, pullkit.ErrNotFound) {
+		return Result{}, false, nil
+	}
+	if err != nil {
+		return Result{}, false, blobErr(j, "store", err)
+	}
+	if j.desc.Size >= 0 && info.Size != j.desc.Size {
+		// Damaged under its name (truncated on disk, say): remove it and fetch it again.
+		if err := e.s.Delete(ctx, j.desc.Digest); err != nil && !errors.Is(err, pullkit.ErrNotFound) {
+			return Result{}, false, blobErr(j, "store", err)
+		}
+		return Result{}, false, nil
+	}
+	res := Result{Desc: j.desc}
+	res.Desc.Size = info.Size
+	if j.diff || len(j.tees) > 0 {
+		ra, err := e.s.ReaderAt(ctx, j.desc.Digest)
+		if err != nil {
+			return Result{}, false, blobErr(j, "read", err)
+		}
+		res.DiffID, err = replay(ctx, j, ra)
+		ra.Close()
+		if err != nil {
+			return Result{}, false, err
+		}
+	}
+	return res, true, nil
+}
+
+// failJob fails the whole call for j.
+func (e *engine) failJob(j *job, err error) {
+	kind := pullkit.EventFailed
+	if e.ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		kind = pullkit.EventCancelled
+	}
+	e.emit(pullkit.Event{Kind: kind, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	e.fail(err)
+}

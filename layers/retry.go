@@ -1,0 +1,64 @@
+package layers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/pullkit/pullkit"
+)
+
+// tries counts a part's or a blob's attempts in a row that moved nothing, and waits
+// between them, as the retry policy says.
+type tries struct{ none int }
+
+// failed decides what follows an attempt that received n bytes and ended with err: nil
+// to try again (after the wait it has done), or the error that ends the blob.
+func (t *tries) failed(e *engine, j *job, ctx context.Context, n int64, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if !retryable(err) {
+		return blobErr(j, "fetch", err)
+	}
+	if n > 0 {
+		t.none = 0
+	} else {
+		t.none++
+	}
+	if t.none >= e.o.retry.Attempts {
+		return blobErr(j, "fetch", fmt.Errorf("gave up after %d attempts in a row without progress: %w", t.none, err))
+	}
+	wait := e.o.retry.Delay(t.none)
+	if n > 0 {
+		wait = 0 // it was moving: go on at once
+	}
+	var he *pullkit.HTTPError
+	if errors.As(err, &he) && he.RetryAfter > 0 {
+		if he.RetryAfter > e.o.retry.MaxRetryAfter {
+			return blobErr(j, "fetch", err)
+		}
+		wait = he.RetryAfter
+	}
+	if wait > 0 {
+		e.emit(pullkit.Event{Kind: pullkit.EventWaiting, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Wait: wait, Err: err})
+	}
+	e.emit(pullkit.Event{Kind: pullkit.EventRetrying, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	return pullkit.Sleep(ctx, wait)
+}
+
+// retryable reports whether another attempt may cure err: broken connections, stalls,
+// 5xx and 429 may pass; a verdict on the blob or the request may not.
+func retryable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	for _, final := range []error{pullkit.ErrNotFound, pullkit.ErrUnauthorized, pullkit.ErrDenied,
+		pullkit.ErrInvalid, pullkit.ErrUnsupported, pullkit.ErrTooLarge, pullkit.ErrNoMatch,
+		pullkit.ErrSizeMismatch, pullkit.ErrDigestMismatch} {
+		if errors.Is(err, final) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,406 @@
+package puller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/text"
+)
+
+// authTransport authenticates requests to registries. It does not ping /v2/ first: a
+// request goes out with what the client already knows of its registry (no credentials,
+// basic credentials, or a cached token for the repository's pull scope), and a 401's
+// challenge teaches it the rest: the scheme, and for bearer the realm and service, after
+// which the token is fetched and the request sent once more. What it learns is kept for
+// the client's life, per registry and, for tokens, per scope (refreshed on expiry or on a
+// 401), so a pull costs no round trip for authentication beyond the first.
+type authTransport struct {
+	inner    http.RoundTripper
+	tokens   http.RoundTripper // for token requests (retried, guarded, watched)
+	keychain authn.Keychain
+	plain    bool
+
+	mu   sync.Mutex
+	regs map[string]*regAuth
+}
+
+// regAuth is what the client knows of one registry's authentication.
+type regAuth struct {
+	host string
+
+	credOnce sync.Once
+	cred     authn.AuthConfig
+	credErr  error
+
+	mu      sync.Mutex
+	scheme  string // "", "basic" or "bearer"
+	realm   string
+	service string
+	tokens  map[string]token // by scope
+	group   singleflight.Group
+}
+
+type token struct {
+	value   string
+	expires time.Time
+}
+
+func (a *authTransport) reg(host string) *regAuth {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.regs[host]
+	if r == nil {
+		r = &regAuth{host: host, tokens: map[string]token{}}
+		a.regs[host] = r
+	}
+	return r
+}
+
+// credentials resolves the registry's credentials once.
+func (a *authTransport) credentials(ctx context.Context, r *regAuth) (authn.AuthConfig, error) {
+	r.credOnce.Do(func() {
+		reg, err := name.NewRegistry(r.host, name.WeakValidation)
+		if err != nil {
+			r.credErr = err
+			return
+		}
+		auth, err := authn.Resolve(ctx, a.keychain, reg)
+		if err != nil {
+			r.credErr = err
+			return
+		}
+		cfg, err := authn.Authorization(ctx, auth)
+		if err != nil {
+			r.credErr = err
+			return
+		}
+		r.cred = *cfg
+	})
+	return r.cred, r.credErr
+}
+
+func hasCredentials(c authn.AuthConfig) bool {
+	return c.Username != "" || c.Password != "" || c.Auth != "" || c.IdentityToken != "" || c.RegistryToken != ""
+}
+
+func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ri := infoOf(req.Context())
+	if ri.origin == "" || !strings.EqualFold(req.URL.Host, ri.origin) {
+		return a.inner.RoundTrip(req) // not a registry request (a redirect, a foreign URL)
+	}
+	r := a.reg(ri.origin)
+	scope := "repository:" + ri.repo + ":pull"
+	cred, err := a.credentials(req.Context(), r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read credentials for %s: %s", pullkit.ErrUnauthorized, text.Clean(r.host, 100), text.Clean(err.Error(), 200))
+	}
+	first := req.Clone(req.Context())
+	if err := a.authorize(req.Context(), r, first, scope, cred); err != nil {
+		return nil, err
+	}
+	resp, err := a.inner.RoundTrip(first)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	// Learn from the challenge, then try once more if that changes what is sent.
+	ch, ok := parseChallenge(resp.Header.Values("WWW-Authenticate"))
+	if !ok {
+		return resp, nil
+	}
+	if ch.scope != "" {
+		scope = ch.scope
+	}
+	sent := first.Header.Get("Authorization")
+	r.mu.Lock()
+	r.scheme, r.realm, r.service = ch.scheme, ch.realm, ch.service
+	if t, ok := r.tokens[scope]; ok && sent == "Bearer "+t.value {
+		delete(r.tokens, scope) // refused or expired early: fetch a new one
+	}
+	r.mu.Unlock()
+	again := req.Clone(req.Context())
+	if err := a.authorize(req.Context(), r, again, scope, cred); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	if h := again.Header.Get("Authorization"); h == "" || h == sent {
+		return resp, nil
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body.Close()
+	return a.inner.RoundTrip(again)
+}
+
+// authorize sets req's Authorization from what is known of the registry, fetching a
+// token when the registry wants bearer and none is cached for scope.
+func (a *authTransport) authorize(ctx context.Context, r *regAuth, req *http.Request, scope string, cred authn.AuthConfig) error {
+	ri := infoOf(ctx)
+	r.mu.Lock()
+	scheme := r.scheme
+	tok, ok := r.tokens[scope]
+	r.mu.Unlock()
+	switch scheme {
+	case "basic":
+		if cred.Username != "" || cred.Password != "" {
+			req.SetBasicAuth(cred.Username, cred.Password)
+			ri.credSent = true
+		} else if cred.Auth != "" {
+			req.Header.Set("Authorization", "Basic "+cred.Auth)
+			ri.credSent = true
+		}
+	case "bearer":
+		if cred.RegistryToken != "" {
+			req.Header.Set("Authorization", "Bearer "+cred.RegistryToken)
+			ri.credSent = true
+			return nil
+		}
+		if !ok || time.Until(tok.expires) < 10*time.Second {
+			v, err, _ := r.group.Do(scope, func() (any, error) { return a.fetchToken(ctx, r, scope, cred) })
+			if err != nil {
+				return err
+			}
+			tok = v.(token)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok.value)
+		if hasCredentials(cred) {
+			ri.credSent = true
+		}
+	}
+	return nil
+}
+
+// challenge is a WWW-Authenticate challenge the client can answer.
+type challenge struct {
+	scheme, realm, service, scope string
+}
+
+// parseChallenge picks the bearer challenge, else the basic one, from the
+// WWW-Authenticate values.
+func parseChallenge(values []string) (challenge, bool) {
+	var basic *challenge
+	for _, v := range values {
+		scheme, params, _ := strings.Cut(strings.TrimSpace(v), " ")
+		switch strings.ToLower(scheme) {
+		case "bearer":
+			c := challenge{scheme: "bearer"}
+			for k, val := range parseParams(params) {
+				switch k {
+				case "realm":
+					c.realm = val
+				case "service":
+					c.service = val
+				case "scope":
+					c.scope = val
+				}
+			}
+			if c.realm != "" {
+				return c, true
+			}
+		case "basic":
+			basic = &challenge{scheme: "basic"}
+		}
+	}
+	if basic != nil {
+		return *basic, true
+	}
+	return challenge{}, false
+}
+
+// parseParams reads the auth-params of a challenge: key="quoted value" or key=token,
+// separated by commas.
+func parseParams(s string) map[string]string {
+	out := map[string]string{}
+	for len(s) > 0 {
+		s = strings.TrimLeft(s, " ,")
+		k, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			break
+		}
+		k = strings.ToLower(strings.TrimSpace(k))
+		rest = strings.TrimLeft(rest, " ")
+		var v string
+		if strings.HasPrefix(rest, `"`) {
+			var b strings.Builder
+			i := 1
+			for ; i < len(rest); i++ {
+				if rest[i] == '\\' && i+1 < len(rest) {
+					i++
+					b.WriteByte(rest[i])
+					continue
+				}
+				if rest[i] == '"' {
+					break
+				}
+				b.WriteByte(rest[i])
+			}
+			v = b.String()
+			if i < len(rest) {
+				i++
+			}
+			s = rest[i:]
+		} else {
+			v, s, _ = strings.Cut(rest, ",")
+			v = strings.TrimSpace(v)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// maxTokenBody bounds a token server's answer.
+const maxTokenBody = 1 << 20
+
+// fetchToken asks the realm for a token for scope: a GET with basic credentials (or
+// none), or for an identity token an OAuth2 refresh-token POST. The answer is never
+// echoed in an error: it holds credentials.
+func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string, cred authn.AuthConfig) (token, error) {
+	r.mu.Lock()
+	realm, service := r.realm, r.service
+	r.mu.Unlock()
+	u, err := url.Parse(realm)
+	if err != nil || u.Host == "" {
+		return token{}, fmt.Errorf("%w: registry %s names token realm %q, not a URL", pullkit.ErrUnauthorized, text.Clean(r.host, 100), text.Clean(realm, 200))
+	}
+	if err := a.realmAllowed(r.host, u); err != nil {
+		return token{}, err
+	}
+	var req *http.Request
+	if cred.IdentityToken != "" {
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {cred.IdentityToken}, "client_id": {"pullkit"}, "scope": {scope}}
+		if service != "" {
+			form.Set("service", service)
+		}
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(form.Encode()))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+	} else {
+		q := u.Query()
+		q.Set("scope", scope)
+		if service != "" {
+			q.Set("service", service)
+		}
+		u.RawQuery = q.Encode()
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err == nil {
+			if cred.Username != "" || cred.Password != "" {
+				req.SetBasicAuth(cred.Username, cred.Password)
+			} else if cred.Auth != "" {
+				req.Header.Set("Authorization", "Basic "+cred.Auth)
+			}
+		}
+	}
+	if err != nil {
+		return token{}, fmt.Errorf("%w: token request to %s: %s", pullkit.ErrUnauthorized, redactURL(u), text.Clean(err.Error(), 200))
+	}
+	tri := *infoOf(ctx)
+	tri.origin, tri.step = r.host, "token from "+redactURL(u)
+	req = req.WithContext(withInfo(ctx, &tri))
+	hc := &http.Client{Transport: a.tokens, CheckRedirect: func(next *http.Request, via []*http.Request) error {
+		if err := checkRedirect(next, via); err != nil {
+			return err
+		}
+		return a.realmAllowed(r.host, next.URL)
+	}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return token{}, connError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		// Status and codes only: the body of a token server is not quoted.
+		he := &pullkit.HTTPError{Method: req.Method, URL: redactURL(resp.Request.URL), StatusCode: resp.StatusCode,
+			Expected: "a token for " + scope, CredentialsSent: hasCredentials(cred)}
+		if resp.StatusCode == http.StatusForbidden {
+			return token{}, he
+		}
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 {
+			return token{}, fmt.Errorf("%w: %w", pullkit.ErrUnauthorized, he)
+		}
+		return token{}, he
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenBody+1))
+	if err != nil {
+		return token{}, connError(err)
+	}
+	if len(body) > maxTokenBody {
+		return token{}, fmt.Errorf("%w: token answer from %s is over %d bytes", pullkit.ErrUnauthorized, redactURL(u), maxTokenBody)
+	}
+	var t struct {
+		Token       string    `json:"token"`
+		AccessToken string    `json:"access_token"`
+		ExpiresIn   int       `json:"expires_in"`
+		IssuedAt    time.Time `json:"issued_at"`
+	}
+	if err := json.Unmarshal(body, &t); err != nil || (t.Token == "" && t.AccessToken == "") {
+		return token{}, fmt.Errorf("%w: token server %s answered without a token", pullkit.ErrUnauthorized, redactURL(u))
+	}
+	v := t.Token
+	if v == "" {
+		v = t.AccessToken
+	}
+	life := time.Duration(t.ExpiresIn) * time.Second
+	if life < time.Minute {
+		life = time.Minute // the token spec's floor
+	}
+	tok := token{value: v, expires: time.Now().Add(life)}
+	r.mu.Lock()
+	r.tokens[scope] = tok
+	r.mu.Unlock()
+	return tok, nil
+}
+
+// realmAllowed refuses a token realm the registry has no business naming: plain HTTP
+// unless the registry is spoken to over plain HTTP, and a loopback, private or
+// link-local address unless the registry itself is on such an address (an on-premise
+// registry with its token server beside it is normal; a public one sending the puller's
+// credentials to the host's own network is not).
+func (a *authTransport) realmAllowed(registry string, u *url.URL) error {
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !a.plain && !isLoopbackName(registry) && !isLoopbackName(u.Host) {
+			return fmt.Errorf("%w: registry %s names a plain-HTTP token realm %s", pullkit.ErrDenied, text.Clean(registry, 100), redactURL(u))
+		}
+	default:
+		return fmt.Errorf("%w: registry %s names a %q token realm", pullkit.ErrDenied, text.Clean(registry, 100), text.Clean(u.Scheme, 20))
+	}
+	if strings.EqualFold(u.Host, registry) {
+		return nil
+	}
+	ip := hostIP(u.Host)
+	if ip == nil && !isLoopbackName(u.Host) {
+		return nil
+	}
+	if isLoopbackName(u.Host) || (ip != nil && (ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified())) {
+		if !isPrivateName(registry) {
+			return fmt.Errorf("%w: registry %s names token realm %s, on a loopback, private or link-local address", pullkit.ErrDenied, text.Clean(registry, 100), redactURL(u))
+		}
+		if ip != nil && (ip.IsLinkLocalUnicast() || ip.IsUnspecified()) {
+			return fmt.Errorf("%w: registry %s names token realm %s, on a link-local address", pullkit.ErrDenied, text.Clean(registry, 100), redactURL(u))
+		}
+	}
+	return nil
+}
+
+// connError marks a failed round trip as pullkit.ErrUnreachable, keeping the cause;
+// context ends and the puller's own refusals stay as they are.
+func connError(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, pullkit.ErrDenied) || errors.Is(err, pullkit.ErrUnreachable) || errors.Is(err, pullkit.ErrInvalid) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", pullkit.ErrUnreachable, err)
+}

@@ -1,0 +1,241 @@
+package puller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/text"
+	"github.com/pullkit/pullkit/layers"
+	"github.com/pullkit/pullkit/manifest"
+)
+
+// blobSource is the layers.Fetcher of one pull: it asks the endpoint that served the manifest,
+// then the later endpoints (mirrors, the origin) for what it lacks, then a foreign layer's
+// URLs. It owns the HTTP side of a ranged transfer: the Range header, the 206 and its
+// Content-Range, a server that ignores ranges.
+type blobSource struct {
+	eps      []*endpoint
+	progress func(pullkit.Event)
+}
+
+var _ layers.Fetcher = (*blobSource)(nil)
+
+// Fetch implements layers.Fetcher. A request from an offset that the server answers with
+// the whole blob (200), or with another range than asked, is read from the start with the
+// bytes before the offset discarded when the transfer runs to the end; a bounded range it
+// will not serve is pullkit.ErrUnsupported.
+func (b *blobSource) Fetch(ctx context.Context, desc manifest.Descriptor, offset, length int64) (io.ReadCloser, error) {
+	var err error
+	for _, ep := range b.eps {
+		var rc io.ReadCloser
+		rc, err = ep.blob(ctx, ep.url("blobs", desc.Digest.String()), desc, offset, length, b.progress, false)
+		if err == nil {
+			return rc, nil
+		}
+		if ctx.Err() != nil || !(errors.Is(err, pullkit.ErrNotFound) || errors.Is(err, pullkit.ErrUnreachable) || errors.Is(err, pullkit.ErrUnauthorized)) {
+			return nil, err
+		}
+	}
+	if errors.Is(err, pullkit.ErrNotFound) && len(desc.URLs) > 0 {
+		return b.foreign(ctx, desc, offset, length, err)
+	}
+	return nil, err
+}
+
+// foreign fetches a foreign layer from its URLs, without the registry's credentials. The
+// error names what the registry said and every URL tried, not the pages they answered.
+func (b *blobSource) foreign(ctx context.Context, desc manifest.Descriptor, offset, length int64, regErr error) (io.ReadCloser, error) {
+	ep := b.eps[0]
+	var tried []string
+	for _, u := range desc.URLs {
+		pu, perr := url.Parse(u)
+		if perr != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+			tried = append(tried, text.Clean(u, 100)+" (not an http(s) URL)")
+			continue
+		}
+		rc, err := ep.blob(ctx, pu.String(), desc, offset, length, b.progress, true)
+		if err == nil {
+			return rc, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		why := "failed"
+		var he *pullkit.HTTPError
+		switch {
+		case errors.As(err, &he):
+			why = strconv.Itoa(he.StatusCode)
+		case errors.Is(err, pullkit.ErrDenied):
+			why = "refused: " + text.Clean(err.Error(), 150)
+		}
+		tried = append(tried, redactURL(pu)+" ("+why+")")
+	}
+	return nil, fmt.Errorf("%w: foreign layer: the registry does not have it (%s), and its URLs failed: %s", pullkit.ErrNotFound, text.Clean(regErr.Error(), 200), text.List(tried, 5))
+}
+
+// blob does one blob request on u for [offset, offset+length) (to the end when length <
+// 0) and checks the answer.
+func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor, offset, length int64, progress func(pullkit.Event), foreign bool) (io.ReadCloser, error) {
+	size := desc.Size
+	end := int64(-1) // inclusive last byte asked for, when known
+	if length >= 0 {
+		end = offset + length - 1
+	} else if size >= 0 {
+		end = size - 1
+	}
+	hdr := http.Header{}
+	switch {
+	case offset == 0 && length < 0:
+	case length < 0:
+		hdr.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	default:
+		hdr.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, end))
+	}
+	ri := reqInfo{step: "blob " + desc.Digest.String(), noRetry: true, progress: progress}
+	send := func(h http.Header) (*http.Response, *reqInfo, error) {
+		if foreign {
+			info := ri
+			info.origin = ep.host
+			req, err := http.NewRequestWithContext(withInfo(ctx, &info), http.MethodGet, u, nil)
+			if err != nil {
+				return nil, nil, &pullkit.InvalidError{What: "foreign layer URL", Reason: text.Clean(u, 200), Err: err}
+			}
+			for k, v := range h {
+				req.Header[k] = v
+			}
+			resp, err := ep.c.anon.Do(req)
+			if err != nil {
+				return nil, &info, connError(err)
+			}
+			return resp, &info, nil
+		}
+		return ep.request(ctx, http.MethodGet, u, h, ri)
+	}
+	resp, info, err := send(hdr)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && length < 0 && size >= 0 && offset < size {
+		// Some registries (go-containerregistry's) refuse an open-ended range: close it.
+		resp.Body.Close()
+		hdr.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, size-1))
+		if resp, info, err = send(hdr); err != nil {
+			return nil, err
+		}
+	}
+	expected := "blob " + desc.Digest.String()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if size >= 0 && resp.ContentLength >= 0 && resp.ContentLength != size {
+			resp.Body.Close()
+			return nil, &pullkit.SizeMismatchError{What: "blob", Want: size, Got: resp.ContentLength, Source: "Content-Length"}
+		}
+		if offset == 0 && (length < 0 || length == size) {
+			return resp.Body, nil
+		}
+		if length >= 0 {
+			resp.Body.Close()
+			return nil, fmt.Errorf("%w: %s answered a range request with the whole blob", pullkit.ErrUnsupported, text.Clean(resp.Request.URL.Host, 100))
+		}
+		// The server ignored the range: read past what was asked for.
+		if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
+			resp.Body.Close()
+			return nil, connError(fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
+		}
+		return resp.Body, nil
+	case http.StatusPartialContent:
+		cr := resp.Header.Get("Content-Range")
+		start, last, total, perr := parseContentRange(cr)
+		bad := ""
+		switch {
+		case hdr.Get("Range") == "":
+			if perr != nil || start != 0 || total < 0 || last != total-1 {
+				bad = "a partial answer to a request for the whole blob"
+			}
+		case perr != nil:
+			bad = perr.Error()
+		case start != offset || (end >= 0 && last != end):
+			bad = "not the range asked for"
+		case total >= 0 && size >= 0 && total != size:
+			resp.Body.Close()
+			return nil, &pullkit.SizeMismatchError{What: "blob", Want: size, Got: total, Source: "Content-Range total"}
+		case resp.ContentLength >= 0 && resp.ContentLength != last-start+1:
+			bad = fmt.Sprintf("Content-Length %d does not match it", resp.ContentLength)
+		}
+		if bad == "" {
+			return resp.Body, nil
+		}
+		resp.Body.Close()
+		if length >= 0 {
+			return nil, fmt.Errorf("%w: %s answered %s with Content-Range %q: %s", pullkit.ErrUnsupported, text.Clean(resp.Request.URL.Host, 100), hdr.Get("Range"), text.Clean(cr, 100), bad)
+		}
+		if offset == 0 {
+			return nil, fmt.Errorf("%w: Content-Range %q: %s", pullkit.ErrInvalid, text.Clean(cr, 100), bad)
+		}
+		// A botched range: read the whole blob, past what was asked for.
+		return ep.blob(ctx, u, desc, 0, -1, progress, foreign)
+	}
+	defer resp.Body.Close()
+	return nil, statusError(resp, info, expected, ep.c.now())
+}
+
+// parseContentRange parses a 206 answer's Content-Range (RFC 9110 section 14.4):
+// "bytes first-last/complete" or "bytes first-last/*" (total -1). The unsatisfied form,
+// signs, spaces inside numbers, first > last and last >= complete are errors.
+func parseContentRange(h string) (start, end, total int64, err error) {
+	bad := func(why string) (int64, int64, int64, error) {
+		return 0, 0, 0, fmt.Errorf("Content-Range %q: %s", text.Clean(h, 100), why)
+	}
+	h = strings.TrimSpace(h)
+	unit, spec, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(unit, "bytes") {
+		return bad(`want "bytes first-last/total"`)
+	}
+	rng, complete, ok := strings.Cut(strings.TrimLeft(spec, " "), "/")
+	if !ok {
+		return bad("no complete length")
+	}
+	first, last, ok := strings.Cut(rng, "-")
+	if !ok {
+		return bad("no range")
+	}
+	if start, err = parseDecimal(first); err != nil {
+		return bad("first byte: " + err.Error())
+	}
+	if end, err = parseDecimal(last); err != nil {
+		return bad("last byte: " + err.Error())
+	}
+	if start > end {
+		return bad("first byte after last")
+	}
+	total = -1
+	if complete != "*" {
+		if total, err = parseDecimal(complete); err != nil {
+			return bad("complete length: " + err.Error())
+		}
+		if end >= total {
+			return bad("last byte beyond complete length")
+		}
+	}
+	return start, end, total, nil
+}
+
+// parseDecimal parses a non-empty run of ASCII digits as a non-negative int64.
+func parseDecimal(s string) (int64, error) {
+	if s == "" {
+		return 0, errors.New("empty")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("not a decimal number: %q", text.Clean(s, 30))
+		}
+	}
+	return strconv.ParseInt(s, 10, 64)
+}

@@ -1,0 +1,330 @@
+package puller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/text"
+	"github.com/pullkit/pullkit/manifest"
+)
+
+// endpoint is one registry (the origin, or one of its mirrors) serving one repository.
+type endpoint struct {
+	c      *Client
+	host   string // host:port as go-containerregistry names it (index.docker.io for Docker Hub)
+	repo   string // the repository's path
+	mirror bool
+}
+
+// endpoints lists where ref's repository is looked for: its registry's mirrors, then the
+// registry itself (unless WithMirrorFallback(false)).
+func (c *Client) endpoints(r name.Reference) []*endpoint {
+	repo := r.Context()
+	origin := &endpoint{c: c, host: repo.RegistryStr(), repo: repo.RepositoryStr()}
+	mirrors := c.mirrors[repo.RegistryStr()]
+	if len(mirrors) == 0 {
+		return []*endpoint{origin}
+	}
+	out := make([]*endpoint, 0, len(mirrors)+1)
+	for _, m := range mirrors {
+		out = append(out, &endpoint{c: c, host: m, repo: repo.RepositoryStr(), mirror: true})
+	}
+	if !c.noFallback {
+		out = append(out, origin)
+	}
+	return out
+}
+
+// via names the endpoint when it is a mirror ("" for the origin).
+func (ep *endpoint) via() string {
+	if !ep.mirror {
+		return ""
+	}
+	if ep.c.noFallback {
+		return " via mirror " + ep.host + " (no fallback to the registry)"
+	}
+	return " via mirror " + ep.host
+}
+
+func (ep *endpoint) url(kind, ident string) string {
+	return ep.c.scheme(ep.host) + "://" + ep.host + "/v2/" + ep.repo + "/" + kind + "/" + ident
+}
+
+// request runs one request against the endpoint (redirects followed) with info for the
+// transports. A loopback registry spoken to over plain HTTP that turns out to speak only
+// TLS is asked again over HTTPS, and remembered so.
+func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Header, ri reqInfo) (*http.Response, *reqInfo, error) {
+	ri.origin, ri.repo = ep.host, ep.repo
+	for {
+		info := ri
+		req, err := http.NewRequestWithContext(withInfo(ctx, &info), method, u, nil)
+		if err != nil {
+			return nil, nil, &pullkit.InvalidError{What: "request", Reason: method + " " + text.Clean(u, 300), Err: err}
+		}
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		resp, err := ep.c.hc.Do(req)
+		if err != nil && strings.HasPrefix(u, "http://") && !ep.c.plainHTTP && looksLikeTLS(err) {
+			ep.c.learnScheme(ep.host, "https")
+			u = "https://" + strings.TrimPrefix(u, "http://")
+			continue
+		}
+		if err != nil {
+			var se *StallError
+			if errors.As(err, &se) {
+				return nil, &info, err
+			}
+			return nil, &info, connError(err)
+		}
+		return resp, &info, nil
+	}
+}
+
+// looksLikeTLS reports a plain-HTTP request answered by a TLS server.
+func looksLikeTLS(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "malformed HTTP response") && strings.Contains(s, `\x15\x03`)
+}
+
+// maxErrorBody bounds how much of an error response is read.
+const maxErrorBody = 64 << 10
+
+// statusError builds the *pullkit.HTTPError of a failed response, reading a bounded
+// prefix of its body for the registry's error codes and message.
+func statusError(resp *http.Response, ri *reqInfo, expected string, now time.Time) error {
+	he := &pullkit.HTTPError{StatusCode: resp.StatusCode, Expected: expected}
+	if ri != nil {
+		he.CredentialsSent = ri.credSent
+	}
+	if resp.Request != nil {
+		he.Method = resp.Request.Method
+		he.URL = redactURL(resp.Request.URL)
+	}
+	if resp.Body != nil && (resp.Request == nil || resp.Request.Method != http.MethodHead) {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		he.Codes, he.Message = parseErrorBody(body, resp.Header.Get("Content-Type"))
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), now); ok {
+			he.RetryAfter = d
+		}
+	}
+	return he
+}
+
+// parseErrorBody extracts the registry's error codes and first message from an error
+// body. Anything else is quoted only when it is short text, never HTML.
+func parseErrorBody(body []byte, contentType string) (codes []string, message string) {
+	var re struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(body, &re); err == nil && len(re.Errors) > 0 {
+		for _, e := range re.Errors {
+			if c := text.Clean(e.Code, 64); c != "" {
+				codes = append(codes, c)
+			}
+			if message == "" {
+				message = text.Clean(e.Message, 200)
+			}
+		}
+		return codes, message
+	}
+	s := strings.TrimSpace(string(body))
+	if s == "" || len(s) > 200 || strings.Contains(strings.ToLower(contentType), "html") || strings.HasPrefix(s, "<") {
+		return nil, ""
+	}
+	return nil, text.Clean(s, 200)
+}
+
+// served is a manifest as the registry served it.
+type served struct {
+	raw           []byte
+	contentType   string
+	contentDigest digest.Digest // Docker-Content-Digest, "" when absent or unusable
+}
+
+// head asks for ident's descriptor without the body: digest (Docker-Content-Digest, ""
+// when the registry sends none), media type and size.
+func (ep *endpoint) head(ctx context.Context, ident, expected string) (manifest.Descriptor, error) {
+	resp, ri, err := ep.request(ctx, http.MethodHead, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, reqInfo{step: "manifest " + ident})
+	if err != nil {
+		return manifest.Descriptor{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		err := statusError(resp, ri, expected, ep.c.now())
+		if resp.StatusCode == http.StatusNotFound {
+			// A HEAD has no body to tell a missing repository from a missing tag: ask.
+			if _, gerr := ep.get(ctx, ident, expected); gerr != nil {
+				return manifest.Descriptor{}, gerr
+			}
+		}
+		return manifest.Descriptor{}, err
+	}
+	if resp.ContentLength > ep.c.maxManifest {
+		return manifest.Descriptor{}, &pullkit.TooLargeError{What: "manifest", Limit: ep.c.maxManifest, Size: resp.ContentLength}
+	}
+	d, _ := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	return manifest.Descriptor{Digest: d, MediaType: mediaTypeOf(resp.Header.Get("Content-Type")), Size: resp.ContentLength}, nil
+}
+
+// mediaTypeOf is a Content-Type without its parameters.
+func mediaTypeOf(ct string) string {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.ToLower(strings.TrimSpace(mt))
+}
+
+// get fetches ident's manifest through the size cap. A body cut short is fetched again,
+// within the retry policy (the status-level retries live in the transport).
+func (ep *endpoint) get(ctx context.Context, ident, expected string) (*served, error) {
+	for attempt := 1; ; attempt++ {
+		s, broken, err := ep.getOnce(ctx, ident, expected)
+		if err == nil || !broken || attempt >= ep.c.retry.Attempts || ctx.Err() != nil {
+			return s, err
+		}
+		if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (ep *endpoint) getOnce(ctx context.Context, ident, expected string) (*served, bool, error) {
+	resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, reqInfo{step: "manifest " + ident})
+	if err != nil {
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, false, statusError(resp, ri, expected, ep.c.now())
+	}
+	raw, err := readCapped(resp, ep.c.maxManifest, "manifest")
+	if errors.Is(err, pullkit.ErrTooLarge) {
+		return nil, false, err
+	}
+	if err != nil {
+		return nil, true, connError(err)
+	}
+	s := &served{raw: raw, contentType: resp.Header.Get("Content-Type")}
+	if h := resp.Header.Get("Docker-Content-Digest"); h != "" {
+		d, err := digest.Parse(h)
+		if err != nil {
+			return nil, false, &pullkit.InvalidError{What: "registry answer", Reason: "Docker-Content-Digest " + text.Clean(h, 100) + " is not a digest"}
+		}
+		s.contentDigest = d
+	}
+	return s, false, nil
+}
+
+// manifestByDigest fetches and verifies the manifest named by want. Bytes that do not
+// verify are fetched again within the retry policy (damage in transit passes).
+func (ep *endpoint) manifestByDigest(ctx context.Context, want digest.Digest) (*manifest.Manifest, error) {
+	for attempt := 1; ; attempt++ {
+		s, err := ep.get(ctx, want.String(), "manifest "+want.String())
+		if err != nil {
+			return nil, err
+		}
+		m, err := manifest.Verify(s.raw, s.contentType, want)
+		if err == nil || !errors.Is(err, pullkit.ErrDigestMismatch) || attempt >= ep.c.retry.Attempts {
+			return m, err
+		}
+		if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// manifestByTag fetches tag's manifest in one request and checks it against the
+// Docker-Content-Digest the registry sent with it. It returns the digest the registry
+// answers to for it (that header, or the manifest's own digest when there is none).
+func (ep *endpoint) manifestByTag(ctx context.Context, tag string) (*manifest.Manifest, digest.Digest, error) {
+	s, err := ep.get(ctx, tag, fmt.Sprintf("a manifest for tag %q", tag))
+	if err != nil {
+		return nil, "", err
+	}
+	if s.contentDigest == "" {
+		m, err := manifest.Parse(s.raw, s.contentType)
+		if err != nil {
+			return nil, "", err
+		}
+		return m, m.Digest, nil
+	}
+	m, err := manifest.Verify(s.raw, s.contentType, s.contentDigest)
+	if err != nil {
+		return nil, "", fmt.Errorf("tag %q (Docker-Content-Digest %s): %w", tag, s.contentDigest, err)
+	}
+	return m, s.contentDigest, nil
+}
+
+// readCapped reads resp's body, failing with a *pullkit.TooLargeError past limit bytes.
+func readCapped(resp *http.Response, limit int64, what string) ([]byte, error) {
+	if resp.ContentLength > limit {
+		return nil, &pullkit.TooLargeError{What: what, Limit: limit, Size: resp.ContentLength}
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s from %s: %w", what, redactURL(resp.Request.URL), err)
+	}
+	if int64(len(raw)) > limit {
+		return nil, &pullkit.TooLargeError{What: what, Limit: limit, Size: -1}
+	}
+	if resp.ContentLength >= 0 && int64(len(raw)) != resp.ContentLength {
+		return nil, fmt.Errorf("read %s from %s: %w (got %d of %d bytes)", what, redactURL(resp.Request.URL), io.ErrUnexpectedEOF, len(raw), resp.ContentLength)
+	}
+	return raw, nil
+}
+
+// document fetches a small blob (a config) through the size cap, and verifies it.
+func (ep *endpoint) document(ctx context.Context, desc manifest.Descriptor, what string) ([]byte, error) {
+	if desc.Size > ep.c.maxManifest {
+		return nil, &pullkit.TooLargeError{What: what, Limit: ep.c.maxManifest, Size: desc.Size}
+	}
+	for attempt := 1; ; attempt++ {
+		resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("blobs", desc.Digest.String()), nil, reqInfo{step: what + " " + desc.Digest.String()})
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			err := statusError(resp, ri, what+" "+desc.Digest.String(), ep.c.now())
+			resp.Body.Close()
+			return nil, err
+		}
+		raw, err := readCapped(resp, ep.c.maxManifest, what)
+		resp.Body.Close()
+		if err != nil {
+			if errors.Is(err, pullkit.ErrTooLarge) || attempt >= ep.c.retry.Attempts || ctx.Err() != nil {
+				return nil, connError(err)
+			}
+			if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if got := desc.Digest.Algorithm().FromBytes(raw); got != desc.Digest {
+			if attempt < ep.c.retry.Attempts {
+				if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			return nil, &pullkit.DigestMismatchError{What: what, Want: desc.Digest, Got: got}
+		}
+		if desc.Size >= 0 && int64(len(raw)) != desc.Size {
+			return nil, &pullkit.SizeMismatchError{What: what, Want: desc.Size, Got: int64(len(raw)), Source: "body"}
+		}
+		return raw, nil
+	}
+}

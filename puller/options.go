@@ -1,0 +1,174 @@
+package puller
+
+import (
+	"fmt"
+
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/layers"
+	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
+)
+
+// PullOption configures one call (Pull, Inspect, Resolve, ResolveAll, PullArtifact); it
+// returns an error for a value it cannot use.
+type PullOption func(*pullOptions) error
+
+type pullOptions struct {
+	matcher  platforms.Matcher
+	explicit bool // the caller asked for a platform
+	all      bool
+	diffIDs  bool
+	format   Format
+	progress func(pullkit.Event)
+	jobs     int
+	jobsSet  bool
+	tees     func(i int, l manifest.Layer) layers.Tee
+}
+
+func callOptions(opts []PullOption) (*pullOptions, error) {
+	o := &pullOptions{format: FormatOCI, jobs: layers.DefaultJobs}
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, &pullkit.InvalidError{What: "pull option", Reason: "nil option"}
+		}
+		if err := opt(o); err != nil {
+			return nil, err
+		}
+	}
+	if o.matcher == nil {
+		o.matcher = platforms.Only(platforms.Default())
+	}
+	return o, nil
+}
+
+// emit reports ev when the call has a progress function.
+func (o *pullOptions) emit(ev pullkit.Event) {
+	if o.progress != nil {
+		o.progress(ev)
+	}
+}
+
+// WithPlatform chooses p from lists and indexes (default: platforms.Default(), linux on
+// this machine's architecture), with the rules of platforms.Only. Asked for explicitly,
+// it is also checked against an image that is not in an index: a config that says
+// another platform fails the pull with a *platforms.NoMatchError naming both.
+func WithPlatform(p platforms.Platform) PullOption {
+	return func(o *pullOptions) error {
+		if p.OS == "" || p.Architecture == "" {
+			return &pullkit.InvalidError{What: "option WithPlatform", Reason: "os and architecture are required"}
+		}
+		o.matcher, o.explicit = platforms.Only(p), true
+		return nil
+	}
+}
+
+// WithMatcher chooses from lists and indexes with m, as an engine with its own policy
+// needs; like WithPlatform it is checked against a single image's config.
+func WithMatcher(m platforms.Matcher) PullOption {
+	return func(o *pullOptions) error {
+		if m == nil {
+			return &pullkit.InvalidError{What: "option WithMatcher", Reason: "nil matcher"}
+		}
+		o.matcher, o.explicit = m, true
+		return nil
+	}
+}
+
+// WithAllPlatforms pulls every platform of an index (attestations aside) and stores the
+// index (converted to the stored format) as well as each platform's image. The image
+// returned describes the platform the matcher prefers, with every platform's image in
+// its Platforms.
+func WithAllPlatforms() PullOption {
+	return func(o *pullOptions) error {
+		o.all = true
+		return nil
+	}
+}
+
+// WithDiffIDCheck makes Pull decompress every layer while it streams and check it
+// against the config's rootfs.diff_ids, failing with pullkit.ErrDigestMismatch when a
+// layer is not the one the config describes. Off by default, as in containerd and
+// go-containerregistry: every blob is verified against its digest either way, and
+// decompressing costs more CPU than hashing. Schema 1 layers always have their diffIDs
+// computed, since their config is synthesised from them.
+func WithDiffIDCheck(on bool) PullOption {
+	return func(o *pullOptions) error {
+		o.diffIDs = on
+		return nil
+	}
+}
+
+// Format is the image manifest format a pull stores.
+type Format int
+
+const (
+	// FormatOCI stores OCI manifests and indexes (converted from Docker's; same blobs, new
+	// manifest digests): what skopeo, umoci and other OCI tools read from a layout.
+	FormatOCI Format = iota + 1
+	// FormatDocker stores Docker schema 2 manifests and manifest lists.
+	FormatDocker
+	// FormatAsServed stores the manifests as the registry served them, keeping their
+	// digests (schema 1 still becomes schema 2, its config synthesised).
+	FormatAsServed
+	// FormatSchema1 stores a signed Docker schema 1 conversion (ephemeral key), for old
+	// consumers; a schema 1 image is stored as served.
+	FormatSchema1
+)
+
+func (f Format) String() string {
+	switch f {
+	case FormatOCI:
+		return "oci"
+	case FormatDocker:
+		return "docker"
+	case FormatAsServed:
+		return "as served"
+	case FormatSchema1:
+		return "schema 1"
+	}
+	return fmt.Sprintf("Format(%d)", int(f))
+}
+
+// WithFormat sets the manifest format a pull stores (default FormatOCI).
+func WithFormat(f Format) PullOption {
+	return func(o *pullOptions) error {
+		if f < FormatOCI || f > FormatSchema1 {
+			return &pullkit.InvalidError{What: "option WithFormat", Reason: f.String() + " is not a format"}
+		}
+		o.format = f
+		return nil
+	}
+}
+
+// WithProgress sets a function that receives every event of the call: manifests,
+// config and blobs (see pullkit.Event). It is called from the call's goroutines,
+// possibly concurrently, so it must be quick and safe for concurrent use.
+func WithProgress(fn func(pullkit.Event)) PullOption {
+	return func(o *pullOptions) error {
+		o.progress = fn
+		return nil
+	}
+}
+
+// WithJobs bounds how many requests the call keeps in flight (default
+// layers.DefaultJobs).
+func WithJobs(n int) PullOption {
+	return func(o *pullOptions) error {
+		if n < 1 {
+			return &pullkit.InvalidError{What: "option WithJobs", Reason: fmt.Sprintf("%d: want at least 1", n)}
+		}
+		o.jobs, o.jobsSet = n, true
+		return nil
+	}
+}
+
+// WithLayerTees gives each layer's bytes, in order as they are verified, to the Tee fn
+// returns for it (nil: none), for work that overlaps the download, such as unpacking.
+// fn is called with each layer's index in the image (base first) before the transfer
+// starts. Schema 1 throwaway layers get none.
+func WithLayerTees(fn func(i int, l manifest.Layer) layers.Tee) PullOption {
+	return func(o *pullOptions) error {
+		o.tees = fn
+		return nil
+	}
+}

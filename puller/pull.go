@@ -1,0 +1,614 @@
+package puller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/layers"
+	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
+	"github.com/pullkit/pullkit/store"
+)
+
+// tree is what a reference named, with its image manifests, fetched and verified.
+type tree struct {
+	named   *manifest.Manifest
+	served  digest.Digest // the digest the registry answers to for named
+	images  []treeImage
+	primary int         // the image the matcher prefers
+	eps     []*endpoint // the endpoint that served the tree, then the later ones
+}
+
+type treeImage struct {
+	m     *manifest.Manifest
+	entry *manifest.Descriptor // named's entry for m, when named is an index
+}
+
+// fetchTree fetches what r names on the endpoints, in order, until one serves it.
+func (c *Client) fetchTree(ctx context.Context, ref string, r name.Reference, o *pullOptions) (*tree, error) {
+	eps := c.endpoints(r)
+	var last error
+	for i, ep := range eps {
+		t, err := c.fetchTreeOn(ctx, ep, r, o)
+		if err == nil {
+			t.eps = eps[i:]
+			return t, nil
+		}
+		last = pullkit.Wrap(ref, "fetch manifest"+ep.via(), "", err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, r name.Reference, o *pullOptions) (*tree, error) {
+	t := &tree{}
+	var err error
+	switch r := r.(type) {
+	case name.Digest:
+		d, perr := digest.Parse(r.DigestStr())
+		if perr != nil {
+			return nil, &pullkit.InvalidError{What: "reference", Reason: "digest " + r.DigestStr(), Err: perr}
+		}
+		if t.named, err = ep.manifestByDigest(ctx, d); err != nil {
+			return nil, pullkit.Wrap("", "fetch manifest", d, err)
+		}
+		t.served = d
+	default:
+		if t.named, t.served, err = ep.manifestByTag(ctx, r.Identifier()); err != nil {
+			return nil, err
+		}
+	}
+	what := "manifest"
+	if t.named.Kind == manifest.KindIndex {
+		what = "index"
+	}
+	o.emit(pullkit.Event{Kind: pullkit.EventVerified, What: what, Digest: t.named.Digest, Done: int64(len(t.named.Raw)), Total: int64(len(t.named.Raw))})
+	if t.named.Kind != manifest.KindIndex {
+		t.images = []treeImage{{m: t.named}}
+		return t, nil
+	}
+	if o.all {
+		return t, c.fetchAll(ctx, ep, t, o)
+	}
+	idx := t.named
+	for depth := 0; ; depth++ {
+		if depth >= maxIndexDepth {
+			return nil, pullkit.Wrap("", "choose platform", idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
+		}
+		d, err := manifest.Choose(idx, o.matcher)
+		if err != nil {
+			return nil, pullkit.Wrap("", "choose platform", "", err)
+		}
+		m, err := c.child(ctx, ep, d, o)
+		if err != nil {
+			return nil, err
+		}
+		if m.Kind == manifest.KindImage {
+			t.images = []treeImage{{m: m, entry: &d}}
+			return t, nil
+		}
+		idx = m
+	}
+}
+
+// child fetches the manifest an index entry names, checking its size against the entry.
+func (c *Client) child(ctx context.Context, ep *endpoint, d manifest.Descriptor, o *pullOptions) (*manifest.Manifest, error) {
+	op := "fetch manifest for " + platformString(d.Platform)
+	if d.Size > c.maxManifest {
+		return nil, pullkit.Wrap("", op, d.Digest, &pullkit.TooLargeError{What: "manifest", Limit: c.maxManifest, Size: d.Size})
+	}
+	m, err := ep.manifestByDigest(ctx, d.Digest)
+	if err != nil {
+		return nil, pullkit.Wrap("", op, d.Digest, err)
+	}
+	if d.Size > 0 && int64(len(m.Raw)) != d.Size {
+		return nil, pullkit.Wrap("", op, d.Digest, &pullkit.SizeMismatchError{What: "manifest", Want: d.Size, Got: int64(len(m.Raw)), Source: "body (the index's entry says " + fmt.Sprint(d.Size) + ")"})
+	}
+	o.emit(pullkit.Event{Kind: pullkit.EventVerified, What: "manifest", Digest: d.Digest, Done: int64(len(m.Raw)), Total: int64(len(m.Raw))})
+	return m, nil
+}
+
+func platformString(p *platforms.Platform) string {
+	if p == nil {
+		return "the index's only entry"
+	}
+	return p.String()
+}
+
+// fetchAll fetches every image of an index (attestations and other non-images aside).
+func (c *Client) fetchAll(ctx context.Context, ep *endpoint, t *tree, o *pullOptions) error {
+	var entries []manifest.Descriptor
+	for _, d := range t.named.Manifests {
+		if d.Platform == nil || d.Annotations["vnd.docker.reference.type"] != "" ||
+			d.Platform.OS == "unknown" || d.Platform.Architecture == "unknown" || isIndexType(d.MediaType) {
+			continue
+		}
+		switch d.MediaType {
+		case "", manifest.MediaTypeOCIManifest, manifest.MediaTypeDockerSchema2, manifest.MediaTypeDockerSchema1, manifest.MediaTypeDockerSchema1Signed:
+			entries = append(entries, d)
+		}
+	}
+	if len(entries) == 0 {
+		return pullkit.Wrap("", "choose platforms", t.named.Digest, &pullkit.UnsupportedError{What: "index", Reason: "no image entries with a platform"})
+	}
+	t.images = make([]treeImage, len(entries))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := range entries {
+		d := entries[i]
+		g.Go(func() error {
+			m, err := c.child(gctx, ep, d, o)
+			if err != nil {
+				return err
+			}
+			if m.Kind != manifest.KindImage {
+				return pullkit.Wrap("", "fetch manifest", d.Digest, &pullkit.UnsupportedError{What: m.MediaType, Reason: "an index inside an index, pulled with every platform"})
+			}
+			t.images[i] = treeImage{m: m, entry: &d}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if d, err := manifest.Choose(t.named, o.matcher); err == nil {
+		for i, e := range entries {
+			if e.Digest == d.Digest {
+				t.primary = i
+			}
+		}
+	}
+	return nil
+}
+
+// configOf fetches, verifies and parses an image's config, from the endpoints in order.
+func (c *Client) configOf(ctx context.Context, t *tree, m *manifest.Manifest, o *pullOptions) ([]byte, *manifest.ImageConfig, error) {
+	desc := *m.Config
+	var raw []byte
+	var err error
+	for _, ep := range t.eps {
+		if raw, err = ep.document(ctx, desc, "config"); err == nil || !errors.Is(err, pullkit.ErrNotFound) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, nil, pullkit.Wrap("", "fetch config", desc.Digest, err)
+	}
+	cfg, err := manifest.ParseConfig(raw)
+	if err != nil {
+		return nil, nil, pullkit.Wrap("", "parse config", desc.Digest, err)
+	}
+	o.emit(pullkit.Event{Kind: pullkit.EventVerified, What: "config", Digest: desc.Digest, Done: int64(len(raw)), Total: int64(len(raw))})
+	return raw, cfg, nil
+}
+
+// Inspect returns the model of the image ref names (the platform's, or with
+// WithAllPlatforms every platform's) from its manifests and config, downloading no
+// layer and storing nothing.
+func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*manifest.Image, error) {
+	o, err := callOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	t, err := c.fetchTree(ctx, ref, r, o)
+	if err != nil {
+		return nil, err
+	}
+	imgs := make([]*manifest.Image, len(t.images))
+	for i, ti := range t.images {
+		var cfgDesc *manifest.Descriptor
+		var cfg *manifest.ImageConfig
+		if ti.m.Config != nil {
+			if _, cfg, err = c.configOf(ctx, t, ti.m, o); err != nil {
+				return nil, pullkit.Wrap(ref, "", "", err)
+			}
+			cfgDesc = ti.m.Config
+		}
+		if !o.all {
+			if err := checkImagePlatform(o, ti.m, cfg); err != nil {
+				return nil, pullkit.Wrap(ref, "check platform", ti.m.Digest, err)
+			}
+		}
+		if imgs[i], err = manifest.NewImage(ref, t.named, ti.m, ti.entry, cfgDesc, cfg); err != nil {
+			return nil, pullkit.Wrap(ref, "build image model", ti.m.Digest, err)
+		}
+	}
+	return primary(t, imgs, o), nil
+}
+
+// checkImagePlatform checks an image against an explicit platform: its config's, or a
+// schema 1 manifest's own.
+func checkImagePlatform(o *pullOptions, m *manifest.Manifest, cfg *manifest.ImageConfig) error {
+	if cfg != nil {
+		return checkPlatform(o, cfg)
+	}
+	if o.explicit && m.Platform != nil && !o.matcher.Match(*m.Platform) {
+		return &platforms.NoMatchError{Want: platforms.Describe(o.matcher), Offered: []platforms.Platform{*m.Platform}}
+	}
+	return nil
+}
+
+// primary returns the image a call describes: with every platform, the preferred one
+// carrying the others.
+func primary(t *tree, imgs []*manifest.Image, o *pullOptions) *manifest.Image {
+	if !o.all {
+		return imgs[0]
+	}
+	p := *imgs[t.primary]
+	p.Platforms = imgs
+	return &p
+}
+
+// Pull pulls the image ref names into st and returns its model: every blob verified,
+// then the image named last, so that a crash never leaves a name pointing at missing
+// blobs.
+//
+// It fetches the manifest (one request for a tag, with the registry's
+// Docker-Content-Digest checked; a verified GET for a digest), the platform's image
+// manifest from an index (every platform's, with WithAllPlatforms), then the config and
+// the layers at once, through layers.Fetch (resumable, concurrent, verified), with a lease
+// on every blob so that garbage collection cannot take them meanwhile. It stores the
+// image manifest in the format asked for (WithFormat; OCI by default, converted from
+// Docker's), schema 1 converted with a config synthesised from the layers' diffIDs, and
+// with every platform the index too; and names it by the full reference
+// (registry/repository:tag, or @digest), replacing only that name's entry.
+//
+// The model has the layers base first with sizes and (when known) diffIDs, what was
+// served (Digest, Manifest) and what was stored (Stored, Name). Errors are a
+// *pullkit.Error naming the reference, the step and the digest.
+func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...PullOption) (*manifest.Image, error) {
+	o, err := callOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return nil, &pullkit.InvalidError{What: "Pull", Reason: "nil store"}
+	}
+	if o.all && o.format == FormatSchema1 {
+		return nil, &pullkit.UnsupportedError{What: "Pull", Reason: "every platform in schema 1: schema 1 has no index"}
+	}
+	r, err := c.parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	t, err := c.fetchTree(ctx, ref, r, o)
+	if err != nil {
+		return nil, err
+	}
+	p := &pull{c: c, o: o, t: t, st: st, ref: ref, r: r}
+	img, err := p.run(ctx)
+	if err != nil {
+		return nil, pullkit.Wrap(ref, "", "", err)
+	}
+	return img, nil
+}
+
+// pull is one Pull's state once its manifests are fetched.
+type pull struct {
+	c     *Client
+	o     *pullOptions
+	t     *tree
+	st    store.Store
+	ref   string
+	r     name.Reference
+	lease store.Lease
+
+	configs []configResult
+}
+
+type configResult struct {
+	raw []byte
+	cfg *manifest.ImageConfig
+}
+
+func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
+	lease, err := p.st.Lease(ctx)
+	if err != nil {
+		return nil, pullkit.Wrap("", "lease", "", err)
+	}
+	defer lease.Release()
+	p.lease = lease
+	if err := lease.Add(ctx, p.digests()...); err != nil {
+		return nil, pullkit.Wrap("", "lease", "", err)
+	}
+
+	// Configs and layers at once: a config that fails (or names another platform)
+	// cancels the layers.
+	lctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	p.configs = make([]configResult, len(p.t.images))
+	var cfgErr error
+	var wg sync.WaitGroup
+	var once sync.Once
+	for i, ti := range p.t.images {
+		if ti.m.Config == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := p.config(lctx, i)
+			if err != nil {
+				once.Do(func() { cfgErr = err })
+				cancel(err)
+			}
+		}()
+	}
+	blobs, at := p.layerBlobs()
+	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress}
+	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, layers.WithJobs(p.o.jobs), layers.WithProgress(p.o.progress), layers.WithRetry(p.c.retry))
+	wg.Wait()
+	if cfgErr != nil {
+		return nil, cfgErr
+	}
+	if ferr != nil {
+		return nil, ferr
+	}
+
+	imgs := make([]*manifest.Image, len(p.t.images))
+	stored := make([]manifest.Descriptor, len(p.t.images))
+	for i := range p.t.images {
+		img, desc, err := p.store(ctx, i, results, at)
+		if err != nil {
+			return nil, err
+		}
+		imgs[i], stored[i] = img, desc
+	}
+	target := stored[0]
+	if p.o.all {
+		if target, err = p.storeIndex(ctx, stored); err != nil {
+			return nil, err
+		}
+	}
+	img := primary(p.t, imgs, p.o)
+	img.Stored = target
+	img.Name = fullName(p.r)
+	if err := p.st.PutImage(ctx, store.Image{Name: img.Name, Target: target}); err != nil {
+		return nil, pullkit.Wrap("", "name image "+img.Name, target.Digest, err)
+	}
+	return img, nil
+}
+
+// digests lists every blob the pull will read or write that is known now.
+func (p *pull) digests() []digest.Digest {
+	out := []digest.Digest{p.t.named.Digest, p.t.served}
+	for _, ti := range p.t.images {
+		out = append(out, ti.m.Digest, digest.FromBytes(ti.m.Raw))
+		if ti.m.Config != nil {
+			out = append(out, ti.m.Config.Digest)
+		}
+		for _, l := range ti.m.Layers {
+			out = append(out, l.Digest)
+		}
+	}
+	return out
+}
+
+// config fetches image i's config, checks its platform and stores it.
+func (p *pull) config(ctx context.Context, i int) error {
+	ti := p.t.images[i]
+	raw, cfg, err := p.c.configOf(ctx, p.t, ti.m, p.o)
+	if err != nil {
+		return err
+	}
+	if !p.o.all {
+		if err := checkImagePlatform(p.o, ti.m, cfg); err != nil {
+			return pullkit.Wrap("", "check platform", ti.m.Digest, err)
+		}
+	}
+	if err := store.WriteBlob(ctx, p.st, *ti.m.Config, raw); err != nil {
+		return pullkit.Wrap("", "store config", ti.m.Config.Digest, err)
+	}
+	p.configs[i] = configResult{raw: raw, cfg: cfg}
+	return nil
+}
+
+// layerBlobs lists the layers of every image to fetch, and where each sits: image and
+// layer index. Schema 1 throwaway layers are skipped unless schema 1 is stored as served
+// (their blob is the empty gzip, and no conversion lists them).
+func (p *pull) layerBlobs() ([]layers.Blob, [][2]int) {
+	var blobs []layers.Blob
+	var at [][2]int
+	for i, ti := range p.t.images {
+		s1 := ti.m.Schema1
+		for k, l := range ti.m.Layers {
+			if s1 != nil && p.o.format != FormatSchema1 && k < len(s1.History) && s1.History[k].Throwaway {
+				continue
+			}
+			b := layers.Blob{Desc: l.Descriptor(), DiffID: s1 != nil || p.o.diffIDs}
+			if p.o.tees != nil {
+				b.Tee = p.o.tees(k, l)
+			}
+			blobs = append(blobs, b)
+			at = append(at, [2]int{i, k})
+		}
+	}
+	return blobs, at
+}
+
+// store builds image i's model from what the transfer learnt and stores its manifest in
+// the format asked for, returning the model and the stored manifest's descriptor.
+func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][2]int) (*manifest.Image, manifest.Descriptor, error) {
+	ti := p.t.images[i]
+	m := ti.m
+	cr := p.configs[i]
+	var cfgDesc *manifest.Descriptor
+	if m.Config != nil {
+		cfgDesc = m.Config
+	}
+	img, err := manifest.NewImage(p.ref, p.t.named, m, ti.entry, cfgDesc, cr.cfg)
+	if err != nil {
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", "build image model", m.Digest, err)
+	}
+	for k, res := range results {
+		if at[k][0] != i {
+			continue
+		}
+		l := &img.Layers[at[k][1]]
+		if l.Size < 0 {
+			l.Size = res.Desc.Size
+		}
+		if res.DiffID == "" {
+			continue
+		}
+		if l.DiffID != "" && l.DiffID != res.DiffID {
+			return nil, manifest.Descriptor{}, pullkit.Wrap("", "check diffID of layer "+fmt.Sprint(at[k][1]+1), l.Digest,
+				&pullkit.DigestMismatchError{What: "uncompressed layer", Want: l.DiffID, Got: res.DiffID})
+		}
+		l.DiffID = res.DiffID
+	}
+	if m.Schema1 != nil {
+		if !p.o.all {
+			if err := checkImagePlatform(p.o, m, nil); err != nil {
+				return nil, manifest.Descriptor{}, pullkit.Wrap("", "check platform", m.Digest, err)
+			}
+		}
+		return p.storeSchema1(ctx, img, m)
+	}
+	raw, mediaType := m.Raw, m.MediaType
+	switch p.o.format {
+	case FormatOCI:
+		mediaType = manifest.MediaTypeOCIManifest
+		raw, err = manifest.ConvertImage(m, mediaType)
+	case FormatDocker:
+		mediaType = manifest.MediaTypeDockerSchema2
+		raw, err = manifest.ConvertImage(m, mediaType)
+	case FormatSchema1:
+		repo, tag := p.r.Context().RepositoryStr(), "latest"
+		if t, ok := p.r.(name.Tag); ok {
+			tag = t.TagStr()
+		}
+		mediaType = manifest.MediaTypeDockerSchema1Signed
+		raw, err = manifest.ToSchema1(m, cr.raw, repo, tag, nil)
+	}
+	if err != nil {
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", "convert manifest to "+p.o.format.String(), m.Digest, err)
+	}
+	desc, err := p.put(ctx, mediaType, raw, img.Platform)
+	return img, desc, err
+}
+
+// storeSchema1 stores a schema 1 image: converted to schema 2 or OCI with a config
+// synthesised from the diffIDs (layer media types read from the blobs, since schema 1
+// calls every layer gzip), or as served for FormatSchema1.
+func (p *pull) storeSchema1(ctx context.Context, img *manifest.Image, m *manifest.Manifest) (*manifest.Image, manifest.Descriptor, error) {
+	if p.o.format == FormatSchema1 {
+		desc, err := p.put(ctx, m.MediaType, m.Raw, img.Platform)
+		return img, desc, err
+	}
+	for k := range img.Layers {
+		l := &img.Layers[k]
+		if k < len(m.Schema1.History) && m.Schema1.History[k].Throwaway {
+			continue
+		}
+		mt, err := sniffLayerType(ctx, p.st, l.Digest)
+		if err != nil {
+			return nil, manifest.Descriptor{}, pullkit.Wrap("", "read stored layer", l.Digest, err)
+		}
+		l.MediaType = mt
+	}
+	to := manifest.MediaTypeOCIManifest
+	if p.o.format == FormatDocker || p.o.format == FormatAsServed {
+		to = manifest.MediaTypeDockerSchema2
+	}
+	mraw, craw, err := manifest.FromSchema1(m, img.Layers, to)
+	if err != nil {
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", "convert schema 1", m.Digest, err)
+	}
+	cdesc := manifest.Descriptor{MediaType: manifest.MediaTypeOCIConfig, Digest: digest.FromBytes(craw), Size: int64(len(craw))}
+	if to == manifest.MediaTypeDockerSchema2 {
+		cdesc.MediaType = manifest.MediaTypeDockerConfig
+	}
+	if err := p.lease.Add(ctx, cdesc.Digest); err != nil {
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", "lease", "", err)
+	}
+	if err := store.WriteBlob(ctx, p.st, cdesc, craw); err != nil {
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", "store synthesised config", cdesc.Digest, err)
+	}
+	cfg, err := manifest.ParseConfig(craw)
+	if err != nil {
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", "parse synthesised config", cdesc.Digest, err)
+	}
+	img.Config = cdesc
+	img.Runtime = cfg.Runtime
+	desc, err := p.put(ctx, to, mraw, img.Platform)
+	return img, desc, err
+}
+
+// sniffLayerType says what a stored layer blob really is.
+func sniffLayerType(ctx context.Context, st store.Provider, d digest.Digest) (string, error) {
+	ra, err := st.ReaderAt(ctx, d)
+	if err != nil {
+		return "", err
+	}
+	defer ra.Close()
+	head := make([]byte, 4)
+	n, err := ra.ReadAt(head, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	switch manifest.DetectCompression(head[:n]) {
+	case manifest.Gzip:
+		return manifest.MediaTypeDockerLayer, nil
+	case manifest.Zstd:
+		return manifest.MediaTypeOCILayerZstd, nil
+	}
+	return manifest.MediaTypeDockerLayerUncompressed, nil
+}
+
+// put stores a manifest or index blob and returns its descriptor.
+func (p *pull) put(ctx context.Context, mediaType string, raw []byte, plat *platforms.Platform) (manifest.Descriptor, error) {
+	desc := manifest.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
+	if err := p.lease.Add(ctx, desc.Digest); err != nil {
+		return desc, pullkit.Wrap("", "lease", "", err)
+	}
+	if err := store.WriteBlob(ctx, p.st, desc, raw); err != nil {
+		return desc, pullkit.Wrap("", "store manifest", desc.Digest, err)
+	}
+	if plat != nil {
+		pl := plat.Clone()
+		desc.Platform = &pl
+	}
+	return desc, nil
+}
+
+// storeIndex stores the index of every platform's stored manifest.
+func (p *pull) storeIndex(ctx context.Context, stored []manifest.Descriptor) (manifest.Descriptor, error) {
+	if p.o.format == FormatAsServed {
+		same := true
+		for i, d := range stored {
+			same = same && d.Digest == p.t.images[i].entry.Digest
+		}
+		if same && len(stored) == len(p.t.named.Manifests) {
+			return p.put(ctx, p.t.named.MediaType, p.t.named.Raw, nil)
+		}
+	}
+	mt := manifest.MediaTypeOCIIndex
+	if p.o.format == FormatDocker || p.o.format == FormatAsServed {
+		mt = manifest.MediaTypeDockerManifestList
+		for _, d := range stored {
+			if d.MediaType == manifest.MediaTypeOCIManifest {
+				mt = manifest.MediaTypeOCIIndex
+			}
+		}
+	}
+	raw, err := manifest.NewIndex(mt, stored)
+	if err != nil {
+		return manifest.Descriptor{}, pullkit.Wrap("", "write index", "", err)
+	}
+	return p.put(ctx, mt, raw, nil)
+}
