@@ -142,9 +142,12 @@ func StallHeaders(d time.Duration) Fault { return stallHeaders{d} }
 func (f stallHeaders) Name() string { return fmt.Sprintf("stall headers for %v", f.d) }
 
 func (f stallHeaders) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	if wait(r.Context(), f.d, nil) {
-		next.ServeHTTP(w, r)
+	if !wait(r.Context(), f.d, nil) {
+		// The client gave up or the registry is closing: drop the connection rather
+		// than let net/http send an empty 200.
+		panic(http.ErrAbortHandler)
 	}
+	next.ServeHTTP(w, r)
 }
 
 type trickle struct {
@@ -170,7 +173,7 @@ func (f trickle) Apply(w http.ResponseWriter, r *http.Request, next http.Handler
 	_ = rc.Flush()
 	for len(body) > 0 {
 		if !wait(r.Context(), f.every, nil) {
-			return
+			panic(http.ErrAbortHandler) // cut the body, never end it cleanly
 		}
 		n := min(f.chunk, len(body))
 		if _, err := w.Write(body[:n]); err != nil {
@@ -296,7 +299,8 @@ type redirect struct{ base string }
 // Redirect answers 307 to the same path on the registry's storage server
 // (Registry.StorageURL, another host), which serves blobs without auth, as registries
 // send blob requests to object storage. Match it to RouteBlob; the log then shows
-// whether the client carried its Authorization to the other host.
+// whether the client carried its Authorization to the other host. On the storage server
+// itself it serves the request.
 func Redirect() Fault { return redirect{} }
 
 // RedirectTo answers 307 to the same path and query on the server at base (a URL such
@@ -310,12 +314,16 @@ func (f redirect) Name() string {
 	return "redirect to " + f.base
 }
 
-func (f redirect) Apply(w http.ResponseWriter, r *http.Request, _ http.Handler) {
+func (f redirect) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	base := f.base
 	if base == "" {
 		lw, ok := w.(*logWriter)
 		if !ok {
 			http.Error(w, "pullkittest: Redirect() outside a Registry", http.StatusInternalServerError)
+			return
+		}
+		if lw.kind == serveStorage {
+			next.ServeHTTP(w, r) // already there
 			return
 		}
 		base = lw.r.StorageURL()

@@ -87,10 +87,14 @@ type Match struct {
 	Repo string
 	// Ref is the tag or digest in the path.
 	Ref string
+	// Host is the Host the request named: to single out the storage server, give
+	// strings.TrimPrefix(r.StorageURL(), "http://").
+	Host string
 }
 
 func (m Match) matches(rec Request) bool {
-	return (m.Method == "" || m.Method == rec.Method) &&
+	return (m.Host == "" || m.Host == rec.Host) &&
+		(m.Method == "" || m.Method == rec.Method) &&
 		(m.Route == RouteAny || m.Route == rec.Route) &&
 		(m.Repo == "" || m.Repo == rec.Repo) &&
 		(m.Ref == "" || m.Ref == rec.Ref)
@@ -166,7 +170,11 @@ func (r *Registry) ClearFaults() {
 func (r *Registry) Requests() []Request {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]Request(nil), r.reqs...)
+	out := make([]Request, len(r.reqs))
+	for i, rec := range r.reqs {
+		out[i] = *rec
+	}
+	return out
 }
 
 // Count is how many logged requests m matches: the round trips a client made.
@@ -175,7 +183,7 @@ func (r *Registry) Count(m Match) int {
 	defer r.mu.Unlock()
 	n := 0
 	for _, rec := range r.reqs {
-		if m.matches(rec) {
+		if m.matches(*rec) {
 			n++
 		}
 	}

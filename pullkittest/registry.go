@@ -44,7 +44,7 @@ type Registry struct {
 	blobs  map[digest.Digest][]byte
 	repos  map[string]*repository
 	rules  []*Rule
-	reqs   []Request
+	reqs   []*Request
 }
 
 // server is one listening HTTP server of the registry.
@@ -266,15 +266,14 @@ func (r *Registry) front(kind int) http.Handler {
 		if fault != nil {
 			rec.Fault = fault.Name()
 		}
-		idx := len(r.reqs)
-		r.reqs = append(r.reqs, rec)
+		r.reqs = append(r.reqs, &rec)
 		r.mu.Unlock()
 
 		if kind == serveAPI {
 			// distribution sets it on every response, errors and 404s included.
 			w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 		}
-		lw := &logWriter{ResponseWriter: w, r: r, idx: idx}
+		lw := &logWriter{ResponseWriter: w, r: r, rec: &rec, kind: kind}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -350,11 +349,13 @@ func parsePath(path string) (Route, string, string) {
 	return best, rest[:bestAt], rest[bestAt+bestLen:]
 }
 
-// logWriter records the status and body bytes of a response in the request log.
+// logWriter records the status and body bytes of a response in its record of the
+// request log (which ResetRequests may have dropped from the log meanwhile).
 type logWriter struct {
 	http.ResponseWriter
 	r     *Registry
-	idx   int
+	rec   *Request
+	kind  int
 	wrote bool
 }
 
@@ -362,7 +363,7 @@ func (w *logWriter) WriteHeader(code int) {
 	if !w.wrote && code >= 200 {
 		w.wrote = true
 		w.r.mu.Lock()
-		w.r.reqs[w.idx].Status = code
+		w.rec.Status = code
 		w.r.mu.Unlock()
 	}
 	w.ResponseWriter.WriteHeader(code)
@@ -374,7 +375,7 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.r.mu.Lock()
-	w.r.reqs[w.idx].Bytes += int64(n)
+	w.rec.Bytes += int64(n)
 	w.r.mu.Unlock()
 	return n, err
 }
@@ -399,6 +400,6 @@ func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // setFault names the fault a request got, for faults that choose one (Random).
 func (w *logWriter) setFault(name string) {
 	w.r.mu.Lock()
-	w.r.reqs[w.idx].Fault = name
+	w.rec.Fault = name
 	w.r.mu.Unlock()
 }
