@@ -290,7 +290,7 @@ func Platform(p platforms.Platform) BuildOption {
 // (linux/amd64 and linux/arm64/v8 by default).
 func Platforms(ps ...platforms.Platform) BuildOption {
 	return func(b *build) {
-		b.platforms = nil
+		b.platforms = []platforms.Platform{}
 		for _, p := range ps {
 			b.platforms = append(b.platforms, p.Clone())
 		}
@@ -534,7 +534,7 @@ func (r *Registry) PushIndex(repo, tag string, f Format, opts ...BuildOption) *I
 		panic("pullkittest: PushIndex: attestations need an OCIIndex (BuildKit writes them with OCI media types only)")
 	}
 	ps := b.platforms
-	if ps == nil {
+	if len(ps) == 0 {
 		ps = []platforms.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64", Variant: "v8"}}
 	}
 	child := Schema2
