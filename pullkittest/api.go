@@ -171,6 +171,12 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 	}
 	ct, body, served := m.mediaType, m.raw, m.digest
 	switch {
+	case kind == manifest.MediaTypeDockerSchema1Signed && r.cfg.schema1Resign:
+		var err error
+		if body, err = r.resign(m); err != nil {
+			writeError(w, CodeUnknown, "", err.Error())
+			return
+		}
 	case tag != "" && kind == manifest.MediaTypeDockerSchema2 && !supports.schema2 && r.cfg.schema1Conversion:
 		var err error
 		if body, served, err = r.toSchema1(repo, tag, m); err != nil {
@@ -273,6 +279,16 @@ func (r *Registry) toSchema1(repo, tag string, m *storedManifest) ([]byte, diges
 		return nil, "", err
 	}
 	return signed, s1.Digest, nil
+}
+
+// resign signs a stored schema 1 manifest's payload anew with the registry's key, as
+// distribution 2.8 does on every GET (it stores the payload only).
+func (r *Registry) resign(m *storedManifest) ([]byte, error) {
+	parsed, err := manifest.Parse(m.raw, m.mediaType)
+	if err != nil {
+		return nil, err
+	}
+	return manifest.SignSchema1(parsed.Schema1.Payload, r.schema1Signer(), nil)
 }
 
 // blobData returns the blob d of repo, or nil.

@@ -58,6 +58,7 @@ type config struct {
 	basic             *basicAuth
 	token             *TokenAuth
 	schema1Conversion bool
+	schema1Resign     bool
 	noReferrers       bool
 	nameUnknown       bool
 	rules             []*Rule
@@ -74,6 +75,16 @@ type Option func(*config) error
 // is and answers MANIFEST_INVALID for a list whose linux/amd64 entry is schema 2.
 func WithSchema1Conversion() Option {
 	return func(c *config) error { c.schema1Conversion = true; return nil }
+}
+
+// WithSchema1Resigning makes the registry serve a signed schema 1 manifest signed anew
+// with its own key on every request, as distribution 2.8 does: it keeps only the signed
+// payload of what was pushed, so the canonical digest stays while the bytes (and their
+// sha256) change from one request to the next, and the pusher's signature is gone.
+// Without it the registry serves the bytes as they were put, as registries that store
+// manifests whole do.
+func WithSchema1Resigning() Option {
+	return func(c *config) error { c.schema1Resign = true; return nil }
 }
 
 // WithoutReferrersAPI makes /v2/<name>/referrers/<digest> answer 404 as a registry
