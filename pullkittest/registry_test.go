@@ -442,3 +442,20 @@ func TestPutManifest(t *testing.T) {
 		}()
 	}
 }
+
+func TestSchema1Resigning(t *testing.T) {
+	r := NewRegistry(t, WithSchema1Resigning())
+	img := r.PushImage("s1", "latest", Schema1)
+	for _, ref := range []string{"latest", img.Digest.String()} {
+		resp, body := get(t, http.MethodGet, r.URL()+"/v2/s1/manifests/"+ref)
+		m, err := manifest.Parse(body, resp.Header.Get("Content-Type"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// ECDSA signatures are randomised: a new signature is new bytes.
+		if bytes.Equal(body, img.Raw) || m.Digest != img.Digest || resp.Header.Get("Docker-Content-Digest") != img.Digest.String() ||
+			resp.Header.Get("Content-Length") != strconv.Itoa(len(body)) {
+			t.Errorf("%s: same bytes %v, digest %s, want %s", ref, bytes.Equal(body, img.Raw), m.Digest, img.Digest)
+		}
+	}
+}
