@@ -160,6 +160,9 @@ func TestPushImage(t *testing.T) {
 	} {
 		img := r.PushImage("img", "t", tc.format, tc.opts...)
 		m := checkImage(t, r, img)
+		if img.Ref() != r.Host()+"/img@"+img.Digest.String() || img.Repo != "img" || img.Tag != "t" {
+			t.Errorf("%s: Ref %s", tc.format, img.Ref())
+		}
 		if m.MediaType != tc.format.MediaType() || img.MediaType != tc.format.MediaType() {
 			t.Errorf("%s: media type %s", tc.format, m.MediaType)
 		}

@@ -166,7 +166,9 @@ func (r *Registry) ClearFaults() {
 	r.rules = nil
 }
 
-// Requests returns a copy of the request log, in arrival order.
+// Requests returns a copy of the request log, in arrival order. The log keeps every
+// request until ResetRequests; a long-lived registry (a demo) should reset it now and
+// then.
 func (r *Registry) Requests() []Request {
 	r.mu.Lock()
 	defer r.mu.Unlock()

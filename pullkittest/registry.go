@@ -24,7 +24,7 @@ import (
 // distribution does, from content seeded through its Go methods. It listens on a
 // loopback port, with a second server standing for blob storage (the target of
 // Redirect) and, with WithTokenAuth, a third for the token realm. Every request is
-// logged. Its methods are safe for concurrent use.
+// logged. Its methods are safe for concurrent use; make one with NewRegistry or Start.
 type Registry struct {
 	cfg config
 
