@@ -17,7 +17,9 @@
 //     its linux/amd64 entry, and schema 2 is rewritten as signed schema 1 for clients that
 //     do not accept it only WithSchema1Conversion (distribution 2.8 does, 3 does not);
 //   - Docker-Content-Digest, Content-Type, Content-Length and ETag as distribution sets
-//     them, the canonical payload digest for signed schema 1 included;
+//     them, the canonical payload digest for signed schema 1 included (and,
+//     WithSchema1Resigning, schema 1 signed anew by the registry on every request, as
+//     2.8 serves it);
 //   - Range on blobs: 206 with Content-Range for bytes=N- and bytes=N-M, 416 when it
 //     cannot be satisfied;
 //   - error bodies with distribution's codes, messages and details: MANIFEST_UNKNOWN for
