@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"io"
 	"sync"
 	"time"
 
@@ -431,4 +432,16 @@ func (m *Memory) Check(ctx context.Context, repair bool) (CheckResult, error) {
 	sortDigests(res.Damaged)
 	sortDigests(res.Removed)
 	return res, nil
+}
+
+// ReadAt reads back what the writer holds, as a resumed transfer needs.
+func (w *memWriter) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(w.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, w.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }

@@ -469,3 +469,40 @@ func (w *layoutWriter) finish() {
 		w.release()
 	}
 }
+
+// ReadAt reads back what the writer holds (bytes before Offset), for a transfer that
+// resumes and must give its taps the bytes an earlier writer left.
+func (w *layoutWriter) ReadAt(p []byte, off int64) (int, error) {
+	if w.closed {
+		return 0, blobErr("read back blob", w.d, errClosed)
+	}
+	if off >= w.off {
+		return 0, io.EOF
+	}
+	n := len(p)
+	if int64(n) > w.off-off {
+		n = int(w.off - off)
+	}
+	m, err := w.f.ReadAt(p[:n], off)
+	if err == nil && m < len(p) {
+		err = io.EOF
+	}
+	return m, err
+}
+
+// TempFile returns an unnamed scratch file in the layout's ingest directory, on the same
+// file system as the blobs: the transfer parks out-of-order bytes of parallel ranges
+// there. It disappears when closed (or, on systems without unnamed files, is removed
+// at once and disappears when closed).
+func (l *Layout) TempFile() (*os.File, error) {
+	dir := filepath.Join(l.dir, IngestDir)
+	if f, err := openTmpfile(dir); err == nil {
+		return f, nil
+	}
+	f, err := os.CreateTemp(dir, "spill-*.tmp")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return f, nil
+}
