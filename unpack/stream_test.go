@@ -134,8 +134,7 @@ func TestApplyFailuresLeaveNothing(t *testing.T) {
 // zstdBomb is an endless zstd frame: a raw block holding head, then RLE blocks of 128 KiB
 // of zeros, 4 bytes each (32768:1).
 type zstdBomb struct {
-	head []byte
-	out  []byte
+	out []byte
 }
 
 func newZstdBomb(head []byte) *zstdBomb {

@@ -127,6 +127,9 @@ type config struct {
 	snapshotOnly []string
 	// unprivileged makes the applier act as a non-root process would (for tests).
 	unprivileged bool
+	// xattrWhiteouts makes snapshots record whiteouts as files with an attribute, as
+	// when 0/0 devices cannot be made (for tests).
+	xattrWhiteouts bool
 }
 
 // WithIDMap maps the ownership recorded in the layers through uids and gids before it is
@@ -202,6 +205,12 @@ func WithOverlayXattrs(namespace string) Option {
 // Tests use it to exercise that path while running as root.
 func withUnprivileged() Option {
 	return func(c *config) error { c.unprivileged = true; return nil }
+}
+
+// withXattrWhiteouts makes snapshots use the attribute form of whiteouts, which a process
+// that may not make a 0/0 device falls back to. Tests use it to check that form.
+func withXattrWhiteouts() Option {
+	return func(c *config) error { c.xattrWhiteouts = true; return nil }
 }
 
 func newConfig(opts []Option) (*config, error) {

@@ -31,3 +31,20 @@ func (r *Rootfs) Commit() error { return errNotLinux }
 
 // Abort does nothing.
 func (r *Rootfs) Abort() error { return nil }
+
+// Snapshots is a directory of overlayfs snapshots (Linux only).
+type Snapshots struct{}
+
+// OpenSnapshots fails: layers are applied on Linux only.
+func OpenSnapshots(dir string, opts ...Option) (*Snapshots, error) { return nil, errNotLinux }
+
+// Path returns "".
+func (s *Snapshots) Path(chainID digest.Digest) string { return "" }
+
+// Has returns false.
+func (s *Snapshots) Has(chainID digest.Digest) bool { return false }
+
+// Apply fails: layers are applied on Linux only.
+func (s *Snapshots) Apply(ctx context.Context, parent, layer, diffID digest.Digest, blob io.Reader) (Result, error) {
+	return Result{}, errNotLinux
+}
