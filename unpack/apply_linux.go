@@ -68,9 +68,20 @@ func openTree(p string, f form, cfg *config) (*tree, error) {
 	if err != nil {
 		real = p
 	}
+	if len(cfg.uids) > 0 {
+		// The top belongs to the image's root, as the directories made for parents do.
+		uid, uok := mapID(cfg.uids, 0)
+		gid, gok := mapID(cfg.gids, 0)
+		if uok && gok {
+			if err := unix.Fchownat(int(fd.Fd()), "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
+				_ = fd.Close()
+				return nil, fsErr("chown", "/", err)
+			}
+		}
+	}
 	return &tree{
 		path: p, real: real, fd: fd, form: f, cfg: cfg,
-		privileged: os.Geteuid() == 0 && !cfg.unprivileged,
+		privileged: os.Geteuid() == 0,
 		rootMode:   0o755,
 		late:       map[string]uint32{},
 	}, nil
@@ -389,10 +400,12 @@ func (a *applier) mkdir(d *os.File, name, p string) (*os.File, error) {
 // what tar gives it: mode 0755, and the root's ownership when IDs are mapped.
 func (a *applier) implicitDir(f *os.File, p string) error {
 	if len(a.t.cfg.uids) > 0 {
-		uid, _ := mapID(a.t.cfg.uids, 0)
-		gid, _ := mapID(a.t.cfg.gids, 0)
-		if err := unix.Fchown(int(f.Fd()), uid, gid); err != nil {
-			return fsErr("chown", p, err)
+		uid, uok := mapID(a.t.cfg.uids, 0)
+		gid, gok := mapID(a.t.cfg.gids, 0)
+		if uok && gok {
+			if err := unix.Fchown(int(f.Fd()), uid, gid); err != nil {
+				return fsErr("chown", p, err)
+			}
 		}
 	}
 	if err := unix.Fchmod(int(f.Fd()), 0o755); err != nil {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
+
+	"github.com/pullkit/pullkit"
 )
 
 // capNetBindService is a security.capability value (VFS_CAP_REVISION_2, effective,
@@ -264,5 +267,30 @@ func TestRootfsSparse(t *testing.T) {
 				t.Errorf("%s (%s): %d bytes on disk for %d: holes not kept", name, format, st.Blocks*512, st.Size)
 			}
 		}
+	}
+}
+
+func TestRootfsIDMap(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	m := WithIDMap([]IDMap{{0, 100000, 65536}}, []IDMap{{0, 200000, 1000}, {1000, 300000, 1}})
+	layers := [][]ent{{
+		file("f", "x").withOwner(1000, 1000), file("implicit/g", "x").withOwner(0, 5),
+		symlink("s", "f").withOwner(7, 0), dir("d").withOwner(65535, 999),
+	}}
+	must(t, applyAll(t, e, layers, m))
+	got := scan(t, e.root)
+	for p, want := range map[string][2]int{
+		"/": {100000, 200000}, "/f": {101000, 300000}, "/implicit": {100000, 200000},
+		"/implicit/g": {100000, 200005}, "/s": {100007, 200000}, "/d": {165535, 200999},
+	} {
+		if n := got[p]; n.UID != want[0] || n.GID != want[1] {
+			t.Errorf("%s owned by %d:%d, want %d:%d", p, n.UID, n.GID, want[0], want[1])
+		}
+	}
+	e2 := newEnv(t)
+	err := applyAll(t, e2, [][]ent{{file("f", "x").withOwner(0, 1001)}}, m)
+	if !errors.Is(err, pullkit.ErrInvalid) || !strings.Contains(err.Error(), "gid 1001 has no mapping") {
+		t.Fatalf("unmapped gid: %v", err)
 	}
 }

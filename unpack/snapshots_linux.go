@@ -57,17 +57,14 @@ func OpenSnapshots(dir string, opts ...Option) (*Snapshots, error) {
 		return nil, fsErr("create", dir, err)
 	}
 	if cfg.xattrNS == "" {
-		cfg.xattrNS = probeXattrNS(dir, cfg)
+		cfg.xattrNS = probeXattrNS(dir)
 	}
 	return &Snapshots{dir: dir, cfg: cfg, busy: map[digest.Digest]chan struct{}{}}, nil
 }
 
 // probeXattrNS says which overlay attributes this process can set in dir: "trusted" when
 // privileged, "user" otherwise.
-func probeXattrNS(dir string, cfg *config) string {
-	if cfg.unprivileged {
-		return "user"
-	}
+func probeXattrNS(dir string) string {
 	tmp, err := os.MkdirTemp(dir, ".probe-")
 	if err != nil {
 		return "user"

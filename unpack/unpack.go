@@ -125,8 +125,6 @@ type config struct {
 	xattrNS string
 	// snapshotOnly names the snapshot-only options given, for NewRootfs to refuse.
 	snapshotOnly []string
-	// unprivileged makes the applier act as a non-root process would (for tests).
-	unprivileged bool
 	// xattrWhiteouts makes snapshots record whiteouts as files with an attribute, as
 	// when 0/0 devices cannot be made (for tests).
 	xattrWhiteouts bool
@@ -198,13 +196,6 @@ func WithOverlayXattrs(namespace string) Option {
 		c.snapshotOnly = append(c.snapshotOnly, "WithOverlayXattrs")
 		return nil
 	}
-}
-
-// withUnprivileged makes the applier behave as for a process that is not root: no
-// chown without an ID map, mode bits that keep directories writable while they fill.
-// Tests use it to exercise that path while running as root.
-func withUnprivileged() Option {
-	return func(c *config) error { c.unprivileged = true; return nil }
 }
 
 // withXattrWhiteouts makes snapshots use the attribute form of whiteouts, which a process
