@@ -49,7 +49,7 @@ type tree struct {
 	form       form
 	xattrNS    string // overlay: "trusted" or "user"
 	cfg        *config
-	privileged bool // chown as the archive says (root, not told otherwise)
+	privileged bool // the process is root: ownership as the archive says, no mode in the way
 
 	rootMode uint32 // the mode of the top directory, set when the tree is finished
 	// late holds, for an unprivileged process, the modes of directories that would stop
@@ -141,7 +141,7 @@ func (t *tree) apply(ctx context.Context, layer, want digest.Digest, blob io.Rea
 			break
 		}
 		if err != nil {
-			return res, layerError(layer, prev, ls.cause(err, "tar"))
+			return res, layerError(layer, "", &EntryError{Entry: prev, after: true, Err: ls.cause(err, "tar")})
 		}
 		res.Entries++
 		prev = hdr.Name
@@ -224,6 +224,9 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		tar.TypeFifo, tar.TypeChar, tar.TypeBlock:
 	default:
 		return &pullkit.UnsupportedError{What: "layer entry", Reason: "tar type " + typeName(hdr.Typeflag)}
+	}
+	if strings.IndexByte(hdr.Name, 0) >= 0 || strings.IndexByte(hdr.Linkname, 0) >= 0 {
+		return invalid("a name with a NUL byte")
 	}
 	name := path.Clean("/" + hdr.Name)
 	if name == "/" {

@@ -141,7 +141,7 @@ func (s *layerStream) finish() (digest.Digest, error) {
 	}
 	got := digest.NewDigest(s.alg, s.h)
 	if s.want != "" && got != s.want {
-		return got, &pullkit.DigestMismatchError{What: "diffID of layer", Want: s.want, Got: got}
+		return got, &pullkit.DigestMismatchError{What: "uncompressed layer (diffID)", Want: s.want, Got: got}
 	}
 	return got, nil
 }

@@ -60,10 +60,15 @@ type EntryError struct {
 	Entry string
 	// Err is the cause.
 	Err error
+	// after is set when the error came reading the archive after Entry.
+	after bool
 }
 
 func (e *EntryError) Error() string {
-	if e.Entry == "" {
+	switch {
+	case e.after && e.Entry != "":
+		return fmt.Sprintf("after entry %q: %v", text.Clean(e.Entry, 200), e.Err)
+	case e.Entry == "":
 		return e.Err.Error()
 	}
 	return fmt.Sprintf("entry %q: %v", text.Clean(e.Entry, 200), e.Err)
