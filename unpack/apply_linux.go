@@ -229,6 +229,9 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		return invalid("a name with a NUL byte")
 	}
 	name := path.Clean("/" + hdr.Name)
+	if strings.Count(name, "/") > maxDepth || strings.Count(hdr.Linkname, "/") > maxDepth {
+		return invalid("a name more than %d directories deep", maxDepth)
+	}
 	if name == "/" {
 		return a.top(hdr)
 	}
@@ -292,6 +295,11 @@ func (a *applier) resolve(dir string, create bool) (*dirHandle, error) {
 // maxLinks is how many symbolic links one resolution may follow, as in the kernel.
 const maxLinks = 40
 
+// maxDepth bounds how many directories deep a name may go (and resolve to), so that the
+// handles held while walking one stay few: far deeper than any image needs, and PATH_MAX
+// (4096 bytes) already stops most tools at half of it.
+const maxDepth = 4096
+
 // walk resolves dir one component at a time from the top of the tree, with the same
 // semantics as resolve: each step opens one name under the handle of the directory
 // before it, with O_NOFOLLOW, so a symbolic link is only ever followed here, by reading
@@ -348,6 +356,9 @@ func (a *applier) walk(dir string, create bool) (*dirHandle, error) {
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 			stack = append(stack, level{f, next})
+			if len(stack) > maxDepth {
+				return nil, invalid("%s resolves more than %d directories deep", quote(dir), maxDepth)
+			}
 		case unix.S_IFLNK:
 			_ = f.Close()
 			if links++; links > maxLinks {
@@ -1160,17 +1171,20 @@ func (a *applier) whiteout(entry, dir, base string) error {
 	defer d.f.Close()
 	return a.inParent(d, func() error {
 		if base == whOpaque {
-			return a.removeLowerChildren(d.fd(), d.path)
+			return a.removeLowerChildren(d.fd(), d.path, 0)
 		}
-		return a.removeLower(d.fd(), target, childOf(d.path, target))
+		return a.removeLower(d.fd(), target, childOf(d.path, target), 0)
 	})
 }
 
 // removeLower removes name (at p) from dir unless this layer wrote it; a directory that
 // holds something this layer wrote loses only the rest.
-func (a *applier) removeLower(dir int, name, p string) error {
+func (a *applier) removeLower(dir int, name, p string, depth int) error {
 	if err := a.ctx.Err(); err != nil {
 		return err
+	}
+	if depth > maxDepth {
+		return invalid("a whiteout reaches more than %d levels of directories this layer wrote into", maxDepth)
 	}
 	st, ok, err := lstatAt(dir, name)
 	if err != nil {
@@ -1190,10 +1204,10 @@ func (a *applier) removeLower(dir int, name, p string) error {
 		return fsErr("open", p, err)
 	}
 	defer f.Close()
-	return a.removeLowerChildren(int(f.Fd()), p)
+	return a.removeLowerChildren(int(f.Fd()), p, depth+1)
 }
 
-func (a *applier) removeLowerChildren(dir int, p string) error {
+func (a *applier) removeLowerChildren(dir int, p string, depth int) error {
 	f, err := openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return fsErr("open", p, err)
@@ -1207,7 +1221,7 @@ func (a *applier) removeLowerChildren(dir int, p string) error {
 	for {
 		names, err := f.Readdirnames(256)
 		for _, n := range names {
-			if err := a.removeLower(int(f.Fd()), n, childOf(p, n)); err != nil {
+			if err := a.removeLower(int(f.Fd()), n, childOf(p, n), depth); err != nil {
 				return err
 			}
 		}

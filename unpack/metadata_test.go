@@ -205,6 +205,15 @@ func TestRootfsDeepPath(t *testing.T) {
 	if err != nil || string(b) != "x" {
 		t.Errorf("write through the deep link: %q %v", b, err)
 	}
+
+	// Deeper than maxDepth: refused, so that walking a name holds a bounded number of
+	// handles.
+	e2 := newEnv(t)
+	err = applyAll(t, e2, [][]ent{{file(strings.Repeat("a/", maxDepth+1)+"f", "x")}})
+	if !errors.Is(err, pullkit.ErrInvalid) {
+		t.Fatalf("a name %d levels deep: %v", maxDepth+1, err)
+	}
+	e2.checkOutside(t)
 }
 
 // TestRootfsSparse unpacks a GNU sparse archive (made by GNU tar) and a plain one whose
