@@ -48,8 +48,9 @@
 // next to its directory and renamed into place by Commit; a snapshot is built under a
 // temporary name and renamed to its chain ID when its layer verifies.
 //
-// Memory does not grow with the size of a layer or of its files. What does grow, by a
-// few dozen bytes per entry while a layer is applied (a 128-bit hash per path, never the
-// path), is the set of paths that layer has written, which its whiteouts must spare. Every loop checks the context, also between reads
+// Memory does not grow with the size of a layer or of its files. What does grow while a
+// layer is applied, by a small constant per entry (a 128-bit hash of each path, never
+// the path), is the set of paths that layer has written, which its whiteouts must
+// spare. Names may go 4096 directories deep. Every loop checks the context, also between reads
 // of a decompressor, so a layer that expands without end is cancelled like any other.
 package unpack

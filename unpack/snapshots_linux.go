@@ -30,8 +30,10 @@ import (
 // layer that writes through a symbolic link of a lower layer, or hard-links a lower
 // layer's file, cannot be represented this way (the second is an error wrapping
 // pullkit.ErrUnsupported); layers made by diffing overlay upper directories, as image
-// builders do, never need either. Temporary directories (".tmp-*") left by a process
-// that died are not removed by OpenSnapshots.
+// builders do, never need either. For the same reason a directory that a layer writes
+// into without listing it gets mode 0755 and root's ownership in that layer's snapshot,
+// which overlayfs shows for the merged directory. Temporary directories (".tmp-*") left
+// by a process that died are not removed by OpenSnapshots.
 type Snapshots struct {
 	dir string
 	cfg *config

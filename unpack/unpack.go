@@ -23,9 +23,9 @@ type Result struct {
 	Reused bool
 	// Entries is how many tar entries the layer had, whiteouts included.
 	Entries int
-	// Skipped lists, up to maxSkipped, what could not be made and was left out: device
-	// nodes the process may not create, attributes the file system refuses, archive
-	// entries that mean nothing here.
+	// Skipped lists, up to 100 of them, what could not be made and was left out: device
+	// nodes the process may not create, attributes the file system refuses or a layer
+	// may not set, archive entries that mean nothing here (aufs metadata).
 	Skipped []Skip
 	// MoreSkipped counts what was skipped beyond the ones listed.
 	MoreSkipped int
@@ -64,6 +64,7 @@ type EntryError struct {
 	after bool
 }
 
+// Error names the entry (escaped) and gives the cause.
 func (e *EntryError) Error() string {
 	switch {
 	case e.after && e.Entry != "":
@@ -115,9 +116,12 @@ func ChainID(parent, diffID digest.Digest) digest.Digest {
 // IDMap maps a range of user or group IDs in the image to IDs on the host:
 // ContainerID+i becomes HostID+i for i < Size.
 type IDMap struct {
+	// ContainerID is the first ID of the range as the image records it.
 	ContainerID uint32
-	HostID      uint32
-	Size        uint32
+	// HostID is the ID ContainerID becomes on the host.
+	HostID uint32
+	// Size is how many IDs the range holds.
+	Size uint32
 }
 
 // Option configures a Rootfs or Snapshots. Options check their values: a bad one makes
