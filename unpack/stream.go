@@ -1,0 +1,222 @@
+package unpack
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	_ "crypto/sha256" // digest.SHA256 needs the hash registered
+	_ "crypto/sha512" // and digest.SHA512 this one
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/pullkit/pullkit"
+)
+
+// zstdMaxWindow bounds the window a zstd layer may make the decoder allocate (the same
+// bound as the transfer's diffID computation): 128 MiB admits `zstd --long=27` layers,
+// and a stream asking for more is refused instead of making memory follow what it says.
+const zstdMaxWindow = 128 << 20
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// source is the caller's blob reader: it checks the context before every read and keeps
+// the first error that is not io.EOF, which is the cause whatever a decompressor makes
+// of it.
+type source struct {
+	ctx context.Context
+	r   io.Reader
+	err error
+	eof bool
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.r.Read(p)
+	switch {
+	case err == io.EOF:
+		s.eof = true
+	case err != nil:
+		s.err = err
+	}
+	return n, err
+}
+
+// layerStream is a layer's uncompressed tar: compression sniffed from the first bytes,
+// every byte hashed for the diffID, and the context checked before every read (also when
+// a small compressed input expands without end).
+type layerStream struct {
+	ctx   context.Context
+	src   *source
+	br    *bufio.Reader
+	dec   io.Reader
+	kind  string // "gzip", "zstd" or "" (plain)
+	dErr  error  // the decompressor's first error
+	close func()
+	h     hash.Hash
+	alg   digest.Algorithm
+	want  digest.Digest
+}
+
+// openLayer starts reading the layer blob r. want is the expected diffID, or "".
+func openLayer(ctx context.Context, r io.Reader, want digest.Digest) (*layerStream, error) {
+	alg := digest.SHA256
+	if want != "" {
+		if err := want.Validate(); err != nil {
+			if errors.Is(err, digest.ErrDigestUnsupported) {
+				return nil, &pullkit.UnsupportedError{What: "diffID", Reason: fmt.Sprintf("algorithm of %s", want)}
+			}
+			return nil, &pullkit.InvalidError{What: "diffID", Reason: string(want), Err: err}
+		}
+		alg = want.Algorithm()
+	}
+	s := &layerStream{ctx: ctx, src: &source{ctx: ctx, r: r}, h: alg.Hash(), alg: alg, want: want}
+	s.br = bufio.NewReaderSize(s.src, 64<<10)
+	head, err := s.br.Peek(len(zstdMagic))
+	if err != nil && err != io.EOF {
+		return nil, s.cause(err, "")
+	}
+	switch {
+	case bytes.HasPrefix(head, gzipMagic):
+		zr, err := gzip.NewReader(s.br)
+		if err != nil {
+			return nil, s.cause(err, "gzip")
+		}
+		zr.Multistream(false)
+		s.dec, s.kind = &gzipMembers{br: s.br, z: zr}, "gzip"
+		s.close = func() { _ = zr.Close() }
+	case bytes.HasPrefix(head, zstdMagic):
+		zr, err := zstd.NewReader(s.br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
+		if err != nil {
+			return nil, s.cause(err, "zstd")
+		}
+		s.dec, s.kind = zr, "zstd"
+		s.close = zr.Close
+	default:
+		s.dec = s.br
+		s.close = func() {}
+	}
+	return s, nil
+}
+
+// Read reads uncompressed bytes.
+func (s *layerStream) Read(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := s.dec.Read(p)
+	s.h.Write(p[:n])
+	if err != nil && err != io.EOF && s.dErr == nil {
+		s.dErr = err
+	}
+	return n, err
+}
+
+// finish reads what is left of the uncompressed stream (tar padding after the end of
+// the archive counts in the diffID) and of the blob (bytes some tools leave after the
+// compressed stream), so that the caller's reader has reported io.EOF, and checks the
+// diffID.
+func (s *layerStream) finish() (digest.Digest, error) {
+	if _, err := io.Copy(io.Discard, s); err != nil {
+		return "", s.cause(err, "decompress")
+	}
+	if _, err := io.Copy(io.Discard, s.br); err != nil {
+		return "", s.cause(err, "")
+	}
+	if !s.src.eof {
+		return "", s.cause(io.ErrUnexpectedEOF, "")
+	}
+	got := digest.NewDigest(s.alg, s.h)
+	if s.want != "" && got != s.want {
+		return got, &pullkit.DigestMismatchError{What: "uncompressed layer (diffID)", Want: s.want, Got: got}
+	}
+	return got, nil
+}
+
+func (s *layerStream) Close() { s.close() }
+
+// cause turns an error met while reading into the module's vocabulary: the caller's
+// reader's own error first (it is what happened), then the context, then a fault of the
+// archive (what says "what" went wrong: "gzip", "zstd", "tar").
+func (s *layerStream) cause(err error, what string) error {
+	if s.src.err != nil {
+		return sourceError(s.src.err)
+	}
+	if cerr := s.ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if s.dErr != nil && s.kind != "" {
+		what = s.kind // the tar reader only passes on what the decompressor said
+	}
+	if what == "" {
+		what = "layer"
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return &pullkit.InvalidError{What: "layer archive", Reason: what, Err: err}
+}
+
+// sentinels are the errors of the module's vocabulary; a reader error that wraps none of
+// them (nor a context error) is wrapped in ErrUnreachable: the blob stopped coming.
+var sentinels = []error{
+	pullkit.ErrNotFound, pullkit.ErrUnauthorized, pullkit.ErrDenied, pullkit.ErrTooManyRequests,
+	pullkit.ErrDigestMismatch, pullkit.ErrSizeMismatch, pullkit.ErrNoMatch, pullkit.ErrUnsupported,
+	pullkit.ErrInvalid, pullkit.ErrTooLarge, pullkit.ErrUnreachable, pullkit.ErrAlreadyExists,
+	context.Canceled, context.DeadlineExceeded,
+}
+
+func sourceError(err error) error {
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: reading the layer blob: %w", pullkit.ErrUnreachable, err)
+}
+
+// gzipMembers reads the members of a gzip stream one after the other, and stops at the
+// first bytes that do not start another member (some tools pad a blob with zeros after
+// the gzip stream; the blob's digest covers them, the diffID does not).
+type gzipMembers struct {
+	br   *bufio.Reader
+	z    *gzip.Reader
+	done bool
+}
+
+func (g *gzipMembers) Read(p []byte) (int, error) {
+	for !g.done {
+		n, err := g.z.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		if head, _ := g.br.Peek(len(gzipMagic)); !bytes.Equal(head, gzipMagic) {
+			g.done = true
+			return n, io.EOF
+		}
+		if err := g.z.Reset(g.br); err != nil {
+			return n, err
+		}
+		g.z.Multistream(false)
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return 0, io.EOF
+}
