@@ -56,7 +56,7 @@ runone() { # image tool
     floor) cmd=("$bin/floor" -registry "$reg" -repo "bench/$img" -out "$out" -jobs "$JOBS") ;;
     ggcr) cmd=("$bin/ggcr" -ref "$reg/bench/$img:latest" -out "$out") ;;
     skopeo) cmd=(skopeo copy -q --src-tls-verify=false "docker://$reg/bench/$img:latest" "oci:$out:latest") ;;
-    pullkit) cmd=("$bin/pull" --plain-http --jobs "$JOBS" $PULL_FLAGS --output "$out" --format oci "$reg/bench/$img:latest") ;;
+    pullkit) cmd=("$bin/pull" --plain-http $PULL_FLAGS --output "$out" --format oci "$reg/bench/$img:latest") ;;
   esac
   /usr/bin/time -f '%e %M' -o "$work/time" "${cmd[@]}" >/dev/null
   read -r secs kb <"$work/time"

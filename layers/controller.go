@@ -174,6 +174,27 @@ func (c *controller) split(e *engine) func() {
 	return func() { vx.splitPart(victim, minPart) }
 }
 
+// moreStreams reports whether another large blob should start beside those running
+// (under e.mu): only when each one running long enough to tell is limited by its link.
+func (c *controller) moreStreams(e *engine) bool {
+	now := time.Now()
+	rtt := c.rttNow()
+	measured := 0
+	for _, x := range e.active {
+		x.mu.Lock()
+		young := now.Sub(x.since) < max(3*rtt, minLook)
+		x.mu.Unlock()
+		if young {
+			continue
+		}
+		if !x.linkLimited(now, rtt) {
+			return false
+		}
+		measured++
+	}
+	return measured > 0
+}
+
 // linkLimited reports whether the blob's stream, not its writer, limits it: long enough
 // under way to tell, its writer busy less than half the time, its receivers waiting for
 // the writer less than a tenth of it.

@@ -36,6 +36,9 @@ type job struct {
 	res     Result
 }
 
+// large reports whether j gets a transfer of its own (rather than an inline receive).
+func (j *job) large() bool { return j.desc.Size < 0 || j.desc.Size >= smallBlob }
+
 type engine struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -45,14 +48,15 @@ type engine struct {
 	pool   *blocks
 	ctl    controller
 
-	mu     sync.Mutex
-	cond   *sync.Cond
-	queue  []*job
-	active []*xfer // large transfers in progress
-	left   int     // jobs not finished
-	busy   int     // workers running a task
-	slots  int     // how many workers may run a task (lowered after 429s)
-	err    error   // the first failure
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []*job
+	active  []*xfer // large transfers in progress
+	left    int     // jobs not finished
+	busy    int     // workers running a task
+	slots   int     // how many workers may run a task (lowered after 429s)
+	streams int     // large blobs started and not finished
+	err     error   // the first failure
 
 	recv  atomic.Int64 // bytes received, all transfers
 	parts atomic.Int64 // parts receiving, all transfers (for the memory budget)
@@ -187,9 +191,7 @@ func (e *engine) take() func() {
 			return nil
 		}
 		if e.busy < e.slots {
-			if len(e.queue) > 0 {
-				j := e.queue[0]
-				e.queue = e.queue[1:]
+			if j := e.pick(); j != nil {
 				e.busy++
 				return func() { e.start(j) }
 			}
@@ -200,6 +202,28 @@ func (e *engine) take() func() {
 		}
 		e.cond.Wait()
 	}
+}
+
+// firstStreams is how many large blobs a call starts at once before it knows more: enough
+// to keep a fast link and two cores busy. More start only while the streams already
+// running are what limits them (a long or capped link), as for splitting.
+const firstStreams = 4
+
+// pick takes the next job to start from the queue (under e.mu): the first one, unless it
+// is a large blob and enough streams run already, in which case a small one behind it.
+func (e *engine) pick() *job {
+	more := e.streams < firstStreams || e.ctl.moreStreams(e)
+	for i, j := range e.queue {
+		if j.large() && !more {
+			continue
+		}
+		e.queue = append(e.queue[:i], e.queue[i+1:]...)
+		if j.large() {
+			e.streams++
+		}
+		return j
+	}
+	return nil
 }
 
 // fail records the first failure and cancels the call.
@@ -218,6 +242,9 @@ func (e *engine) done(j *job, res Result) {
 	e.mu.Lock()
 	j.res = res
 	e.left--
+	if j.large() {
+		e.streams--
+	}
 	e.cond.Broadcast()
 	e.mu.Unlock()
 }
@@ -225,6 +252,9 @@ func (e *engine) done(j *job, res Result) {
 // again puts a job that must start over back at the head of the queue.
 func (e *engine) again(j *job) {
 	e.mu.Lock()
+	if j.large() {
+		e.streams--
+	}
 	e.queue = append([]*job{j}, e.queue...)
 	e.cond.Broadcast()
 	e.mu.Unlock()

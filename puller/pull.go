@@ -348,6 +348,14 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 			}
 		}()
 	}
+	if p.o.tees != nil {
+		// Tees want the diffIDs up front (snapshots are named by chain ID): the configs
+		// first, then the layers.
+		wg.Wait()
+		if cfgErr != nil {
+			return nil, cfgErr
+		}
+	}
 	blobs, at := p.layerBlobs()
 	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress}
 	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, layers.WithJobs(p.o.jobs), layers.WithProgress(p.o.progress), layers.WithRetry(p.c.retry))
@@ -425,13 +433,19 @@ func (p *pull) layerBlobs() ([]layers.Blob, [][2]int) {
 	var at [][2]int
 	for i, ti := range p.t.images {
 		s1 := ti.m.Schema1
+		known := ti.m.Layers // what tees are told of the layers: with diffIDs, from the config
+		if cfg := p.configs[i].cfg; p.o.tees != nil && cfg != nil {
+			if img, err := manifest.NewImage(p.ref, p.t.named, ti.m, ti.entry, ti.m.Config, cfg); err == nil {
+				known = img.Layers
+			}
+		}
 		for k, l := range ti.m.Layers {
 			if s1 != nil && p.o.format != FormatSchema1 && k < len(s1.History) && s1.History[k].Throwaway {
 				continue
 			}
 			b := layers.Blob{Desc: l.Descriptor(), DiffID: s1 != nil || p.o.diffIDs}
 			if p.o.tees != nil {
-				b.Tee = p.o.tees(k, l)
+				b.Tee = p.o.tees(k, known[k])
 			}
 			blobs = append(blobs, b)
 			at = append(at, [2]int{i, k})

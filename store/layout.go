@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	// Register the hashes go-digest's algorithms need.
 	_ "crypto/sha256"
@@ -61,9 +62,12 @@ type layoutState struct {
 	gc      sync.RWMutex // Lease.Add (read) against GC (write), in this process
 	leases  sync.Map     // id -> struct{}: leases held by this process
 	tmpOnce sync.Once    // probe for unnamed files
-	tmpOK   bool         //
-	dioOnce sync.Once    // probe for O_DIRECT
-	dioOK   bool         //
+	// slowDirect is when a writer last found O_DIRECT writes slower than hashing (unix
+	// nanoseconds; 0: never): writers then go through the page cache for a while.
+	slowDirect atomic.Int64
+	tmpOK      bool      //
+	dioOnce    sync.Once // probe for O_DIRECT
+	dioOK      bool      //
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -197,7 +198,23 @@ type layoutWriter struct {
 	wq    chan wreq  // blocks for the writer goroutine
 	wr    chan error // its results, one per block
 	wdone chan struct{}
+
+	// What the writer measures of O_DIRECT: how long Write waited for the disk after
+	// hashing a block, against how long it hashed, over the direct bytes so far.
+	directN    int64
+	directWait time.Duration
+	directHash time.Duration
 }
+
+// O_DIRECT writes cost no page cache and little CPU, but they wait for the disk: on a
+// disk slower than sha256 (a cloud volume, a busy host) they are what limits a pull.
+// After directProbe bytes written directly, a writer whose Writes waited for the disk
+// more than a fifth of the time they spent hashing goes through the page cache for the
+// rest of its blob, and the layout's other writers do for directRetry.
+const (
+	directProbe = 16 << 20
+	directRetry = 5 * time.Minute
+)
 
 // wreq is one block for the writer goroutine.
 type wreq struct {
@@ -230,9 +247,15 @@ func (w *layoutWriter) Write(p []byte) (int, error) {
 		if w.wq == nil {
 			w.startWriter()
 		}
+		direct := w.willDirect(p, w.off)
 		w.wq <- wreq{p: p, off: w.off}
+		t0 := time.Now()
 		w.h.Hash().Write(p)
+		t1 := time.Now()
 		err = <-w.wr
+		if direct {
+			w.measureDirect(int64(len(p)), t1.Sub(t0), time.Since(t1))
+		}
 	}
 	if err != nil {
 		w.err = blobErr(op, w.d, err)
@@ -263,12 +286,35 @@ func (w *layoutWriter) stopWriter() {
 	}
 }
 
+// willDirect reports whether writeAt would try p at off with O_DIRECT.
+func (w *layoutWriter) willDirect(p []byte, off int64) bool {
+	return w.l.o.direct && !w.noDirect && w.path != "" && len(p) >= inlineMax && isAligned(p, off) && !w.l.directSlow()
+}
+
+// measureDirect adds a direct write of n bytes to the writer's measure, and turns
+// O_DIRECT off when the disk is what it waits for.
+func (w *layoutWriter) measureDirect(n int64, hashed, waited time.Duration) {
+	w.directN += n
+	w.directHash += hashed
+	w.directWait += waited
+	if w.directN >= directProbe && w.directWait*5 > w.directHash {
+		w.noDirect = true
+		w.l.st.slowDirect.Store(time.Now().UnixNano())
+	}
+}
+
+// directSlow reports whether a writer found O_DIRECT slower than hashing lately.
+func (l *Layout) directSlow() bool {
+	t := l.st.slowDirect.Load()
+	return t != 0 && time.Since(time.Unix(0, t)) < directRetry
+}
+
 // writeAt writes p at off: with O_DIRECT when p is large (inlineMax or more: a small
 // O_DIRECT write waits for the disk for little gain) and aligned, through the page
 // cache otherwise. A file system that refuses an O_DIRECT write (EINVAL) gets buffered
 // writes from then on.
 func (w *layoutWriter) writeAt(p []byte, off int64) error {
-	if w.l.o.direct && !w.noDirect && w.path != "" && len(p) >= inlineMax && isAligned(p, off) {
+	if w.willDirect(p, off) {
 		if w.dio == nil {
 			if w.l.directOK() {
 				w.dio, _ = openDirect(w.path)

@@ -144,3 +144,7 @@ func removeAllPath(p string) error {
 	name := filepath.Base(p)
 	return a.removeTree(int(parent.Fd()), name, p)
 }
+
+// spoolDir is where a Pipeline spools layers for the rootfs: beside it, on its file
+// system.
+func (r *Rootfs) spoolDir() string { return filepath.Dir(r.dir) }

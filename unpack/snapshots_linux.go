@@ -196,3 +196,6 @@ func (s *Snapshots) claim(ctx context.Context, chain digest.Digest) (reused bool
 		}
 	}
 }
+
+// spoolDir is where a Pipeline spools layers for the snapshots.
+func (s *Snapshots) spoolDir() string { return s.dir }

@@ -48,3 +48,6 @@ func (s *Snapshots) Has(chainID digest.Digest) bool { return false }
 func (s *Snapshots) Apply(ctx context.Context, parent, layer, diffID digest.Digest, blob io.Reader) (Result, error) {
 	return Result{}, errNotLinux
 }
+
+func (r *Rootfs) spoolDir() string    { return "" }
+func (s *Snapshots) spoolDir() string { return "" }
