@@ -151,6 +151,11 @@ func (t *tee) Open(desc manifest.Descriptor) (io.Writer, error) {
 		go func() {
 			defer p.wg.Done()
 			res, err := p.apply(l, pr)
+			if err == nil {
+				// A reused snapshot reads nothing: take the rest, so the transfer goes
+				// on, and wait for its verdict.
+				_, err = io.Copy(io.Discard, pr)
+			}
 			pr.CloseWithError(err)
 			l.result <- applyResult{res, err}
 		}()

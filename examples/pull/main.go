@@ -3,7 +3,8 @@
 // config, and prints the normalised model, or writes the image to disk.
 //
 //	pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N]
-//	     [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--json] [--resolve] [--plain-http] REFERENCE
+//	     [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR]
+//	     [--json] [--resolve] [--plain-http] REFERENCE
 //	pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)
 //	pull        # no reference: start an in-process registry seeded from testdata, pull each
 //
@@ -55,6 +56,9 @@ type options struct {
 	checkDiffIDs   bool
 	directIO       bool
 	reference      string
+	// unpack and snapshots are where layers are applied: a flattened root filesystem, or
+	// overlay snapshots by chain ID.
+	unpack, snapshots string
 	// Store commands on --output DIR, without a reference.
 	list, gc, check bool
 	deleteName      string
@@ -70,7 +74,7 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--json] [--resolve] [--plain-http] [REFERENCE]\n" +
+const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR] [--json] [--resolve] [--plain-http] [REFERENCE]\n" +
 	"       pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)"
 
 // parseArgs reads the flags; flags may come before or after the reference.
@@ -89,6 +93,8 @@ func parseArgs(args []string) (*options, error) {
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to a registry that is not on loopback")
 	fs.BoolVar(&o.checkDiffIDs, "check-diffids", false, "with --output, decompress each layer and check it against the config's diff_ids")
 	fs.BoolVar(&o.directIO, "direct-io", true, "with --output, write blobs of 1 MiB and more with O_DIRECT where the file system allows it (false: through the page cache)")
+	fs.StringVar(&o.unpack, "unpack", "", "apply the layers, while they download, to a new root filesystem directory DIR")
+	fs.StringVar(&o.snapshots, "snapshots", "", "apply the layers, while they download, to overlay snapshots by chain ID in DIR (shared layers are unpacked once)")
 	fs.BoolVar(&o.list, "list", false, "list the images named in the OCI layout --output DIR")
 	fs.StringVar(&o.deleteName, "delete", "", "remove the name NAME from the OCI layout --output DIR (its blobs stay until --gc)")
 	fs.BoolVar(&o.gc, "gc", false, "remove from the OCI layout --output DIR every blob no name reaches, and stale partial downloads")
@@ -149,6 +155,10 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--all stores an index, so it needs --output DIR --format oci"}
 	case o.all && o.manifestFormat == "v2s1":
 		return nil, &usageError{"--all stores an index, which schema 1 does not have: drop --manifest-format v2s1"}
+	case o.unpack != "" && o.snapshots != "":
+		return nil, &usageError{"--unpack and --snapshots are one or the other"}
+	case (o.unpack != "" || o.snapshots != "") && (o.resolve || o.all || o.format != "oci"):
+		return nil, &usageError{"--unpack and --snapshots apply one platform's layers: not with --resolve, --all or --format docker-archive"}
 	case o.ingestExpiry < 0:
 		return nil, &usageError{"--ingest-expiry must not be negative"}
 	}
@@ -221,9 +231,12 @@ func pullOne(ctx context.Context, o *options, c *puller.Client, call []puller.Pu
 	var img *manifest.Image
 	var written string
 	var err error
-	if o.output != "" {
+	switch {
+	case o.unpack != "" || o.snapshots != "":
+		img, written, err = unpackOutput(ctx, o, c, call, ref)
+	case o.output != "":
 		img, written, err = writeOutput(ctx, o, c, call, ref, o.output)
-	} else {
+	default:
 		img, err = c.Inspect(ctx, ref, call...)
 	}
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/puller"
 	"github.com/pullkit/pullkit/store"
+	"github.com/pullkit/pullkit/unpack"
 )
 
 // formats maps --manifest-format to the library's.
@@ -144,4 +145,76 @@ func storeCommand(ctx context.Context, o *options, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "checked %d blobs (%s): %d damaged, removed\n", res.Checked, humanBytes(res.Bytes), len(res.Damaged))
 	}
 	return nil
+}
+
+// unpackOutput pulls ref and applies its layers while they download, to a root
+// filesystem (--unpack) or snapshots (--snapshots). The blobs go to --output when given
+// (kept), else to a scratch layout removed afterwards.
+func unpackOutput(ctx context.Context, o *options, c *puller.Client, call []puller.PullOption, ref string) (*manifest.Image, string, error) {
+	target := o.unpack
+	if target == "" {
+		target = o.snapshots
+	}
+	fail := func(err error) (*manifest.Image, string, error) {
+		return nil, "", fmt.Errorf("unpack %s to %s: %w", ref, target, err)
+	}
+	dir := o.output
+	if dir == "" {
+		tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(target)), ".pull-blobs-")
+		if err != nil {
+			return fail(err)
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	st, err := store.OpenLayout(dir, store.WithDirectIO(o.directIO))
+	if err != nil {
+		return fail(err)
+	}
+	var pipe *unpack.Pipeline
+	var rootfs *unpack.Rootfs
+	if o.unpack != "" {
+		if rootfs, err = unpack.NewRootfs(o.unpack); err != nil {
+			return fail(err)
+		}
+		defer rootfs.Abort()
+		pipe = rootfs.NewPipeline(ctx)
+	} else {
+		snaps, err := unpack.OpenSnapshots(o.snapshots)
+		if err != nil {
+			return fail(err)
+		}
+		pipe = snaps.NewPipeline(ctx)
+	}
+	if o.progressOut != nil {
+		p := newProgress(o.progressOut)
+		call = append(call, puller.WithProgress(p.event))
+		defer p.finish()
+	}
+	img, err := c.Pull(ctx, ref, st, append(call, puller.WithLayerTees(pipe.Tee))...)
+	if err != nil {
+		pipe.Abort(err)
+		return fail(err)
+	}
+	results, err := pipe.Wait()
+	if err != nil {
+		return fail(err)
+	}
+	reused := 0
+	for _, r := range results {
+		if r.Reused {
+			reused++
+		}
+	}
+	if rootfs != nil {
+		if err := rootfs.Commit(); err != nil {
+			return fail(err)
+		}
+		return img, fmt.Sprintf("%s (root filesystem, %d layers applied)", o.unpack, len(results)), nil
+	}
+	top := "none"
+	if len(results) > 0 {
+		top = results[len(results)-1].ChainID.String()
+	}
+	return img, fmt.Sprintf("%s (snapshots, %d layers, %d reused; top chain ID %s)", o.snapshots, len(results), reused, top), nil
 }

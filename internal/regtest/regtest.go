@@ -48,6 +48,8 @@ type Registry struct {
 	Dir string
 	// Auth is "", "htpasswd" or "token".
 	Auth string
+	// V3 says it is distribution v3 (no schema 1) rather than 2.8.
+	V3 bool
 
 	cmd  *exec.Cmd
 	log  *lockedBuffer
@@ -61,6 +63,30 @@ type settings struct {
 	htpasswd bool
 	token    *TokenServer
 	proxy    string
+	v3       bool
+}
+
+// WithV3 runs CNCF distribution v3 (which has no schema 1 at all) instead of Debian's
+// 2.8: the binary V3Binary finds, which .ci/run builds from distribution's Go module at
+// a pinned version.
+func WithV3() Option { return func(s *settings) { s.v3 = true } }
+
+// V3Binary returns distribution v3's registry executable, or "" when it is not built:
+// $PULLKIT_DISTRIBUTION_V3, else distribution-v3 on the PATH or in $GOPATH/bin.
+func V3Binary() string {
+	if p := os.Getenv("PULLKIT_DISTRIBUTION_V3"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("distribution-v3"); err == nil {
+		return p
+	}
+	gopath := os.Getenv("GOPATH")
+	if gopath == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			gopath = filepath.Join(home, "go")
+		}
+	}
+	return lookPath(filepath.Join(gopath, "bin", "distribution-v3"), "distribution-v3")
 }
 
 // WithHtpasswd makes the registry require basic auth as User / Password.
@@ -112,11 +138,15 @@ func need(t testing.TB, bin, what string) {
 // Start starts a registry for the test and stops it when the test ends.
 func Start(t testing.TB, opts ...Option) *Registry {
 	t.Helper()
-	bin := Binary()
-	need(t, bin, "docker-registry")
 	var s settings
 	for _, o := range opts {
 		o(&s)
+	}
+	bin := Binary()
+	need(t, bin, "docker-registry")
+	if s.v3 {
+		bin = V3Binary()
+		need(t, bin, "distribution v3 (.ci/run builds it as distribution-v3)")
 	}
 	dir := t.TempDir()
 	var lastErr error
@@ -152,11 +182,11 @@ storage:
 http:
   addr: %s
   secret: regtest-secret
-compatibility:
-  schema1:
-    enabled: true
 `, storage, host)
-	r := &Registry{Host: host, Dir: dir, log: &lockedBuffer{}, done: make(chan struct{})}
+	if !s.v3 {
+		cfg.WriteString("compatibility:\n  schema1:\n    enabled: true\n")
+	}
+	r := &Registry{Host: host, Dir: dir, V3: s.v3, log: &lockedBuffer{}, done: make(chan struct{})}
 	switch {
 	case s.htpasswd:
 		pw := filepath.Join(dir, "htpasswd")

@@ -63,3 +63,17 @@ func TestTokenServerChallenge(t *testing.T) {
 		t.Errorf("anonymous token request: %s, want 401", tokenResp.Status)
 	}
 }
+
+// TestStartV3 starts distribution v3 with token auth whose realm is on another port:
+// it serves and challenges as 2.8 does, and has no schema 1.
+func TestStartV3(t *testing.T) {
+	ts := NewTokenServer(t)
+	r := Start(t, WithV3(), WithToken(ts))
+	if !r.V3 || r.Auth != "token" {
+		t.Fatalf("registry %+v", r)
+	}
+	resp, _ := r.Get(t, "GET", "/v2/", "")
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), ts.Realm()) {
+		t.Errorf("/v2/: %s, challenge %q; want 401 naming realm %s", resp.Status, resp.Header.Get("WWW-Authenticate"), ts.Realm())
+	}
+}
