@@ -406,11 +406,20 @@ func (p *pull) digests() []digest.Digest {
 	return out
 }
 
-// config fetches image i's config, checks its platform and stores it.
+// config fetches image i's config (or reads it from the store, which has it verified
+// under its name), checks its platform and stores it.
 func (p *pull) config(ctx context.Context, i int) error {
 	ti := p.t.images[i]
-	raw, cfg, err := p.c.configOf(ctx, p.t, ti.m, p.o)
-	if err != nil {
+	var raw []byte
+	var cfg *manifest.ImageConfig
+	var err error
+	if b, rerr := store.ReadBlob(ctx, p.st, ti.m.Config.Digest, p.c.maxManifest); rerr == nil && int64(len(b)) == ti.m.Config.Size {
+		if cfg, err = manifest.ParseConfig(b); err != nil {
+			return pullkit.Wrap("", "parse config", ti.m.Config.Digest, err)
+		}
+		raw = b
+		p.o.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: "config", Digest: ti.m.Config.Digest, Done: int64(len(b)), Total: int64(len(b))})
+	} else if raw, cfg, err = p.c.configOf(ctx, p.t, ti.m, p.o); err != nil {
 		return err
 	}
 	if !p.o.all {
