@@ -1,27 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/registry"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
+	"github.com/pullkit/pullkit/pullkittest"
 	"github.com/pullkit/pullkit/testdata"
 )
 
@@ -49,27 +44,24 @@ type demoImage struct {
 	note  string
 }
 
-// demoRegistry is go-containerregistry's registry on a loopback port, seeded.
+// demoRegistry is pullkit's own test registry (pullkittest, which answers as the CNCF
+// distribution registry does) on a loopback port, seeded.
 type demoRegistry struct {
 	host   string
-	srv    *http.Server
+	reg    *pullkittest.Registry
 	images []demoImage
 }
 
-func (d *demoRegistry) close() { _ = d.srv.Close() }
+func (d *demoRegistry) close() { d.reg.Close() }
 
 // startDemo starts the registry and seeds it with one image per manifest format, all
 // built from the real hello-world blobs in testdata.
 func startDemo() (*demoRegistry, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	reg, err := pullkittest.Start()
 	if err != nil {
 		return nil, fmt.Errorf("demo registry: %w", err)
 	}
-	d := &demoRegistry{
-		host: l.Addr().String(),
-		srv:  &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 10 * time.Second},
-	}
-	go func() { _ = d.srv.Serve(l) }()
+	d := &demoRegistry{host: reg.Host(), reg: reg}
 	if err := d.seed(); err != nil {
 		d.close()
 		return nil, fmt.Errorf("demo registry: seed: %w", err)
@@ -197,29 +189,12 @@ func indexManifest(mediaType string, entries ...manifest.Descriptor) ([]byte, er
 }
 
 func (d *demoRegistry) putBlob(b []byte) error {
-	u := fmt.Sprintf("http://%s/v2/%s/blobs/uploads/?digest=%s", d.host, demoRepo, digest.FromBytes(b))
-	return d.do(http.MethodPost, u, "application/octet-stream", b)
+	d.reg.PutBlob(demoRepo, b)
+	return nil
 }
 
 func (d *demoRegistry) putManifest(ident, mediaType string, b []byte) error {
-	return d.do(http.MethodPut, fmt.Sprintf("http://%s/v2/%s/manifests/%s", d.host, demoRepo, ident), mediaType, b)
-}
-
-func (d *demoRegistry) do(method, u, contentType string, body []byte) error {
-	req, err := http.NewRequest(method, u, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", contentType)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s %s: %s %s", method, u, resp.Status, bytes.TrimSpace(msg))
-	}
+	d.reg.PutManifest(demoRepo, ident, mediaType, b)
 	return nil
 }
 
@@ -246,7 +221,7 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, call []pull
 	}
 	if !o.json && !o.resolve {
 		fmt.Fprintf(stdout, "pull: no reference given, so this serves testdata's hello-world images in every manifest format\n"+
-			"from go-containerregistry's registry on %s and pulls each one for %s%s.\n", d.host, want, note)
+			"from pullkit's test registry (pullkittest) on %s and pulls each one for %s%s.\n", d.host, want, note)
 	}
 	var imgs []*manifest.Image
 	var failed []string
