@@ -1,38 +1,67 @@
-// Package pullkit pulls container images the way an engine needs them.
+// Package pullkit pulls container images the way an engine needs them, and holds what
+// every part of it shares: the error vocabulary, progress events and the retry policy.
 //
-// A pull is one pipeline, with data flowing one way through three packages:
+// A pull is one pipeline, with data flowing one way; no package imports one to its right:
 //
-//	reference ──► puller ──────────────► manifest ───────────► layers ─────────────► store / export
-//	"repo:tag"     resolve + negotiate    bytes in, model out    verified concurrent    OCI layout dir,
-//	"repo@dgst"    verify, pick platform  (no I/O)               transfer, resume       docker-archive tar
+//	reference ──► puller ──────────► manifest ─────────► layers ───────────► store ───────────► unpack
+//	"repo:tag"   resolve, negotiate  bytes in, model    verified concurrent  content + names    rootfs dir or
+//	"repo@dgst"  auth, HTTP, verify  out (no I/O)       transfer (readers    (OCI layout dir,   overlay snapshots
+//	             pick platform                          from an offset)      memory), GC        per chain ID
 //
-// Package manifest understands every manifest format still served (Docker schema 1 signed
-// and unsigned, Docker schema 2, Docker manifest lists, OCI manifests and indexes) and turns
-// each into one model, manifest.Image, whose layers are base first (schema 1's newest-first
-// list is reversed; throwaway layers are kept and flagged Empty). Digests are computed over
-// the bytes as served, or for signed schema 1 over the signed payload, and schema 1
-// signatures are verified. It chooses a platform from an index and does no I/O at all.
+// The front door is puller.Client.Pull(ctx, ref, store): it resolves the reference,
+// verifies every manifest, fetches the config and the layers at once into the store,
+// stores the manifest (converted to OCI by default; schema 1 always converted, its
+// config synthesised) and names the image by its full reference last. Resolve gives a
+// tag's digest in as few requests as the protocol allows, for pull-by-digest services;
+// Inspect gives the model without layers.
 //
-// Package puller is the registry conversation: one complete Accept header, HEAD to resolve
-// a tag, digest verification, a manifest size cap, credentials from go-containerregistry's
-// keychains, retries with backoff, and redirects that never carry the registry's
-// Authorization to another host. puller.Client.Resolve turns a tag or a list digest into a
-// platform manifest's digest without downloading a blob.
+// Package manifest understands every manifest format still served (Docker schema 1
+// signed and unsigned, schema 2, manifest lists, OCI manifests and indexes) and turns each
+// into one model, manifest.Image, whose layers are base first. Digests are computed over
+// the bytes as served, or for signed schema 1 over the signed payload, whose signatures
+// are verified. Package platforms parses, normalises and matches platforms; it is its own
+// package because matching is policy an engine may replace (manifest.Choose takes any
+// platforms.Matcher).
 //
-// Package layers downloads blobs into an OCI image layout directory with bounded
-// concurrency, verifying every byte before a blob gets its final name, resuming broken
-// bodies with Range requests and fetching each digest once per store.
+// Package layers is the transfer: every byte verified before a blob gets its name,
+// concurrent over connections shared by all the blobs of a pull, resumed from the byte it
+// reached, large blobs split into parallel ranges only when one stream is what limits
+// them, memory bounded whatever a registry declares. It reads from any layers.Fetcher (the
+// puller implements it; the HTTP protocol stays there) and writes into any store.Content.
 //
-// Package archive writes what the store holds as a docker-archive tar (the format `docker
-// save` writes, with the legacy v1 ids docker computes); it is its own package because
-// writing that format is neither parsing nor transfer.
+// Package store holds content and names in containerd's content model, in small
+// interfaces: writers that commit only verified bytes and resume, readers, info, walk and
+// delete, a name index, leases and garbage collection. store.Layout is an OCI image
+// layout directory that skopeo, umoci and crane read, and that several processes may pull
+// into at once; store.Memory keeps everything in memory; store/storetest is the
+// conformance suite any implementation can run.
 //
-// Two internal packages serve tests of several packages: internal/regtest starts the real
-// docker-registry (CNCF distribution 2.8) on loopback and seeds it, because negotiation,
-// schema 1 digests and resume must be proven against the real server; internal/faultproxy
-// stands between a puller and it and breaks responses the ways networks do.
+// Package unpack applies layers to a flattened root filesystem or to overlay snapshots
+// by chain ID, with every name resolved inside the target, while the layers download. It
+// is its own package because it is the most security-sensitive code an engine has.
 //
-// The example command examples/pull is the CLI contract; run it with no reference to see a
-// whole pull against an in-process registry. examples/schema1-proxy serves schema 1
-// rewrites to old clients, built on manifest.ToSchema1.
+// Package archive writes what the store holds as a docker-archive tar (the format
+// `docker save` wrote, with the legacy v1 ids docker computes).
+//
+// Package pullkittest is the test kit for programs that use pullkit: an in-process
+// registry that answers as the CNCF distribution registry does (Accept negotiation,
+// canonical schema 1 digests, ranges, error codes, token auth, referrers), seeded with
+// images in every format, with faults to inject and a log of requests.
+//
+// Every error a pullkit package returns wraps one of this package's sentinels
+// (ErrNotFound, ErrUnauthorized, ErrDenied, ErrTooManyRequests, ErrDigestMismatch,
+// ErrSizeMismatch, ErrNoMatch, ErrUnsupported, ErrInvalid, ErrTooLarge, ErrUnreachable,
+// ErrAlreadyExists), a context error, or, when the local file system fails, the
+// operating system's own error (errors.Is(err, fs.ErrPermission) and syscall.ENOSPC
+// work); the typed errors carry the details.
+//
+// Internal packages serve the tests and the module: internal/regtest starts the real
+// docker-registry (distribution 2.8, schema 1 on) and distribution v3 on loopback,
+// internal/faultproxy breaks responses between a puller and them, internal/text escapes
+// what the network sent before it is printed, internal/dockerv1 mirrors docker's own v1
+// image structures for the ids legacy tools compute.
+//
+// The example command examples/pull is a thin shell over the library; run it with no
+// reference to see a whole pull against an in-process registry. examples/schema1-proxy
+// serves schema 1 rewrites to old clients, built on manifest.ToSchema1.
 package pullkit

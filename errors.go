@@ -13,10 +13,11 @@ import (
 )
 
 // The error vocabulary of the whole module. Every error a pullkit package returns wraps
-// exactly one of these (or a context error), so a program branches with errors.Is on a
-// handful of values whichever package failed; the typed errors below, and a few next to
-// the data they describe (puller.HTTPError, platforms.NoMatchError,
-// manifest.SignatureError), carry the details for errors.As.
+// one of these (or a context error, or the operating system's own error when the local
+// file system fails), so a program branches with errors.Is on a handful of values
+// whichever package failed; the typed errors below, and a few next to the data they
+// describe (platforms.NoMatchError, manifest.SignatureError, puller.StallError), carry
+// the details for errors.As.
 var (
 	// ErrNotFound: the registry has no such repository, tag, manifest or blob, or the
 	// store has no such blob or name.
