@@ -14,10 +14,11 @@ import (
 	"github.com/pullkit/pullkit/internal/text"
 )
 
-// fsError is a failure of the file system being written (no space, no permission, an
-// operation it does not support). It wraps pullkit.ErrUnsupported, the closest word the
-// module's vocabulary has for "the target cannot do what the layer needs", and the
-// errno, so errors.Is(err, syscall.ENOSPC) works too.
+// fsError is a failure of the file system being written. It wraps the operating
+// system's error, as the module does for its local file systems (errors.Is(err,
+// syscall.ENOSPC) and errors.Is(err, fs.ErrPermission) work), and, when the error says
+// the file system cannot represent what the layer holds (a name too long, a feature it
+// lacks), pullkit.ErrUnsupported too.
 type fsError struct {
 	op   string
 	path string // inside the tree
@@ -28,7 +29,14 @@ func (e *fsError) Error() string {
 	return e.op + " " + text.Clean(e.path, 200) + ": " + e.err.Error()
 }
 
-func (e *fsError) Unwrap() []error { return []error{pullkit.ErrUnsupported, e.err} }
+func (e *fsError) Unwrap() []error {
+	switch {
+	case errors.Is(e.err, unix.ENAMETOOLONG), errors.Is(e.err, unix.EOPNOTSUPP), errors.Is(e.err, unix.ENOTSUP),
+		errors.Is(e.err, unix.EMLINK), errors.Is(e.err, unix.EXDEV), errors.Is(e.err, unix.EINVAL):
+		return []error{pullkit.ErrUnsupported, e.err}
+	}
+	return []error{e.err}
+}
 
 func fsErr(op, path string, err error) error { return &fsError{op: op, path: path, err: err} }
 
