@@ -204,11 +204,15 @@ order() { # row -> indices
 
 t_start=$(date +%s)
 row=0
+checkoff=()
 for prof in "${profiles[@]}"; do
   read -r rtt crate trate <<<"${link[$prof]}"
   pflags=(-rtt "$rtt" -conn-rate "$crate" -total-rate "$trate")
   echo "profile $prof: rtt $rtt, $crate B/s per connection, total ${trate/#0/no cap}" >&2
-  "$bin/wanproxy" -check "${pflags[@]}" | tee "$work/check-$prof.txt" >&2 || echo "warning: the proxy's self-check is off" >&2
+  if ! "$bin/wanproxy" -check "${pflags[@]}" | tee "$work/check-$prof.txt" >&2; then
+    echo "warning: the proxy's self-check for $prof is off by more than 10% (a busy machine?)" >&2
+    checkoff+=("$prof")
+  fi
   plog=$work/proxy-$prof.log
   "$bin/wanproxy" -listen 127.0.0.1:0 -upstream "$reg" "${pflags[@]}" >"$work/proxy-$prof.addr" 2>"$plog" &
   ppid_=$!
@@ -289,4 +293,5 @@ for img in "${images[@]}"; do
   done
 done
 echo
+[ ${#checkoff[@]} -eq 0 ] || echo "WARNING: the proxy's self-check was off by more than 10% for ${checkoff[*]}: the machine may have been too busy for the emulation; see $work/check-*.txt"
 echo "(rounds: $ROUNDS, PULL_FLAGS: '${PULL_FLAGS}', measured in $t_total s; best peer among: ${peers[*]}; peak RSS of ctr is the client's, containerd writes; raw: $results, self-checks: $work/check-*.txt)"
