@@ -19,6 +19,7 @@
 #   PULL_FLAGS="--jobs 16"         flags added to pullkit's pull (default: none, its defaults)
 # Everything listens on 127.0.0.1 only; containerd runs on a private socket and root.
 set -euo pipefail
+trap 'echo "wan.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 PULL_FLAGS=${PULL_FLAGS:-}
@@ -150,7 +151,9 @@ proxy_stats() {
   n=$(wc -l <"$plog")
   kill -USR1 "$ppid_"
   for _ in $(seq 200); do [ "$(wc -l <"$plog")" -gt "$n" ] && break; sleep 0.01; done
-  tail -1 "$plog" | sed -n 's/.*conns=\([0-9]*\).* down=\([0-9]*\).*/\1 \2/p'
+  local line
+  line=$(tail -1 "$plog" | sed -n 's/.*conns=\([0-9]*\).* down=\([0-9]*\).*/\1 \2/p')
+  echo "${line:-0 0}"
 }
 
 results=$work/results.tsv
@@ -214,13 +217,18 @@ for prof in "${profiles[@]}"; do
     checkoff+=("$prof")
   fi
   plog=$work/proxy-$prof.log
+  # A fresh file: with BENCH_DIR, the last run's address would otherwise be read before
+  # the new proxy has truncated it.
+  rm -f "$work/proxy-$prof.addr"
   "$bin/wanproxy" -listen 127.0.0.1:0 -upstream "$reg" "${pflags[@]}" >"$work/proxy-$prof.addr" 2>"$plog" &
   ppid_=$!
   pids+=($ppid_)
   for _ in $(seq 100); do [ -s "$work/proxy-$prof.addr" ] && break; sleep 0.05; done
-  preg=$(head -1 "$work/proxy-$prof.addr")
+  preg=$(head -1 "$work/proxy-$prof.addr" 2>/dev/null || true)
+  [ -n "$preg" ] || { echo "the proxy did not start:"; cat "$plog"; exit 1; }
   # The real path: /v2/ on a new connection costs the handshake and the request.
-  curl -fs -o /dev/null -w "registry through the proxy: GET /v2/ on a new connection %{time_total} s (2 RTT)\n" "http://$preg/v2/" >&2
+  curl -fs -o /dev/null -w "registry through the proxy: GET /v2/ on a new connection %{time_total} s (2 RTT)\n" "http://$preg/v2/" >&2 ||
+    echo "warning: GET /v2/ through the proxy failed" >&2
   for img in "${images[@]}"; do
     for r in $(seq "$ROUNDS"); do
       for k in $(order $((row % nt))); do runone "$prof" "$img" "${tools[$k]}"; done
@@ -275,7 +283,8 @@ for img in "${images[@]}"; do
         -v c="$conns" -v mb="$mb" -v r="${rss:-0}" -v f="$fails" 'BEGIN {
         printf "%-8s %-4s %-9s %8.2f %8.2f %8.2f %8.2f %8.2f %6s %8.0f %8.1f%s\n", i, p, t, m, lo, hi, m/l, m/b, c, mb/1e6, r/1024, (f > 0 ? "  (" f " failed)" : "") }'
     done
-    echo "$img $prof: link limit $lim s, best peer $bestname $best s" >>"$work/summary.txt"
+    if [ "$bestname" = none ]; then peer="no peer in TOOLS"; else peer="best peer $bestname $best s"; fi
+    echo "$img $prof: link limit $lim s, $peer" >>"$work/summary.txt"
   done
 done
 echo
