@@ -2,6 +2,12 @@
 // blob concurrently, hashes it with sha256 and writes it to a file, and nothing else (no
 // auth, no retries, no resume, no layout). A puller cannot be expected to beat this with
 // one stream per blob; pullkit's ratios are measured against it.
+//
+// With -ranged it is the ranged floor of the WAN benchmark (bench/wan.sh): every blob is
+// split into -range-size ranges, and -conns connections GET them from one queue for the
+// whole image, each range hashed with sha256 and written at its offset. Nothing checks
+// the blob's digest (the ranges arrive out of order), so this is what a plain client with
+// that many connections can do on the link, not a puller.
 package main
 
 import (
@@ -25,8 +31,17 @@ func main() {
 	tag := flag.String("tag", "latest", "tag")
 	out := flag.String("out", "", "output directory")
 	jobs := flag.Int("jobs", 4, "concurrent blob GETs")
+	ranged := flag.Bool("ranged", false, "split every blob into ranges fetched over -conns connections")
+	rangeSize := flag.Int64("range-size", 4<<20, "with -ranged, bytes per range")
+	conns := flag.Int("conns", 16, "with -ranged, connections (and ranges in flight)")
 	flag.Parse()
-	if err := run(*registry, *repo, *tag, *out, *jobs); err != nil {
+	var err error
+	if *ranged {
+		err = runRanged(*registry, *repo, *tag, *out, *rangeSize, *conns)
+	} else {
+		err = run(*registry, *repo, *tag, *out, *jobs)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
