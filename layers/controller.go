@@ -2,6 +2,8 @@ package layers
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -9,46 +11,53 @@ import (
 	"github.com/pullkit/pullkit"
 )
 
-// The controller decides when a large blob's stream is split into parallel ranges. It
-// treats the link as the resource, across all the blobs of a Fetch:
+// The controller decides when more connections go to the large blobs of a Fetch: a
+// queued blob started beside the streams running, or a part split off a blob. It treats
+// the link as the resource, across all the blobs of the call:
 //
-//   - only once no blob waits in the queue (a queued blob is a better use of a connection
+//   - a queued blob before a split (a blob of its own is a better use of a connection
 //     than a second one for a blob already moving);
-//   - only a blob whose writer is mostly idle and whose stream hardly waits for it: one
-//     connection is then what limits it (a long or capped link), whereas on a fast link
-//     one stream already delivers about what sha256 can hash and more connections only
+//   - only for blobs whose writer is mostly idle and whose stream hardly waits for it: one
+//     connection is then what limits them (a long or capped link), whereas on a fast link
+//     one stream already delivers about what sha256 can hash, and more connections only
 //     cost CPU and the server's work;
-//   - by halving the part with the most left to receive: the new part asks for the
-//     second half in one request, so each part costs one round trip, whatever the rate;
-//   - in rounds: a few parts first, then every free connection; after each round the
-//     aggregate rate is measured for a few round trips, and when it did not grow by a
-//     sixth, no more parts are added in this Fetch (the link, or the registry, is full);
-//     a 429 on a new part halves the connections in use and stops the splitting.
+//   - a split halves the part with the most left to receive: the new part asks for the
+//     second half in one request, so a part costs one round trip, whatever the rate;
+//   - no more connections than add throughput: the rate one connection gets is measured
+//     over steady stretches (half a second or more with the same connections flowing),
+//     and once the rate per connection falls under 60% of the best one seen, the link
+//     (or the registry) is full and the connections then flowing are the most the Fetch
+//     uses from then on; a 429 on a new part halves them.
 const (
 	tickPeriod   = 20 * time.Millisecond
 	minPartSize  = 4 << 20
-	firstRound   = 3
-	minGain      = 1.15
+	fullShare    = 0.6
 	minLook      = 100 * time.Millisecond
+	steadyLook   = 500 * time.Millisecond
 	sampleWindow = 4 * time.Second
 )
+
+var debugSched = os.Getenv("PULLKIT_DEBUG_SCHED") != ""
+
+func debugf(format string, args ...any) {
+	if debugSched {
+		fmt.Fprintf(os.Stderr, "%s sched: "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
+	}
+}
 
 type controller struct {
 	rtt atomic.Int64 // the shortest request latency seen, in nanoseconds
 
-	mu        sync.Mutex
-	samples   []sample
-	saturated bool
-	rounds    int
-	quota     int       // parts the current round may still add
-	evalFrom  time.Time // the current round's effect is measured from evalFrom
-	evalAt    time.Time // to evalAt
-	before    float64   // the aggregate rate before the round
+	mu       sync.Mutex
+	samples  []sample
+	best     float64 // the best rate per connection over a steady stretch
+	maxParts int     // the most connections worth using; 0 until the link is found full
 }
 
 type sample struct {
-	t time.Time
-	n int64
+	t     time.Time
+	n     int64 // bytes received so far
+	parts int64 // parts flowing
 }
 
 func (c *controller) init() { c.samples = make([]sample, 0, 256) }
@@ -73,41 +82,82 @@ func (c *controller) rttNow() time.Duration {
 	return time.Millisecond
 }
 
-// sample records the bytes received so far.
-func (c *controller) sample(now time.Time, n int64) {
+// sample records the bytes received so far and the parts flowing, and looks at the
+// last steady stretch: the best rate per connection, and whether the link is full.
+func (c *controller) sample(now time.Time, n, parts int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.samples) > 0 && now.Sub(c.samples[0].t) > sampleWindow {
 		c.samples = c.samples[1:]
 	}
-	c.samples = append(c.samples, sample{now, n})
-}
-
-// rate is the aggregate rate between from and to (bytes per second), from the samples
-// (under c.mu).
-func (c *controller) rate(from, to time.Time) float64 {
-	var a, b *sample
-	for i := range c.samples {
-		s := &c.samples[i]
-		if a == nil && !s.t.Before(from) {
-			a = s
-		}
-		if !s.t.After(to) {
-			b = s
-		}
+	c.samples = append(c.samples, sample{now, n, parts})
+	if parts == 0 {
+		return
 	}
-	if a == nil || b == nil || !b.t.After(a.t) {
-		return 0
+	look := max(6*c.rttNow(), steadyLook)
+	// The stretch back to where the parts flowing last changed.
+	i := len(c.samples) - 1
+	for i > 0 && c.samples[i-1].parts == parts {
+		i--
 	}
-	return float64(b.n-a.n) / b.t.Sub(a.t).Seconds()
+	a := c.samples[i]
+	el := now.Sub(a.t)
+	if el < look {
+		return
+	}
+	per := float64(n-a.n) / el.Seconds() / float64(parts)
+	if per > c.best {
+		c.best = per
+	}
+	if c.maxParts == 0 && parts >= 2 && per < fullShare*c.best {
+		c.maxParts = int(parts)
+		debugf("the link is full at %d connections: %.1f MB/s each, the best was %.1f", parts, per/1e6, c.best/1e6)
+	}
 }
 
 // backOff is the answer to a 429 on a new part (under e.mu).
 func (c *controller) backOff(e *engine) {
 	c.mu.Lock()
-	c.saturated = true
+	c.maxParts = max(1, int(e.partsNow())/2)
 	c.mu.Unlock()
 	e.slots = max(1, e.slots/2)
+	debugf("429: at most %d parts, %d connections", c.maxParts, e.slots)
+}
+
+// room reports whether another connection may go to large blobs now (under c.mu).
+func (c *controller) room(e *engine, now time.Time) bool {
+	return c.maxParts == 0 || int(e.partsNow()) < c.maxParts
+}
+
+// moreStreams reports whether another large blob should start beside those running
+// (under e.mu): only when each one running long enough to tell is limited by its link,
+// and the link has room.
+func (c *controller) moreStreams(e *engine) bool {
+	now := time.Now()
+	rtt := c.rttNow()
+	measured := 0
+	for _, x := range e.active {
+		x.mu.Lock()
+		young := x.since.IsZero() || now.Sub(x.since) < max(rtt, minLook)
+		x.mu.Unlock()
+		if young {
+			continue
+		}
+		if !x.linkLimited(now, rtt) {
+			return false
+		}
+		measured++
+	}
+	if measured == 0 {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.room(e, now) {
+		return false
+	}
+	debugf("start another stream (%d running)", e.streams)
+	return true
 }
 
 // split returns a task that splits a part, or nil (under e.mu).
@@ -115,29 +165,15 @@ func (c *controller) split(e *engine) func() {
 	if !e.o.ranges || len(e.active) == 0 {
 		return nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.saturated {
-		return nil
-	}
 	now := time.Now()
 	rtt := c.rttNow()
-	if c.quota == 0 && !c.evalAt.IsZero() {
-		if now.Before(c.evalAt) {
-			return nil
-		}
-		if after := c.rate(c.evalFrom, now); after < c.before*minGain {
-			c.saturated = true
-			return nil
-		}
-		c.evalAt = time.Time{}
-	}
 	// The part with the most left, of a blob that its one stream limits.
 	var victim *part
 	var vx *xfer
 	var most int64
-	parts := max(int(e.partsNow()), 1)
-	perPart := c.rate(now.Add(-max(4*rtt, minLook)), now) / float64(parts)
+	c.mu.Lock()
+	perPart := c.best
+	c.mu.Unlock()
 	minPart := max(int64(minPartSize), int64(4*perPart*rtt.Seconds()))
 	for _, x := range e.active {
 		if !x.linkLimited(now, rtt) {
@@ -154,58 +190,87 @@ func (c *controller) split(e *engine) func() {
 	if victim == nil || most < 2*minPart+blockSize {
 		return nil
 	}
+	c.mu.Lock()
+	ok := c.room(e, now)
+	c.mu.Unlock()
+	if !ok {
+		return nil
+	}
 	vx.mu.Lock()
-	victim.splitting = true
-	vx.mu.Unlock()
-	if c.quota == 0 {
-		c.rounds++
-		free := e.slots - e.busy
-		c.quota = free
-		if c.rounds == 1 {
-			c.quota = min(free, firstRound)
+	defer vx.mu.Unlock()
+	if vx.rangesOK {
+		// The server serves ranges: cut the part in as many pieces as there are free
+		// connections (and room for), all asked for at once.
+		k := min(e.slots-e.busy, int(most/minPart)-1)
+		if c.maxParts > 0 {
+			k = min(k, c.maxParts-int(e.partsNow()))
 		}
-		c.before = c.rate(now.Add(-max(4*rtt, minLook)), now)
+		if parts := vx.cut(victim, k, minPart); len(parts) > 0 {
+			debugf("cut part at %d, %d left, in %d (rtt %v, %d parts, best %.1f MB/s per part)", victim.pos.Load(), most, len(parts)+1, rtt, e.partsNow(), perPart/1e6)
+			e.partsAdd(int64(len(parts)))
+			for _, p := range parts[1:] {
+				e.ready = append(e.ready, func() { p.run(vx.ctx) })
+			}
+			first := parts[0]
+			return func() { first.run(vx.ctx) }
+		}
+		return nil
 	}
-	c.quota--
-	if c.quota == 0 {
-		c.evalFrom = now.Add(3*rtt + tickPeriod)
-		c.evalAt = c.evalFrom.Add(max(4*rtt, minLook+tickPeriod))
-	}
+	victim.splitting = true
+	debugf("split part at %d, %d left (rtt %v, %d parts, best %.1f MB/s per part)", victim.pos.Load(), most, rtt, e.partsNow(), perPart/1e6)
 	return func() { vx.splitPart(victim, minPart) }
 }
 
-// moreStreams reports whether another large blob should start beside those running
-// (under e.mu): only when each one running long enough to tell is limited by its link.
-func (c *controller) moreStreams(e *engine) bool {
-	now := time.Now()
-	rtt := c.rttNow()
-	measured := 0
-	for _, x := range e.active {
-		x.mu.Lock()
-		young := now.Sub(x.since) < max(3*rtt, minLook)
-		x.mu.Unlock()
-		if young {
-			continue
-		}
-		if !x.linkLimited(now, rtt) {
-			return false
-		}
-		measured++
+// cut gives the part v's stretch beyond its next block to k new parts, in equal pieces
+// of at least minPart (fewer pieces when there is less), and returns them (under x.mu).
+func (x *xfer) cut(v *part, k int, minPart int64) []*part {
+	pos, end := v.pos.Load(), v.end.Load()
+	from := (pos/blockSize + 1) * blockSize // v may be receiving the block at pos
+	if k < 1 || from >= end {
+		return nil
 	}
-	return measured > 0
+	step := (end - from) / int64(k+1) / blockSize * blockSize
+	for k > 0 && step < minPart {
+		k--
+		if k > 0 {
+			step = (end - from) / int64(k+1) / blockSize * blockSize
+		}
+	}
+	if k == 0 {
+		return nil
+	}
+	cut := from + step
+	v.end.Store(cut)
+	out := make([]*part, k)
+	for i := range out {
+		p := &part{x: x}
+		p.pos.Store(cut)
+		next := cut + step
+		if i == k-1 {
+			next = end
+		}
+		p.end.Store(next)
+		out[i] = p
+		cut = next
+	}
+	x.parts = append(x.parts, out...)
+	if !x.split {
+		x.split, x.window = true, splitWindow
+	}
+	return out
 }
 
-// linkLimited reports whether the blob's stream, not its writer, limits it: long enough
-// under way to tell, its writer busy less than half the time, its receivers waiting for
-// the writer less than a tenth of it.
+// linkLimited reports whether the blob's stream, not its writer, limits it: receiving
+// long enough to tell, its writer busy less than half the time, its receivers waiting
+// for the writer less than a tenth of it.
 func (x *xfer) linkLimited(now time.Time, rtt time.Duration) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.noRanges || x.err != nil || x.finished {
+	if x.noRanges || x.err != nil || x.finished || x.since.IsZero() {
 		return false
 	}
 	el := now.Sub(x.since)
-	if el < max(3*rtt, minLook) {
+	if el < max(rtt, minLook) {
 		return false
 	}
 	return time.Duration(x.busy.Load())*2 < el && time.Duration(x.waited.Load())*10 < el
@@ -246,6 +311,7 @@ func (x *xfer) splitPart(v *part, minPart int64) {
 		return
 	}
 	v.end.Store(cut)
+	x.rangesOK = true
 	p := &part{x: x, body: body}
 	p.pos.Store(cut)
 	p.end.Store(end)

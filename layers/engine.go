@@ -51,15 +51,17 @@ type engine struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	queue   []*job
-	active  []*xfer // large transfers in progress
-	left    int     // jobs not finished
-	busy    int     // workers running a task
-	slots   int     // how many workers may run a task (lowered after 429s)
-	streams int     // large blobs started and not finished
-	err     error   // the first failure
+	active  []*xfer  // large transfers in progress
+	left    int      // jobs not finished
+	busy    int      // workers running a task
+	slots   int      // how many workers may run a task (lowered after 429s)
+	streams int      // large blobs started and not finished
+	ready   []func() // parts of a split waiting for a worker
+	err     error    // the first failure
 
-	recv  atomic.Int64 // bytes received, all transfers
-	parts atomic.Int64 // parts receiving, all transfers (for the memory budget)
+	recv    atomic.Int64 // bytes received, all transfers
+	parts   atomic.Int64 // parts receiving, all transfers (for the memory budget)
+	flowing atomic.Int64 // parts that have received their first byte and not ended
 }
 
 func (e *engine) partsNow() int64  { return e.parts.Load() }
@@ -151,7 +153,7 @@ func (e *engine) tick(stop chan struct{}) {
 			e.mu.Unlock()
 			return
 		case now := <-t.C:
-			e.ctl.sample(now, e.recv.Load())
+			e.ctl.sample(now, e.recv.Load(), e.flowing.Load())
 			e.mu.Lock()
 			if len(e.active) > 0 {
 				e.cond.Broadcast()
@@ -191,6 +193,12 @@ func (e *engine) take() func() {
 			return nil
 		}
 		if e.busy < e.slots {
+			if len(e.ready) > 0 {
+				t := e.ready[0]
+				e.ready = e.ready[1:]
+				e.busy++
+				return t
+			}
 			if j := e.pick(); j != nil {
 				e.busy++
 				return func() { e.start(j) }

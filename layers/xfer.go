@@ -50,14 +50,15 @@ type xfer struct {
 	parts    []*part
 	split    bool
 	noRanges bool
+	rangesOK bool // a ranged part was served: later splits need not try first
 	spill    *os.File
 	err      error
 	finished bool
 	recvd    int64 // bytes received (with what the writer had), for progress
 	shown    int64 // the last progress reported
 
-	// Measurements for the controller, from the start or the last split.
-	since  time.Time
+	// Measurements for the controller, from the first byte received.
+	since  time.Time // zero until the first byte
 	busy   atomic.Int64 // nanoseconds the writer goroutine spent in the store's writer
 	waited atomic.Int64 // nanoseconds receivers waited for room
 }
@@ -77,6 +78,7 @@ type part struct {
 	end       atomic.Int64
 	held      int           // blocks out (under x.mu)
 	splitting bool          // a split of it is being set up (under x.mu)
+	flowing   bool          // it has received a byte (counted in engine.flowing)
 	body      io.ReadCloser // a request opened for it before it started
 }
 
@@ -84,7 +86,7 @@ type part struct {
 // caller), or returns nil after failing the job.
 func (e *engine) newXfer(j *job, w store.Writer) *xfer {
 	x := &xfer{e: e, j: j, w: w, size: j.desc.Size, got: map[int64]*block{},
-		arrived: make(chan struct{}, 1), moved: make(chan struct{}), window: seqWindow, since: time.Now()}
+		arrived: make(chan struct{}, 1), moved: make(chan struct{}), window: seqWindow}
 	x.ctx, x.cancel = context.WithCancel(e.ctx)
 	taps, err := e.openTaps(x.ctx, j, w)
 	if err != nil {
@@ -192,6 +194,11 @@ func (x *xfer) deliver(p *part, off int64, b []byte) error {
 		x.mu.Lock()
 	}
 	x.got[off] = blk
+	if x.since.IsZero() {
+		x.since = time.Now()
+		x.busy.Store(0)
+		x.waited.Store(0)
+	}
 	x.recvd += int64(len(b))
 	show := x.recvd/progressStep != x.shown/progressStep
 	if show {
@@ -376,6 +383,9 @@ func (p *part) run(ctx context.Context) {
 	}
 	x.mu.Unlock()
 	x.e.partsAdd(-1)
+	if p.flowing {
+		x.e.flowing.Add(-1)
+	}
 	if err != nil {
 		x.fail(err)
 	}
@@ -428,6 +438,10 @@ func (p *part) receive(ctx context.Context) error {
 			}
 		}
 		if n > 0 {
+			if !p.flowing {
+				p.flowing = true
+				e.flowing.Add(1)
+			}
 			if err := x.deliver(p, pos, b[:n]); err != nil {
 				return err
 			}
