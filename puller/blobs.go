@@ -130,7 +130,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			return nil, err
 		}
 	}
-	expected := "blob " + desc.Digest.String()
+	expected := "blob"
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if size >= 0 && resp.ContentLength >= 0 && resp.ContentLength != size {

@@ -233,7 +233,7 @@ func (ep *endpoint) getOnce(ctx context.Context, ident, expected string) (*serve
 // verify are fetched again within the retry policy (damage in transit passes).
 func (ep *endpoint) manifestByDigest(ctx context.Context, want digest.Digest) (*manifest.Manifest, error) {
 	for attempt := 1; ; attempt++ {
-		s, err := ep.get(ctx, want.String(), "manifest "+want.String())
+		s, err := ep.get(ctx, want.String(), "manifest")
 		if err != nil {
 			return nil, err
 		}
@@ -264,7 +264,7 @@ func (ep *endpoint) manifestByTag(ctx context.Context, tag string) (*manifest.Ma
 	}
 	m, err := manifest.Verify(s.raw, s.contentType, s.contentDigest)
 	if err != nil {
-		return nil, "", fmt.Errorf("tag %q (Docker-Content-Digest %s): %w", tag, s.contentDigest, err)
+		return nil, "", fmt.Errorf("tag %q, checked against its Docker-Content-Digest: %w", tag, err)
 	}
 	return m, s.contentDigest, nil
 }
@@ -298,7 +298,7 @@ func (ep *endpoint) document(ctx context.Context, desc manifest.Descriptor, what
 			return nil, err
 		}
 		if resp.StatusCode != http.StatusOK {
-			err := statusError(resp, ri, what+" "+desc.Digest.String(), ep.c.now())
+			err := statusError(resp, ri, what, ep.c.now())
 			resp.Body.Close()
 			return nil, err
 		}
