@@ -145,11 +145,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			return nil, fmt.Errorf("%w: %s answered a range request with the whole blob", pullkit.ErrUnsupported, text.Clean(resp.Request.URL.Host, 100))
 		}
 		// The server ignored the range: read past what was asked for.
-		if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
-			resp.Body.Close()
-			return nil, connError(fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
-		}
-		return resp.Body, nil
+		return skipTo(resp.Body, offset)
 	case http.StatusPartialContent:
 		cr := resp.Header.Get("Content-Range")
 		start, last, total, perr := parseContentRange(cr)
@@ -180,10 +176,24 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			return nil, fmt.Errorf("%w: Content-Range %q: %s", pullkit.ErrInvalid, text.Clean(cr, 100), bad)
 		}
 		// A botched range: read the whole blob, past what was asked for.
-		return ep.blob(ctx, u, desc, 0, -1, progress, foreign)
+		rc, err := ep.blob(ctx, u, desc, 0, -1, progress, foreign)
+		if err != nil {
+			return nil, err
+		}
+		return skipTo(rc, offset)
 	}
 	defer resp.Body.Close()
 	return nil, statusError(resp, info, expected, ep.c.now())
+}
+
+// skipTo discards the first offset bytes of a whole-blob body, so that it yields what a
+// request from offset asked for.
+func skipTo(body io.ReadCloser, offset int64) (io.ReadCloser, error) {
+	if _, err := io.CopyN(io.Discard, body, offset); err != nil {
+		body.Close()
+		return nil, connError(fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
+	}
+	return body, nil
 }
 
 // parseContentRange parses a 206 answer's Content-Range (RFC 9110 section 14.4):
