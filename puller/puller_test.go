@@ -782,3 +782,26 @@ func TestGGCRRegistrySchema1(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenRefreshedWhenRefused: a cached token the registry refuses (expired early) is
+// dropped and a new one fetched, once, for the request that found out.
+func TestTokenRefreshedWhenRefused(t *testing.T) {
+	reg := pullkittest.NewRegistry(t, pullkittest.WithTokenAuth(pullkittest.TokenAuth{User: "bob", Password: "pw"}))
+	seedHello(t, reg, "hello", "v1")
+	c := newClient(t, puller.WithKeychain(staticKeychain{"bob", "pw"}))
+	if _, err := c.Resolve(t.Context(), reg.Ref("hello:v1")); err != nil {
+		t.Fatal(err)
+	}
+	reg.ExpireTokens()
+	reg.ResetRequests()
+	if _, err := c.Resolve(t.Context(), reg.Ref("hello:v1")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"HEAD manifest v1", "GET token ", "HEAD manifest v1"}
+	if got := logLines(reg); !slices.Equal(got, want) {
+		t.Errorf("after the tokens expired: %q, want %q", got, want)
+	}
+	if r := reg.Requests(); len(r) == 3 && (r[0].Status != http.StatusUnauthorized || r[2].Status != http.StatusOK) {
+		t.Errorf("statuses %d, %d: want 401 then 200", r[0].Status, r[2].Status)
+	}
+}
