@@ -226,6 +226,7 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 		if imgs[i], err = manifest.NewImage(ref, t.named, ti.m, ti.entry, cfgDesc, cfg); err != nil {
 			return nil, pullkit.Wrap(ref, "build image model", ti.m.Digest, err)
 		}
+		imgs[i].RegistryDigest = t.served
 	}
 	return primary(t, imgs, o), nil
 }
@@ -462,6 +463,7 @@ func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][
 	if err != nil {
 		return nil, manifest.Descriptor{}, pullkit.Wrap("", "build image model", m.Digest, err)
 	}
+	img.RegistryDigest = p.t.served
 	for k, res := range results {
 		if at[k][0] != i {
 			continue
