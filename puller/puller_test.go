@@ -721,9 +721,9 @@ func TestCancelledPull(t *testing.T) {
 
 // ggcrRegistry starts go-containerregistry's in-process registry, which indexes a signed
 // schema 1 manifest by the sha256 of its bytes and reports that as Docker-Content-Digest.
-func ggcrRegistry(t testing.TB) string {
+func ggcrRegistry(t testing.TB, opts ...registry.Option) string {
 	t.Helper()
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv := httptest.NewServer(registry.New(append([]registry.Option{registry.Logger(log.New(io.Discard, "", 0))}, opts...)...))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
