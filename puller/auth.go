@@ -366,7 +366,7 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 	}}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return token{}, connError(err)
+		return token{}, requestError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -446,10 +446,10 @@ func (a *authTransport) realmAllowed(registry string, u *url.URL) error {
 }
 
 // connError marks a failed round trip as pullkit.ErrUnreachable, keeping the cause;
-// context ends and the puller's own refusals stay as they are.
+// context ends and errors that already carry a sentinel (the puller's own refusals, a
+// token the token server would not give) stay as they are.
 func connError(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, pullkit.ErrDenied) || errors.Is(err, pullkit.ErrUnreachable) || errors.Is(err, pullkit.ErrInvalid) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || vocabulary(err) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", pullkit.ErrUnreachable, err)

@@ -77,7 +77,7 @@ func (b *blobSource) foreign(ctx context.Context, desc manifest.Descriptor, offs
 		}
 		tried = append(tried, redactURL(pu)+" ("+why+")")
 	}
-	return nil, fmt.Errorf("%w: foreign layer: the registry does not have it (%s), and its URLs failed: %s", pullkit.ErrNotFound, text.Clean(regErr.Error(), 200), text.List(tried, 5))
+	return nil, fmt.Errorf("foreign layer %w: the registry does not have it (%s), and its URLs failed: %s", pullkit.ErrNotFound, text.Clean(regErr.Error(), 300), text.List(tried, 5))
 }
 
 // blob does one blob request on u for [offset, offset+length) (to the end when length <
@@ -112,7 +112,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			}
 			resp, err := ep.c.anon.Do(req)
 			if err != nil {
-				return nil, &info, connError(err)
+				return nil, &info, requestError(err)
 			}
 			return resp, &info, nil
 		}
@@ -130,7 +130,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			return nil, err
 		}
 	}
-	expected := "blob"
+	expected := "" // the URL says what was asked for
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if size >= 0 && resp.ContentLength >= 0 && resp.ContentLength != size {

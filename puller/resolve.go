@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -45,7 +46,18 @@ func (r Resolved) Pinned() string { return r.Repository + "@" + r.Manifest.Diges
 func (c *Client) parse(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
-		return nil, pullkit.Wrap(ref, "parse reference", "", &pullkit.InvalidError{What: "reference", Reason: text.Clean(ref, 200), Err: err})
+		// ParseReference says only that it could not, naming ref again: ask the parser of
+		// the form ref has for what is wrong with it.
+		why := err
+		if strings.Contains(ref, "@") {
+			_, why = name.NewDigest(ref)
+		} else {
+			_, why = name.NewTag(ref)
+		}
+		if why == nil {
+			why = err
+		}
+		return nil, pullkit.Wrap(ref, "parse reference", "", &pullkit.InvalidError{What: "reference", Reason: text.Clean(why.Error(), 300)})
 	}
 	return r, nil
 }
