@@ -1,28 +1,35 @@
-// Package puller holds the registry conversation of a pull: it turns a reference
-// ("repo:tag" or "repo@sha256:…") into verified manifests and the normalised
-// manifest.Image, and hands out per-repository blob fetchers for the layers package.
+// Package puller holds the registry conversation of a pull. A Client turns a reference
+// ("repo:tag" or "repo@sha256:…") into verified manifests, the normalised
+// manifest.Image, and (Pull) a complete, named image in a store; or, for pull-by-digest
+// services, into a pinned digest (Resolve, ResolveAll); or, for vouching services, into
+// the artifacts that refer to an image (Referrers, PullArtifact).
 //
 // It reuses go-containerregistry for what is settled (reference parsing, credentials
-// from the docker config and credential helpers, the basic/bearer token handshake) and
-// owns what decides whether a pull is right:
+// from the docker config and credential helpers) and owns what decides whether a pull is
+// right and how much it costs:
 //
+//   - the fewest round trips: Pull of a tag is one manifest GET (its
+//     Docker-Content-Digest checked); Resolve of a tag is one HEAD (and the index's GET
+//     when the tag names one); a digest is one verified GET; /v2/ is never pinged;
+//   - authentication learnt from the first 401 per registry and tokens kept per
+//     repository scope for the client's life, refreshed when refused or expired;
 //   - one complete Accept header (manifest.AcceptHeader), so no registry down-converts
-//     schema 2 to schema 1;
-//   - tags resolved with HEAD then GET by digest (GET by tag when HEAD is refused, with
-//     Docker-Content-Digest checked); every manifest fetched by digest verified, with the
-//     canonical rule for signed schema 1; bodies read through a size cap;
-//   - one platform chosen from lists and indexes (manifest.Choose), the chosen manifest
-//     fetched by digest and verified, then the config fetched and verified;
-//   - retries with jittered backoff for idempotent requests on 5xx and broken
-//     connections, 429 Retry-After honoured (capped, context-aware);
-//   - redirects that never carry the registry's Authorization to another host, and plain
-//     HTTP only to loopback registries unless WithPlainHTTP;
-//   - mirrors (WithMirrors): an ordered list of endpoints per registry, asked before the
-//     origin, with the origin as the last resort for manifests and blobs alike, unless
-//     WithMirrorFallback(false) forbids ever contacting the origin.
+//     schema 2 to schema 1; every manifest verified against the digest that names it,
+//     with the canonical rule for signed schema 1; bodies read through a size cap;
+//   - one platform chosen from lists and indexes (or every one, WithAllPlatforms), and
+//     a single image checked against a platform asked for explicitly;
+//   - one retry policy for requests (5xx, broken connections, and 429 waited for as
+//     Retry-After says, then the same request sent again: a HEAD never becomes a GET)
+//     and for blobs; deadlines on every request phase (Timeouts);
+//   - redirects that never carry the registry's Authorization to another host, plain
+//     HTTP only to loopback registries unless WithPlainHTTP, and no registry elsewhere
+//     sending the puller to loopback or link-local addresses;
+//   - mirrors (WithMirrors): endpoints asked before the registry, which stays the last
+//     resort for manifests and blobs alike unless WithMirrorFallback(false).
 //
-// Every error is an *Error naming the reference, the step and the digest, wrapping a
-// sentinel (ErrNotFound, ErrUnauthorized, ErrUnreachable, ErrTooLarge,
-// pullkit.ErrDigestMismatch, pullkit.ErrNoMatch, …) for errors.Is, or the context's
-// error when the caller gave up.
+// Every error wraps one sentinel of the module's vocabulary (pullkit.ErrNotFound,
+// pullkit.ErrUnauthorized, …) for errors.Is, or is the context's error when the caller
+// gave up; a *pullkit.Error names the reference, the step and the digest once, and a
+// *pullkit.HTTPError carries the registry's answer (codes, message, Retry-After, whether
+// credentials were sent).
 package puller
