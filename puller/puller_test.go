@@ -805,3 +805,32 @@ func TestTokenRefreshedWhenRefused(t *testing.T) {
 		t.Errorf("statuses %d, %d: want 401 then 200", r[0].Status, r[2].Status)
 	}
 }
+
+// TestAnonymousToken: a registry that hands tokens to anyone (as Docker Hub does for
+// public repositories) costs an anonymous client one 401 and one token request, and the
+// token request carries no credentials.
+func TestAnonymousToken(t *testing.T) {
+	reg := pullkittest.NewRegistry(t, pullkittest.WithTokenAuth(pullkittest.TokenAuth{Anonymous: true}))
+	seedHello(t, reg, "library/hello", "v1")
+	c := newClient(t)
+	for range 2 {
+		if _, err := c.Pull(t.Context(), reg.Ref("library/hello:v1"), store.NewMemory()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var unauthorized, tokens int
+	for _, r := range reg.Requests() {
+		if r.Status == http.StatusUnauthorized {
+			unauthorized++
+		}
+		if r.Route == pullkittest.RouteToken {
+			tokens++
+			if r.Authorization != "" {
+				t.Errorf("the token request carried Authorization %q", r.Authorization)
+			}
+		}
+	}
+	if unauthorized != 1 || tokens != 1 {
+		t.Errorf("%d 401s and %d token requests for 2 pulls, want 1 and 1: %q", unauthorized, tokens, logLines(reg))
+	}
+}
