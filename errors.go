@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -71,21 +72,44 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	var b strings.Builder
-	if e.Reference != "" {
-		b.WriteString(text.Clean(e.Reference, 300))
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Op)
-	if e.Digest != "" {
-		b.WriteString(" ")
-		b.WriteString(text.Clean(string(e.Digest), 140))
-	}
+	var cause string
 	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
+		cause = e.Err.Error()
 	}
-	return text.OneLine(b.String())
+	var parts []string
+	if e.Reference != "" {
+		parts = append(parts, text.Clean(e.Reference, 300))
+	}
+	head := e.Op
+	// The digest is named once: not again when the reference or the cause names it.
+	if d := string(e.Digest); d != "" && !strings.Contains(e.Reference, d) && !strings.Contains(cause, d) {
+		head = strings.TrimSpace(head + " " + text.Clean(d, 140))
+	}
+	if head != "" {
+		parts = append(parts, head)
+	}
+	if cause != "" {
+		parts = append(parts, cause)
+	}
+	return nameDigestsOnce(text.OneLine(strings.Join(parts, ": ")))
+}
+
+// digestInText matches a digest as messages print it.
+var digestInText = regexp.MustCompile(`\b(?:sha256|sha384|sha512):[0-9a-f]{32,}`)
+
+// nameDigestsOnce keeps the first mention of each digest in s whole and shortens the
+// later ones to their first 12 hex digits, so that a message names each digest once
+// however many of its parts (the reference, a URL, a mismatch) mention it.
+func nameDigestsOnce(s string) string {
+	seen := map[string]bool{}
+	return digestInText.ReplaceAllStringFunc(s, func(d string) string {
+		if !seen[d] {
+			seen[d] = true
+			return d
+		}
+		alg, hex, _ := strings.Cut(d, ":")
+		return alg + ":" + hex[:12] + "…"
+	})
 }
 
 // Unwrap returns the cause.

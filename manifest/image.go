@@ -19,6 +19,11 @@ type Image struct {
 	// Digest is the digest of what the reference named: the index for a list, the
 	// canonical (payload) digest for signed schema 1.
 	Digest digest.Digest
+	// RegistryDigest is the digest the registry answers to for what the reference
+	// named, when a puller filled it in: Digest, except for a signed schema 1 on a
+	// registry that indexes manifests by the sha256 of their bytes (go-containerregistry's,
+	// CUE's), where a reference pinned by Digest would not be found.
+	RegistryDigest digest.Digest
 	// MediaType is the media type of what the reference named.
 	MediaType string
 	// Manifest describes the image manifest chosen (the same digest as Digest when the

@@ -38,6 +38,10 @@ func Parse(raw []byte, mediaType string) (*Manifest, error) {
 		return nil, &pullkit.InvalidError{What: served, Reason: "not a JSON object", Err: err}
 	}
 	if probe.SchemaVersion == nil {
+		if served == MediaTypeOCIArtifact || normalizeMediaType(probe.MediaType) == MediaTypeOCIArtifact {
+			// The withdrawn artifact manifest has no schemaVersion.
+			return nil, &pullkit.UnsupportedError{What: MediaTypeOCIArtifact, Reason: "OCI artifact manifest, not an image"}
+		}
 		return nil, &pullkit.InvalidError{What: served, Reason: "no schemaVersion"}
 	}
 	switch *probe.SchemaVersion {

@@ -241,6 +241,8 @@ func TestParseRejects(t *testing.T) {
 		{"schemaVersion 3", `{"schemaVersion":3}`, "", pullkit.ErrUnsupported},
 		{"artifact manifest", `{"schemaVersion":2,"mediaType":"application/vnd.oci.artifact.manifest.v1+json","blobs":[]}`, "", pullkit.ErrUnsupported},
 		{"artifact by structure", `{"schemaVersion":2,"blobs":[]}`, "", pullkit.ErrUnsupported},
+		{"withdrawn artifact manifest, which has no schemaVersion", `{"mediaType":"application/vnd.oci.artifact.manifest.v1+json","blobs":[]}`, "", pullkit.ErrUnsupported},
+		{"served as the withdrawn artifact manifest", `{"blobs":[]}`, MediaTypeOCIArtifact, pullkit.ErrUnsupported},
 		{"artifactType", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example+type",` + cfg + `,"layers":[]}`, "", pullkit.ErrUnsupported},
 		{"empty config artifact", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`, "", pullkit.ErrUnsupported},
 		{"encrypted layer", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` + cfg + `,"layers":[` + fmt.Sprintf(layer, "application/vnd.oci.image.layer.v1.tar+gzip+encrypted") + `]}`, "", pullkit.ErrUnsupported},

@@ -45,12 +45,51 @@ type regAuth struct {
 	cred     authn.AuthConfig
 	credErr  error
 
-	mu      sync.Mutex
-	scheme  string // "", "basic" or "bearer"
-	realm   string
-	service string
-	tokens  map[string]token // by scope
-	group   singleflight.Group
+	mu       sync.Mutex
+	known    bool          // an answer has told how the registry authenticates
+	learning chan struct{} // closed when the request finding it out is answered
+	scheme   string        // "", "basic" or "bearer"
+	realm    string
+	service  string
+	tokens   map[string]token // by scope
+	group    singleflight.Group
+}
+
+// gate lets the first request to a registry whose authentication is not known yet go
+// alone: the others wait for its answer, so that a batch started at once learns the
+// challenge from one 401 and shares one token instead of each drawing its own. The
+// first gets done, to call once its answer has taught what there is to learn (learnt
+// true) or failed to (false: the next request finds out); done may be called again.
+func (r *regAuth) gate(ctx context.Context) (done func(learnt bool), err error) {
+	for {
+		r.mu.Lock()
+		if r.known {
+			r.mu.Unlock()
+			return func(bool) {}, nil
+		}
+		if r.learning == nil {
+			ch := make(chan struct{})
+			r.learning = ch
+			r.mu.Unlock()
+			var once sync.Once
+			return func(learnt bool) {
+				once.Do(func() {
+					r.mu.Lock()
+					r.known = r.known || learnt
+					r.learning = nil
+					r.mu.Unlock()
+					close(ch)
+				})
+			}, nil
+		}
+		ch := r.learning
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 type token struct {
@@ -107,17 +146,27 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: read credentials for %s: %s", pullkit.ErrUnauthorized, text.Clean(r.host, 100), text.Clean(err.Error(), 200))
 	}
+	learnt, err := r.gate(req.Context())
+	if err != nil {
+		return nil, err
+	}
+	defer learnt(false)
 	first := req.Clone(req.Context())
 	if err := a.authorize(req.Context(), r, first, scope, cred); err != nil {
 		return nil, err
 	}
 	resp, err := a.inner.RoundTrip(first)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+	if err != nil {
 		return resp, err
+	}
+	if resp.StatusCode != http.StatusUnauthorized {
+		learnt(true)
+		return resp, nil
 	}
 	// Learn from the challenge, then try once more if that changes what is sent.
 	ch, ok := parseChallenge(resp.Header.Values("WWW-Authenticate"))
 	if !ok {
+		learnt(true)
 		return resp, nil
 	}
 	if ch.scope != "" {
@@ -130,6 +179,7 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		delete(r.tokens, scope) // refused or expired early: fetch a new one
 	}
 	r.mu.Unlock()
+	learnt(true)
 	again := req.Clone(req.Context())
 	if err := a.authorize(req.Context(), r, again, scope, cred); err != nil {
 		resp.Body.Close()
@@ -316,7 +366,7 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 	}}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return token{}, connError(err)
+		return token{}, requestError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -396,10 +446,10 @@ func (a *authTransport) realmAllowed(registry string, u *url.URL) error {
 }
 
 // connError marks a failed round trip as pullkit.ErrUnreachable, keeping the cause;
-// context ends and the puller's own refusals stay as they are.
+// context ends and errors that already carry a sentinel (the puller's own refusals, a
+// token the token server would not give) stay as they are.
 func connError(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, pullkit.ErrDenied) || errors.Is(err, pullkit.ErrUnreachable) || errors.Is(err, pullkit.ErrInvalid) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || vocabulary(err) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", pullkit.ErrUnreachable, err)

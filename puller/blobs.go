@@ -77,7 +77,7 @@ func (b *blobSource) foreign(ctx context.Context, desc manifest.Descriptor, offs
 		}
 		tried = append(tried, redactURL(pu)+" ("+why+")")
 	}
-	return nil, fmt.Errorf("%w: foreign layer: the registry does not have it (%s), and its URLs failed: %s", pullkit.ErrNotFound, text.Clean(regErr.Error(), 200), text.List(tried, 5))
+	return nil, fmt.Errorf("foreign layer %w: the registry does not have it (%s), and its URLs failed: %s", pullkit.ErrNotFound, text.Clean(regErr.Error(), 300), text.List(tried, 5))
 }
 
 // blob does one blob request on u for [offset, offset+length) (to the end when length <
@@ -112,7 +112,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			}
 			resp, err := ep.c.anon.Do(req)
 			if err != nil {
-				return nil, &info, connError(err)
+				return nil, &info, requestError(err)
 			}
 			return resp, &info, nil
 		}
@@ -130,7 +130,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			return nil, err
 		}
 	}
-	expected := "blob " + desc.Digest.String()
+	expected := "" // the URL says what was asked for
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if size >= 0 && resp.ContentLength >= 0 && resp.ContentLength != size {
@@ -145,11 +145,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			return nil, fmt.Errorf("%w: %s answered a range request with the whole blob", pullkit.ErrUnsupported, text.Clean(resp.Request.URL.Host, 100))
 		}
 		// The server ignored the range: read past what was asked for.
-		if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
-			resp.Body.Close()
-			return nil, connError(fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
-		}
-		return resp.Body, nil
+		return skipTo(resp.Body, offset)
 	case http.StatusPartialContent:
 		cr := resp.Header.Get("Content-Range")
 		start, last, total, perr := parseContentRange(cr)
@@ -180,10 +176,24 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			return nil, fmt.Errorf("%w: Content-Range %q: %s", pullkit.ErrInvalid, text.Clean(cr, 100), bad)
 		}
 		// A botched range: read the whole blob, past what was asked for.
-		return ep.blob(ctx, u, desc, 0, -1, progress, foreign)
+		rc, err := ep.blob(ctx, u, desc, 0, -1, progress, foreign)
+		if err != nil {
+			return nil, err
+		}
+		return skipTo(rc, offset)
 	}
 	defer resp.Body.Close()
 	return nil, statusError(resp, info, expected, ep.c.now())
+}
+
+// skipTo discards the first offset bytes of a whole-blob body, so that it yields what a
+// request from offset asked for.
+func skipTo(body io.ReadCloser, offset int64) (io.ReadCloser, error) {
+	if _, err := io.CopyN(io.Discard, body, offset); err != nil {
+		body.Close()
+		return nil, connError(fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
+	}
+	return body, nil
 }
 
 // parseContentRange parses a 206 answer's Content-Range (RFC 9110 section 14.4):

@@ -1,30 +1,40 @@
-// Package puller is the registry conversation of a pull, and the library's front door:
-// Client.Pull(ctx, ref, store) leaves a complete, verified, named image in a store;
-// Client.Resolve turns a tag or an index digest into the platform's manifest digest in as
-// few requests as the protocol allows; Client.Inspect gives the model without layers.
+// Package puller holds the registry conversation of a pull, and the library's front
+// door. A Client turns a reference ("repo:tag" or "repo@sha256:…") into a complete,
+// verified, named image in a store (Pull); into the normalised manifest.Image without
+// layers (Inspect); for pull-by-digest services, into a pinned digest (Resolve,
+// ResolveAll); or, for vouching services, into the artifacts that refer to an image
+// (Referrers, PullArtifact).
 //
-// It reuses go-containerregistry for reference parsing and credentials (the docker
-// config and credential helpers) and owns everything that decides whether a pull is
-// right and fast:
+// It reuses go-containerregistry for what is settled (reference parsing, credentials
+// from the docker config and credential helpers) and owns what decides whether a pull is
+// right and how much it costs:
 //
+//   - the fewest round trips: Pull of a tag is one manifest GET (its
+//     Docker-Content-Digest checked); Resolve of a tag is one HEAD (and the index's GET
+//     when the tag names one); a digest is one verified GET; /v2/ is never pinged;
+//   - authentication learnt from the first 401 per registry and tokens kept per
+//     repository scope for the client's life, refreshed when refused or expired; token
+//     realms on private or loopback addresses only for registries on such addresses;
 //   - one complete Accept header (manifest.AcceptHeader), so no registry down-converts
-//     schema 2 to schema 1; every manifest fetched by digest verified (the canonical rule
-//     for signed schema 1), Docker-Content-Digest checked on tags, bodies read through a
-//     size cap;
-//   - authentication without a /v2/ ping: a 401's challenge is learnt, per registry, and
-//     tokens are kept per scope for the client's life; token realms on private or
-//     loopback addresses only for registries on such addresses;
-//   - a deadline on every request phase (connect, TLS, response headers) and an idle and
-//     minimum-rate rule on every body (Timeouts); retries as the pullkit.RetryPolicy says,
-//     a 429's Retry-After honoured within it and refused at once beyond it;
-//   - redirects that never carry the registry's Authorization to another host, plain HTTP
-//     only to loopback registries unless WithPlainHTTP, and no loopback or link-local
-//     address reached for a registry that is elsewhere;
+//     schema 2 to schema 1; every manifest verified against the digest that names it,
+//     with the canonical rule for signed schema 1; bodies read through a size cap;
+//   - one platform chosen from lists and indexes (or every one, WithAllPlatforms), and
+//     a single image checked against a platform asked for explicitly;
+//   - one retry policy for requests (5xx, broken connections, and 429 waited for as
+//     Retry-After says, then the same request sent again: a HEAD never becomes a GET)
+//     and for blobs; deadlines on every request phase and an idle and minimum-rate rule
+//     on every body (Timeouts);
 //   - the HTTP side of the transfer (a layers.Fetcher): Range requests, 206 and
 //     Content-Range checked, a server that ignores ranges read past the offset;
-//   - mirrors (WithMirrors): endpoints asked before the registry, which is the last
-//     resort unless WithMirrorFallback(false) forbids ever contacting it.
+//   - redirects that never carry the registry's Authorization to another host, plain
+//     HTTP only to loopback registries unless WithPlainHTTP, and no registry elsewhere
+//     sending the puller to loopback or link-local addresses;
+//   - mirrors (WithMirrors): endpoints asked before the registry, which stays the last
+//     resort for manifests and blobs alike unless WithMirrorFallback(false).
 //
-// Every error is a *pullkit.Error naming the reference, the step and the digest, wrapping
-// a sentinel of the pullkit package, with the registry's answer in a *pullkit.HTTPError.
+// Every error wraps one sentinel of the module's vocabulary (pullkit.ErrNotFound,
+// pullkit.ErrUnauthorized, …) for errors.Is, or is the context's error when the caller
+// gave up; a *pullkit.Error names the reference, the step and the digest once, and a
+// *pullkit.HTTPError carries the registry's answer (codes, message, Retry-After, whether
+// credentials were sent).
 package puller

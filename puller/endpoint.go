@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -81,14 +82,39 @@ func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Head
 			continue
 		}
 		if err != nil {
-			var se *StallError
-			if errors.As(err, &se) {
-				return nil, &info, err
-			}
-			return nil, &info, connError(err)
+			return nil, &info, requestError(err)
 		}
 		return resp, &info, nil
 	}
+}
+
+// requestError is the error of a request that got no answer. The puller's own verdicts
+// on the way (a refusal, a token that could not be had, a stall) are returned as they
+// are, without net/http's "Get <url>:" around them when they name what they refused;
+// anything else is a failed connection (pullkit.ErrUnreachable).
+func requestError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && vocabulary(ue.Err) {
+		var se *StallError
+		if errors.As(ue.Err, &se) {
+			return err // the URL says which body stalled
+		}
+		return ue.Err
+	}
+	return connError(err)
+}
+
+// vocabulary reports whether err already says, with a sentinel of the module, what went
+// wrong.
+func vocabulary(err error) bool {
+	for _, s := range []error{pullkit.ErrNotFound, pullkit.ErrUnauthorized, pullkit.ErrDenied, pullkit.ErrTooManyRequests,
+		pullkit.ErrDigestMismatch, pullkit.ErrSizeMismatch, pullkit.ErrNoMatch, pullkit.ErrUnsupported, pullkit.ErrInvalid,
+		pullkit.ErrTooLarge, pullkit.ErrUnreachable} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // looksLikeTLS reports a plain-HTTP request answered by a TLS server.
@@ -233,7 +259,7 @@ func (ep *endpoint) getOnce(ctx context.Context, ident, expected string) (*serve
 // verify are fetched again within the retry policy (damage in transit passes).
 func (ep *endpoint) manifestByDigest(ctx context.Context, want digest.Digest) (*manifest.Manifest, error) {
 	for attempt := 1; ; attempt++ {
-		s, err := ep.get(ctx, want.String(), "manifest "+want.String())
+		s, err := ep.get(ctx, want.String(), "manifest")
 		if err != nil {
 			return nil, err
 		}
@@ -263,8 +289,11 @@ func (ep *endpoint) manifestByTag(ctx context.Context, tag string) (*manifest.Ma
 		return m, m.Digest, nil
 	}
 	m, err := manifest.Verify(s.raw, s.contentType, s.contentDigest)
+	if errors.Is(err, pullkit.ErrDigestMismatch) {
+		return nil, "", fmt.Errorf("tag %q, checked against its Docker-Content-Digest: %w", tag, err)
+	}
 	if err != nil {
-		return nil, "", fmt.Errorf("tag %q (Docker-Content-Digest %s): %w", tag, s.contentDigest, err)
+		return nil, "", err
 	}
 	return m, s.contentDigest, nil
 }
@@ -298,7 +327,7 @@ func (ep *endpoint) document(ctx context.Context, desc manifest.Descriptor, what
 			return nil, err
 		}
 		if resp.StatusCode != http.StatusOK {
-			err := statusError(resp, ri, what+" "+desc.Digest.String(), ep.c.now())
+			err := statusError(resp, ri, what, ep.c.now())
 			resp.Body.Close()
 			return nil, err
 		}

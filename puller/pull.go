@@ -226,6 +226,7 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 		if imgs[i], err = manifest.NewImage(ref, t.named, ti.m, ti.entry, cfgDesc, cfg); err != nil {
 			return nil, pullkit.Wrap(ref, "build image model", ti.m.Digest, err)
 		}
+		imgs[i].RegistryDigest = t.served
 	}
 	return primary(t, imgs, o), nil
 }
@@ -316,6 +317,14 @@ type configResult struct {
 }
 
 func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
+	// A schema 1 manifest says its own platform: check it before any blob is fetched.
+	for _, ti := range p.t.images {
+		if ti.m.Schema1 != nil && !p.o.all {
+			if err := checkImagePlatform(p.o, ti.m, nil); err != nil {
+				return nil, pullkit.Wrap("", "check platform", ti.m.Digest, err)
+			}
+		}
+	}
 	lease, err := p.st.Lease(ctx)
 	if err != nil {
 		return nil, pullkit.Wrap("", "lease", "", err)
@@ -477,6 +486,7 @@ func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][
 	if err != nil {
 		return nil, manifest.Descriptor{}, pullkit.Wrap("", "build image model", m.Digest, err)
 	}
+	img.RegistryDigest = p.t.served
 	for k, res := range results {
 		if at[k][0] != i {
 			continue
@@ -495,11 +505,6 @@ func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][
 		l.DiffID = res.DiffID
 	}
 	if m.Schema1 != nil {
-		if !p.o.all {
-			if err := checkImagePlatform(p.o, m, nil); err != nil {
-				return nil, manifest.Descriptor{}, pullkit.Wrap("", "check platform", m.Digest, err)
-			}
-		}
 		return p.storeSchema1(ctx, img, m)
 	}
 	raw, mediaType := m.Raw, m.MediaType

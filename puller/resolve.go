@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -45,7 +46,18 @@ func (r Resolved) Pinned() string { return r.Repository + "@" + r.Manifest.Diges
 func (c *Client) parse(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
-		return nil, pullkit.Wrap(ref, "parse reference", "", &pullkit.InvalidError{What: "reference", Reason: text.Clean(ref, 200), Err: err})
+		// ParseReference says only that it could not, naming ref again: ask the parser of
+		// the form ref has for what is wrong with it.
+		why := err
+		if strings.Contains(ref, "@") {
+			_, why = name.NewDigest(ref)
+		} else {
+			_, why = name.NewTag(ref)
+		}
+		if why == nil {
+			why = err
+		}
+		return nil, pullkit.Wrap(ref, "parse reference", "", &pullkit.InvalidError{What: "reference", Reason: text.Clean(why.Error(), 300)})
 	}
 	return r, nil
 }
@@ -136,13 +148,18 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 			if m.Kind == manifest.KindIndex {
 				idx = m
 			}
-		default:
+		case isImageType(desc.MediaType):
 			res.Descriptor = desc
-			if isIndexType(desc.MediaType) {
-				m, err := ep.manifestByDigest(ctx, desc.Digest)
-				if err != nil {
-					return res, pullkit.Wrap("", "fetch index", desc.Digest, err)
-				}
+		default:
+			// An index, or a media type that does not say (some registries serve
+			// manifests as application/json): one verified GET by the digest the HEAD
+			// gave tells what it is.
+			m, err := ep.manifestByDigest(ctx, desc.Digest)
+			if err != nil {
+				return res, pullkit.Wrap("", "fetch manifest", desc.Digest, err)
+			}
+			res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: desc.Digest, Size: int64(len(m.Raw))}
+			if m.Kind == manifest.KindIndex {
 				idx = m
 			}
 		}
@@ -181,6 +198,15 @@ func headRefused(err error) bool {
 		return false
 	}
 	return true
+}
+
+// isImageType reports whether mt is the media type of an image manifest.
+func isImageType(mt string) bool {
+	switch mt {
+	case manifest.MediaTypeDockerSchema2, manifest.MediaTypeOCIManifest, manifest.MediaTypeDockerSchema1Signed, manifest.MediaTypeDockerSchema1:
+		return true
+	}
+	return false
 }
 
 func isIndexType(mt string) bool {

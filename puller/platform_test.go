@@ -1,0 +1,124 @@
+package puller_test
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
+	"github.com/pullkit/pullkit/puller"
+	"github.com/pullkit/pullkit/pullkittest"
+	"github.com/pullkit/pullkit/store"
+)
+
+// foreignPlatform is a platform this machine is not, so that the default platform never
+// matches it.
+func foreignPlatform() platforms.Platform {
+	if platforms.Default().Architecture == "s390x" {
+		return platforms.Platform{OS: "linux", Architecture: "ppc64le"}
+	}
+	return platforms.Platform{OS: "linux", Architecture: "s390x"}
+}
+
+// matcherFunc is an engine's own platform policy.
+type matcherFunc func(platforms.Platform) bool
+
+func (f matcherFunc) Match(p platforms.Platform) bool { return f(p) }
+func (matcherFunc) Less(a, b platforms.Platform) bool { return false }
+
+// TestPlatformOfASingleImage: a reference naming one image manifest (no index) whose
+// config says another platform than the one asked for fails with a
+// *platforms.NoMatchError naming both, in Pull and Inspect alike, and stores nothing;
+// with the default platform the image is pulled, and the model says its platform so
+// that an engine can warn.
+func TestPlatformOfASingleImage(t *testing.T) {
+	other := foreignPlatform()
+	host := platforms.Platform{OS: "linux", Architecture: "amd64"}
+	if other.Architecture == "ppc64le" {
+		host = platforms.Platform{OS: "linux", Architecture: "s390x"}
+	}
+	reg := pullkittest.NewRegistry(t)
+	for _, f := range []pullkittest.Format{pullkittest.OCI, pullkittest.Schema2, pullkittest.Schema1} {
+		reg.PushImage("app", strings.ToLower(f.String()), f, pullkittest.Platform(other), pullkittest.Layers(1, 64))
+	}
+	for _, tag := range []string{"oci", "schema2", "schema1"} {
+		ref := reg.Ref("app:" + tag)
+		t.Run(tag, func(t *testing.T) {
+			for _, call := range []struct {
+				name string
+				run  func(opts ...puller.PullOption) (*manifest.Image, store.Store, error)
+			}{
+				{"Pull", func(opts ...puller.PullOption) (*manifest.Image, store.Store, error) {
+					st := store.NewMemory()
+					img, err := newClient(t).Pull(t.Context(), ref, st, opts...)
+					return img, st, err
+				}},
+				{"Inspect", func(opts ...puller.PullOption) (*manifest.Image, store.Store, error) {
+					img, err := newClient(t).Inspect(t.Context(), ref, opts...)
+					return img, nil, err
+				}},
+			} {
+				for _, asked := range []struct {
+					name string
+					opt  puller.PullOption
+					want string
+				}{
+					{"WithPlatform", puller.WithPlatform(host), host.String()},
+					{"WithMatcher", puller.WithMatcher(matcherFunc(func(p platforms.Platform) bool { return p.Architecture == host.Architecture })), "chosen by the caller's matcher"},
+				} {
+					reg.ResetRequests()
+					_, st, err := call.run(asked.opt)
+					var nm *platforms.NoMatchError
+					if !errors.Is(err, pullkit.ErrNoMatch) || !errors.As(err, &nm) {
+						t.Fatalf("%s %s: err = %v, want a *platforms.NoMatchError", call.name, asked.name, err)
+					}
+					if nm.Want != asked.want || !slices.EqualFunc(nm.Offered, []platforms.Platform{other}, func(a, b platforms.Platform) bool { return a.String() == b.String() }) {
+						t.Errorf("%s %s: NoMatchError wants %q, offered %v; want %q and %v", call.name, asked.name, nm.Want, nm.Offered, asked.want, other)
+					}
+					msg := oneLine(t, err)
+					for _, s := range []string{ref, asked.want, other.String()} {
+						if !strings.Contains(msg, s) {
+							t.Errorf("%s %s: error %q does not name %q", call.name, asked.name, msg, s)
+						}
+					}
+					if st != nil {
+						if imgs, _ := st.Images(t.Context()); len(imgs) != 0 {
+							t.Errorf("%s %s: a refused image was named: %v", call.name, asked.name, imgs)
+						}
+					}
+					// Schema 1 says its platform in the manifest: no blob is worth fetching.
+					if n := reg.Count(pullkittest.Match{Route: pullkittest.RouteBlob}); tag == "schema1" && n != 0 {
+						t.Errorf("%s %s: %d blob requests for a schema 1 image of another platform", call.name, asked.name, n)
+					}
+				}
+				// The default platform: pulled, and the model says what it is for.
+				img, st, err := call.run()
+				if err != nil {
+					t.Fatalf("%s with the default platform: %v", call.name, err)
+				}
+				if img.Platform == nil || img.Platform.String() != other.String() {
+					t.Errorf("%s with the default platform: model platform %v, want %v", call.name, img.Platform, other)
+				}
+				if st != nil {
+					if _, err := st.Image(t.Context(), ref); err != nil {
+						t.Errorf("%s with the default platform: not named: %v", call.name, err)
+					}
+				}
+				// Asked for explicitly, the image's own platform is fine.
+				if _, _, err := call.run(puller.WithPlatform(other)); err != nil {
+					t.Errorf("%s WithPlatform(%v): %v", call.name, other, err)
+				}
+			}
+		})
+	}
+	t.Run("an index names the platform: no mismatch to check", func(t *testing.T) {
+		idx := reg.PushIndex("multi", "v1", pullkittest.OCIIndex, pullkittest.Platforms(other, host), pullkittest.Layers(1, 64))
+		img, err := newClient(t).Inspect(t.Context(), reg.Ref("multi:v1"), puller.WithPlatform(host))
+		if err != nil || img.Manifest.Digest != idx.Images[1].Digest {
+			t.Fatalf("Inspect = %+v, %v; want the %v entry", img, err, host)
+		}
+	})
+}
