@@ -452,7 +452,8 @@ func (p *pull) layerBlobs() ([]layers.Blob, [][2]int) {
 	for i, ti := range p.t.images {
 		s1 := ti.m.Schema1
 		known := ti.m.Layers // what tees are told of the layers: with diffIDs, from the config
-		if cfg := p.configs[i].cfg; p.o.tees != nil && cfg != nil {
+		if p.o.tees != nil && p.configs[i].cfg != nil {
+			cfg := p.configs[i].cfg
 			if img, err := manifest.NewImage(p.ref, p.t.named, ti.m, ti.entry, ti.m.Config, cfg); err == nil {
 				known = img.Layers
 			}
