@@ -1,52 +1,37 @@
-// Package layers moves blobs from a registry into a content store, verified, concurrent
-// and resumable, at the speed of the machine.
+// Package layers moves blobs into a content store: verified, concurrent over shared
+// connections, resumable, in bounded memory, at the speed of the link or of the
+// machine, whichever is less.
 //
-// The store is an OCI image layout directory ([Layout], opened with [OpenLayout]):
-// oci-layout, index.json and blobs/<alg>/<hex>, readable as is by skopeo, umoci and
-// crane. Transfers in progress live in <dir>/ingest/, outside blobs/, so readers of the
-// layout never see them.
+// Fetch reads blobs through a Fetcher (the puller implements it over HTTP; anything that
+// returns a blob's bytes from an offset will do) and writes them through a store's
+// writers (store.Content), which commit only what hashes to the digest and has the size
+// the descriptor says: nothing unverified ever carries a final name.
 //
-// [Fetch] downloads a list of blobs through a [Fetcher] (the puller's repository client):
+// One engine runs a call. Its workers, WithJobs of them (16 by default), share the
+// connections among all the blobs:
 //
-//   - every body streams through the digest's hash and a size check into an ingest file,
-//     which is moved into blobs/ only once it verifies: nothing unverified ever carries
-//     a final name;
-//   - at most [WithJobs] requests are in flight; a blob the store has is not fetched
-//     again, and one digest is fetched once even when it is listed twice or wanted by
-//     concurrent Fetch calls into the same store (layouts of one directory share a
-//     singleflight);
-//   - an interrupted body is resumed with "Range: bytes=N-" from the byte it reached,
-//     and only a 206 whose Content-Range starts at N (with the blob's size as total) is
-//     appended; a 200 means the server ignored the Range, and the transfer starts over
-//     from byte 0 on that same body. A blob fails after [WithMaxAttempts] attempts in a
-//     row without progress; a body silent for [WithStallTimeout] is cancelled and counts
-//     as a failed attempt;
-//   - a partial file left by a killed process (ingest/<alg>-<hex>.partial, flock'ed while
-//     in use) is re-hashed and continued with a Range request on the next Fetch; if the
-//     result does not verify, the blob is fetched once more from scratch. Blobs under
-//     1 MiB use an unnamed file instead (O_TMPFILE, linked into blobs/ once verified),
-//     which costs one metadata operation less and leaves nothing behind after a crash;
-//   - a blob of 1 MiB or more goes through a pipe: its receiver reads into aligned
-//     blocks and writes them at their offsets, with O_DIRECT where the file system
-//     takes it ([WithDirectIO]), while another goroutine hashes the blocks in order from
-//     memory; a window bounds how far receiving may run ahead of the hash;
-//   - a large blob (by default from 32 MiB, and only once no other blob of the call
-//     waits for a request slot) whose one stream proves to be the limit has the rest of
-//     it split into parallel ranged requests through the same pipe; [WithParallelRanges]
-//     splits from the first byte instead, or never;
-//   - diffIDs (sha256 of the uncompressed layer, gzip, zstd or plain, sniffed from the
-//     bytes) are computed while the blob streams, in a goroutine of their own, when asked
-//     for ([Blob].DiffID, always for schema 1) and checked against [Blob].WantDiffID;
-//   - progress is reported per blob as [Event] values.
+//   - a blob under 1 MiB, or of unknown size (schema 1), is received inline by one
+//     worker, into one buffer; many of them are in flight at once, which is what a long
+//     round trip needs;
+//   - a larger blob gets a transfer: its parts receive aligned blocks, and its writer
+//     goroutine hands them in order to the store's writer (which hashes and writes them
+//     at once) and to the blob's taps (the diffID, an unpacker); four large blobs start
+//     at once, more only while those running are limited by their link;
+//   - a transfer whose writer waits for its one stream (a long or capped link) is split
+//     into parallel ranged requests; bytes that arrive beyond its memory window are
+//     parked in a scratch file of the store until the bytes before them are written, so
+//     memory never grows with the blob, nor with what a registry declares;
+//   - connections are added only while they add throughput (see the controller), and a
+//     429 halves them.
 //
-// Memory does not grow with blob size: each transfer owns a few fixed buffers (see
-// [WithBufferSize]), which are reused, and bytes are handed over by buffer, never by
-// byte; a pipe holds at most its window (4 MiB for one stream, 16 MiB for parallel
-// ranges) plus a block per receiver.
+// A body that breaks is resumed from the byte it reached; a blob that does not verify is
+// fetched again from the start; both within the retry policy (WithRetry), counting only
+// attempts that moved nothing. A blob the store has is skipped (one whose size is not the
+// descriptor's is taken for damaged and fetched again); another transfer of the same
+// digest into the same store, in this process or another, is waited for, not repeated.
+// What an interrupted transfer received stays in the store's writer for the next call
+// to resume. Every loop honours the context, decompression for diffIDs included.
 //
-// Failure leaves the store clean: the ingest files of a blob that failed to verify
-// (digest or size) are deleted; those of an interrupted transfer (network error, stall,
-// cancellation) are kept for the next run to resume. A layer whose blob verifies but whose
-// diffID does not match is stored (its content is what its digest names) and reported
-// with [ErrDiffIDMismatch].
+// Progress is reported as pullkit.Event values (WithProgress): the call's totals first,
+// then each blob queued, started, its progress, retries and waits, and its end.
 package layers
