@@ -392,12 +392,14 @@ func (p *part) receive(ctx context.Context) error {
 		}
 	}()
 	var tries tries
+	from := p.pos.Load() // where the body in hand started
 	for {
 		pos, end := p.pos.Load(), p.end.Load()
 		if pos >= end {
 			return nil
 		}
 		if body == nil {
+			from = pos
 			length := int64(-1)
 			if end < x.size {
 				length = end - pos
@@ -407,7 +409,7 @@ func (p *part) receive(ctx context.Context) error {
 			body, err = e.f.Fetch(ctx, j.desc, pos, length)
 			if err != nil {
 				body = nil
-				if err := tries.failed(e, j, ctx, 0, err); err != nil {
+				if err := tries.failed(e, j, ctx, 0, pos, err); err != nil {
 					return err
 				}
 				continue
@@ -449,7 +451,7 @@ func (p *part) receive(ctx context.Context) error {
 		if errors.Is(rerr, io.EOF) {
 			rerr = fmt.Errorf("body ended at byte %d of %d: %w", p.pos.Load(), p.end.Load(), io.ErrUnexpectedEOF)
 		}
-		if err := tries.failed(e, j, ctx, int64(n), rerr); err != nil {
+		if err := tries.failed(e, j, ctx, p.pos.Load()-from, p.pos.Load(), rerr); err != nil {
 			return err
 		}
 	}
