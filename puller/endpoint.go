@@ -250,23 +250,33 @@ func (ep *endpoint) manifestByDigest(ctx context.Context, want digest.Digest) (*
 // manifestByTag fetches tag's manifest in one request and checks it against the
 // Docker-Content-Digest the registry sent with it. It returns the digest the registry
 // answers to for it (that header, or the manifest's own digest when there is none).
+//
+// Bytes that do not match that digest are fetched again within the retry policy, as for
+// a digest: damage in transit passes, a registry that keeps serving them fails.
 func (ep *endpoint) manifestByTag(ctx context.Context, tag string) (*manifest.Manifest, digest.Digest, error) {
-	s, err := ep.get(ctx, tag, fmt.Sprintf("a manifest for tag %q", tag))
-	if err != nil {
-		return nil, "", err
-	}
-	if s.contentDigest == "" {
-		m, err := manifest.Parse(s.raw, s.contentType)
+	for attempt := 1; ; attempt++ {
+		s, err := ep.get(ctx, tag, fmt.Sprintf("a manifest for tag %q", tag))
 		if err != nil {
 			return nil, "", err
 		}
-		return m, m.Digest, nil
+		if s.contentDigest == "" {
+			m, err := manifest.Parse(s.raw, s.contentType)
+			if err != nil {
+				return nil, "", err
+			}
+			return m, m.Digest, nil
+		}
+		m, err := manifest.Verify(s.raw, s.contentType, s.contentDigest)
+		if err == nil {
+			return m, s.contentDigest, nil
+		}
+		if !errors.Is(err, pullkit.ErrDigestMismatch) || attempt >= ep.c.retry.Attempts {
+			return nil, "", fmt.Errorf("tag %q (Docker-Content-Digest %s): %w", text.Clean(tag, 128), s.contentDigest, err)
+		}
+		if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
+			return nil, "", err
+		}
 	}
-	m, err := manifest.Verify(s.raw, s.contentType, s.contentDigest)
-	if err != nil {
-		return nil, "", fmt.Errorf("tag %q (Docker-Content-Digest %s): %w", tag, s.contentDigest, err)
-	}
-	return m, s.contentDigest, nil
 }
 
 // readCapped reads resp's body, failing with a *pullkit.TooLargeError past limit bytes.
