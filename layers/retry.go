@@ -56,9 +56,11 @@ func (t *tries) failed(e *engine, j *job, ctx context.Context, n, from int64, er
 }
 
 // retryable reports whether another attempt may cure err: broken connections, stalls,
-// 5xx and 429 may pass; a verdict on the blob or the request may not.
+// timeouts, 5xx and 429 may pass; a verdict on the blob or the request may not. The
+// caller has seen to the end of its own context already: a deadline error while it goes
+// on is a transport's timeout.
 func retryable(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) {
 		return false
 	}
 	for _, final := range []error{pullkit.ErrNotFound, pullkit.ErrUnauthorized, pullkit.ErrDenied,

@@ -316,7 +316,7 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 	}}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return token{}, connError(err)
+		return token{}, connError(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -333,7 +333,7 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenBody+1))
 	if err != nil {
-		return token{}, connError(err)
+		return token{}, connError(ctx, err)
 	}
 	if len(body) > maxTokenBody {
 		return token{}, fmt.Errorf("%w: token answer from %s is over %d bytes", pullkit.ErrUnauthorized, redactURL(u), maxTokenBody)
@@ -395,10 +395,13 @@ func (a *authTransport) realmAllowed(registry string, u *url.URL) error {
 	return nil
 }
 
-// connError marks a failed round trip as pullkit.ErrUnreachable, keeping the cause;
-// context ends and the puller's own refusals stay as they are.
-func connError(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+// connError marks a failed round trip as pullkit.ErrUnreachable, keeping the cause; the
+// end of ctx (the caller's cancel or deadline) and the puller's own refusals stay as they
+// are. A deadline error while ctx goes on is a transport's own (net/http's "timeout
+// awaiting response headers" says it is context.DeadlineExceeded): the registry did not
+// answer in time, so it is unreachable.
+func connError(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil || errors.Is(err, context.Canceled) ||
 		errors.Is(err, pullkit.ErrDenied) || errors.Is(err, pullkit.ErrUnreachable) || errors.Is(err, pullkit.ErrInvalid) {
 		return err
 	}

@@ -112,7 +112,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			}
 			resp, err := ep.c.anon.Do(req)
 			if err != nil {
-				return nil, &info, connError(err)
+				return nil, &info, connError(ctx, err)
 			}
 			return resp, &info, nil
 		}
@@ -147,7 +147,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 		// The server ignored the range: read past what was asked for.
 		if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
 			resp.Body.Close()
-			return nil, connError(fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
+			return nil, connError(ctx, fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
 		}
 		return resp.Body, nil
 	case http.StatusPartialContent:

@@ -85,7 +85,7 @@ func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Head
 			if errors.As(err, &se) {
 				return nil, &info, err
 			}
-			return nil, &info, connError(err)
+			return nil, &info, connError(ctx, err)
 		}
 		return resp, &info, nil
 	}
@@ -216,7 +216,7 @@ func (ep *endpoint) getOnce(ctx context.Context, ident, expected string) (*serve
 		return nil, false, err
 	}
 	if err != nil {
-		return nil, true, connError(err)
+		return nil, true, connError(ctx, err)
 	}
 	s := &served{raw: raw, contentType: resp.Header.Get("Content-Type")}
 	if h := resp.Header.Get("Docker-Content-Digest"); h != "" {
@@ -316,7 +316,7 @@ func (ep *endpoint) document(ctx context.Context, desc manifest.Descriptor, what
 		resp.Body.Close()
 		if err != nil {
 			if errors.Is(err, pullkit.ErrTooLarge) || attempt >= ep.c.retry.Attempts || ctx.Err() != nil {
-				return nil, connError(err)
+				return nil, connError(ctx, err)
 			}
 			if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
 				return nil, err

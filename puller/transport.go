@@ -399,9 +399,11 @@ func retryable(resp *http.Response, err error) bool {
 }
 
 // permanent reports transport errors that another attempt cannot cure: our own
-// refusals, the context, TLS and certificate failures (including an HTTPS request
-// answered in plain HTTP) and names that do not resolve. Anything else (resets,
-// refusals, timeouts, EOFs) is taken for a broken connection.
+// refusals, a cancelled request, TLS and certificate failures (including an HTTPS
+// request answered in plain HTTP) and names that do not resolve. Anything else (resets,
+// refusals, timeouts, EOFs) is taken for a broken connection; the caller's own deadline
+// is seen before (a deadline error while the request's context goes on is a
+// transport's timeout, worth another attempt).
 func permanent(err error) bool {
 	var (
 		recordErr   tls.RecordHeaderError
@@ -412,7 +414,7 @@ func permanent(err error) bool {
 		dnsErr      *net.DNSError
 	)
 	switch {
-	case errors.Is(err, pullkit.ErrDenied), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, pullkit.ErrDenied), errors.Is(err, context.Canceled):
 		return true
 	case errors.As(err, &recordErr), errors.As(err, &verifyErr), errors.As(err, &authority),
 		errors.As(err, &hostname), errors.As(err, &invalidCert):
