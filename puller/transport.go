@@ -213,12 +213,30 @@ type watchTransport struct {
 
 func (w *watchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(req.Context())
+	step := infoOf(req.Context()).step
+	if step == "" {
+		step = "response"
+	}
+	// A backstop for the phases before the body, whatever the base transport: the
+	// default one bounds each phase itself, a transport given with WithTransport may
+	// bound none (a connection kept alive to a server that went silent waits for ever).
+	limit := w.t.Connect + w.t.TLSHandshake + w.t.ResponseHeader
+	timer := time.AfterFunc(limit, func() {
+		cancel(&StallError{Step: step, Reason: fmt.Sprintf("no response headers within %v", limit)})
+	})
 	resp, err := w.inner.RoundTrip(req.WithContext(ctx))
+	fired := !timer.Stop()
+	if fired {
+		if err == nil {
+			resp.Body.Close()
+		}
+		err = context.Cause(ctx)
+	}
 	if err != nil {
 		cancel(nil)
 		return nil, err
 	}
-	resp.Body = newWatchedBody(resp.Body, w.t, cancel, infoOf(req.Context()).step)
+	resp.Body = newWatchedBody(resp.Body, w.t, cancel, step)
 	return resp, nil
 }
 
