@@ -306,7 +306,7 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 		return token{}, fmt.Errorf("%w: token request to %s: %s", pullkit.ErrUnauthorized, redactURL(u), text.Clean(err.Error(), 200))
 	}
 	tri := *infoOf(ctx)
-	tri.origin, tri.step = r.host, "token from "+redactURL(u)
+	tri.origin, tri.step, tri.what, tri.digest = r.host, "token from "+redactURL(u), "token", ""
 	req = req.WithContext(withInfo(ctx, &tri))
 	hc := &http.Client{Transport: a.tokens, CheckRedirect: func(next *http.Request, via []*http.Request) error {
 		if err := checkRedirect(next, via); err != nil {

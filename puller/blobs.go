@@ -98,7 +98,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 	default:
 		hdr.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, end))
 	}
-	ri := reqInfo{step: "blob " + desc.Digest.String(), noRetry: true, progress: progress}
+	ri := reqInfo{step: "blob " + desc.Digest.String(), what: "layer", digest: desc.Digest, noRetry: true, progress: progress}
 	send := func(h http.Header) (*http.Response, *reqInfo, error) {
 		if foreign {
 			info := ri

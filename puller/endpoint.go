@@ -65,6 +65,9 @@ func (ep *endpoint) url(kind, ident string) string {
 // TLS is asked again over HTTPS, and remembered so.
 func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Header, ri reqInfo) (*http.Response, *reqInfo, error) {
 	ri.origin, ri.repo = ep.host, ep.repo
+	if ri.progress == nil {
+		ri.progress = progressOf(ctx)
+	}
 	for {
 		info := ri
 		req, err := http.NewRequestWithContext(withInfo(ctx, &info), method, u, nil)
@@ -95,6 +98,15 @@ func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Head
 func looksLikeTLS(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "malformed HTTP response") && strings.Contains(s, `\x15\x03`)
+}
+
+// manifestInfo is the reqInfo of a request for the manifest ident (a tag or a digest).
+func manifestInfo(ident string) reqInfo {
+	ri := reqInfo{step: "manifest " + text.Clean(ident, 140), what: "manifest"}
+	if d, err := digest.Parse(ident); err == nil {
+		ri.digest = d
+	}
+	return ri
 }
 
 // maxErrorBody bounds how much of an error response is read.
@@ -160,7 +172,7 @@ type served struct {
 // head asks for ident's descriptor without the body: digest (Docker-Content-Digest, ""
 // when the registry sends none), media type and size.
 func (ep *endpoint) head(ctx context.Context, ident, expected string) (manifest.Descriptor, error) {
-	resp, ri, err := ep.request(ctx, http.MethodHead, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, reqInfo{step: "manifest " + ident})
+	resp, ri, err := ep.request(ctx, http.MethodHead, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, manifestInfo(ident))
 	if err != nil {
 		return manifest.Descriptor{}, err
 	}
@@ -203,7 +215,7 @@ func (ep *endpoint) get(ctx context.Context, ident, expected string) (*served, e
 }
 
 func (ep *endpoint) getOnce(ctx context.Context, ident, expected string) (*served, bool, error) {
-	resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, reqInfo{step: "manifest " + ident})
+	resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, manifestInfo(ident))
 	if err != nil {
 		return nil, false, err
 	}
@@ -303,7 +315,7 @@ func (ep *endpoint) document(ctx context.Context, desc manifest.Descriptor, what
 		return nil, &pullkit.TooLargeError{What: what, Limit: ep.c.maxManifest, Size: desc.Size}
 	}
 	for attempt := 1; ; attempt++ {
-		resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("blobs", desc.Digest.String()), nil, reqInfo{step: what + " " + desc.Digest.String()})
+		resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("blobs", desc.Digest.String()), nil, reqInfo{step: what + " " + desc.Digest.String(), what: what, digest: desc.Digest})
 		if err != nil {
 			return nil, err
 		}

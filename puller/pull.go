@@ -200,6 +200,7 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 	if err != nil {
 		return nil, err
 	}
+	ctx = withProgress(ctx, o.progress)
 	r, err := c.parse(ref)
 	if err != nil {
 		return nil, err
@@ -275,6 +276,7 @@ func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...P
 	if err != nil {
 		return nil, err
 	}
+	ctx = withProgress(ctx, o.progress)
 	if st == nil {
 		return nil, &pullkit.InvalidError{What: "Pull", Reason: "nil store"}
 	}

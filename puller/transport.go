@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
+
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/text"
 )
@@ -70,12 +72,31 @@ type reqInfo struct {
 	origin   string // the registry's host:port; requests it leads to elsewhere are checked against it
 	repo     string // repository path, for the token scope
 	step     string // what the request is for, named in errors ("manifest", "blob sha256:…")
-	noRetry  bool   // the caller retries (blob bodies)
+	what     string // what it fetches, as events name it ("manifest", "config", "layer", "token")
+	digest   digest.Digest
+	noRetry  bool // the caller retries (blob bodies)
 	progress func(pullkit.Event)
 	credSent bool // set by authTransport when it sent credentials
 }
 
 type infoKey struct{}
+
+// progressKey carries a call's progress function to the requests it makes, so that the
+// waits they make are reported (see withProgress).
+type progressKey struct{}
+
+// withProgress makes the requests of ctx report their waits to fn.
+func withProgress(ctx context.Context, fn func(pullkit.Event)) context.Context {
+	if fn == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, progressKey{}, fn)
+}
+
+func progressOf(ctx context.Context) func(pullkit.Event) {
+	fn, _ := ctx.Value(progressKey{}).(func(pullkit.Event))
+	return fn
+}
 
 func withInfo(ctx context.Context, ri *reqInfo) context.Context {
 	return context.WithValue(ctx, infoKey{}, ri)
@@ -384,7 +405,11 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusTooManyRequests && ri.progress != nil {
-				ri.progress(pullkit.Event{Kind: pullkit.EventWaiting, What: ri.step, Wait: wait,
+				what := ri.what
+				if what == "" {
+					what = ri.step
+				}
+				ri.progress(pullkit.Event{Kind: pullkit.EventWaiting, What: what, Digest: ri.digest, Total: -1, Wait: wait,
 					Err: &pullkit.HTTPError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode, RetryAfter: wait}})
 			}
 		}
