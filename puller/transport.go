@@ -49,10 +49,14 @@ type Timeouts struct {
 	RateWindow time.Duration
 }
 
-// DefaultTimeouts are the Timeouts of a client made without WithTimeouts.
+// DefaultTimeouts are the Timeouts of a client made without WithTimeouts: 15 s for a
+// connection, 10 s for a TLS handshake, 15 s for response headers, 15 s of silence in a
+// body, and at least 1 KiB/s over every 15 s. A registry that stops answering fails each
+// attempt within 15 s, so within about a minute over the default retry policy's four
+// attempts; a layer at 1 MB/s passes every rule, however large it is.
 func DefaultTimeouts() Timeouts {
-	return Timeouts{Connect: 30 * time.Second, TLSHandshake: 15 * time.Second, ResponseHeader: 30 * time.Second,
-		Idle: 20 * time.Second, MinRate: 1 << 10, RateWindow: 30 * time.Second}
+	return Timeouts{Connect: 15 * time.Second, TLSHandshake: 10 * time.Second, ResponseHeader: 15 * time.Second,
+		Idle: 15 * time.Second, MinRate: 1 << 10, RateWindow: 15 * time.Second}
 }
 
 func (t Timeouts) validate() error {
