@@ -109,7 +109,7 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	first := req.Clone(req.Context())
 	if err := a.authorize(req.Context(), r, first, scope, cred); err != nil {
-		return nil, err
+		return nil, &retriedError{err}
 	}
 	resp, err := a.inner.RoundTrip(first)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
@@ -133,7 +133,7 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	again := req.Clone(req.Context())
 	if err := a.authorize(req.Context(), r, again, scope, cred); err != nil {
 		resp.Body.Close()
-		return nil, err
+		return nil, &retriedError{err}
 	}
 	if h := again.Header.Get("Authorization"); h == "" || h == sent {
 		return resp, nil
@@ -180,6 +180,15 @@ func (a *authTransport) authorize(ctx context.Context, r *regAuth, req *http.Req
 	}
 	return nil
 }
+
+// retriedError is the failure of a token request, which went through the retry policy
+// itself: the registry request it was for is not tried again for it, so that the
+// attempts do not multiply (a stalled token server would take Attempts² times a
+// deadline).
+type retriedError struct{ err error }
+
+func (e *retriedError) Error() string { return e.err.Error() }
+func (e *retriedError) Unwrap() error { return e.err }
 
 // challenge is a WWW-Authenticate challenge the client can answer.
 type challenge struct {
@@ -316,7 +325,12 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 	}}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return token{}, connError(ctx, err)
+		// Named by the realm without its query: the error says it was the token step.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return token{}, connError(ctx, fmt.Errorf("request a token from %s: %w", redactURL(u), err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

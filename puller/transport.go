@@ -460,8 +460,9 @@ func permanent(err error) bool {
 		invalidCert x509.CertificateInvalidError
 		dnsErr      *net.DNSError
 	)
+	var retried *retriedError
 	switch {
-	case errors.Is(err, pullkit.ErrDenied), errors.Is(err, context.Canceled):
+	case errors.Is(err, pullkit.ErrDenied), errors.Is(err, context.Canceled), errors.As(err, &retried):
 		return true
 	case errors.As(err, &recordErr), errors.As(err, &verifyErr), errors.As(err, &authority),
 		errors.As(err, &hostname), errors.As(err, &invalidCert):
