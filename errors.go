@@ -70,21 +70,21 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	var b strings.Builder
+	var parts []string
 	if e.Reference != "" {
-		b.WriteString(text.Clean(e.Reference, 300))
-		b.WriteString(": ")
+		parts = append(parts, text.Clean(e.Reference, 300))
 	}
-	b.WriteString(e.Op)
+	step := e.Op
 	if e.Digest != "" {
-		b.WriteString(" ")
-		b.WriteString(text.Clean(string(e.Digest), 140))
+		step = strings.TrimSpace(step + " " + text.Clean(string(e.Digest), 140))
+	}
+	if step != "" {
+		parts = append(parts, step)
 	}
 	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
+		parts = append(parts, e.Err.Error())
 	}
-	return text.OneLine(b.String())
+	return text.OneLine(strings.Join(parts, ": "))
 }
 
 // Unwrap returns the cause.
