@@ -326,6 +326,39 @@ func b64urlDecode(s string) ([]byte, error) {
 	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 }
 
+// signedPayloadDigest is the digest (by alg) of the payload a signed schema 1 document's
+// first signature says it signs, without verifying anything, or "" when raw is not such a
+// document.
+func signedPayloadDigest(raw []byte, alg digest.Algorithm) digest.Digest {
+	var top struct {
+		Signatures []struct {
+			Protected string `json:"protected"`
+		} `json:"signatures"`
+	}
+	if json.Unmarshal(raw, &top) != nil || len(top.Signatures) == 0 || !alg.Available() {
+		return ""
+	}
+	protected, err := b64urlDecode(top.Signatures[0].Protected)
+	if err != nil {
+		return ""
+	}
+	var prot struct {
+		FormatLength int64  `json:"formatLength"`
+		FormatTail   string `json:"formatTail"`
+	}
+	if json.Unmarshal(protected, &prot) != nil || prot.FormatLength < 0 || prot.FormatLength > int64(len(raw)) {
+		return ""
+	}
+	tail, err := b64urlDecode(prot.FormatTail)
+	if err != nil {
+		return ""
+	}
+	d := alg.Digester()
+	d.Hash().Write(raw[:prot.FormatLength])
+	d.Hash().Write(tail)
+	return d.Digest()
+}
+
 // verifySchema1 verifies every libtrust signature of a signed schema 1 document and
 // returns the payload they all sign.
 //

@@ -1162,10 +1162,20 @@ func TestParseSchema1DuplicateSignatures(t *testing.T) {
 		for range MaxSchema1Signatures + 1 {
 			sigs = append(sigs, sigA...)
 		}
-		_, err := parseSchema1(s1WithSignatures(t, prefix, sigs))
+		doc := s1WithSignatures(t, prefix, sigs)
+		_, err := parseSchema1(doc)
 		var se *SignatureError
 		if !errors.As(err, &se) || se.Check != "signatures" || !errors.Is(err, pullkit.ErrInvalid) {
 			t.Errorf("err %v, want a SignatureError of check signatures wrapping ErrInvalid", err)
+		}
+		// Verified by its canonical digest, it is the manifest named, invalid: not
+		// damage in transit.
+		if _, err := Verify(doc, MediaTypeDockerSchema1Signed, digest.FromBytes(payload)); !errors.As(err, &se) || errors.Is(err, pullkit.ErrDigestMismatch) {
+			t.Errorf("Verify: %v, want the SignatureError", err)
+		}
+		damaged := bytes.Replace(doc, []byte(`"latest"`), []byte(`"lateXt"`), 1)
+		if _, err := Verify(damaged, MediaTypeDockerSchema1Signed, digest.FromBytes(payload)); !errors.Is(err, pullkit.ErrDigestMismatch) {
+			t.Errorf("Verify of a damaged payload: %v, want ErrDigestMismatch", err)
 		}
 	})
 	t.Run("a broken copy is still found, at its place", func(t *testing.T) {
