@@ -118,6 +118,10 @@ func infoOf(ctx context.Context) *reqInfo {
 // as many as a Fetch uses at most by default.
 const maxIdlePerHost = 16
 
+// lookupIPAddr resolves names for the default transport's dialer (a variable for the
+// package's tests, which resolve test names to loopback).
+var lookupIPAddr = net.DefaultResolver.LookupIPAddr
+
 // newBaseTransport is the default transport: a clone of net/http's with the client's
 // timeouts, more idle connections, and a dialer that keeps registries off addresses they
 // have no business sending the puller to.
@@ -134,11 +138,14 @@ func newBaseTransport(t Timeouts) *http.Transport {
 		if err != nil {
 			return nil, err
 		}
-		ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+		ips, err := lookupIPAddr(ctx, host)
 		if err != nil {
 			return nil, err
 		}
 		origin := infoOf(ctx).origin
+		if sameHostname(host, origin) {
+			origin = "" // the registry itself, by the name it was given: wherever it is
+		}
 		var last error
 		for _, ip := range ips {
 			if err := addressAllowed(origin, ip.IP); err != nil {
@@ -176,6 +183,22 @@ func addressAllowed(origin string, ip net.IP) error {
 	return fmt.Errorf("%w: registry %s sent the puller to %s, a loopback or link-local address", pullkit.ErrDenied, text.Clean(origin, 100), ip)
 }
 
+// sameHostname reports whether host[:port] a and b name the same host (ports aside).
+func sameHostname(a, b string) bool {
+	norm := func(s string) string {
+		return strings.ToLower(strings.TrimSuffix(strings.Trim(hostOnly(s), "[]"), "."))
+	}
+	return a != "" && b != "" && norm(a) == norm(b)
+}
+
+// isLocalhostName reports whether host[:port] is "localhost" or a name under
+// .localhost: names that stand for this machine (RFC 6761), which a registry elsewhere
+// has no business sending the puller to, whatever DNS says of them.
+func isLocalhostName(hostport string) bool {
+	host := strings.ToLower(strings.TrimSuffix(strings.Trim(hostOnly(hostport), "[]"), "."))
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
+}
+
 // hostIP returns the IP literal of host[:port], or nil.
 func hostIP(hostport string) net.IP {
 	return net.ParseIP(strings.Trim(hostOnly(hostport), "[]"))
@@ -211,7 +234,8 @@ func isPrivateName(hostport string) bool {
 }
 
 // guardTransport refuses plain HTTP to hosts that are not loopback (unless allowed), and
-// any request to a loopback or link-local IP literal that a registry elsewhere led to.
+// any request to a loopback or link-local IP literal, or to localhost and names under
+// .localhost, that a registry elsewhere led to.
 type guardTransport struct {
 	inner     http.RoundTripper
 	plainHTTP bool
@@ -221,9 +245,17 @@ func (g *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" && !g.plainHTTP && !isLoopbackName(req.URL.Host) {
 		return nil, fmt.Errorf("%w: plain HTTP to %s (only loopback registries are spoken to over plain HTTP unless that is allowed)", pullkit.ErrDenied, text.Clean(req.URL.Host, 100))
 	}
-	if ip := hostIP(req.URL.Host); ip != nil {
-		if err := addressAllowed(infoOf(req.Context()).origin, ip); err != nil {
-			return nil, err
+	if origin := infoOf(req.Context()).origin; !sameHostname(req.URL.Host, origin) {
+		ip := hostIP(req.URL.Host)
+		if ip == nil && isLocalhostName(req.URL.Host) {
+			// Checked here too: a transport given with WithTransport resolves as it
+			// likes, and the default one only sees the addresses.
+			ip = net.IPv4(127, 0, 0, 1)
+		}
+		if ip != nil {
+			if err := addressAllowed(origin, ip); err != nil {
+				return nil, fmt.Errorf("%w (%s)", err, text.Clean(req.URL.Host, 100))
+			}
 		}
 	}
 	return g.inner.RoundTrip(req)
