@@ -346,7 +346,7 @@ func (x *xfer) finish() {
 }
 
 // restart puts j back in the queue after its bytes did not verify, within the retry
-// policy, and reports whether it did.
+// policy (telling a Restarter fetcher), and reports whether it did.
 func (e *engine) restart(j *job, err error) bool {
 	if !(errors.Is(err, pullkit.ErrDigestMismatch) || errors.Is(err, pullkit.ErrSizeMismatch)) || e.ctx.Err() != nil {
 		return false
@@ -356,6 +356,9 @@ func (e *engine) restart(j *job, err error) bool {
 		return false
 	}
 	e.emit(pullkit.Event{Kind: pullkit.EventRetrying, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	if r, ok := e.f.(Restarter); ok {
+		r.Restart(j.desc, err)
+	}
 	if err := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); err != nil {
 		return false
 	}

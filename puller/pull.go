@@ -177,7 +177,11 @@ func (c *Client) configOf(ctx context.Context, t *tree, m *manifest.Manifest, o 
 	var raw []byte
 	var err error
 	for _, ep := range t.eps {
-		if raw, err = ep.document(ctx, desc, "config"); err == nil || !errors.Is(err, pullkit.ErrNotFound) || ctx.Err() != nil {
+		// The next endpoint is asked when one lacks the config, cannot be reached, or
+		// kept serving bytes that do not verify.
+		raw, err = ep.document(ctx, desc, "config")
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, pullkit.ErrNotFound) || errors.Is(err, pullkit.ErrUnreachable) ||
+			errors.Is(err, pullkit.ErrDigestMismatch) || errors.Is(err, pullkit.ErrSizeMismatch)) {
 			break
 		}
 	}
