@@ -851,3 +851,42 @@ func TestHostileTwoProcesses(t *testing.T) {
 		})
 	}
 }
+
+// From "What it must do": "a digest mismatch or truncated body is retried from scratch
+// (from the next mirror, when there is one)": a mirror that serves wrong bytes for the
+// config and a layer, every time, costs the pull nothing but time; the registry behind it
+// serves them.
+func TestHostileMirrorCorrupt(t *testing.T) {
+	origin, mirror := newHostileReg(t), newHostileReg(t)
+	data := make([]byte, 2<<20)
+	for i := range data {
+		data[i] = byte(i * 5)
+	}
+	cfg := hostileConfig("linux", "amd64", digest.FromBytes(data))
+	for _, r := range []*hostileReg{origin, mirror} {
+		r.image("r", "v1", cfg, r.layer(data))
+	}
+	corrupt := func(b []byte) http.HandlerFunc {
+		bad := slices.Clone(b)
+		bad[len(bad)/2] ^= 0xff
+		return func(w http.ResponseWriter, r *http.Request) {
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(bad))
+		}
+	}
+	layerPath, cfgPath := "/v2/r/blobs/"+digest.FromBytes(data).String(), "/v2/r/blobs/"+digest.FromBytes(cfg).String()
+	mirror.handle(layerPath, corrupt(data))
+	mirror.handle(cfgPath, corrupt(cfg))
+	c := newFaultClient(t, puller.WithMirrors(origin.host(), mirror.host()))
+	o := hostilePull(t, c, origin.ref("r:v1"))
+	o.verified(t)
+	t.Logf("mirror: %d layer and %d config requests; registry: %d and %d", mirror.count(layerPath), mirror.count(cfgPath), origin.count(layerPath), origin.count(cfgPath))
+	if mirror.count("/manifests/") == 0 || mirror.count(layerPath) == 0 || mirror.count(cfgPath) == 0 {
+		t.Error("the mirror was not asked: the test proves nothing")
+	}
+	if origin.count(layerPath) != 1 || origin.count(cfgPath) != 1 || origin.count("/manifests/") != 0 {
+		t.Errorf("registry requests %v: want the layer and the config once each, no manifest", origin.requests())
+	}
+	if n := mirror.count(layerPath); n != 1 {
+		t.Errorf("the mirror was asked for the layer %d times: after wrong bytes the next endpoint is asked", n)
+	}
+}
