@@ -402,12 +402,12 @@ func TestHostileSchema1Signatures(t *testing.T) {
 	ld := reg.blob(ldata)
 
 	one, _ := schema1Signed(t, ld, 0, 1)
-	sigLen := len(one) // about what one more copy costs, and then some
-	copies := (puller.DefaultMaxManifestSize - 64<<10) / (sigLen / 2)
+	two, _ := schema1Signed(t, ld, 0, 2)
+	per := len(two) - len(one) // what one more copy costs
+	copies := (puller.DefaultMaxManifestSize - len(one) - 16<<10) / per
 	flood, canon := schema1Signed(t, ld, 0, copies)
-	for len(flood) > puller.DefaultMaxManifestSize {
-		copies -= 100
-		flood, canon = schema1Signed(t, ld, 0, copies)
+	if len(flood) > puller.DefaultMaxManifestSize {
+		t.Fatalf("control: %d bytes, over the cap", len(flood))
 	}
 	reg.manifestAs("flood", "v1", manifest.MediaTypeDockerSchema1Signed, flood, canon)
 	few, fewCanon := schema1Signed(t, ld, puller.DefaultMaxManifestSize-256<<10, manifest.MaxSchema1Signatures)
@@ -773,7 +773,9 @@ func TestHostileChildProcess(t *testing.T) {
 	}
 	st, err := store.OpenLayout(arg.Dir)
 	if err == nil {
-		c := soakClient(t, http.DefaultTransport.(*http.Transport).Clone())
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.ResponseHeaderTimeout = 2 * time.Second
+		c := soakClient(t, tr)
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		_, err = c.Pull(ctx, arg.Ref, st, linuxAMD64)
 		cancel()

@@ -351,7 +351,9 @@ func TestHostileNoAnswer(t *testing.T) {
 
 	t.Run("a transport of the caller's with no deadlines: the backstop ends it", func(t *testing.T) {
 		raw := newRawServer(t, silent)
-		c := newFaultClient(t, puller.WithTransport(&http.Transport{}), puller.WithTimeouts(shortTimeouts()), puller.WithRetry(fastRetry(2)))
+		to := shortTimeouts()
+		to.Connect, to.TLSHandshake = 250*time.Millisecond, 250*time.Millisecond
+		c := newFaultClient(t, puller.WithTransport(&http.Transport{}), puller.WithTimeouts(to), puller.WithRetry(fastRetry(2)))
 		ref := raw.host() + "/r:v1"
 		o := hostilePull(t, c, ref)
 		msg := o.failed(t, ref, []error{pullkit.ErrUnreachable}, "fetch manifest", "no response headers within")
