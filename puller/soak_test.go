@@ -42,11 +42,22 @@ type soakResult struct {
 	events *events
 }
 
-// soakClient is the client every pull of the soak shares, as an engine shares one: the
-// default retry policy's attempts with short waits, and deadlines short enough for the
-// stalls to cost little.
+// soakAttempts is the soak's retry policy's number of attempts. Its faults are drawn
+// independently for every request at 25%, so a request fails all of N attempts with a
+// probability of about 0.25^N whatever the puller does, and the soak makes some 450
+// chains of attempts per run (manifests, configs, blobs, four rounds): with the default
+// 4 attempts about one pull in two thousand fails (a soak run in a dozen), with 8 one
+// in a few million. The library's part, retrying every transient fault within the
+// policy, is what the soak checks; how many attempts is the caller's choice, and the
+// default stays at 4 so that a stalled registry fails within about a minute.
+const soakAttempts = 8
+
+// soakClient is the client every pull of the soak shares, as an engine shares one:
+// soakAttempts attempts with short waits, and deadlines short enough for the stalls to
+// cost little.
 func soakClient(t *testing.T, tr http.RoundTripper) *puller.Client {
 	policy := pullkit.DefaultRetryPolicy()
+	policy.Attempts = soakAttempts
 	policy.Backoff, policy.MaxBackoff, policy.MaxRetryAfter = 5*time.Millisecond, 50*time.Millisecond, time.Second
 	to := shortTimeouts()
 	to.ResponseHeader = 2 * time.Second
