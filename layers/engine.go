@@ -54,6 +54,8 @@ type engine struct {
 	slots  int     // how many workers may run a task (lowered after 429s)
 	err    error   // the first failure
 
+	writers sync.WaitGroup // the writer goroutines of large transfers
+
 	recv  atomic.Int64 // bytes received, all transfers
 	parts atomic.Int64 // parts receiving, all transfers (for the memory budget)
 }
@@ -108,6 +110,10 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 		}()
 	}
 	wg.Wait()
+	// A cancelled call's workers leave while the writer goroutines of large transfers
+	// may still be closing their blobs (the store's writer, a diffID's decompression):
+	// the call returns only once they are done with them.
+	e.writers.Wait()
 	close(stop)
 
 	results := make([]Result, len(blobs))
@@ -124,8 +130,11 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 			results[i] = r
 		}
 	}
-	if e.err != nil {
-		return results, e.err
+	e.mu.Lock()
+	err := e.err
+	e.mu.Unlock()
+	if err != nil {
+		return results, err
 	}
 	if err := ctx.Err(); err != nil {
 		return results, err

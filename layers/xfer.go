@@ -105,7 +105,11 @@ func (e *engine) newXfer(j *job, w store.Writer) *xfer {
 	e.mu.Unlock()
 	e.partsAdd(1)
 	e.emit(pullkit.Event{Kind: pullkit.EventStarted, What: j.what, Digest: j.desc.Digest, Done: x.next, Total: x.size})
-	go x.write()
+	e.writers.Add(1)
+	go func() {
+		defer e.writers.Done()
+		x.write()
+	}()
 	return x
 }
 
