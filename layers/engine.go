@@ -262,7 +262,7 @@ func (e *engine) start(j *job) {
 		e.done(j, res)
 		return
 	}
-	w, err := e.s.Writer(ctx, j.desc)
+	w, err := e.writer(ctx, j)
 	if errors.Is(err, pullkit.ErrAlreadyExists) {
 		// Another transfer stored it while this one waited for its writer.
 		res, ok, err := e.present(ctx, j)
@@ -297,6 +297,30 @@ func (e *engine) start(j *job) {
 		return
 	}
 	x.parts[0].run(x.ctx)
+}
+
+// writerWait is how long the store's Writer may take before the wait is reported: past
+// it, another transfer (another pull, another process) is writing the blob.
+const writerWait = 200 * time.Millisecond
+
+// writer opens the store's writer for j, reporting EventWaiting (Wait 0: for as long as
+// the other transfer takes) when the store makes it wait for another writer of the blob.
+func (e *engine) writer(ctx context.Context, j *job) (store.Writer, error) {
+	var mu sync.Mutex
+	opened := false
+	t := time.AfterFunc(writerWait, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !opened {
+			e.emit(pullkit.Event{Kind: pullkit.EventWaiting, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size})
+		}
+	})
+	w, err := e.s.Writer(ctx, j.desc)
+	mu.Lock()
+	opened = true
+	mu.Unlock()
+	t.Stop()
+	return w, err
 }
 
 // present reports whether the store holds the job's blob (whole: one whose size is not

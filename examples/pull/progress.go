@@ -93,6 +93,9 @@ func (p *progress) event(e pullkit.Event) {
 		b.state = "downloading"
 	case pullkit.EventWaiting:
 		b.state = "waiting " + e.Wait.Round(time.Second).String()
+		if e.Wait <= 0 {
+			b.state = "another download"
+		}
 	case pullkit.EventRetrying:
 		b.state = "retrying"
 	case pullkit.EventVerified:
