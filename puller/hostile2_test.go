@@ -718,7 +718,7 @@ func TestHostileSharedDownload(t *testing.T) {
 				b = slices.Clone(shared)
 				b[len(b)/2] ^= 0xff
 			}
-			time.Sleep(100 * time.Millisecond) // the other pull waits meanwhile
+			time.Sleep(400 * time.Millisecond) // the other pull waits meanwhile
 			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 		}
 	}
@@ -750,6 +750,9 @@ func TestHostileSharedDownload(t *testing.T) {
 	}
 	if n := len(evB.of(pullkit.EventVerified, l.Digest)); n != 1 {
 		t.Errorf("b reported %d downloads of the layer, want its own one", n)
+	}
+	if w := evB.of(pullkit.EventWaiting, l.Digest); len(w) != 1 || w[0].Wait != 0 {
+		t.Errorf("b's waiting events for the layer %+v, want one (Wait 0: for the other download)", w)
 	}
 	checkStore(t, dir, true)
 }

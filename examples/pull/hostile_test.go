@@ -147,6 +147,11 @@ func TestProgressShowsWaits(t *testing.T) {
 	if !strings.Contains(first, "waiting 30s for manifest") {
 		t.Errorf("the wait is not drawn: %q", first)
 	}
+	d := digest.FromString("layer")
+	p.event(pullkit.Event{Kind: pullkit.EventWaiting, What: "layer", Digest: d, Total: 10})
+	if !strings.Contains(out.String(), shortDigest(d)+" layer  another download") {
+		t.Errorf("a wait for another download is not drawn: %q", out.String())
+	}
 	last := out.String()[strings.LastIndex(out.String(), "blobs"):]
 	if strings.Contains(last, "waiting") {
 		t.Errorf("the wait is still drawn once over: %q", last)
