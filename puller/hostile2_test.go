@@ -554,6 +554,8 @@ func TestHostileDamagedBlob(t *testing.T) {
 	c := newFaultClient(t)
 	dir := t.TempDir()
 	st := openStore(t, dir)
+	mem := watchMemory()
+	defer mem.Stop(t)
 	pull := func() (*manifest.Image, *events, error) {
 		ev := &events{}
 		var img *manifest.Image
@@ -729,6 +731,8 @@ func TestHostileSharedDownload(t *testing.T) {
 	c := newFaultClient(t, puller.WithRetry(fastRetry(3)))
 	var errA, errB error
 	evB := &events{}
+	mem := watchMemory()
+	defer mem.Stop(t)
 	within(t, 90*time.Second, func() {
 		var wg sync.WaitGroup
 		wg.Go(func() { _, errA = c.Pull(pullCtx(t), reg.ref("a:v1"), openStore(t, dir), linuxAMD64) })
@@ -833,6 +837,9 @@ func TestHostileTwoProcesses(t *testing.T) {
 				for i, cmd := range cmds {
 					if err := cmd.Wait(); err != nil {
 						t.Errorf("process %d: %v\n%s", i, err, outs[i])
+					}
+					if rss := peakRSS(cmd.ProcessState); rss > 0 {
+						t.Logf("process %d: peak RSS %.1f MiB", i, float64(rss)/(1<<20))
 					}
 				}
 			})
