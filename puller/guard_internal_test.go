@@ -2,101 +2,83 @@ package puller
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync/atomic"
 	"testing"
-
-	"github.com/google/go-containerregistry/pkg/authn"
-	digest "github.com/opencontainers/go-digest"
+	"time"
 
 	"github.com/pullkit/pullkit"
-	"github.com/pullkit/pullkit/manifest"
-	"github.com/pullkit/pullkit/store"
 )
 
 // TestDialerKeepsRegistriesOffLoopback runs the default transport's dialer with a
-// resolver that sends test names to 127.0.0.1 (and resolves nothing else, so no traffic
-// leaves loopback): a registry named example.com, which the puller cannot tell from one
-// elsewhere, is reached by its own name; the names it sends the puller to, foreign URLs
-// and redirects, are refused once they resolve to loopback.
+// resolver that sends test names to loopback and link-local addresses (and resolves
+// nothing else, so no traffic leaves loopback): for a registry that is not on loopback,
+// every name that resolves there is refused before a connection, the registry's own
+// name included (DNS rebinding must not make a reference a request to the host's own
+// services); a loopback registry reaches loopback names.
 func TestDialerKeepsRegistriesOffLoopback(t *testing.T) {
-	var asked atomic.Int64
-	witness := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		asked.Add(1)
-		http.Error(w, "SECRET-PAGE", http.StatusNotFound)
-	}))
-	defer witness.Close()
-	wport := witness.Listener.Addr().(*net.TCPAddr).Port
-
-	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["` + digest.FromString("d").String() + `"]}}`)
-	cd := digest.FromBytes(cfg)
-	normal := []byte("a layer behind a redirect")
-	nd := digest.FromBytes(normal)
-	foreign := digest.FromString("foreign")
-	mf := func(l string) []byte {
-		return []byte(`{"schemaVersion":2,"mediaType":"` + manifest.MediaTypeOCIManifest + `","config":{"mediaType":"` + manifest.MediaTypeOCIConfig +
-			`","digest":"` + cd.String() + `","size":` + fmt.Sprint(len(cfg)) + `},"layers":[` + l + `]}`)
+	var accepted atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	manifests := map[string][]byte{
-		"/v2/foreign/manifests/v1":  mf(`{"mediaType":"` + manifest.MediaTypeDockerForeignLayer + `","digest":"` + foreign.String() + `","size":5,"urls":["https://evil.test:` + fmt.Sprint(wport) + `/layer"]}`),
-		"/v2/redirect/manifests/v1": mf(`{"mediaType":"` + manifest.MediaTypeOCILayerGzip + `","digest":"` + nd.String() + `","size":` + fmt.Sprint(len(normal)) + `}`),
-	}
-	reg := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case manifests[r.URL.Path] != nil:
-			w.Header().Set("Content-Type", manifest.MediaTypeOCIManifest)
-			_, _ = w.Write(manifests[r.URL.Path])
-		case strings.HasSuffix(r.URL.Path, "/blobs/"+cd.String()):
-			_, _ = w.Write(cfg)
-		case strings.HasSuffix(r.URL.Path, "/blobs/"+nd.String()):
-			http.Redirect(w, r, fmt.Sprintf("https://evil.test:%d/blob", wport), http.StatusTemporaryRedirect)
-		default:
-			http.NotFound(w, r)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
 		}
-	}))
-	defer reg.Close()
-	rport := reg.Listener.Addr().(*net.TCPAddr).Port
+	}()
+	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 
 	saved := lookupIPAddr
 	defer func() { lookupIPAddr = saved }()
 	lookupIPAddr = func(ctx context.Context, host string) ([]net.IPAddr, error) {
 		switch host {
-		case "example.com", "evil.test":
+		case "evil.test", "registry.example", "rebind.example":
 			return []net.IPAddr{{IP: net.IPv4(127, 0, 0, 1)}}, nil
+		case "metadata.test":
+			return []net.IPAddr{{IP: net.IPv4(169, 254, 169, 254)}}, nil
 		}
 		return nil, &net.DNSError{Err: "no such host (test resolver)", Name: host, IsNotFound: true}
 	}
-	tr := newBaseTransport(DefaultTimeouts())
-	tr.TLSClientConfig = &tls.Config{RootCAs: reg.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
-	c, err := New(WithTransport(tr), WithKeychain(authn.NewMultiKeychain()), WithRetry(pullkit.RetryPolicy{Attempts: 2, MaxRetryAfter: 1}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dial := newBaseTransport(DefaultTimeouts()).DialContext
 	for _, tc := range []struct {
-		repo string
-		want error
+		origin, addr string
+		ok           bool
 	}{
-		{"foreign", pullkit.ErrNotFound},
-		{"redirect", pullkit.ErrDenied},
+		{"registry.example", "evil.test:" + port, false},
+		{"registry.example", "metadata.test:80", false},
+		{"rebind.example", "rebind.example:" + port, false},
+		{"127.0.0.1:5000", "evil.test:" + port, true},
+		{"localhost:5000", "evil.test:" + port, true},
+		{"", "evil.test:" + port, true},
 	} {
-		t.Run(tc.repo, func(t *testing.T) {
-			ref := fmt.Sprintf("example.com:%d/%s:v1", rport, tc.repo)
-			_, err := c.Pull(context.Background(), ref, store.NewMemory())
-			t.Logf("error: %v", err)
-			if !errors.Is(err, tc.want) || !strings.Contains(fmt.Sprint(err), "sent the puller to 127.0.0.1") || strings.Contains(fmt.Sprint(err), "SECRET") {
-				t.Errorf("error %v, want %v refusing 127.0.0.1, quoting nothing", err, tc.want)
+		ctx := withInfo(context.Background(), &reqInfo{origin: tc.origin})
+		before := accepted.Load()
+		c, err := dial(ctx, "tcp", tc.addr)
+		if c != nil {
+			c.Close()
+		}
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("registry %q, dial %s: %v, want a connection", tc.origin, tc.addr, err)
+		case !tc.ok && (err == nil || !errors.Is(err, pullkit.ErrDenied)):
+			t.Errorf("registry %q, dial %s: %v, want ErrDenied", tc.origin, tc.addr, err)
+		case !tc.ok:
+			time.Sleep(10 * time.Millisecond)
+			if accepted.Load() != before {
+				t.Errorf("registry %q, dial %s: refused, yet a connection was made", tc.origin, tc.addr)
 			}
-			if n := asked.Load(); n != 0 {
-				t.Errorf("the loopback service was asked %d times", n)
-			}
-		})
+			t.Logf("registry %q, dial %s: %v", tc.origin, tc.addr, err)
+		}
 	}
 }
 

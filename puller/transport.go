@@ -142,10 +142,10 @@ func newBaseTransport(t Timeouts) *http.Transport {
 		if err != nil {
 			return nil, err
 		}
+		// The registry's own name is checked too: a name that resolves to loopback or
+		// link-local (DNS rebinding) must not turn a reference a service was given into
+		// a request to the host's own services or its cloud metadata endpoint.
 		origin := infoOf(ctx).origin
-		if sameHostname(host, origin) {
-			origin = "" // the registry itself, by the name it was given: wherever it is
-		}
 		var last error
 		for _, ip := range ips {
 			if err := addressAllowed(origin, ip.IP); err != nil {
