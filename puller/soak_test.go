@@ -67,12 +67,17 @@ func soakClient(t *testing.T, tr http.RoundTripper) *puller.Client {
 // soakRound runs soakPulls concurrent pulls of refs (round robin) into the layout at dir,
 // each through a Layout of its own on that directory.
 func soakRound(t *testing.T, c *puller.Client, refs []string, dir string) []soakResult {
+	return soakRoundOf(t, c, func(i int) string { return refs[i%len(refs)] }, dir)
+}
+
+// soakRoundOf runs soakPulls concurrent pulls, pull i of refFor(i), into the layout at dir.
+func soakRoundOf(t *testing.T, c *puller.Client, refFor func(i int) string, dir string) []soakResult {
 	t.Helper()
 	out := make([]soakResult, soakPulls)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range out {
-		ref := refs[i%len(refs)]
+		ref := refFor(i)
 		ev := &events{}
 		out[i] = soakResult{ref: ref, events: ev}
 		wg.Go(func() {
@@ -172,7 +177,6 @@ func TestSoak(t *testing.T) {
 	}
 	var refs []string
 	all := map[digest.Digest]bool{}
-	var onlyBDigest digest.Digest
 	for repoTag, img := range images {
 		bed.reg.Push(t, repoTag, img)
 		refs = append(refs, bed.ref(repoTag))
@@ -181,11 +185,15 @@ func TestSoak(t *testing.T) {
 		for _, l := range f.layers {
 			all[l] = true
 		}
-		if repoTag == "soak/b:v1" {
-			onlyBDigest = f.layers[2]
-		}
 	}
 	slices.Sort(refs)
+	// A fourth image, for the round with a permanent fault: its own layer is the one
+	// always corrupt, and it is pulled by 3 of the 50 pulls (6%).
+	onlyD := layer(24 << 10)
+	imgD := imageOf(t, base, middle, onlyD)
+	bed.reg.Push(t, "soak/d:v1", imgD)
+	refD := bed.ref("soak/d:v1")
+	corrupt := factsOf(t, imgD).layers[2]
 
 	// A transport of the test's own (so that its idle connections can be closed at the
 	// end), with the deadlines a transport given to WithTransport must bring.
@@ -262,19 +270,27 @@ func TestSoak(t *testing.T) {
 
 	t.Run("a blob always corrupt besides: exactly the pulls that need it fail", func(t *testing.T) {
 		bed.proxy.Reset()
-		bed.proxy.Add(&faultproxy.Rule{Method: http.MethodGet, PathContains: "/blobs/" + onlyBDigest.String(), Fault: faultproxy.CorruptByte()})
+		bed.proxy.Add(&faultproxy.Rule{Method: http.MethodGet, PathContains: "/blobs/" + corrupt.String(), Fault: faultproxy.CorruptByte()})
 		bed.proxy.EnableRandom(424242, 0.25, soakKinds...)
 		d := t.TempDir()
-		round := soakRound(t, c, refs, d)
+		round := soakRoundOf(t, c, func(i int) string {
+			if i%17 == 0 {
+				return refD
+			}
+			return refs[i%len(refs)]
+		}, d)
 		faults, _, requests := faultCounts(bed.proxy)
-		permanent := bed.proxy.Count(http.MethodGet, "/blobs/"+onlyBDigest.String())
+		permanent := bed.proxy.Count(http.MethodGet, "/blobs/"+corrupt.String())
 		stored := checkStore(t, d, false)
-		ok, failed := 0, 0
+		ok, failed, needing := 0, 0, 0
 		for _, r := range round {
-			needs := strings.Contains(r.ref, "soak/b:")
+			needs := r.ref == refD
+			if needs {
+				needing++
+			}
 			switch {
 			case r.err == nil && needs:
-				t.Errorf("pull %s succeeded, but its layer %s is always corrupt", r.ref, onlyBDigest)
+				t.Errorf("pull %s succeeded, but its layer %s is always corrupt", r.ref, corrupt)
 			case r.err == nil:
 				ok++
 				for _, bd := range imageBlobs(r.img) {
@@ -283,7 +299,7 @@ func TestSoak(t *testing.T) {
 					}
 				}
 			case !needs:
-				t.Errorf("pull %s does not need %s, yet failed: %v", r.ref, onlyBDigest, r.err)
+				t.Errorf("pull %s does not need %s, yet failed: %v", r.ref, corrupt, r.err)
 			default:
 				failed++
 				msg := errLine(t, r.err)
@@ -291,17 +307,20 @@ func TestSoak(t *testing.T) {
 				if !errors.Is(r.err, pullkit.ErrDigestMismatch) || !errors.As(r.err, &pe) {
 					t.Errorf("pull %s failed with %v, want a *pullkit.Error wrapping ErrDigestMismatch", r.ref, r.err)
 				}
-				if !strings.Contains(msg, r.ref) || !strings.Contains(msg, onlyBDigest.String()) {
-					t.Errorf("error %q does not name the reference %s and the digest %s", msg, r.ref, onlyBDigest)
+				if !strings.Contains(msg, r.ref) || !strings.Contains(msg, corrupt.String()) {
+					t.Errorf("error %q does not name the reference %s and the digest %s", msg, r.ref, corrupt)
 				}
 			}
 		}
-		if slices.Contains(stored, onlyBDigest) {
-			t.Errorf("the corrupt blob %s is in the store", onlyBDigest)
+		if slices.Contains(stored, corrupt) {
+			t.Errorf("the corrupt blob %s is in the store", corrupt)
 		}
 		namesAll(t, d, round)
-		t.Logf("%d requests, %d faults injected (%d of them the permanent one, %.1f%% of the requests); %d pulls verified, %d failed (the %d pulls of soak/b)",
-			requests, faults, permanent, 100*float64(permanent)/float64(requests), ok, failed, soakPulls/3+1)
+		t.Logf("%d requests, %d faults injected (%d of them the permanent one, %.1f%% of the requests); %d pulls verified, %d failed (the %d pulls of soak/d, %d%% of the pulls)",
+			requests, faults, permanent, 100*float64(permanent)/float64(requests), ok, failed, needing, 100*needing/soakPulls)
+		if failed != needing || ok != soakPulls-needing {
+			t.Errorf("%d verified and %d failed, want %d and %d", ok, failed, soakPulls-needing, needing)
+		}
 	})
 
 	t.Run("after the faults, the same store completes cleanly", func(t *testing.T) {
