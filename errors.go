@@ -81,8 +81,9 @@ func (e *Error) Error() string {
 		parts = append(parts, text.Clean(e.Reference, 300))
 	}
 	head := e.Op
-	// The digest is named once: not again when the reference or the cause names it.
-	if d := string(e.Digest); d != "" && !strings.Contains(e.Reference, d) && !strings.Contains(cause, d) {
+	// The digest beside the step; a later mention (in a URL, say) is shortened below, and
+	// a reference that names it already (repo@digest) is not repeated.
+	if d := string(e.Digest); d != "" && !strings.Contains(e.Reference, d) {
 		head = strings.TrimSpace(head + " " + text.Clean(d, 140))
 	}
 	if head != "" {

@@ -26,7 +26,8 @@ type Event struct {
 	Total int64
 	// Blobs is, for EventPlanned, how many blobs the pull needs.
 	Blobs int
-	// Wait is, for EventWaiting, how long the pull waits before it goes on.
+	// Wait is, for EventWaiting, how long the pull waits before it goes on; 0 when that
+	// is not known (another pull is downloading the blob: until it is done).
 	Wait time.Duration
 	// Err is the cause, for EventFailed, EventWaiting and EventRetrying.
 	Err error

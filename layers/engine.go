@@ -59,6 +59,8 @@ type engine struct {
 	ready   []func() // parts of a split waiting for a worker
 	err     error    // the first failure
 
+	writers sync.WaitGroup // the writer goroutines of large transfers
+
 	recv    atomic.Int64 // bytes received, all transfers
 	parts   atomic.Int64 // parts receiving, all transfers (for the memory budget)
 	flowing atomic.Int64 // parts that have received their first byte and not ended
@@ -114,6 +116,10 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 		}()
 	}
 	wg.Wait()
+	// A cancelled call's workers leave while the writer goroutines of large transfers
+	// may still be closing their blobs (the store's writer, a diffID's decompression):
+	// the call returns only once they are done with them.
+	e.writers.Wait()
 	close(stop)
 
 	results := make([]Result, len(blobs))
@@ -130,8 +136,11 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 			results[i] = r
 		}
 	}
-	if e.err != nil {
-		return results, e.err
+	e.mu.Lock()
+	err := e.err
+	e.mu.Unlock()
+	if err != nil {
+		return results, err
 	}
 	if err := ctx.Err(); err != nil {
 		return results, err
@@ -291,7 +300,7 @@ func (e *engine) start(j *job) {
 		e.done(j, res)
 		return
 	}
-	w, err := e.s.Writer(ctx, j.desc)
+	w, err := e.writer(ctx, j)
 	if errors.Is(err, pullkit.ErrAlreadyExists) {
 		// Another transfer stored it while this one waited for its writer.
 		res, ok, err := e.present(ctx, j)
@@ -326,6 +335,30 @@ func (e *engine) start(j *job) {
 		return
 	}
 	x.parts[0].run(x.ctx)
+}
+
+// writerWait is how long the store's Writer may take before the wait is reported: past
+// it, another transfer (another pull, another process) is writing the blob.
+const writerWait = 200 * time.Millisecond
+
+// writer opens the store's writer for j, reporting EventWaiting (Wait 0: for as long as
+// the other transfer takes) when the store makes it wait for another writer of the blob.
+func (e *engine) writer(ctx context.Context, j *job) (store.Writer, error) {
+	var mu sync.Mutex
+	opened := false
+	t := time.AfterFunc(writerWait, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !opened {
+			e.emit(pullkit.Event{Kind: pullkit.EventWaiting, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size})
+		}
+	})
+	w, err := e.s.Writer(ctx, j.desc)
+	mu.Lock()
+	opened = true
+	mu.Unlock()
+	t.Stop()
+	return w, err
 }
 
 // present reports whether the store holds the job's blob (whole: one whose size is not

@@ -24,6 +24,16 @@ type Fetcher interface {
 	Fetch(ctx context.Context, desc manifest.Descriptor, offset, length int64) (io.ReadCloser, error)
 }
 
+// A Restarter is a Fetcher that is told when the bytes it served for a blob did not
+// verify (a digest or size mismatch), before the blob is fetched again from the start
+// within the retry policy: a fetcher with several sources (mirrors, then the registry)
+// moves on to the next one, so that one that keeps serving bad bytes does not use up
+// the retries.
+type Restarter interface {
+	Fetcher
+	Restart(desc manifest.Descriptor, err error)
+}
+
 // Blob is one blob to fetch.
 type Blob struct {
 	// Desc is the blob's descriptor; Size < 0 means unknown (schema 1 layers).

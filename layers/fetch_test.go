@@ -479,6 +479,33 @@ func TestDecompressionBombStopsOnCancel(t *testing.T) {
 	}
 }
 
+// TestNothingHappensAfterFetchReturns: a cancelled call returns only once its large
+// transfers are done with their blobs, so no event (and no write to the store) comes
+// after it, even when a diffID was still being computed.
+func TestNothingHappensAfterFetchReturns(t *testing.T) {
+	frame := zstdOf(t, make([]byte, 64<<20))
+	bomb := bytes.Repeat(frame, 2*smallBlob/len(frame)+1) // large: a transfer with a writer goroutine
+	f := newFetcher(bomb)
+	var returned atomic.Bool
+	var late atomic.Int32
+	progress := func(e pullkit.Event) {
+		if returned.Load() {
+			late.Add(1)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := Fetch(ctx, f, newMemStore(), []Blob{{Desc: desc(bomb), DiffID: true}}, WithProgress(progress))
+	returned.Store(true)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v, want the deadline", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := late.Load(); n > 0 {
+		t.Errorf("%d events after Fetch returned", n)
+	}
+}
+
 type recordTee struct {
 	opens  atomic.Int32
 	buf    bytes.Buffer

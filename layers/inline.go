@@ -67,7 +67,7 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 		}
 		body, err := e.f.Fetch(ctx, j.desc, off, -1)
 		if err != nil {
-			if err := tries.failed(e, j, ctx, 0, err); err != nil {
+			if err := tries.failed(e, j, ctx, 0, off, err); err != nil {
 				return err
 			}
 			continue
@@ -123,7 +123,7 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if err := tries.failed(e, j, ctx, got, rerr); err != nil {
+			if err := tries.failed(e, j, ctx, got, off, rerr); err != nil {
 				return err
 			}
 			break

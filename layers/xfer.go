@@ -107,7 +107,11 @@ func (e *engine) newXfer(j *job, w store.Writer) *xfer {
 	e.mu.Unlock()
 	e.partsAdd(1)
 	e.emit(pullkit.Event{Kind: pullkit.EventStarted, What: j.what, Digest: j.desc.Digest, Done: x.next, Total: x.size})
-	go x.write()
+	e.writers.Add(1)
+	go func() {
+		defer e.writers.Done()
+		x.write()
+	}()
 	return x
 }
 
@@ -353,7 +357,7 @@ func (x *xfer) finish() {
 }
 
 // restart puts j back in the queue after its bytes did not verify, within the retry
-// policy, and reports whether it did.
+// policy (telling a Restarter fetcher), and reports whether it did.
 func (e *engine) restart(j *job, err error) bool {
 	if !(errors.Is(err, pullkit.ErrDigestMismatch) || errors.Is(err, pullkit.ErrSizeMismatch)) || e.ctx.Err() != nil {
 		return false
@@ -363,6 +367,9 @@ func (e *engine) restart(j *job, err error) bool {
 		return false
 	}
 	e.emit(pullkit.Event{Kind: pullkit.EventRetrying, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	if r, ok := e.f.(Restarter); ok {
+		r.Restart(j.desc, err)
+	}
 	if err := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); err != nil {
 		return false
 	}
@@ -402,12 +409,14 @@ func (p *part) receive(ctx context.Context) error {
 		}
 	}()
 	var tries tries
+	from := p.pos.Load() // where the body in hand started
 	for {
 		pos, end := p.pos.Load(), p.end.Load()
 		if pos >= end {
 			return nil
 		}
 		if body == nil {
+			from = pos
 			length := int64(-1)
 			if end < x.size {
 				length = end - pos
@@ -417,7 +426,7 @@ func (p *part) receive(ctx context.Context) error {
 			body, err = e.f.Fetch(ctx, j.desc, pos, length)
 			if err != nil {
 				body = nil
-				if err := tries.failed(e, j, ctx, 0, err); err != nil {
+				if err := tries.failed(e, j, ctx, 0, pos, err); err != nil {
 					return err
 				}
 				continue
@@ -463,7 +472,7 @@ func (p *part) receive(ctx context.Context) error {
 		if errors.Is(rerr, io.EOF) {
 			rerr = fmt.Errorf("body ended at byte %d of %d: %w", p.pos.Load(), p.end.Load(), io.ErrUnexpectedEOF)
 		}
-		if err := tries.failed(e, j, ctx, int64(n), rerr); err != nil {
+		if err := tries.failed(e, j, ctx, p.pos.Load()-from, p.pos.Load(), rerr); err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +42,8 @@ type Schema1 struct {
 	// document with its signatures cut out) for a signed manifest, the document itself
 	// for an unsigned one. Every field of the model was read from it.
 	Payload []byte
-	// Signatures describes each verified signature, in document order (nil when unsigned).
+	// Signatures describes each verified signature, in document order, a signature
+	// repeated byte for byte once (nil when unsigned).
 	Signatures []Schema1Signature
 }
 
@@ -90,6 +92,10 @@ type Schema1Signature struct {
 	// checked, but whose trust was not) rather than from a jwk.
 	Chain bool
 }
+
+// MaxSchema1Signatures is how many signatures a signed schema 1 manifest may carry; more
+// is a *SignatureError (pullkit.ErrInvalid).
+const MaxSchema1Signatures = 16
 
 // Signature check names, as reported in SignatureError.Check.
 const (
@@ -320,19 +326,74 @@ func b64urlDecode(s string) ([]byte, error) {
 	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 }
 
+// signedPayloadDigest is the digest (by alg) of the payload a signed schema 1 document's
+// first signature says it signs, without verifying anything, or "" when raw is not such a
+// document.
+func signedPayloadDigest(raw []byte, alg digest.Algorithm) digest.Digest {
+	var top struct {
+		Signatures []struct {
+			Protected string `json:"protected"`
+		} `json:"signatures"`
+	}
+	if json.Unmarshal(raw, &top) != nil || len(top.Signatures) == 0 || !alg.Available() {
+		return ""
+	}
+	protected, err := b64urlDecode(top.Signatures[0].Protected)
+	if err != nil {
+		return ""
+	}
+	var prot struct {
+		FormatLength int64  `json:"formatLength"`
+		FormatTail   string `json:"formatTail"`
+	}
+	if json.Unmarshal(protected, &prot) != nil || prot.FormatLength < 0 || prot.FormatLength > int64(len(raw)) {
+		return ""
+	}
+	tail, err := b64urlDecode(prot.FormatTail)
+	if err != nil {
+		return ""
+	}
+	d := alg.Digester()
+	d.Hash().Write(raw[:prot.FormatLength])
+	d.Hash().Write(tail)
+	return d.Digest()
+}
+
 // verifySchema1 verifies every libtrust signature of a signed schema 1 document and
 // returns the payload they all sign.
+//
+// A document carries at most MaxSchema1Signatures signatures (registries write one, a
+// re-signing chain a few), and a signature repeated byte for byte is verified, and
+// reported, once: each verification hashes the whole payload, so a manifest at the size
+// cap made of copies of one signature would otherwise cost tens of CPU-seconds.
 func verifySchema1(raw []byte, sigJSON json.RawMessage) ([]byte, []Schema1Signature, error) {
-	var sigs []jwsSignature
-	if err := json.Unmarshal(sigJSON, &sigs); err != nil {
+	var entries []json.RawMessage
+	if err := json.Unmarshal(sigJSON, &entries); err != nil {
 		return nil, nil, &SignatureError{Check: checkSignatures, Err: fmt.Errorf("signatures is not an array of JWS signatures: %w", err)}
 	}
-	if len(sigs) == 0 {
+	if len(entries) == 0 {
 		return nil, nil, &SignatureError{Check: checkSignatures, Err: errors.New("signatures is empty, want at least one")}
+	}
+	if len(entries) > MaxSchema1Signatures {
+		return nil, nil, &SignatureError{Check: checkSignatures, Err: fmt.Errorf("%d signatures, more than the %d a manifest may carry", len(entries), MaxSchema1Signatures)}
+	}
+	sigs := make([]jwsSignature, 0, len(entries))
+	index := make([]int, 0, len(entries)) // each distinct signature's place in the document
+	for i, e := range entries {
+		if slices.ContainsFunc(entries[:i], func(prev json.RawMessage) bool { return bytes.Equal(prev, e) }) {
+			continue
+		}
+		var sig jwsSignature
+		if err := json.Unmarshal(e, &sig); err != nil {
+			return nil, nil, &SignatureError{Check: checkSignatures, Index: i, Err: fmt.Errorf("signature is not a JWS signature: %w", err)}
+		}
+		sigs = append(sigs, sig)
+		index = append(index, i)
 	}
 	var payload []byte
 	out := make([]Schema1Signature, 0, len(sigs))
-	for i, sig := range sigs {
+	for k, sig := range sigs {
+		i := index[k]
 		fail := func(check, keyID string, err error) error {
 			return &SignatureError{Check: check, KeyID: keyID, Index: i, Err: err}
 		}
@@ -364,7 +425,7 @@ func verifySchema1(raw []byte, sigJSON json.RawMessage) ([]byte, []Schema1Signat
 		p := make([]byte, 0, int(fl)+len(tail))
 		p = append(append(p, raw[:fl]...), tail...)
 		pd := digest.FromBytes(p)
-		if i == 0 {
+		if k == 0 {
 			if t := bytes.TrimLeft(p, " \t\r\n"); len(t) == 0 || t[0] != '{' || !json.Valid(p) {
 				return nil, nil, fail(checkPayload, "", fmt.Errorf("payload %s (document[:%d] + formatTail %q) is not a JSON object", pd, fl, tail))
 			}

@@ -1122,3 +1122,72 @@ func TestDockerVersionLess(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSchema1DuplicateSignatures(t *testing.T) {
+	k := s1Keys(t)
+	payload := s1ReadFixture(t, "schema1-unsigned/mitr-buxybox-2016-unsigned.json")
+	docA, err := SignSchema1(payload, k.p256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docB, err := SignSchema1(payload, k.p384, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigA, prefix := s1SigObjects(t, docA)
+	sigB, _ := s1SigObjects(t, docB)
+	idA, _ := LibtrustKeyID(k.p256.Public())
+	idB, _ := LibtrustKeyID(k.p384.Public())
+
+	t.Run("copies of one signature are verified and reported once", func(t *testing.T) {
+		var sigs []map[string]any
+		for i := range MaxSchema1Signatures {
+			if i == 3 {
+				sigs = append(sigs, sigB...)
+			} else {
+				sigs = append(sigs, sigA...)
+			}
+		}
+		m, err := parseSchema1(s1WithSignatures(t, prefix, sigs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []Schema1Signature{{idA, "ES256", false}, {idB, "ES384", false}}
+		if !reflect.DeepEqual(m.Schema1.Signatures, want) {
+			t.Errorf("signatures %+v, want %+v", m.Schema1.Signatures, want)
+		}
+	})
+	t.Run("more than the cap is invalid, whatever they are", func(t *testing.T) {
+		var sigs []map[string]any
+		for range MaxSchema1Signatures + 1 {
+			sigs = append(sigs, sigA...)
+		}
+		doc := s1WithSignatures(t, prefix, sigs)
+		_, err := parseSchema1(doc)
+		var se *SignatureError
+		if !errors.As(err, &se) || se.Check != "signatures" || !errors.Is(err, pullkit.ErrInvalid) {
+			t.Errorf("err %v, want a SignatureError of check signatures wrapping ErrInvalid", err)
+		}
+		// Verified by its canonical digest, it is the manifest named, invalid: not
+		// damage in transit.
+		if _, err := Verify(doc, MediaTypeDockerSchema1Signed, digest.FromBytes(payload)); !errors.As(err, &se) || errors.Is(err, pullkit.ErrDigestMismatch) {
+			t.Errorf("Verify: %v, want the SignatureError", err)
+		}
+		damaged := bytes.Replace(doc, []byte(`"latest"`), []byte(`"lateXt"`), 1)
+		if _, err := Verify(damaged, MediaTypeDockerSchema1Signed, digest.FromBytes(payload)); !errors.Is(err, pullkit.ErrDigestMismatch) {
+			t.Errorf("Verify of a damaged payload: %v, want ErrDigestMismatch", err)
+		}
+	})
+	t.Run("a broken copy is still found, at its place", func(t *testing.T) {
+		bad := map[string]any{}
+		for k, v := range sigA[0] {
+			bad[k] = v
+		}
+		bad["signature"] = "AAAA"
+		_, err := parseSchema1(s1WithSignatures(t, prefix, []map[string]any{sigA[0], sigA[0], bad}))
+		var se *SignatureError
+		if !errors.As(err, &se) || se.Check != "signature" || se.Index != 2 {
+			t.Errorf("err %v, want Check signature at index 2", err)
+		}
+	})
+}

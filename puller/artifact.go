@@ -90,7 +90,7 @@ func (ep *endpoint) referrers(ctx context.Context, r name.Reference, artifactTyp
 	case http.StatusOK:
 		raw, err := readCapped(resp, ep.c.maxManifest, "referrers index")
 		if err != nil {
-			return nil, pullkit.Wrap("", "", subject, connError(err))
+			return nil, pullkit.Wrap("", "", subject, connError(ctx, err))
 		}
 		idx, err := manifest.Parse(raw, resp.Header.Get("Content-Type"))
 		if err == nil && idx.Kind != manifest.KindIndex {

@@ -153,7 +153,7 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	defer learnt(false)
 	first := req.Clone(req.Context())
 	if err := a.authorize(req.Context(), r, first, scope, cred); err != nil {
-		return nil, err
+		return nil, &retriedError{err}
 	}
 	resp, err := a.inner.RoundTrip(first)
 	if err != nil {
@@ -183,7 +183,7 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	again := req.Clone(req.Context())
 	if err := a.authorize(req.Context(), r, again, scope, cred); err != nil {
 		resp.Body.Close()
-		return nil, err
+		return nil, &retriedError{err}
 	}
 	if h := again.Header.Get("Authorization"); h == "" || h == sent {
 		return resp, nil
@@ -230,6 +230,15 @@ func (a *authTransport) authorize(ctx context.Context, r *regAuth, req *http.Req
 	}
 	return nil
 }
+
+// retriedError is the failure of a token request, which went through the retry policy
+// itself: the registry request it was for is not tried again for it, so that the
+// attempts do not multiply (a stalled token server would take Attempts² times a
+// deadline).
+type retriedError struct{ err error }
+
+func (e *retriedError) Error() string { return e.err.Error() }
+func (e *retriedError) Unwrap() error { return e.err }
 
 // challenge is a WWW-Authenticate challenge the client can answer.
 type challenge struct {
@@ -356,7 +365,7 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 		return token{}, fmt.Errorf("%w: token request to %s: %s", pullkit.ErrUnauthorized, redactURL(u), text.Clean(err.Error(), 200))
 	}
 	tri := *infoOf(ctx)
-	tri.origin, tri.step = r.host, "token from "+redactURL(u)
+	tri.origin, tri.step, tri.what, tri.digest = r.host, "token from "+redactURL(u), "token", ""
 	req = req.WithContext(withInfo(ctx, &tri))
 	hc := &http.Client{Transport: a.tokens, CheckRedirect: func(next *http.Request, via []*http.Request) error {
 		if err := checkRedirect(next, via); err != nil {
@@ -366,7 +375,12 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 	}}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return token{}, requestError(err)
+		// Named by the realm without its query: the error says it was the token step.
+		var ue *url.Error
+		if errors.As(err, &ue) && !vocabulary(ue.Err) {
+			return token{}, connError(ctx, fmt.Errorf("request a token from %s: %w", redactURL(u), ue.Err))
+		}
+		return token{}, requestError(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -383,7 +397,7 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenBody+1))
 	if err != nil {
-		return token{}, connError(err)
+		return token{}, connError(ctx, err)
 	}
 	if len(body) > maxTokenBody {
 		return token{}, fmt.Errorf("%w: token answer from %s is over %d bytes", pullkit.ErrUnauthorized, redactURL(u), maxTokenBody)
@@ -445,11 +459,14 @@ func (a *authTransport) realmAllowed(registry string, u *url.URL) error {
 	return nil
 }
 
-// connError marks a failed round trip as pullkit.ErrUnreachable, keeping the cause;
-// context ends and errors that already carry a sentinel (the puller's own refusals, a
-// token the token server would not give) stay as they are.
-func connError(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || vocabulary(err) {
+// connError marks a failed round trip as pullkit.ErrUnreachable, keeping the cause; the
+// end of ctx (the caller's cancel or deadline) and errors that already carry a sentinel
+// (the puller's own refusals, a token the token server would not give) stay as they
+// are. A deadline error while ctx goes on is a transport's own (net/http's "timeout
+// awaiting response headers" says it is context.DeadlineExceeded): the registry did not
+// answer in time, so it is unreachable.
+func connError(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil || errors.Is(err, context.Canceled) || vocabulary(err) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", pullkit.ErrUnreachable, err)

@@ -9,6 +9,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/text"
@@ -23,9 +26,38 @@ import (
 type blobSource struct {
 	eps      []*endpoint
 	progress func(pullkit.Event)
+
+	mu    sync.Mutex
+	first map[digest.Digest]int // the endpoint a blob is asked of first, after restarts
 }
 
-var _ layers.Fetcher = (*blobSource)(nil)
+var _ layers.Restarter = (*blobSource)(nil)
+
+// Restart implements layers.Restarter: a blob whose bytes did not verify is asked of the
+// next endpoint first (the endpoints in turn, when there are several), so that a mirror
+// that serves bad bytes does not use up the retries.
+func (b *blobSource) Restart(desc manifest.Descriptor, err error) {
+	if len(b.eps) < 2 {
+		return
+	}
+	b.mu.Lock()
+	if b.first == nil {
+		b.first = map[digest.Digest]int{}
+	}
+	b.first[desc.Digest] = (b.first[desc.Digest] + 1) % len(b.eps)
+	b.mu.Unlock()
+}
+
+// order is the endpoints for desc, the one to ask first first.
+func (b *blobSource) order(desc manifest.Descriptor) []*endpoint {
+	b.mu.Lock()
+	k := b.first[desc.Digest]
+	b.mu.Unlock()
+	if k == 0 {
+		return b.eps
+	}
+	return append(append([]*endpoint(nil), b.eps[k:]...), b.eps[:k]...)
+}
 
 // Fetch implements layers.Fetcher. A request from an offset that the server answers with
 // the whole blob (200), or with another range than asked, is read from the start with the
@@ -33,7 +65,7 @@ var _ layers.Fetcher = (*blobSource)(nil)
 // will not serve is pullkit.ErrUnsupported.
 func (b *blobSource) Fetch(ctx context.Context, desc manifest.Descriptor, offset, length int64) (io.ReadCloser, error) {
 	var err error
-	for _, ep := range b.eps {
+	for _, ep := range b.order(desc) {
 		var rc io.ReadCloser
 		rc, err = ep.blob(ctx, ep.url("blobs", desc.Digest.String()), desc, offset, length, b.progress, false)
 		if err == nil {
@@ -98,7 +130,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 	default:
 		hdr.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, end))
 	}
-	ri := reqInfo{step: "blob " + desc.Digest.String(), noRetry: true, progress: progress}
+	ri := reqInfo{step: "blob " + desc.Digest.String(), what: "layer", digest: desc.Digest, noRetry: true, progress: progress}
 	send := func(h http.Header) (*http.Response, *reqInfo, error) {
 		if foreign {
 			info := ri
@@ -112,7 +144,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			}
 			resp, err := ep.c.anon.Do(req)
 			if err != nil {
-				return nil, &info, requestError(err)
+				return nil, &info, requestError(ctx, err)
 			}
 			return resp, &info, nil
 		}
@@ -145,7 +177,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			return nil, fmt.Errorf("%w: %s answered a range request with the whole blob", pullkit.ErrUnsupported, text.Clean(resp.Request.URL.Host, 100))
 		}
 		// The server ignored the range: read past what was asked for.
-		return skipTo(resp.Body, offset)
+		return skipTo(ctx, resp.Body, offset)
 	case http.StatusPartialContent:
 		cr := resp.Header.Get("Content-Range")
 		start, last, total, perr := parseContentRange(cr)
@@ -180,7 +212,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 		if err != nil {
 			return nil, err
 		}
-		return skipTo(rc, offset)
+		return skipTo(ctx, rc, offset)
 	}
 	defer resp.Body.Close()
 	return nil, statusError(resp, info, expected, ep.c.now())
@@ -188,10 +220,10 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 
 // skipTo discards the first offset bytes of a whole-blob body, so that it yields what a
 // request from offset asked for.
-func skipTo(body io.ReadCloser, offset int64) (io.ReadCloser, error) {
+func skipTo(ctx context.Context, body io.ReadCloser, offset int64) (io.ReadCloser, error) {
 	if _, err := io.CopyN(io.Discard, body, offset); err != nil {
 		body.Close()
-		return nil, connError(fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
+		return nil, connError(ctx, fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
 	}
 	return body, nil
 }

@@ -66,6 +66,9 @@ func (ep *endpoint) url(kind, ident string) string {
 // TLS is asked again over HTTPS, and remembered so.
 func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Header, ri reqInfo) (*http.Response, *reqInfo, error) {
 	ri.origin, ri.repo = ep.host, ep.repo
+	if ri.progress == nil {
+		ri.progress = progressOf(ctx)
+	}
 	for {
 		info := ri
 		req, err := http.NewRequestWithContext(withInfo(ctx, &info), method, u, nil)
@@ -82,7 +85,7 @@ func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Head
 			continue
 		}
 		if err != nil {
-			return nil, &info, requestError(err)
+			return nil, &info, requestError(ctx, err)
 		}
 		return resp, &info, nil
 	}
@@ -92,7 +95,7 @@ func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Head
 // on the way (a refusal, a token that could not be had, a stall) are returned as they
 // are, without net/http's "Get <url>:" around them when they name what they refused;
 // anything else is a failed connection (pullkit.ErrUnreachable).
-func requestError(err error) error {
+func requestError(ctx context.Context, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) && vocabulary(ue.Err) {
 		var se *StallError
@@ -101,7 +104,7 @@ func requestError(err error) error {
 		}
 		return ue.Err
 	}
-	return connError(err)
+	return connError(ctx, err)
 }
 
 // vocabulary reports whether err already says, with a sentinel of the module, what went
@@ -121,6 +124,15 @@ func vocabulary(err error) bool {
 func looksLikeTLS(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "malformed HTTP response") && strings.Contains(s, `\x15\x03`)
+}
+
+// manifestInfo is the reqInfo of a request for the manifest ident (a tag or a digest).
+func manifestInfo(ident string) reqInfo {
+	ri := reqInfo{step: "manifest " + text.Clean(ident, 140), what: "manifest"}
+	if d, err := digest.Parse(ident); err == nil {
+		ri.digest = d
+	}
+	return ri
 }
 
 // maxErrorBody bounds how much of an error response is read.
@@ -186,7 +198,7 @@ type served struct {
 // head asks for ident's descriptor without the body: digest (Docker-Content-Digest, ""
 // when the registry sends none), media type and size.
 func (ep *endpoint) head(ctx context.Context, ident, expected string) (manifest.Descriptor, error) {
-	resp, ri, err := ep.request(ctx, http.MethodHead, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, reqInfo{step: "manifest " + ident})
+	resp, ri, err := ep.request(ctx, http.MethodHead, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, manifestInfo(ident))
 	if err != nil {
 		return manifest.Descriptor{}, err
 	}
@@ -229,7 +241,7 @@ func (ep *endpoint) get(ctx context.Context, ident, expected string) (*served, e
 }
 
 func (ep *endpoint) getOnce(ctx context.Context, ident, expected string) (*served, bool, error) {
-	resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, reqInfo{step: "manifest " + ident})
+	resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, manifestInfo(ident))
 	if err != nil {
 		return nil, false, err
 	}
@@ -242,7 +254,7 @@ func (ep *endpoint) getOnce(ctx context.Context, ident, expected string) (*serve
 		return nil, false, err
 	}
 	if err != nil {
-		return nil, true, connError(err)
+		return nil, true, connError(ctx, err)
 	}
 	s := &served{raw: raw, contentType: resp.Header.Get("Content-Type")}
 	if h := resp.Header.Get("Docker-Content-Digest"); h != "" {
@@ -276,26 +288,36 @@ func (ep *endpoint) manifestByDigest(ctx context.Context, want digest.Digest) (*
 // manifestByTag fetches tag's manifest in one request and checks it against the
 // Docker-Content-Digest the registry sent with it. It returns the digest the registry
 // answers to for it (that header, or the manifest's own digest when there is none).
+//
+// Bytes that do not match that digest are fetched again within the retry policy, as for
+// a digest: damage in transit passes, a registry that keeps serving them fails.
 func (ep *endpoint) manifestByTag(ctx context.Context, tag string) (*manifest.Manifest, digest.Digest, error) {
-	s, err := ep.get(ctx, tag, fmt.Sprintf("a manifest for tag %q", tag))
-	if err != nil {
-		return nil, "", err
-	}
-	if s.contentDigest == "" {
-		m, err := manifest.Parse(s.raw, s.contentType)
+	for attempt := 1; ; attempt++ {
+		s, err := ep.get(ctx, tag, fmt.Sprintf("a manifest for tag %q", tag))
 		if err != nil {
 			return nil, "", err
 		}
-		return m, m.Digest, nil
+		if s.contentDigest == "" {
+			m, err := manifest.Parse(s.raw, s.contentType)
+			if err != nil {
+				return nil, "", err
+			}
+			return m, m.Digest, nil
+		}
+		m, err := manifest.Verify(s.raw, s.contentType, s.contentDigest)
+		switch {
+		case err == nil:
+			return m, s.contentDigest, nil
+		case !errors.Is(err, pullkit.ErrDigestMismatch):
+			return nil, "", pullkit.Wrap("", "", s.contentDigest, err)
+		case attempt >= ep.c.retry.Attempts:
+			return nil, "", fmt.Errorf("tag %q, checked against its Docker-Content-Digest: %w", text.Clean(tag, 128), err)
+		}
+		// Damage in transit passes: fetch it again.
+		if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
+			return nil, "", err
+		}
 	}
-	m, err := manifest.Verify(s.raw, s.contentType, s.contentDigest)
-	if errors.Is(err, pullkit.ErrDigestMismatch) {
-		return nil, "", fmt.Errorf("tag %q, checked against its Docker-Content-Digest: %w", tag, err)
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	return m, s.contentDigest, nil
 }
 
 // readCapped reads resp's body, failing with a *pullkit.TooLargeError past limit bytes.
@@ -322,7 +344,7 @@ func (ep *endpoint) document(ctx context.Context, desc manifest.Descriptor, what
 		return nil, &pullkit.TooLargeError{What: what, Limit: ep.c.maxManifest, Size: desc.Size}
 	}
 	for attempt := 1; ; attempt++ {
-		resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("blobs", desc.Digest.String()), nil, reqInfo{step: what + " " + desc.Digest.String()})
+		resp, ri, err := ep.request(ctx, http.MethodGet, ep.url("blobs", desc.Digest.String()), nil, reqInfo{step: what + " " + desc.Digest.String(), what: what, digest: desc.Digest})
 		if err != nil {
 			return nil, err
 		}
@@ -335,7 +357,7 @@ func (ep *endpoint) document(ctx context.Context, desc manifest.Descriptor, what
 		resp.Body.Close()
 		if err != nil {
 			if errors.Is(err, pullkit.ErrTooLarge) || attempt >= ep.c.retry.Attempts || ctx.Err() != nil {
-				return nil, connError(err)
+				return nil, connError(ctx, err)
 			}
 			if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
 				return nil, err

@@ -177,7 +177,11 @@ func (c *Client) configOf(ctx context.Context, t *tree, m *manifest.Manifest, o 
 	var raw []byte
 	var err error
 	for _, ep := range t.eps {
-		if raw, err = ep.document(ctx, desc, "config"); err == nil || !errors.Is(err, pullkit.ErrNotFound) || ctx.Err() != nil {
+		// The next endpoint is asked when one lacks the config, cannot be reached, or
+		// kept serving bytes that do not verify.
+		raw, err = ep.document(ctx, desc, "config")
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, pullkit.ErrNotFound) || errors.Is(err, pullkit.ErrUnreachable) ||
+			errors.Is(err, pullkit.ErrDigestMismatch) || errors.Is(err, pullkit.ErrSizeMismatch)) {
 			break
 		}
 	}
@@ -200,6 +204,7 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 	if err != nil {
 		return nil, err
 	}
+	ctx = withProgress(ctx, o.progress)
 	r, err := c.parse(ref)
 	if err != nil {
 		return nil, err
@@ -276,6 +281,7 @@ func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...P
 	if err != nil {
 		return nil, err
 	}
+	ctx = withProgress(ctx, o.progress)
 	if st == nil {
 		return nil, &pullkit.InvalidError{What: "Pull", Reason: "nil store"}
 	}

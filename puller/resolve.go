@@ -97,6 +97,7 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 	if err != nil {
 		return Resolved{}, err
 	}
+	ctx = withProgress(ctx, o.progress)
 	r, err := c.parse(ref)
 	if err != nil {
 		return Resolved{}, err

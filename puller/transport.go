@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
+
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/text"
 )
@@ -47,10 +49,14 @@ type Timeouts struct {
 	RateWindow time.Duration
 }
 
-// DefaultTimeouts are the Timeouts of a client made without WithTimeouts.
+// DefaultTimeouts are the Timeouts of a client made without WithTimeouts: 15 s for a
+// connection, 10 s for a TLS handshake, 15 s for response headers, 15 s of silence in a
+// body, and at least 1 KiB/s over every 15 s. A registry that stops answering fails each
+// attempt within 15 s, so within about a minute over the default retry policy's four
+// attempts; a layer at 1 MB/s passes every rule, however large it is.
 func DefaultTimeouts() Timeouts {
-	return Timeouts{Connect: 30 * time.Second, TLSHandshake: 15 * time.Second, ResponseHeader: 30 * time.Second,
-		Idle: 20 * time.Second, MinRate: 1 << 10, RateWindow: 30 * time.Second}
+	return Timeouts{Connect: 15 * time.Second, TLSHandshake: 10 * time.Second, ResponseHeader: 15 * time.Second,
+		Idle: 15 * time.Second, MinRate: 1 << 10, RateWindow: 15 * time.Second}
 }
 
 func (t Timeouts) validate() error {
@@ -70,12 +76,31 @@ type reqInfo struct {
 	origin   string // the registry's host:port; requests it leads to elsewhere are checked against it
 	repo     string // repository path, for the token scope
 	step     string // what the request is for, named in errors ("manifest", "blob sha256:…")
-	noRetry  bool   // the caller retries (blob bodies)
+	what     string // what it fetches, as events name it ("manifest", "config", "layer", "token")
+	digest   digest.Digest
+	noRetry  bool // the caller retries (blob bodies)
 	progress func(pullkit.Event)
 	credSent bool // set by authTransport when it sent credentials
 }
 
 type infoKey struct{}
+
+// progressKey carries a call's progress function to the requests it makes, so that the
+// waits they make are reported (see withProgress).
+type progressKey struct{}
+
+// withProgress makes the requests of ctx report their waits to fn.
+func withProgress(ctx context.Context, fn func(pullkit.Event)) context.Context {
+	if fn == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, progressKey{}, fn)
+}
+
+func progressOf(ctx context.Context) func(pullkit.Event) {
+	fn, _ := ctx.Value(progressKey{}).(func(pullkit.Event))
+	return fn
+}
 
 func withInfo(ctx context.Context, ri *reqInfo) context.Context {
 	return context.WithValue(ctx, infoKey{}, ri)
@@ -93,6 +118,10 @@ func infoOf(ctx context.Context) *reqInfo {
 // as many as a Fetch uses at most by default.
 const maxIdlePerHost = 16
 
+// lookupIPAddr resolves names for the default transport's dialer (a variable for the
+// package's tests, which resolve test names to loopback).
+var lookupIPAddr = net.DefaultResolver.LookupIPAddr
+
 // newBaseTransport is the default transport: a clone of net/http's with the client's
 // timeouts, more idle connections, and a dialer that keeps registries off addresses they
 // have no business sending the puller to.
@@ -109,10 +138,13 @@ func newBaseTransport(t Timeouts) *http.Transport {
 		if err != nil {
 			return nil, err
 		}
-		ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+		ips, err := lookupIPAddr(ctx, host)
 		if err != nil {
 			return nil, err
 		}
+		// The registry's own name is checked too: a name that resolves to loopback or
+		// link-local (DNS rebinding) must not turn a reference a service was given into
+		// a request to the host's own services or its cloud metadata endpoint.
 		origin := infoOf(ctx).origin
 		var last error
 		for _, ip := range ips {
@@ -151,6 +183,22 @@ func addressAllowed(origin string, ip net.IP) error {
 	return fmt.Errorf("%w: registry %s sent the puller to %s, a loopback or link-local address", pullkit.ErrDenied, text.Clean(origin, 100), ip)
 }
 
+// sameHostname reports whether host[:port] a and b name the same host (ports aside).
+func sameHostname(a, b string) bool {
+	norm := func(s string) string {
+		return strings.ToLower(strings.TrimSuffix(strings.Trim(hostOnly(s), "[]"), "."))
+	}
+	return a != "" && b != "" && norm(a) == norm(b)
+}
+
+// isLocalhostName reports whether host[:port] is "localhost" or a name under
+// .localhost: names that stand for this machine (RFC 6761), which a registry elsewhere
+// has no business sending the puller to, whatever DNS says of them.
+func isLocalhostName(hostport string) bool {
+	host := strings.ToLower(strings.TrimSuffix(strings.Trim(hostOnly(hostport), "[]"), "."))
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
+}
+
 // hostIP returns the IP literal of host[:port], or nil.
 func hostIP(hostport string) net.IP {
 	return net.ParseIP(strings.Trim(hostOnly(hostport), "[]"))
@@ -186,7 +234,8 @@ func isPrivateName(hostport string) bool {
 }
 
 // guardTransport refuses plain HTTP to hosts that are not loopback (unless allowed), and
-// any request to a loopback or link-local IP literal that a registry elsewhere led to.
+// any request to a loopback or link-local IP literal, or to localhost and names under
+// .localhost, that a registry elsewhere led to.
 type guardTransport struct {
 	inner     http.RoundTripper
 	plainHTTP bool
@@ -196,9 +245,17 @@ func (g *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" && !g.plainHTTP && !isLoopbackName(req.URL.Host) {
 		return nil, fmt.Errorf("%w: plain HTTP to %s (only loopback registries are spoken to over plain HTTP unless that is allowed)", pullkit.ErrDenied, text.Clean(req.URL.Host, 100))
 	}
-	if ip := hostIP(req.URL.Host); ip != nil {
-		if err := addressAllowed(infoOf(req.Context()).origin, ip); err != nil {
-			return nil, err
+	if origin := infoOf(req.Context()).origin; !sameHostname(req.URL.Host, origin) {
+		ip := hostIP(req.URL.Host)
+		if ip == nil && isLocalhostName(req.URL.Host) {
+			// Checked here too: a transport given with WithTransport resolves as it
+			// likes, and the default one only sees the addresses.
+			ip = net.IPv4(127, 0, 0, 1)
+		}
+		if ip != nil {
+			if err := addressAllowed(origin, ip); err != nil {
+				return nil, fmt.Errorf("%w (%s)", err, text.Clean(req.URL.Host, 100))
+			}
 		}
 	}
 	return g.inner.RoundTrip(req)
@@ -213,12 +270,30 @@ type watchTransport struct {
 
 func (w *watchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(req.Context())
+	step := infoOf(req.Context()).step
+	if step == "" {
+		step = "response"
+	}
+	// A backstop for the phases before the body, whatever the base transport: the
+	// default one bounds each phase itself, a transport given with WithTransport may
+	// bound none (a connection kept alive to a server that went silent waits for ever).
+	limit := w.t.Connect + w.t.TLSHandshake + w.t.ResponseHeader
+	timer := time.AfterFunc(limit, func() {
+		cancel(&StallError{Step: step, Reason: fmt.Sprintf("no response headers within %v", limit)})
+	})
 	resp, err := w.inner.RoundTrip(req.WithContext(ctx))
+	fired := !timer.Stop()
+	if fired {
+		if err == nil {
+			resp.Body.Close()
+		}
+		err = context.Cause(ctx)
+	}
 	if err != nil {
 		cancel(nil)
 		return nil, err
 	}
-	resp.Body = newWatchedBody(resp.Body, w.t, cancel, infoOf(req.Context()).step)
+	resp.Body = newWatchedBody(resp.Body, w.t, cancel, step)
 	return resp, nil
 }
 
@@ -366,7 +441,11 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusTooManyRequests && ri.progress != nil {
-				ri.progress(pullkit.Event{Kind: pullkit.EventWaiting, What: ri.step, Wait: wait,
+				what := ri.what
+				if what == "" {
+					what = ri.step
+				}
+				ri.progress(pullkit.Event{Kind: pullkit.EventWaiting, What: what, Digest: ri.digest, Total: -1, Wait: wait,
 					Err: &pullkit.HTTPError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode, RetryAfter: wait}})
 			}
 		}
@@ -399,9 +478,11 @@ func retryable(resp *http.Response, err error) bool {
 }
 
 // permanent reports transport errors that another attempt cannot cure: our own
-// refusals, the context, TLS and certificate failures (including an HTTPS request
-// answered in plain HTTP) and names that do not resolve. Anything else (resets,
-// refusals, timeouts, EOFs) is taken for a broken connection.
+// refusals, a cancelled request, TLS and certificate failures (including an HTTPS
+// request answered in plain HTTP) and names that do not resolve. Anything else (resets,
+// refusals, timeouts, EOFs) is taken for a broken connection; the caller's own deadline
+// is seen before (a deadline error while the request's context goes on is a
+// transport's timeout, worth another attempt).
 func permanent(err error) bool {
 	var (
 		recordErr   tls.RecordHeaderError
@@ -411,8 +492,9 @@ func permanent(err error) bool {
 		invalidCert x509.CertificateInvalidError
 		dnsErr      *net.DNSError
 	)
+	var retried *retriedError
 	switch {
-	case errors.Is(err, pullkit.ErrDenied), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, pullkit.ErrDenied), errors.Is(err, context.Canceled), errors.As(err, &retried):
 		return true
 	case errors.As(err, &recordErr), errors.As(err, &verifyErr), errors.As(err, &authority),
 		errors.As(err, &hostname), errors.As(err, &invalidCert):

@@ -29,6 +29,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/text"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
@@ -170,13 +171,17 @@ func parseArgs(args []string) (*options, error) {
 
 // run is the whole program, callable from tests.
 func run(args []string, stdout, stderr io.Writer) int {
+	// Every line printed is escaped; the progress display (drawn on the terminal itself)
+	// escapes what it draws.
+	term := stderr
+	stdout, stderr = newSafeWriter(stdout), newSafeWriter(stderr)
 	o, err := parseArgs(args)
 	if err != nil {
 		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
 		return 2
 	}
-	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
-		o.progressOut = stderr
+	if f, ok := term.(*os.File); ok && isTerminal(f) {
+		o.progressOut = term
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -254,18 +259,19 @@ func pullOne(ctx context.Context, o *options, c *puller.Client, call []puller.Pu
 	return err
 }
 
-// printImage writes the human summary of img.
+// printImage writes the human summary of img. Every string in it came from the network
+// (or the user) and is escaped and bounded as it is printed.
 func printImage(w io.Writer, img *manifest.Image) {
-	fmt.Fprintf(w, "%s\n", img.Reference)
-	fmt.Fprintf(w, "  digest     %s  %s\n", img.Digest, img.MediaType)
+	fmt.Fprintf(w, "%s\n", clean(img.Reference))
+	fmt.Fprintf(w, "  digest     %s  %s\n", clean(string(img.Digest)), clean(img.MediaType))
 	if img.Manifest.Digest != img.Digest {
-		fmt.Fprintf(w, "  manifest   %s  %s, %d bytes\n", img.Manifest.Digest, img.Manifest.MediaType, img.Manifest.Size)
+		fmt.Fprintf(w, "  manifest   %s  %s, %d bytes\n", clean(string(img.Manifest.Digest)), clean(img.Manifest.MediaType), img.Manifest.Size)
 	}
 	if img.Platform != nil {
-		fmt.Fprintf(w, "  platform   %s\n", img.Platform)
+		fmt.Fprintf(w, "  platform   %s\n", img.Platform) // Platform.String escapes
 	}
 	if img.Config.Digest != "" {
-		fmt.Fprintf(w, "  config     %s  %s, %d bytes\n", img.Config.Digest, img.Config.MediaType, img.Config.Size)
+		fmt.Fprintf(w, "  config     %s  %s, %d bytes\n", clean(string(img.Config.Digest)), clean(img.Config.MediaType), img.Config.Size)
 	} else {
 		fmt.Fprintf(w, "  config     none served (schema 1: synthesised from its history when written)\n")
 	}
@@ -288,12 +294,12 @@ func printImage(w io.Writer, img *manifest.Image) {
 	}
 	fmt.Fprintf(w, "  layers     %d (%d empty), %s, base first\n", len(img.Layers), empty, size)
 	for i, l := range img.Layers {
-		line := fmt.Sprintf("    %d  %s  %s", i+1, l.Digest, l.MediaType)
+		line := fmt.Sprintf("    %d  %s  %s", i+1, clean(string(l.Digest)), clean(l.MediaType))
 		if l.Size >= 0 {
 			line += fmt.Sprintf(", %d bytes", l.Size)
 		}
 		if l.DiffID != "" {
-			line += ", diffID " + l.DiffID.String()
+			line += ", diffID " + clean(l.DiffID.String())
 		}
 		if l.Empty {
 			line += ", empty"
@@ -301,6 +307,9 @@ func printImage(w io.Writer, img *manifest.Image) {
 		fmt.Fprintln(w, line)
 	}
 }
+
+// clean escapes and bounds a string from the network for printing.
+func clean(s string) string { return text.Clean(s, 300) }
 
 // oneLine folds an error onto one line.
 func oneLine(s string) string {

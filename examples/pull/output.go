@@ -124,7 +124,7 @@ func storeCommand(ctx context.Context, o *options, stdout io.Writer) error {
 			return err
 		}
 		for _, img := range imgs {
-			fmt.Fprintf(stdout, "%s  %s  %s\n", img.Target.Digest, img.Target.MediaType, img.Name)
+			fmt.Fprintf(stdout, "%s  %s  %s\n", clean(string(img.Target.Digest)), clean(img.Target.MediaType), clean(img.Name))
 		}
 	case o.deleteName != "":
 		if err := st.DeleteImage(ctx, o.deleteName); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/text"
 )
 
 // isTerminal reports whether f is a character device (a terminal), without a dependency.
@@ -26,6 +27,7 @@ type progress struct {
 	interval time.Duration
 
 	mu    sync.Mutex
+	note  string // a wait of the pull's own (a manifest's 429), until the next event
 	order []digest.Digest
 	blobs map[digest.Digest]*blobLine
 	total int64
@@ -49,12 +51,27 @@ func newProgress(w io.Writer) *progress {
 func (p *progress) event(e pullkit.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	notBlob := e.Digest == "" || e.What == "manifest" || e.What == "index" || e.What == "token"
+	if e.Kind == pullkit.EventWaiting && notBlob {
+		// A wait that no blob line shows: say it, until something else happens.
+		what := e.What
+		if what == "" {
+			what = "the registry"
+		}
+		p.note = fmt.Sprintf("waiting %s for %s, as the registry asked", e.Wait.Round(time.Second), text.Clean(what, 60))
+		p.draw()
+		return
+	}
+	if p.note != "" {
+		p.note = ""
+		p.draw()
+	}
 	if e.Kind == pullkit.EventPlanned {
 		p.total, p.count = e.Total, e.Blobs
 		p.draw()
 		return
 	}
-	if e.Digest == "" || e.What == "manifest" || e.What == "index" {
+	if notBlob {
 		return
 	}
 	b, ok := p.blobs[e.Digest]
@@ -76,6 +93,9 @@ func (p *progress) event(e pullkit.Event) {
 		b.state = "downloading"
 	case pullkit.EventWaiting:
 		b.state = "waiting " + e.Wait.Round(time.Second).String()
+		if e.Wait <= 0 {
+			b.state = "another download"
+		}
 	case pullkit.EventRetrying:
 		b.state = "retrying"
 	case pullkit.EventVerified:
@@ -116,11 +136,17 @@ func (p *progress) draw() {
 		}
 	}
 	fmt.Fprintf(&sb, "\x1b[2K%d/%d blobs  %s\n", finished, p.count, bar(done, p.total))
+	lines := len(p.order) + 1
+	if p.note != "" || p.drawn > lines {
+		// The note's line (blank once it is gone, so that the frame keeps its height).
+		fmt.Fprintf(&sb, "\x1b[2K%s\n", p.note)
+		lines++
+	}
 	for _, d := range p.order {
 		b := p.blobs[d]
-		fmt.Fprintf(&sb, "\x1b[2K%s %-6s %-15s %s\n", shortDigest(d), b.what, b.state, bar(b.done, b.total))
+		fmt.Fprintf(&sb, "\x1b[2K%s %-6s %-15s %s\n", shortDigest(d), text.Clean(b.what, 6), text.Clean(b.state, 40), bar(b.done, b.total))
 	}
-	p.drawn = len(p.order) + 1
+	p.drawn = lines
 	_, _ = io.WriteString(p.w, sb.String())
 }
 

@@ -358,6 +358,10 @@ const (
 	// KindCorrupt flips one byte of the body (same size, wrong digest): the only kind a
 	// client cannot recover from by asking again, unless it does ask again.
 	KindCorrupt
+	// KindStall sends a random prefix (< 4 KiB) of the body, then nothing until the client
+	// gives up (or a minute passes): what its idle deadline must catch. It is not in
+	// AllKinds, so that the seeds of soaks written before it replay as they did.
+	KindStall
 )
 
 // AllKinds are the kinds EnableRandom injects when given none, in this order.
@@ -406,6 +410,8 @@ func (rf *randomFaults) pick(r *http.Request) Fault {
 		return Status(http.StatusServiceUnavailable, nil, "")
 	case KindTooManyRequests:
 		return TooManyRequests("0")
+	case KindStall:
+		return StallAfter(rf.rng.Int64N(4096), time.Minute)
 	default:
 		return CorruptByte()
 	}

@@ -194,3 +194,21 @@ func TestRandomKinds(t *testing.T) {
 		t.Fatalf("AllKinds %v, RecoverableKinds %v", AllKinds, RecoverableKinds)
 	}
 }
+
+func TestRandomStall(t *testing.T) {
+	p := newProxy(t)
+	p.EnableRandom(3, 1, KindStall)
+	c := &http.Client{Timeout: 300 * time.Millisecond}
+	start := time.Now()
+	resp, err := c.Get(p.URL + "/v2/r/blobs/x")
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("err %v after %v: want the client's timeout to end a stalled body", err, time.Since(start))
+	}
+	if recs := p.Records(); len(recs) != 1 || recs[0].Fault == "" || recs[0].Fault[:5] != "stall" {
+		t.Fatalf("records %+v, want one stall", recs)
+	}
+}

@@ -63,11 +63,21 @@ func OneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// List formats at most max items of a list, then how many more there are: long lists
-// from the network (the platforms of an index) stay readable in one line.
+// List formats at most max items of a list, each cleaned (Clean, 200 runes), then how
+// many more there are: long lists from the network (the platforms of an index) stay
+// readable in one line.
 func List(items []string, max int) string {
-	if len(items) <= max {
-		return strings.Join(items, ", ")
+	if max < 0 {
+		max = 0
 	}
-	return strings.Join(items[:max], ", ") + ", and " + strconv.Itoa(len(items)-max) + " more"
+	n := min(len(items), max)
+	shown := make([]string, n)
+	for i, s := range items[:n] {
+		shown[i] = Clean(s, 200)
+	}
+	s := strings.Join(shown, ", ")
+	if len(items) > max {
+		s += ", and " + strconv.Itoa(len(items)-max) + " more"
+	}
+	return s
 }
