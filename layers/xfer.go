@@ -58,7 +58,7 @@ type xfer struct {
 	shown    int64 // the last progress reported
 
 	// Measurements for the controller, from the first byte received.
-	since  time.Time // zero until the first byte
+	since  time.Time    // zero until the first byte
 	busy   atomic.Int64 // nanoseconds the writer goroutine spent in the store's writer
 	waited atomic.Int64 // nanoseconds receivers waited for room
 }
