@@ -7,19 +7,17 @@
 package faultproxy
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pullkit/pullkit/pullkittest"
 )
 
 // Record is one request the proxy saw.
@@ -31,12 +29,8 @@ type Record struct {
 	Fault string
 }
 
-// Fault breaks one response. Apply serves the request, usually by calling next (the
-// upstream) into a recorder first and then writing a damaged copy.
-type Fault interface {
-	Name() string
-	Apply(w http.ResponseWriter, r *http.Request, next http.Handler)
-}
+// Fault breaks one response: the test kit's Fault, next being the upstream registry.
+type Fault = pullkittest.Fault
 
 // Rule applies a Fault to matching requests.
 type Rule struct {
@@ -154,160 +148,35 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fault.Apply(w, r, p.rp)
 }
 
-// upstream runs next into a recorder and returns the result.
-func upstream(r *http.Request, next http.Handler) *httptest.ResponseRecorder {
-	rec := httptest.NewRecorder()
-	next.ServeHTTP(rec, r)
-	return rec
-}
-
-func copyHeader(dst, src http.Header) {
-	for k, v := range src {
-		dst[k] = append([]string(nil), v...)
-	}
-}
-
-// writePrefixThen writes the upstream response's status, headers and the first n bytes of
-// its body, flushes, and then calls after with the hijacked connection (or nothing when
-// the writer cannot be hijacked).
-func writePrefixThen(w http.ResponseWriter, rec *httptest.ResponseRecorder, n int64, after func(net.Conn)) {
-	body := rec.Body.Bytes()
-	if n > int64(len(body)) {
-		n = int64(len(body))
-	}
-	copyHeader(w.Header(), rec.Header())
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(rec.Code)
-	_, _ = w.Write(body[:n])
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
-	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		return
-	}
-	conn, buf, err := hj.Hijack()
-	if err != nil {
-		return
-	}
-	_ = buf.Flush()
-	after(conn)
-}
-
-type resetAfter struct{ n int64 }
-
-// ResetAfter sends n bytes of the real body, then resets the connection (TCP RST).
-func ResetAfter(n int64) Fault { return resetAfter{n} }
-
-func (f resetAfter) Name() string { return fmt.Sprintf("reset after %d bytes", f.n) }
-
-func (f resetAfter) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	writePrefixThen(w, upstream(r, next), f.n, func(c net.Conn) {
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0)
-		}
-		_ = c.Close()
-	})
-}
-
-type truncateAfter struct{ n int64 }
-
-// TruncateAfter sends n bytes of the real body under the full Content-Length, then closes
-// the connection cleanly (the client sees an unexpected EOF).
-func TruncateAfter(n int64) Fault { return truncateAfter{n} }
-
-func (f truncateAfter) Name() string { return fmt.Sprintf("truncate after %d bytes", f.n) }
-
-func (f truncateAfter) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	writePrefixThen(w, upstream(r, next), f.n, func(c net.Conn) { _ = c.Close() })
-}
-
-type stallAfter struct {
-	n int64
-	d time.Duration
-}
-
-// StallAfter sends n bytes of the real body, then sends nothing for d (or until the client
-// goes away), then closes the connection.
-func StallAfter(n int64, d time.Duration) Fault { return stallAfter{n, d} }
-
-func (f stallAfter) Name() string { return fmt.Sprintf("stall after %d bytes", f.n) }
-
-func (f stallAfter) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	writePrefixThen(w, upstream(r, next), f.n, func(c net.Conn) {
-		defer c.Close()
-		_ = c.SetReadDeadline(time.Now().Add(f.d))
-		_, _ = io.Copy(io.Discard, c) // returns when the client closes or the deadline passes
-	})
-}
-
-type status struct {
-	code   int
-	header http.Header
-	body   string
-}
-
-// Status answers with code and the given headers and body instead of asking upstream.
-func Status(code int, header http.Header, body string) Fault { return status{code, header, body} }
-
-// TooManyRequests answers 429 with a Retry-After of the given value (delta-seconds or an
-// HTTP-date).
-func TooManyRequests(retryAfter string) Fault {
-	return status{http.StatusTooManyRequests, http.Header{"Retry-After": {retryAfter}}, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`}
-}
-
-func (f status) Name() string { return fmt.Sprintf("status %d", f.code) }
-
-func (f status) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	copyHeader(w.Header(), f.header)
-	w.WriteHeader(f.code)
-	_, _ = io.WriteString(w, f.body)
-}
-
-type rewrite struct {
-	name string
-	fn   func(body []byte, h http.Header) []byte
-}
-
-// Rewrite passes the request upstream and lets fn change the response body and headers;
-// Content-Length is set to what fn returns unless fn sets it.
-func Rewrite(name string, fn func(body []byte, h http.Header) []byte) Fault {
-	return rewrite{name, fn}
-}
-
-func (f rewrite) Name() string { return f.name }
-
-func (f rewrite) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	rec := upstream(r, next)
-	h := rec.Header().Clone()
-	h.Del("Content-Length")
-	body := f.fn(bytes.Clone(rec.Body.Bytes()), h)
-	copyHeader(w.Header(), h)
-	if w.Header().Get("Content-Length") == "" {
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	}
-	w.WriteHeader(rec.Code)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
-}
-
-// CorruptByte flips one byte in the middle of the real body (same size, wrong digest).
-func CorruptByte() Fault {
-	return Rewrite("corrupt byte", func(b []byte, _ http.Header) []byte {
-		if len(b) > 0 {
-			b[len(b)/2] ^= 0xff
-		}
-		return b
-	})
-}
-
-// ExtraBytes appends n bytes to the real body (wrong size).
-func ExtraBytes(n int) Fault {
-	return Rewrite(fmt.Sprintf("%d extra bytes", n), func(b []byte, _ http.Header) []byte {
-		return append(b, bytes.Repeat([]byte{'x'}, n)...)
-	})
-}
+// The faults are the test kit's (pullkittest), so that a case tested against the
+// in-process registry and one tested against a real registry behind this proxy break
+// responses in exactly the same way.
+var (
+	// ResetAfter sends n bytes of the real body, then resets the connection (TCP RST).
+	ResetAfter = pullkittest.ResetAfter
+	// TruncateAfter sends n bytes of the real body under the full Content-Length, then
+	// closes the connection cleanly (the client sees an unexpected EOF).
+	TruncateAfter = pullkittest.TruncateAfter
+	// StallAfter sends n bytes of the real body, then nothing for d (for ever when d <= 0)
+	// or until the client goes away, then closes the connection.
+	StallAfter = pullkittest.StallAfter
+	// Status answers with code and the given headers and body instead of asking upstream.
+	Status = pullkittest.Status
+	// TooManyRequests answers 429 TOOMANYREQUESTS with the given Retry-After.
+	TooManyRequests = pullkittest.TooManyRequests
+	// Rewrite passes the request upstream and lets fn change the response body and
+	// headers.
+	Rewrite = pullkittest.Rewrite
+	// CorruptByte flips one byte in the middle of the real body (same size, wrong digest).
+	CorruptByte = pullkittest.CorruptByte
+	// ExtraBytes appends n bytes to the real body (wrong size).
+	ExtraBytes = pullkittest.ExtraBytes
+	// ContentType keeps the real body but serves it as contentType.
+	ContentType = pullkittest.ContentType
+	// RedirectTo answers 307 to the same path on another server (base URL), as
+	// registries do for blob storage.
+	RedirectTo = pullkittest.RedirectTo
+)
 
 // Body replaces the response with body served as contentType (malformed JSON, a
 // manifest larger than any cap, a document whose Content-Type lies).
@@ -317,26 +186,6 @@ func Body(name, contentType string, body []byte) Fault {
 		h.Del("Docker-Content-Digest")
 		return body
 	})
-}
-
-// ContentType keeps the real body but serves it as contentType.
-func ContentType(contentType string) Fault {
-	return Rewrite("content-type "+contentType, func(b []byte, h http.Header) []byte {
-		h.Set("Content-Type", contentType)
-		return b
-	})
-}
-
-type redirect struct{ base string }
-
-// RedirectTo answers 307 to the same path on another server (base URL), as registries do
-// for blob storage.
-func RedirectTo(base string) Fault { return redirect{base} }
-
-func (f redirect) Name() string { return "redirect to " + f.base }
-
-func (f redirect) Apply(w http.ResponseWriter, r *http.Request, _ http.Handler) {
-	http.Redirect(w, r, f.base+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 }
 
 // Kind is a kind of fault EnableRandom may inject.

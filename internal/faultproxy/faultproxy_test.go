@@ -182,7 +182,8 @@ func TestRandomKinds(t *testing.T) {
 	for _, r := range p.Records() {
 		seen[r.Fault]++
 	}
-	if len(seen) != 2 || seen["status 503"] == 0 || seen["status 429"] == 0 {
+	tooMany := TooManyRequests("0").Name()
+	if len(seen) != 2 || seen["status 503"] == 0 || seen[tooMany] == 0 {
 		t.Fatalf("faults %v at rate 1 from {503, 429}: want both and nothing else", seen)
 	}
 	for _, k := range RecoverableKinds {
