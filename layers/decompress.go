@@ -2,6 +2,7 @@ package layers
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -26,6 +27,9 @@ const zstdMaxWindow = 128 << 20
 // Decompress returns the uncompressed content of a layer blob read from r: gzip and zstd
 // are recognised by their first bytes and decompressed (zstd windows are bounded, so a
 // stream cannot make memory grow with what it claims), anything else passes through.
+// Concatenated gzip members are read one after the other; bytes after the last member
+// that do not start another (the zero padding some tools leave) end the content, as
+// the blob's digest covers them and the diffID does not.
 // kind is what was found. Decoder errors, also those Read returns for a corrupt stream,
 // wrap pullkit.ErrInvalid. Close releases the decoder; it does not close r.
 func Decompress(r io.Reader) (rc io.ReadCloser, kind manifest.Compression, err error) {
@@ -42,7 +46,9 @@ func Decompress(r io.Reader) (rc io.ReadCloser, kind manifest.Compression, err e
 		if err != nil {
 			return nil, kind, decompressErr(kind, err)
 		}
-		return &decompressor{r: zr, kind: kind, close: func() { _ = zr.Close(); gzipPool.Put(zr) }}, kind, nil
+		zr.Multistream(false)
+		members := &gzipMembers{br: br, z: zr}
+		return &decompressor{r: members, kind: kind, close: func() { _ = zr.Close(); gzipPool.Put(zr) }}, kind, nil
 	case manifest.Zstd:
 		zr, _ := zstdPool.Get().(*zstd.Decoder)
 		if zr == nil {
@@ -63,6 +69,37 @@ func Decompress(r io.Reader) (rc io.ReadCloser, kind manifest.Compression, err e
 	}
 	return &decompressor{r: br, kind: kind, close: func() {}}, kind, nil
 }
+
+// gzipMembers reads the members of a gzip stream one after the other and stops at the
+// first bytes that do not start another member.
+type gzipMembers struct {
+	br   *bufio.Reader
+	z    *gzip.Reader
+	done bool
+}
+
+func (g *gzipMembers) Read(p []byte) (int, error) {
+	for !g.done {
+		n, err := g.z.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		if head, _ := g.br.Peek(len(gzipMagic)); !bytes.Equal(head, gzipMagic) {
+			g.done = true
+			return n, io.EOF
+		}
+		if err := g.z.Reset(g.br); err != nil {
+			return n, err
+		}
+		g.z.Multistream(false)
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return 0, io.EOF
+}
+
+var gzipMagic = []byte{0x1f, 0x8b}
 
 var (
 	gzipPool sync.Pool // *gzip.Reader

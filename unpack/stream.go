@@ -1,8 +1,6 @@
 package unpack
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	_ "crypto/sha256" // digest.SHA256 needs the hash registered
 	_ "crypto/sha512" // and digest.SHA512 this one
@@ -11,21 +9,11 @@ import (
 	"hash"
 	"io"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
-)
-
-// zstdMaxWindow bounds the window a zstd layer may make the decoder allocate (the same
-// bound as the transfer's diffID computation): 128 MiB admits `zstd --long=27` layers,
-// and a stream asking for more is refused instead of making memory follow what it says.
-const zstdMaxWindow = 128 << 20
-
-var (
-	gzipMagic = []byte{0x1f, 0x8b}
-	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	"github.com/pullkit/pullkit/layers"
+	"github.com/pullkit/pullkit/manifest"
 )
 
 // source is the caller's blob reader: it checks the context before every read and keeps
@@ -61,7 +49,6 @@ func (s *source) Read(p []byte) (int, error) {
 type layerStream struct {
 	ctx   context.Context
 	src   *source
-	br    *bufio.Reader
 	dec   io.Reader
 	kind  string // "gzip", "zstd" or "" (plain)
 	dErr  error  // the decompressor's first error
@@ -84,30 +71,13 @@ func openLayer(ctx context.Context, r io.Reader, want digest.Digest) (*layerStre
 		alg = want.Algorithm()
 	}
 	s := &layerStream{ctx: ctx, src: &source{ctx: ctx, r: r}, h: alg.Hash(), alg: alg, want: want}
-	s.br = bufio.NewReaderSize(s.src, 64<<10)
-	head, err := s.br.Peek(len(zstdMagic))
-	if err != nil && err != io.EOF {
-		return nil, s.cause(err, "")
+	dec, kind, err := layers.Decompress(s.src)
+	if err != nil {
+		return nil, s.cause(err, kind.String())
 	}
-	switch {
-	case bytes.HasPrefix(head, gzipMagic):
-		zr, err := gzip.NewReader(s.br)
-		if err != nil {
-			return nil, s.cause(err, "gzip")
-		}
-		zr.Multistream(false)
-		s.dec, s.kind = &gzipMembers{br: s.br, z: zr}, "gzip"
-		s.close = func() { _ = zr.Close() }
-	case bytes.HasPrefix(head, zstdMagic):
-		zr, err := zstd.NewReader(s.br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
-		if err != nil {
-			return nil, s.cause(err, "zstd")
-		}
-		s.dec, s.kind = zr, "zstd"
-		s.close = zr.Close
-	default:
-		s.dec = s.br
-		s.close = func() {}
+	s.dec, s.close = dec, func() { _ = dec.Close() }
+	if kind != manifest.Uncompressed {
+		s.kind = kind.String()
 	}
 	return s, nil
 }
@@ -133,7 +103,7 @@ func (s *layerStream) finish() (digest.Digest, error) {
 	if _, err := io.Copy(io.Discard, s); err != nil {
 		return "", s.cause(err, "decompress")
 	}
-	if _, err := io.Copy(io.Discard, s.br); err != nil {
+	if _, err := io.Copy(io.Discard, s.src); err != nil {
 		return "", s.cause(err, "")
 	}
 	if !s.src.eof {
@@ -160,6 +130,9 @@ func (s *layerStream) cause(err error, what string) error {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	if errors.Is(err, pullkit.ErrInvalid) {
+		return err // the decompressor's own account: the stream does not decompress
 	}
 	if s.dErr != nil && s.kind != "" {
 		what = s.kind // the tar reader only passes on what the decompressor said
@@ -189,34 +162,4 @@ func sourceError(err error) error {
 		}
 	}
 	return fmt.Errorf("%w: reading the layer blob: %w", pullkit.ErrUnreachable, err)
-}
-
-// gzipMembers reads the members of a gzip stream one after the other, and stops at the
-// first bytes that do not start another member (some tools pad a blob with zeros after
-// the gzip stream; the blob's digest covers them, the diffID does not).
-type gzipMembers struct {
-	br   *bufio.Reader
-	z    *gzip.Reader
-	done bool
-}
-
-func (g *gzipMembers) Read(p []byte) (int, error) {
-	for !g.done {
-		n, err := g.z.Read(p)
-		if err != io.EOF {
-			return n, err
-		}
-		if head, _ := g.br.Peek(len(gzipMagic)); !bytes.Equal(head, gzipMagic) {
-			g.done = true
-			return n, io.EOF
-		}
-		if err := g.z.Reset(g.br); err != nil {
-			return n, err
-		}
-		g.z.Multistream(false)
-		if n > 0 {
-			return n, nil
-		}
-	}
-	return 0, io.EOF
 }
