@@ -29,12 +29,12 @@ type Platform struct {
 
 // String formats p as os/arch[/variant][:os.version], each part escaped for printing.
 func (p Platform) String() string {
-	s := text.Clean(p.OS, 40) + "/" + text.Clean(p.Architecture, 40)
+	s := text.Clean(p.OS, maxToken) + "/" + text.Clean(p.Architecture, maxToken)
 	if p.Variant != "" {
-		s += "/" + text.Clean(p.Variant, 40)
+		s += "/" + text.Clean(p.Variant, maxToken)
 	}
 	if p.OSVersion != "" {
-		s += ":" + text.Clean(p.OSVersion, 40)
+		s += ":" + text.Clean(p.OSVersion, maxToken)
 	}
 	return s
 }
@@ -111,17 +111,18 @@ func Describe(m Matcher) string {
 	return "chosen by the caller's matcher"
 }
 
-// DefaultPlatform returns the platform images are chosen for when the caller names none:
+// Default returns the platform images are chosen for when the caller names none:
 // linux on the architecture this program runs on (runtime.GOARCH), with the variant an
 // engine assumes for it (arm: v7, arm64: v8, amd64: none, which counts as v1).
 func Default() Platform {
 	return Normalize(Platform{OS: "linux", Architecture: runtime.GOARCH})
 }
 
-// ParsePlatform parses "os/arch[/variant][:os.version]", for example "linux/arm64",
+// Parse parses "os/arch[/variant][:os.version]", for example "linux/arm64",
 // "linux/arm/v6" or "windows/amd64:10.0.20348.1249", and returns the platform normalised
-// by NormalizePlatform. The os and the architecture are both required: a bare "arm64" is
-// an error. Surrounding spaces are ignored. Every error wraps pullkit.ErrInvalid.
+// by Normalize. The os and the architecture are both required: a bare "arm64" is
+// an error, and so is a part longer than 64 bytes. Surrounding spaces are ignored. Every
+// error wraps pullkit.ErrInvalid.
 func Parse(s string) (Platform, error) {
 	in := s
 	s = strings.TrimSpace(s)
@@ -136,6 +137,9 @@ func Parse(s string) (Platform, error) {
 	if hasVersion {
 		if version == "" {
 			return bad("empty os.version after ':'")
+		}
+		if len(version) > maxToken {
+			return bad(fmt.Sprintf("os.version is longer than %d bytes", maxToken))
 		}
 		if !validToken(version) {
 			return bad(fmt.Sprintf("os.version %q has characters other than letters, digits, '.', '_' and '-'", version))
@@ -155,6 +159,9 @@ func Parse(s string) (Platform, error) {
 		if part == "" {
 			return bad("empty " + names[i])
 		}
+		if len(part) > maxToken {
+			return bad(fmt.Sprintf("%s is longer than %d bytes", names[i], maxToken))
+		}
 		if !validToken(part) {
 			return bad(fmt.Sprintf("%s %q has characters other than letters, digits, '.', '_' and '-'", names[i], part))
 		}
@@ -165,6 +172,10 @@ func Parse(s string) (Platform, error) {
 	}
 	return Normalize(p), nil
 }
+
+// maxToken bounds each part Parse accepts, so that String, which shortens longer parts
+// for messages, gives back a string that parses to the same platform.
+const maxToken = 64
 
 // validToken reports whether s is made only of ASCII letters, digits, '.', '_' and '-'.
 func validToken(s string) bool {
@@ -179,7 +190,7 @@ func validToken(s string) bool {
 	return true
 }
 
-// NormalizePlatform returns p with the names engines use, so that equal platforms compare
+// Normalize returns p with the names engines use, so that equal platforms compare
 // equal. The os, architecture and variant are lower-cased; the architecture aliases
 // x86_64 and x86-64 become amd64, aarch64 becomes arm64, i386 and i686 become 386, armhf
 // becomes arm/v7 and armel arm/v6 (replacing any variant given with them). For arm, arm64

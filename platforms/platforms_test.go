@@ -235,6 +235,7 @@ func FuzzParse(f *testing.F) {
 		"linux/amd64", "linux/arm", "linux/armhf", "linux/armel/v5", "linux/aarch64/8",
 		"windows/amd64:10.0.20348.1249", "linux/amd64/V1", "x86_64", "linux/arm64/v8.2",
 		"linux/amd64:", ":", "/", "a/b/c/d", " linux/s390x ",
+		strings.Repeat("0", 41) + "/0", "linux/" + strings.Repeat("a", 64), "linux/amd64:" + strings.Repeat("1", 65),
 	} {
 		f.Add(s)
 	}
