@@ -152,7 +152,9 @@ func (t *tree) apply(ctx context.Context, layer, want digest.Digest, blob io.Rea
 			return res, layerError(layer, hdr.Name, err)
 		}
 	}
-	a.closeCache()
+	if err := a.flushCache(); err != nil {
+		return res, layerError(layer, "", err)
+	}
 	diffID, err := ls.finish()
 	if err != nil {
 		return res, layerError(layer, "", err)
@@ -186,10 +188,17 @@ type applier struct {
 	// cache is the last parent directory resolved, for the next entries in it. It goes
 	// stale whenever anything is removed, which is when a name may start to resolve
 	// elsewhere; its handle stays open until the next entry's parent is resolved.
+	//
+	// Adding names to a directory changes its times, which must stay the archive's (or
+	// the lower layer's): they are read once when the directory is resolved (st) and
+	// given back once the entries in it are done (when the cache moves on, dirty says
+	// whether anything was added), not around every entry.
 	cache struct {
 		dir   string
 		h     *dirHandle
+		st    unix.Stat_t
 		stale bool
+		dirty bool
 	}
 }
 
@@ -204,11 +213,25 @@ func (d *dirHandle) fd() int { return int(d.f.Fd()) }
 // dropCache makes the next entry resolve its parent again.
 func (a *applier) dropCache() { a.cache.stale = true }
 
+// flushCache gives the cached directory back its times, if names were added to it, and
+// closes it.
+func (a *applier) flushCache() error {
+	var err error
+	if h := a.cache.h; h != nil && a.cache.dirty {
+		if terr := emptyPathTimes(h.fd(), []unix.Timespec{a.cache.st.Atim, a.cache.st.Mtim}); terr != nil {
+			err = fsErr("set times of", h.path, terr)
+		}
+	}
+	a.closeCache()
+	return err
+}
+
+// closeCache closes the cached directory as it is (after a failure).
 func (a *applier) closeCache() {
 	if a.cache.h != nil {
 		_ = a.cache.h.f.Close()
 	}
-	a.cache.h, a.cache.dir, a.cache.stale = nil, "", false
+	a.cache.h, a.cache.dir, a.cache.stale, a.cache.dirty = nil, "", false, false
 }
 
 // entry applies one tar entry.
@@ -248,7 +271,11 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	return a.inParent(p, func() error { return a.create(p, base, hdr, r) })
+	a.cache.dirty = true
+	if !a.t.privileged && a.cache.st.Mode&0o700 != 0o700 {
+		return a.openParentFor(p.f, func() error { return a.create(p, base, hdr, r) })
+	}
+	return a.create(p, base, hdr, r)
 }
 
 // inParent runs fn, which adds or removes a name in p, and gives p back the times (and,
@@ -749,6 +776,11 @@ func (a *applier) top(hdr *tar.Header) error {
 	}
 	m, err := a.metaOf(hdr)
 	if err != nil {
+		return err
+	}
+	// The top may be the cached directory: its times are to be the entry's, not the
+	// ones the cache would give back later.
+	if err := a.flushCache(); err != nil {
 		return err
 	}
 	f, err := openat(int(a.t.fd.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY, 0)
