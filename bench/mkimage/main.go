@@ -237,7 +237,7 @@ func (w *writer) entry(p, name string, fi fs.FileInfo) error {
 	hdr.ModTime = hdr.ModTime.Truncate(time.Second)
 	hdr.Format = tar.FormatPAX
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && m.IsRegular() && st.Nlink > 1 {
-		k := [2]uint64{st.Dev, st.Ino}
+		k := [2]uint64{uint64(st.Dev), uint64(st.Ino)} // Dev is an int32 on darwin
 		if first, ok := w.links[k]; ok {
 			hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
 		} else {
