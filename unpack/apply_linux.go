@@ -49,6 +49,7 @@ type tree struct {
 	xattrNS    string // overlay: "trusted" or "user"
 	cfg        *config
 	privileged bool // the process is root: ownership as the archive says, no mode in the way
+	uid, gid   int  // the process's effective IDs, which new files get
 
 	rootMode uint32 // the mode of the top directory, set when the tree is finished
 	// late holds, for an unprivileged process, the modes of directories that would stop
@@ -81,6 +82,8 @@ func openTree(p string, f form, cfg *config) (*tree, error) {
 	return &tree{
 		path: p, real: real, fd: fd, form: f, cfg: cfg,
 		privileged: os.Geteuid() == 0,
+		uid:        os.Geteuid(),
+		gid:        os.Getegid(),
 		rootMode:   0o755,
 		late:       map[string]uint32{},
 	}, nil
@@ -152,7 +155,9 @@ func (t *tree) apply(ctx context.Context, layer, want digest.Digest, blob io.Rea
 			return res, layerError(layer, hdr.Name, err)
 		}
 	}
-	a.closeCache()
+	if err := a.flushCache(); err != nil {
+		return res, layerError(layer, "", err)
+	}
 	diffID, err := ls.finish()
 	if err != nil {
 		return res, layerError(layer, "", err)
@@ -183,13 +188,21 @@ type applier struct {
 	res   *Result
 	upper *pathSet // what this layer wrote: whiteouts spare it
 	buf   []byte
+	end   int64 // where the data written to the file being copied ends
 	// cache is the last parent directory resolved, for the next entries in it. It goes
 	// stale whenever anything is removed, which is when a name may start to resolve
 	// elsewhere; its handle stays open until the next entry's parent is resolved.
+	//
+	// Adding names to a directory changes its times, which must stay the archive's (or
+	// the lower layer's): they are read once when the directory is resolved (st) and
+	// given back once the entries in it are done (when the cache moves on, dirty says
+	// whether anything was added), not around every entry.
 	cache struct {
 		dir   string
 		h     *dirHandle
+		st    unix.Stat_t
 		stale bool
+		dirty bool
 	}
 }
 
@@ -204,11 +217,25 @@ func (d *dirHandle) fd() int { return int(d.f.Fd()) }
 // dropCache makes the next entry resolve its parent again.
 func (a *applier) dropCache() { a.cache.stale = true }
 
+// flushCache gives the cached directory back its times, if names were added to it, and
+// closes it.
+func (a *applier) flushCache() error {
+	var err error
+	if h := a.cache.h; h != nil && a.cache.dirty {
+		if terr := emptyPathTimes(h.fd(), []unix.Timespec{a.cache.st.Atim, a.cache.st.Mtim}); terr != nil {
+			err = fsErr("set times of", h.path, terr)
+		}
+	}
+	a.closeCache()
+	return err
+}
+
+// closeCache closes the cached directory as it is (after a failure).
 func (a *applier) closeCache() {
 	if a.cache.h != nil {
 		_ = a.cache.h.f.Close()
 	}
-	a.cache.h, a.cache.dir, a.cache.stale = nil, "", false
+	a.cache.h, a.cache.dir, a.cache.stale, a.cache.dirty = nil, "", false, false
 }
 
 // entry applies one tar entry.
@@ -248,7 +275,11 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	return a.inParent(p, func() error { return a.create(p, base, hdr, r) })
+	a.cache.dirty = true
+	if !a.t.privileged && a.cache.st.Mode&0o700 != 0o700 {
+		return a.openParentFor(p.f, func() error { return a.create(p, base, hdr, r) })
+	}
+	return a.create(p, base, hdr, r)
 }
 
 // inParent runs fn, which adds or removes a name in p, and gives p back the times (and,
@@ -286,10 +317,37 @@ func lstatAt(dir int, name string) (unix.Stat_t, bool, error) {
 
 func isDir(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
 
+// errExists says that a name create tried to make new is there already.
+var errExists = errors.New("exists")
+
 // create makes the entry hdr as base in p, replacing what is there (a directory over a
 // directory is merged instead).
 func (a *applier) create(p *dirHandle, base string, hdr *tar.Header, r io.Reader) error {
 	child := childOf(p.path, base)
+	var m meta
+	var err error
+	if hdr.Typeflag != tar.TypeLink {
+		// A hard link has no metadata of its own: it is the file it links.
+		if m, err = a.metaOf(hdr); err != nil {
+			return err
+		}
+	}
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink:
+		// Most names are new to the tree: make them at once (O_EXCL and the like, which
+		// never follow the name), and look at what is there only when something is.
+		fresh := m
+		if fresh.chown && a.ownsNew(m) {
+			fresh.chown = false // what the kernel gives a new file already
+		}
+		switch err = a.make(p.fd(), base, child, hdr, fresh, r, true); {
+		case err == nil:
+			a.upper.add(child)
+			return nil
+		case !errors.Is(err, errExists):
+			return err
+		}
+	}
 	st, exists, err := lstatAt(p.fd(), base)
 	if err != nil {
 		return fsErr("stat", child, err)
@@ -313,20 +371,11 @@ func (a *applier) create(p *dirHandle, base string, hdr *tar.Header, r io.Reader
 		}
 		exists = false
 	}
-	var m meta
-	if hdr.Typeflag != tar.TypeLink {
-		// A hard link has no metadata of its own: it is the file it links.
-		if m, err = a.metaOf(hdr); err != nil {
-			return err
-		}
-	}
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeGNUSparse:
-		err = a.file(p.fd(), base, child, hdr, m, r)
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeSymlink:
+		err = a.make(p.fd(), base, child, hdr, m, r, false)
 	case tar.TypeDir:
-		err = a.dir(p.fd(), base, child, hdr, m, exists, overWhiteout)
-	case tar.TypeSymlink:
-		err = a.symlink(p.fd(), base, child, hdr, m)
+		err = a.dir(p.fd(), base, child, hdr, m, exists, overWhiteout, false)
 	case tar.TypeLink:
 		err = unix.Linkat(lt.dir.fd(), lt.base, p.fd(), base, 0)
 		if err != nil {
@@ -345,6 +394,29 @@ func (a *applier) create(p *dirHandle, base string, hdr *tar.Header, r io.Reader
 	a.upper.add(child)
 	return nil
 }
+
+// make makes a regular file, a new directory or a symbolic link. With fresh, a name
+// that is there already is errExists, and nothing is changed.
+func (a *applier) make(dir int, base, p string, hdr *tar.Header, m meta, r io.Reader, fresh bool) error {
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		return a.dir(dir, base, p, hdr, m, false, false, fresh)
+	case tar.TypeSymlink:
+		return a.symlink(dir, base, p, hdr, m, fresh)
+	}
+	return a.file(dir, base, p, hdr, m, r, fresh)
+}
+
+// ownsNew says whether a file this process makes now in the cached directory gets m's
+// owner without a chown: its user is the process's, and its group is the process's or
+// the directory's (which one depends on the directory's set-group-ID bit and on the
+// mount's grpid option), so both must be m's.
+func (a *applier) ownsNew(m meta) bool {
+	return m.uid == a.t.uid && m.gid == a.t.gid && int(a.cache.st.Gid) == m.gid
+}
+
+// alreadyThere reports, for a name create tried to make new, that it was there.
+func alreadyThere(err error, fresh bool) bool { return fresh && errors.Is(err, unix.EEXIST) }
 
 // remove removes name from dir, a whole tree if it is a directory.
 func (a *applier) remove(dir int, name string, st *unix.Stat_t, p string) error {
@@ -546,8 +618,11 @@ func (a *applier) setXattrs(fd int, lpath, entry string, m meta) {
 }
 
 // file writes a regular file, leaving holes where whole blocks are zero.
-func (a *applier) file(dir int, base, p string, hdr *tar.Header, m meta, r io.Reader) error {
+func (a *applier) file(dir int, base, p string, hdr *tar.Header, m meta, r io.Reader, fresh bool) error {
 	f, err := openat(dir, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if alreadyThere(err, fresh) {
+		return errExists
+	}
 	if err != nil {
 		return fsErr("create", p, err)
 	}
@@ -571,6 +646,7 @@ func (a *applier) file(dir int, base, p string, hdr *tar.Header, m meta, r io.Re
 
 func (a *applier) copyData(f *os.File, p string, size int64, r io.Reader) error {
 	var off int64
+	a.end = 0
 	for off < size {
 		if err := a.ctx.Err(); err != nil {
 			return err
@@ -591,8 +667,11 @@ func (a *applier) copyData(f *os.File, p string, size int64, r io.Reader) error 
 			return &readError{err: err}
 		}
 	}
-	if err := f.Truncate(size); err != nil {
-		return fsErr("truncate", p, err)
+	if a.end < size {
+		// It ends in a hole: the size is set, not written.
+		if err := f.Truncate(size); err != nil {
+			return fsErr("truncate", p, err)
+		}
 	}
 	return nil
 }
@@ -608,6 +687,7 @@ func (a *applier) writeData(f *os.File, p string, b []byte, off int64) error {
 		if _, err := f.WriteAt(b[start:end], off+int64(start)); err != nil {
 			return fsErr("write", p, err)
 		}
+		a.end = off + int64(end)
 		start = -1
 		return nil
 	}
@@ -627,9 +707,13 @@ func (a *applier) writeData(f *os.File, p string, b []byte, off int64) error {
 }
 
 // dir makes (or, over a directory, updates) a directory.
-func (a *applier) dir(dir int, base, p string, hdr *tar.Header, m meta, exists, overWhiteout bool) error {
-	if !exists {
-		if err := unix.Mkdirat(dir, base, 0o700); err != nil {
+func (a *applier) dir(dir int, base, p string, hdr *tar.Header, m meta, there, overWhiteout, fresh bool) error {
+	if !there {
+		err := unix.Mkdirat(dir, base, 0o700)
+		if alreadyThere(err, fresh) {
+			return errExists
+		}
+		if err != nil {
 			return fsErr("mkdir", p, err)
 		}
 	}
@@ -639,7 +723,7 @@ func (a *applier) dir(dir int, base, p string, hdr *tar.Header, m meta, exists, 
 	}
 	defer f.Close()
 	fd := int(f.Fd())
-	if exists {
+	if there {
 		// The archive's attributes replace the lower layer's.
 		names, _ := listXattrs(fd)
 		for _, n := range names {
@@ -681,11 +765,15 @@ func (a *applier) dir(dir int, base, p string, hdr *tar.Header, m meta, exists, 
 	return nil
 }
 
-func (a *applier) symlink(dir int, base, p string, hdr *tar.Header, m meta) error {
+func (a *applier) symlink(dir int, base, p string, hdr *tar.Header, m meta, fresh bool) error {
 	if hdr.Linkname == "" {
 		return invalid("symbolic link with an empty target")
 	}
-	if err := unix.Symlinkat(hdr.Linkname, dir, base); err != nil {
+	err := unix.Symlinkat(hdr.Linkname, dir, base)
+	if alreadyThere(err, fresh) {
+		return errExists
+	}
+	if err != nil {
 		return fsErr("symlink", p, err)
 	}
 	if err := a.chown(dir, base, p, m); err != nil {
@@ -749,6 +837,11 @@ func (a *applier) top(hdr *tar.Header) error {
 	}
 	m, err := a.metaOf(hdr)
 	if err != nil {
+		return err
+	}
+	// The top may be the cached directory: its times are to be the entry's, not the
+	// ones the cache would give back later.
+	if err := a.flushCache(); err != nil {
 		return err
 	}
 	f, err := openat(int(a.t.fd.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY, 0)

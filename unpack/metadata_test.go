@@ -303,3 +303,59 @@ func TestRootfsIDMap(t *testing.T) {
 		t.Fatalf("unmapped gid: %v", err)
 	}
 }
+
+// TestTimesAndOwnersAcrossEntries covers what the applier does once per directory or
+// skips when it can: a directory's times given back after the entries in it (also when
+// its own entry comes after them, and when a later layer adds, replaces or whites out
+// names in it), and new files that get their owner from the kernel except where a
+// set-group-ID directory would give them its group.
+func TestTimesAndOwnersAcrossEntries(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	t1 := time.Date(2001, 1, 1, 1, 1, 1, 0, time.UTC)
+	t2 := time.Date(2002, 2, 2, 2, 2, 2, 0, time.UTC)
+	t3 := time.Date(2003, 3, 3, 3, 3, 3, 0, time.UTC)
+	layers := [][]ent{{
+		file("late/x", "x").withTime(t2),
+		file("late/y", "y"),
+		dir("late").withTime(t1), // after its children
+		dir("a").withTime(t1),
+		file("a/x", "old"),
+		file("a/y", "y"),
+		dir("sg").withMode(0o2755).withOwner(0, 7).withTime(t2),
+		file("sg/root", "r"),
+		file("sg/seven", "7").withOwner(0, 7),
+		dir("sg/sub"),
+		dir("s").withTime(t1),
+	}, {
+		file("a/x", "new"), // over a file of the layer below
+		file("a/z", "z"),
+		whiteout("a/y"),
+		symlink("s/l", "../a/x"),
+		dir("a").withTime(t3), // after entries in it
+	}}
+	if err := applyAll(t, e, layers); err != nil {
+		t.Fatal(err)
+	}
+	e.checkOutside(t)
+	checkTree(t, e.root, map[string]string{
+		"/late": "d 755", "/late/x": "f 644 x", "/late/y": "f 644 y",
+		"/a": "d 755", "/a/x": "f 644 new", "/a/z": "f 644 z",
+		"/sg": "d 2755", "/sg/root": "f 644 r", "/sg/seven": "f 644 7", "/sg/sub": "d 755",
+		"/s": "d 755", "/s/l": "l ../a/x",
+	})
+	for p, want := range map[string]time.Time{"/late": t1, "/late/x": t2, "/a": t3, "/sg": t2, "/s": t1} {
+		var st unix.Stat_t
+		must(t, unix.Lstat(filepath.Join(e.root, p), &st))
+		if got := time.Unix(st.Mtim.Sec, st.Mtim.Nsec); !got.Equal(want) {
+			t.Errorf("%s: mtime %v, want %v", p, got.UTC(), want)
+		}
+	}
+	for p, want := range map[string][2]uint32{"/sg/root": {0, 0}, "/sg/seven": {0, 7}, "/sg/sub": {0, 0}, "/a/x": {0, 0}} {
+		var st unix.Stat_t
+		must(t, unix.Lstat(filepath.Join(e.root, p), &st))
+		if st.Uid != want[0] || st.Gid != want[1] {
+			t.Errorf("%s: owner %d:%d, want %d:%d", p, st.Uid, st.Gid, want[0], want[1])
+		}
+	}
+}

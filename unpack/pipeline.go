@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 
@@ -18,29 +19,39 @@ import (
 // Pipeline applies an image's layers while they download: its Tee, given to the pull
 // (puller.WithLayerTees), receives each layer's bytes as the transfer verifies them.
 //
-// Into a Rootfs the layers go in order. The next layer to apply streams straight into
-// the tree, decompressed as it arrives; a layer whose transfer starts before its turn is
-// spooled to an unnamed file beside the target (the download is not held back, so it
-// cannot stall) and applied from there as soon as its turn comes. Snapshots do not
-// depend on each other: with every diffID known up front (from the config), each layer
-// streams into its own snapshot at once, and a snapshot already there is reused; without
-// them (schema 1) they go in order, as for a Rootfs.
+// Every layer's bytes go to a spool, an unnamed file beside the target, as fast as they
+// arrive: the download is never held back by the unpacking (so it cannot stall, and the
+// transfer does not keep blocks in memory while a layer is slower to apply than to
+// download). A layer whose turn it is is applied from its spool while the spool grows,
+// decompressed as the bytes come; one whose turn comes later is applied from its spool
+// then, whole or still growing.
 //
-// A layer is applied only from bytes whose digest verified: a stream that the transfer
-// ends with an error (a retry, a mismatch) is aborted, and the transfer's next attempt
-// starts it again. Wait returns once every layer is applied.
+// Into a Rootfs the layers go in order, one at a time. Snapshots do not depend on each
+// other: with every diffID known up front (from the config), they are applied in any
+// order, a few at once (half the processors, two at least; each keeps two busy), and a
+// snapshot already there is reused without reading the rest of its bytes; without them
+// (schema 1) they go in order, as for a Rootfs.
+//
+// A layer is applied only from bytes whose digest verified: its spool's reader reports
+// the end only once the transfer has closed the blob verified; an attempt that the
+// transfer ends with an error (a mismatch it starts over) aborts the layer's apply, and
+// the next attempt starts again. Wait returns once every layer is applied, with the first
+// failure if any.
 type Pipeline struct {
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	rootfs *Rootfs
-	snaps  *Snapshots
-	spool  string // the directory spool files go to
-	free   bool   // layers may be applied in any order
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	stop    func() bool // stops the context's wake-up of the spools
+	rootfs  *Rootfs
+	snaps   *Snapshots
+	dir     string // the directory spool files go to
+	free    bool   // layers may be applied in any order
+	maxLive int    // when free, how many layers are applied at once
 
 	mu      sync.Mutex
 	layers  []*piped // the layers to apply, base first
 	byIndex map[int]*piped
 	next    int // the position in layers of the next layer to apply in order
+	running int // layers being applied
 	err     error
 	wg      sync.WaitGroup
 }
@@ -48,50 +59,52 @@ type Pipeline struct {
 type state int
 
 const (
-	waiting  state = iota // nothing received, or a failed attempt
-	live                  // streaming into an Apply
-	spooling              // being written to its spool
-	spooled               // spooled whole and verified
-	applying              // being applied from its spool
+	waiting   state = iota // nothing received, or a failed attempt
+	receiving              // an attempt is writing its spool
+	received               // spooled whole and verified
 	applied
 )
 
 // piped is one layer's state in a Pipeline.
 type piped struct {
-	i      int
-	layer  manifest.Layer
-	parent digest.Digest // the chain ID below (snapshots)
-	state  state
-	pipe   *io.PipeWriter
-	result chan applyResult
-	spool  *os.File
-	size   int64
-	res    Result
-}
-
-type applyResult struct {
-	res Result
-	err error
+	i       int
+	layer   manifest.Layer
+	parent  digest.Digest // the chain ID below (snapshots)
+	state   state
+	sp      *spool // the current attempt's bytes (receiving, received)
+	applier *spool // the spool the running Apply reads, if any
+	res     Result
 }
 
 // NewPipeline returns a pipeline into r. Give its Tee to the pull
 // (puller.WithLayerTees), then call Wait once the pull has returned, then Commit r.
 func (r *Rootfs) NewPipeline(ctx context.Context) *Pipeline {
 	p := newPipeline(ctx)
-	p.rootfs, p.spool = r, r.spoolDir()
+	p.rootfs, p.dir = r, r.spoolDir()
 	return p
 }
 
 // NewPipeline returns a pipeline into snapshots, each layer in its own.
 func (s *Snapshots) NewPipeline(ctx context.Context) *Pipeline {
 	p := newPipeline(ctx)
-	p.snaps, p.spool = s, s.spoolDir()
+	p.snaps, p.dir = s, s.spoolDir()
 	return p
 }
 
 func newPipeline(ctx context.Context) *Pipeline {
-	p := &Pipeline{byIndex: map[int]*piped{}}
+	p := &Pipeline{byIndex: map[int]*piped{}, maxLive: max(2, runtime.GOMAXPROCS(0)/2)}
 	p.ctx, p.cancel = context.WithCancelCause(ctx)
+	// A reader waiting for its spool to grow wakes when the pipeline stops.
+	p.stop = context.AfterFunc(p.ctx, func() {
+		cause := context.Cause(p.ctx)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, l := range p.layers {
+			if l.sp != nil {
+				l.sp.end(cause, false)
+			}
+		}
+	})
 	return p
 }
 
@@ -123,11 +136,6 @@ func (p *Pipeline) Tee(i int, l manifest.Layer) layers.Tee {
 	return &tee{p: p, l: pl}
 }
 
-// turn reports whether l may be applied now (under p.mu).
-func (p *Pipeline) turn(l *piped) bool {
-	return p.free || (p.next < len(p.layers) && p.layers[p.next] == l)
-}
-
 // tee is one layer's layers.Tee.
 type tee struct {
 	p *Pipeline
@@ -141,74 +149,40 @@ func (t *tee) Open(desc manifest.Descriptor) (io.Writer, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	switch {
-	case l.state == applied || l.state == applying || l.state == spooled:
+	if err := p.ctx.Err(); err != nil {
+		return nil, context.Cause(p.ctx)
+	}
+	if l.state == applied || l.state == received {
 		return io.Discard, nil // verified and kept already
-	case p.turn(l):
-		pr, pw := io.Pipe()
-		l.state, l.pipe, l.result = live, pw, make(chan applyResult, 1)
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			res, err := p.apply(l, pr)
-			if err == nil {
-				// A reused snapshot reads nothing: take the rest, so the transfer goes
-				// on, and wait for its verdict.
-				_, err = io.Copy(io.Discard, pr)
-			}
-			pr.CloseWithError(err)
-			l.result <- applyResult{res, err}
-		}()
-		return pw, nil
 	}
-	if l.spool == nil {
-		f, err := spoolFile(p.spool)
-		if err != nil {
-			return nil, &pullkit.Error{Op: "spool layer", Digest: l.layer.Digest, Err: err}
-		}
-		l.spool = f
+	f, err := spoolFile(p.dir)
+	if err != nil {
+		return nil, &pullkit.Error{Op: "spool layer", Digest: l.layer.Digest, Err: err}
 	}
-	l.state, l.size = spooling, 0
-	return &spoolWriter{l: l}, nil
+	l.sp, l.state = newSpool(f), receiving
+	p.startReady()
+	return l.sp, nil
 }
 
 func (t *tee) Close(err error) error {
 	p, l := t.p, t.l
 	p.mu.Lock()
-	st, pipe := l.state, l.pipe
-	p.mu.Unlock()
-	switch st {
-	case live:
-		if err != nil {
-			pipe.CloseWithError(err)
-			<-l.result // aborted; the transfer's next attempt starts it again
-			p.set(l, waiting, Result{})
-			return nil
-		}
-		pipe.Close() // io.EOF: the blob verified
-		r := <-l.result
-		if r.err != nil {
-			p.fail(r.err)
-			return r.err
-		}
-		p.set(l, applied, r.res)
-	case spooling:
-		if err != nil {
-			p.set(l, waiting, Result{})
-			return nil
-		}
-		p.set(l, spooled, Result{})
+	defer p.mu.Unlock()
+	if l.state != receiving {
+		return nil
 	}
+	sp := l.sp
+	sp.end(err, err != nil)
+	if err != nil {
+		// The attempt failed: its Apply, if one reads it, stops; the next attempt starts
+		// the layer again.
+		l.state, l.sp = waiting, nil
+		sp.release()
+		return nil
+	}
+	l.state = received
+	p.startReady()
 	return nil
-}
-
-// spoolWriter appends a layer's bytes to its spool file.
-type spoolWriter struct{ l *piped }
-
-func (w *spoolWriter) Write(b []byte) (int, error) {
-	n, err := w.l.spool.WriteAt(b, w.l.size)
-	w.l.size += int64(n)
-	return n, err
 }
 
 // spoolFile is a file in dir, removed at once: it lives until closed.
@@ -221,6 +195,71 @@ func spoolFile(dir string) (*os.File, error) {
 	return f, nil
 }
 
+// turn reports whether l may be applied now (under p.mu).
+func (p *Pipeline) turn(l *piped) bool {
+	if p.free {
+		return p.running < p.maxLive
+	}
+	return p.next < len(p.layers) && p.layers[p.next] == l
+}
+
+// startReady starts applying, from their spools, the layers whose turn it is (under
+// p.mu).
+func (p *Pipeline) startReady() {
+	if p.err != nil || p.ctx.Err() != nil {
+		return
+	}
+	for _, l := range p.layers {
+		if l.sp == nil || l.applier != nil || (l.state != receiving && l.state != received) || !p.turn(l) {
+			continue
+		}
+		sp := l.sp
+		sp.hold()
+		l.applier = sp
+		p.running++
+		p.wg.Add(1)
+		go p.run(l, sp)
+	}
+}
+
+// run applies l from sp, and then records what came of it.
+func (p *Pipeline) run(l *piped, sp *spool) {
+	defer p.wg.Done()
+	defer sp.release()
+	res, err := p.apply(l, &spoolReader{s: sp})
+	if err == nil {
+		if res.Reused {
+			sp.discard() // a snapshot already there: the rest of the bytes are not needed
+		}
+		// The attempt's verdict (for a layer read to its end, known already).
+		err = sp.wait()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l.applier = nil
+	p.running--
+	switch {
+	case sp.aborted():
+		// The transfer ended this attempt with an error (Close reset the layer): the
+		// next attempt applies it again.
+	case err != nil:
+		p.failLocked(err)
+	default:
+		l.state, l.res = applied, res
+		if l.sp == sp {
+			l.sp = nil
+			sp.release()
+		}
+		for p.next < len(p.layers) && p.layers[p.next].state == applied {
+			if k := p.next + 1; k < len(p.layers) && !p.free {
+				p.layers[k].parent = p.layers[p.next].res.ChainID
+			}
+			p.next++
+		}
+	}
+	p.startReady()
+}
+
 // apply applies one layer from r into the target.
 func (p *Pipeline) apply(l *piped, r io.Reader) (Result, error) {
 	if p.snaps != nil {
@@ -229,49 +268,19 @@ func (p *Pipeline) apply(l *piped, r io.Reader) (Result, error) {
 	return p.rootfs.Apply(p.ctx, l.layer.Digest, l.layer.DiffID, r)
 }
 
-// fail stops the pipeline with err.
-func (p *Pipeline) fail(err error) {
-	p.mu.Lock()
+// failLocked stops the pipeline with err (under p.mu): the tees refuse what comes next,
+// and the spools' readers and writers stop.
+func (p *Pipeline) failLocked(err error) {
 	if p.err == nil {
 		p.err = err
 	}
-	p.mu.Unlock()
-	p.cancel(err)
+	p.cancel(err) // runs the wake-up, which takes p.mu, in a goroutine of its own
 }
 
-// set moves l to state st and, in order, applies what has become the next layer's turn
-// from its spool.
-func (p *Pipeline) set(l *piped, st state, res Result) {
+func (p *Pipeline) fail(err error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	l.state = st
-	if st == applied {
-		l.res = res
-		l.pipe = nil
-	}
-	for p.next < len(p.layers) && p.layers[p.next].state == applied {
-		if k := p.next + 1; k < len(p.layers) && !p.free {
-			p.layers[k].parent = p.layers[p.next].res.ChainID
-		}
-		p.next++
-	}
-	for _, next := range p.layers {
-		if next.state == spooled && p.turn(next) && p.err == nil {
-			next.state = applying
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				res, err := p.apply(next, io.NewSectionReader(next.spool, 0, next.size))
-				next.spool.Close()
-				next.spool = nil
-				if err != nil {
-					p.fail(err)
-					return
-				}
-				p.set(next, applied, res)
-			}()
-		}
-	}
+	p.failLocked(err)
+	p.mu.Unlock()
 }
 
 // Wait waits, once the pull has returned, for every layer to be applied, and returns
@@ -279,10 +288,14 @@ func (p *Pipeline) set(l *piped, st state, res Result) {
 // an error.
 func (p *Pipeline) Wait() ([]Result, error) {
 	p.wg.Wait()
+	p.stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.err != nil {
 		return nil, p.err
+	}
+	if err := p.ctx.Err(); err != nil {
+		return nil, context.Cause(p.ctx)
 	}
 	out := make([]Result, 0, len(p.layers))
 	for _, l := range p.layers {
@@ -304,18 +317,141 @@ func (p *Pipeline) Abort(err error) {
 	p.fail(err)
 	p.mu.Lock()
 	for _, l := range p.layers {
-		if l.pipe != nil {
-			l.pipe.CloseWithError(err)
+		if l.sp != nil {
+			l.sp.end(err, false) // now, not when the wake-up's goroutine runs
 		}
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
 	p.mu.Lock()
 	for _, l := range p.layers {
-		if l.spool != nil {
-			l.spool.Close()
-			l.spool = nil
+		if l.sp != nil {
+			l.sp.release()
+			l.sp = nil
 		}
 	}
 	p.mu.Unlock()
+}
+
+// spool is one attempt's bytes of a layer, in an unnamed file. It grows as the transfer
+// writes, and its readers follow: they wait for more bytes, and see the end only once the
+// attempt has ended, io.EOF when it verified and its error otherwise (at once, whatever
+// is left to read). Its file is closed when the last of its holders (the layer, and an
+// Apply reading it) lets it go.
+type spool struct {
+	f *os.File
+
+	mu     sync.Mutex
+	grew   *sync.Cond // broadcast when size grows or the attempt ends
+	size   int64
+	ended  bool
+	err    error // why it ended: nil when verified
+	abort  bool  // ended by the transfer with an error
+	drop   bool  // no reader wants the rest: writes go nowhere
+	refs   int
+	closed bool
+}
+
+func newSpool(f *os.File) *spool {
+	s := &spool{f: f, refs: 1}
+	s.grew = sync.NewCond(&s.mu)
+	return s
+}
+
+// Write appends b; only the transfer's writer goroutine writes. It fails once the spool
+// has ended with an error, so a stopped pipeline stops the transfer.
+func (s *spool) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	off, drop, ended, err := s.size, s.drop, s.ended, s.err
+	s.mu.Unlock()
+	switch {
+	case ended && err != nil:
+		return 0, err
+	case drop:
+		return len(b), nil
+	}
+	n, werr := s.f.WriteAt(b, off)
+	s.mu.Lock()
+	s.size += int64(n)
+	s.grew.Broadcast()
+	s.mu.Unlock()
+	return n, werr
+}
+
+// end ends the attempt with err (nil: verified); abort says the transfer ended it. The
+// first end counts.
+func (s *spool) end(err error, abort bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.ended, s.err, s.abort = true, err, abort
+	s.grew.Broadcast()
+}
+
+// wait waits for the attempt to end and returns how it ended.
+func (s *spool) wait() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for !s.ended {
+		s.grew.Wait()
+	}
+	return s.err
+}
+
+func (s *spool) aborted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.abort
+}
+
+func (s *spool) discard() {
+	s.mu.Lock()
+	s.drop = true
+	s.mu.Unlock()
+}
+
+func (s *spool) hold() {
+	s.mu.Lock()
+	s.refs++
+	s.mu.Unlock()
+}
+
+func (s *spool) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refs--; s.refs == 0 && !s.closed {
+		s.closed = true
+		_ = s.f.Close()
+	}
+}
+
+// spoolReader reads a spool from the start, following it as it grows.
+type spoolReader struct {
+	s   *spool
+	off int64
+}
+
+func (r *spoolReader) Read(p []byte) (int, error) {
+	s := r.s
+	s.mu.Lock()
+	for r.off == s.size && !s.ended {
+		s.grew.Wait()
+	}
+	size, ended, err := s.size, s.ended, s.err
+	s.mu.Unlock()
+	switch {
+	case ended && err != nil:
+		return 0, err
+	case r.off == size:
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), size-r.off))
+	n, err = s.f.ReadAt(p[:n], r.off)
+	r.off += int64(n)
+	if err == io.EOF {
+		err = nil // the bytes are there: size says so
+	}
+	return n, err
 }

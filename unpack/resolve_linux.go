@@ -15,16 +15,23 @@ import (
 	"github.com/pullkit/pullkit"
 )
 
-// parent resolves dir inside the tree, creating what is missing, through the cache.
-// The handle stays valid until the next call or dropCache.
+// parent resolves dir inside the tree, creating what is missing, through the cache,
+// and reads its times (to give them back once its entries are done). The handle stays
+// valid until the next call or dropCache.
 func (a *applier) parent(dir string) (*dirHandle, error) {
 	if a.cache.h != nil && !a.cache.stale && a.cache.dir == dir {
 		return a.cache.h, nil
 	}
-	a.closeCache()
+	if err := a.flushCache(); err != nil {
+		return nil, err
+	}
 	h, err := a.resolve(dir, true)
 	if err != nil {
 		return nil, err
+	}
+	if err := unix.Fstat(h.fd(), &a.cache.st); err != nil {
+		_ = h.f.Close()
+		return nil, fsErr("stat", h.path, err)
 	}
 	a.cache.dir, a.cache.h = dir, h
 	return h, nil

@@ -46,6 +46,11 @@ func (s *source) Read(p []byte) (int, error) {
 // layerStream is a layer's uncompressed tar: compression sniffed from the first bytes,
 // every byte hashed for the diffID, and the context checked before every read (also when
 // a small compressed input expands without end).
+//
+// The blob is read, decompressed and hashed ahead of the reader by a goroutine of its own
+// (readAhead), a few chunks at most, so that decompression runs on one core while the
+// applier's system calls run on another. Until that goroutine has ended (stop), only it
+// touches src, br, dec, dErr and h.
 type layerStream struct {
 	ctx   context.Context
 	src   *source
@@ -56,7 +61,32 @@ type layerStream struct {
 	h     hash.Hash
 	alg   digest.Algorithm
 	want  digest.Digest
+
+	full chan chunk    // decompressed chunks, in order
+	free chan []byte   // buffers the reader has done with
+	quit chan struct{} // closed by stop
+	done chan struct{} // closed when the goroutine has ended
+	cur  []byte        // what is left of the chunk being read
+	buf  []byte        // that chunk's buffer, to give back
+	err  error         // the error that ended the stream, once the reader got to it
 }
+
+// A chunk is what the read-ahead goroutine decompressed into one buffer, and the error
+// that ended its reading, if any.
+type chunk struct {
+	b   []byte
+	err error
+}
+
+// errStopped ends a read that stop cut short; no reader sees it.
+var errStopped = errors.New("unpack: layer stream stopped")
+
+// readAhead bounds how far the goroutine runs ahead: aheadChunks buffers of aheadChunk
+// bytes per layer being applied.
+const (
+	aheadChunk  = 256 << 10
+	aheadChunks = 4
+)
 
 // openLayer starts reading the layer blob r. want is the expected diffID, or "".
 func openLayer(ctx context.Context, r io.Reader, want digest.Digest) (*layerStream, error) {
@@ -79,20 +109,105 @@ func openLayer(ctx context.Context, r io.Reader, want digest.Digest) (*layerStre
 	if kind != manifest.Uncompressed {
 		s.kind = kind.String()
 	}
+	s.full = make(chan chunk, aheadChunks)
+	s.free = make(chan []byte, aheadChunks)
+	s.quit = make(chan struct{})
+	s.done = make(chan struct{})
+	for range aheadChunks {
+		s.free <- make([]byte, aheadChunk)
+	}
+	go s.readAhead()
 	return s, nil
+}
+
+// readAhead decompresses and hashes the stream into free buffers and hands them on in
+// order, until an error (io.EOF included) or stop.
+func (s *layerStream) readAhead() {
+	defer close(s.done)
+	for {
+		var b []byte
+		select {
+		case b = <-s.free:
+		case <-s.quit:
+			return
+		}
+		n, err := s.fill(b)
+		if err == errStopped {
+			return
+		}
+		s.h.Write(b[:n])
+		if err != nil && err != io.EOF && s.dErr == nil {
+			s.dErr = err
+		}
+		select {
+		case s.full <- chunk{b[:n], err}:
+		case <-s.quit:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// fill reads from the decompressor into b until b is full or the stream ends (or fails),
+// checking the context and stop before every read, so that a stop waits for one read at
+// most.
+func (s *layerStream) fill(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		if err := s.ctx.Err(); err != nil {
+			return n, err
+		}
+		select {
+		case <-s.quit:
+			return n, errStopped
+		default:
+		}
+		k, err := s.dec.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // Read reads uncompressed bytes.
 func (s *layerStream) Read(p []byte) (int, error) {
-	if err := s.ctx.Err(); err != nil {
-		return 0, err
+	for len(s.cur) == 0 {
+		if s.err != nil {
+			return 0, s.err
+		}
+		if err := s.ctx.Err(); err != nil {
+			return 0, err
+		}
+		if s.buf != nil {
+			s.free <- s.buf[:cap(s.buf)]
+			s.buf = nil
+		}
+		var c chunk
+		select {
+		case c = <-s.full:
+		case <-s.ctx.Done():
+			return 0, s.ctx.Err()
+		}
+		s.buf, s.cur, s.err = c.b, c.b, c.err
 	}
-	n, err := s.dec.Read(p)
-	s.h.Write(p[:n])
-	if err != nil && err != io.EOF && s.dErr == nil {
-		s.dErr = err
+	n := copy(p, s.cur)
+	s.cur = s.cur[n:]
+	return n, nil
+}
+
+// stop ends the read-ahead goroutine and waits for it, after which the stream's state is
+// the caller's to read. It may be called more than once.
+func (s *layerStream) stop() {
+	select {
+	case <-s.quit:
+	default:
+		close(s.quit)
 	}
-	return n, err
+	<-s.done
 }
 
 // finish reads what is left of the uncompressed stream (tar padding after the end of
@@ -103,6 +218,7 @@ func (s *layerStream) finish() (digest.Digest, error) {
 	if _, err := io.Copy(io.Discard, s); err != nil {
 		return "", s.cause(err, "decompress")
 	}
+	s.stop() // it has sent io.EOF: it ends, and what it read is ours to read
 	if _, err := io.Copy(io.Discard, s.src); err != nil {
 		return "", s.cause(err, "")
 	}
@@ -116,12 +232,18 @@ func (s *layerStream) finish() (digest.Digest, error) {
 	return got, nil
 }
 
-func (s *layerStream) Close() { s.close() }
+func (s *layerStream) Close() {
+	s.stop()
+	s.close()
+}
 
 // cause turns an error met while reading into the module's vocabulary: the caller's
 // reader's own error first (it is what happened), then the context, then a fault of the
 // archive (what says "what" went wrong: "gzip", "zstd", "tar").
 func (s *layerStream) cause(err error, what string) error {
+	if s.done != nil {
+		s.stop() // the stream is failing: what the goroutine saw is the cause
+	}
 	if s.src.err != nil {
 		return sourceError(s.src.err)
 	}

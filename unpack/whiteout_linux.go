@@ -36,7 +36,11 @@ func (a *applier) whiteout(entry, dir, base string) error {
 	if base != whOpaque && (target == "" || target == "." || target == "..") {
 		return invalid("whiteout %s names no file", quote(entry))
 	}
-	a.dropCache()
+	// What it removes may be where the cached directory resolves: give that its times
+	// now, and resolve it again next.
+	if err := a.flushCache(); err != nil {
+		return err
+	}
 	if a.t.form == overlay {
 		return a.overlayWhiteout(dir, base, target)
 	}
