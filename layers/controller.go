@@ -2,8 +2,6 @@ package layers
 
 import (
 	"errors"
-	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,14 +34,6 @@ const (
 	steadyLook   = 500 * time.Millisecond
 	sampleWindow = 4 * time.Second
 )
-
-var debugSched = os.Getenv("PULLKIT_DEBUG_SCHED") != ""
-
-func debugf(format string, args ...any) {
-	if debugSched {
-		fmt.Fprintf(os.Stderr, "%s sched: "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
-	}
-}
 
 type controller struct {
 	rtt atomic.Int64 // the shortest request latency seen, in nanoseconds
@@ -111,7 +101,6 @@ func (c *controller) sample(now time.Time, n, parts int64) {
 	}
 	if c.maxParts == 0 && parts >= 2 && per < fullShare*c.best {
 		c.maxParts = int(parts)
-		debugf("the link is full at %d connections: %.1f MB/s each, the best was %.1f", parts, per/1e6, c.best/1e6)
 	}
 }
 
@@ -121,7 +110,6 @@ func (c *controller) backOff(e *engine) {
 	c.maxParts = max(1, int(e.partsNow())/2)
 	c.mu.Unlock()
 	e.slots = max(1, e.slots/2)
-	debugf("429: at most %d parts, %d connections", c.maxParts, e.slots)
 }
 
 // room reports whether another connection may go to large blobs now (under c.mu).
@@ -156,7 +144,6 @@ func (c *controller) moreStreams(e *engine) bool {
 	if !c.room(e, now) {
 		return false
 	}
-	debugf("start another stream (%d running)", e.streams)
 	return true
 }
 
@@ -206,7 +193,6 @@ func (c *controller) split(e *engine) func() {
 			k = min(k, c.maxParts-int(e.partsNow()))
 		}
 		if parts := vx.cut(victim, k, minPart); len(parts) > 0 {
-			debugf("cut part at %d, %d left, in %d (rtt %v, %d parts, best %.1f MB/s per part)", victim.pos.Load(), most, len(parts)+1, rtt, e.partsNow(), perPart/1e6)
 			e.partsAdd(int64(len(parts)))
 			for _, p := range parts[1:] {
 				e.ready = append(e.ready, func() { p.run(vx.ctx) })
@@ -217,7 +203,6 @@ func (c *controller) split(e *engine) func() {
 		return nil
 	}
 	victim.splitting = true
-	debugf("split part at %d, %d left (rtt %v, %d parts, best %.1f MB/s per part)", victim.pos.Load(), most, rtt, e.partsNow(), perPart/1e6)
 	return func() { vx.splitPart(victim, minPart) }
 }
 
