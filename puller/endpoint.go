@@ -196,7 +196,7 @@ type served struct {
 }
 
 // head asks for ident's descriptor without the body: digest (Docker-Content-Digest, ""
-// when the registry sends none), media type and size.
+// when the registry sends none or one that is not a digest), media type and size.
 func (ep *endpoint) head(ctx context.Context, ident, expected string) (manifest.Descriptor, error) {
 	resp, ri, err := ep.request(ctx, http.MethodHead, ep.url("manifests", ident), http.Header{"Accept": {manifest.AcceptHeader}}, manifestInfo(ident))
 	if err != nil {
@@ -216,7 +216,10 @@ func (ep *endpoint) head(ctx context.Context, ident, expected string) (manifest.
 	if resp.ContentLength > ep.c.maxManifest {
 		return manifest.Descriptor{}, &pullkit.TooLargeError{What: "manifest", Limit: ep.c.maxManifest, Size: resp.ContentLength}
 	}
-	d, _ := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if err != nil {
+		d = "" // absent or not a digest: the caller GETs, which says which
+	}
 	return manifest.Descriptor{Digest: d, MediaType: mediaTypeOf(resp.Header.Get("Content-Type")), Size: resp.ContentLength}, nil
 }
 
