@@ -2,6 +2,8 @@ package layers
 
 import (
 	"errors"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,8 +21,17 @@ import (
 //     connection is then what limits them (a long or capped link), whereas on a fast link
 //     one stream already delivers about what sha256 can hash, and more connections only
 //     cost CPU and the server's work;
-//   - a split halves the part with the most left to receive: the new part asks for the
-//     second half in one request, so a part costs one round trip, whatever the rate;
+//   - the first split halves the part with the most left to receive: the new part asks
+//     for the second half in one request, so that a server without ranges costs one
+//     request and nothing is cut before it answers;
+//   - once the server has served a range, the blob is received in chunks from the front
+//     (4 MiB, or eight round trips' worth of bytes when that is more): every part keeps
+//     its next chunk, the rest is queued, and each free connection takes the next chunk,
+//     so the parts advance together and the writer, which hashes in order, keeps up with
+//     them instead of hashing most of the blob after its last byte;
+//   - when the queue is empty, a free connection halves the part with the most left, as
+//     long as each half takes longer to receive than the round trip the new part waits
+//     (two round trips' worth of bytes, 1 MiB at least), so the last parts end together;
 //   - no more connections than add throughput: the rate one connection gets is measured
 //     over steady stretches (half a second or more with the same connections flowing),
 //     and once the rate per connection falls under 60% of the best one seen, the link
@@ -28,7 +39,8 @@ import (
 //     uses from then on; a 429 on a new part halves them.
 const (
 	tickPeriod   = 20 * time.Millisecond
-	minPartSize  = 4 << 20
+	minPartSize  = 1 << 20
+	chunkSize    = 4 << 20
 	fullShare    = 0.6
 	minLook      = 100 * time.Millisecond
 	steadyLook   = 500 * time.Millisecond
@@ -154,14 +166,29 @@ func (c *controller) split(e *engine) func() {
 	}
 	now := time.Now()
 	rtt := c.rttNow()
+	c.mu.Lock()
+	perPart := c.best
+	room := c.room(e, now)
+	c.mu.Unlock()
+	minPart := max(int64(minPartSize), int64(2*perPart*rtt.Seconds()))
+	chunk := max(int64(chunkSize), int64(8*perPart*rtt.Seconds())) / blockSize * blockSize
+	if !room {
+		return nil
+	}
+	// The next chunk of a blob split already.
+	for _, x := range e.active {
+		x.mu.Lock()
+		if p := x.nextChunk(chunk); p != nil {
+			x.mu.Unlock()
+			e.partsAdd(1)
+			return func() { p.run(x.ctx) }
+		}
+		x.mu.Unlock()
+	}
 	// The part with the most left, of a blob that its one stream limits.
 	var victim *part
 	var vx *xfer
 	var most int64
-	c.mu.Lock()
-	perPart := c.best
-	c.mu.Unlock()
-	minPart := max(int64(minPartSize), int64(4*perPart*rtt.Seconds()))
 	for _, x := range e.active {
 		if !x.linkLimited(now, rtt) {
 			continue
@@ -177,33 +204,95 @@ func (c *controller) split(e *engine) func() {
 	if victim == nil || most < 2*minPart+blockSize {
 		return nil
 	}
-	c.mu.Lock()
-	ok := c.room(e, now)
-	c.mu.Unlock()
-	if !ok {
-		return nil
-	}
 	vx.mu.Lock()
 	defer vx.mu.Unlock()
 	if vx.rangesOK {
-		// The server serves ranges: cut the part in as many pieces as there are free
-		// connections (and room for), all asked for at once.
-		k := min(e.slots-e.busy, int(most/minPart)-1)
-		if c.maxParts > 0 {
-			k = min(k, c.maxParts-int(e.partsNow()))
-		}
-		if parts := vx.cut(victim, k, minPart); len(parts) > 0 {
-			e.partsAdd(int64(len(parts)))
-			for _, p := range parts[1:] {
-				e.ready = append(e.ready, func() { p.run(vx.ctx) })
+		// The server serves ranges: the parts' stretches beyond a chunk go to the queue,
+		// and every free connection (that there is room for) takes a chunk at once. Once
+		// the queue is empty, a free connection halves the part with the most left.
+		for _, p := range vx.parts {
+			if !p.splitting {
+				vx.enqueue(p, chunk)
 			}
-			first := parts[0]
-			return func() { first.run(vx.ctx) }
 		}
-		return nil
+		free := e.slots - e.busy
+		if c.maxParts > 0 {
+			free = min(free, c.maxParts-int(e.partsNow()))
+		}
+		var tasks []func()
+		for ; free > 0; free-- {
+			p := vx.nextChunk(chunk)
+			if p == nil {
+				if victim = vx.largest(2*minPart + blockSize); victim == nil {
+					break
+				}
+				cut := vx.cut(victim, 1, minPart)
+				if len(cut) == 0 {
+					break
+				}
+				p = cut[0]
+			}
+			tasks = append(tasks, func() { p.run(vx.ctx) })
+		}
+		if len(tasks) == 0 {
+			return nil
+		}
+		e.partsAdd(int64(len(tasks)))
+		e.ready = append(e.ready, tasks[1:]...)
+		return tasks[0]
 	}
 	victim.splitting = true
 	return func() { vx.splitPart(victim, minPart) }
+}
+
+// enqueue leaves the part v its next block and a chunk after it, and queues the rest of
+// its stretch, if that is a chunk or more (under x.mu).
+func (x *xfer) enqueue(v *part, chunk int64) {
+	pos, end := v.pos.Load(), v.end.Load()
+	keep := (pos/blockSize+1)*blockSize + chunk // v may be receiving the block at pos
+	if keep+chunk > end {
+		return
+	}
+	v.end.Store(keep)
+	i := sort.Search(len(x.rest), func(i int) bool { return x.rest[i][0] > keep })
+	x.rest = slices.Insert(x.rest, i, [2]int64{keep, end})
+	if !x.split {
+		x.split, x.window = true, splitWindow
+	}
+}
+
+// nextChunk returns a new part for the lowest chunk queued, or nil (under x.mu). A
+// stretch of less than half a chunk after it goes with it.
+func (x *xfer) nextChunk(chunk int64) *part {
+	if len(x.rest) == 0 || x.err != nil || x.finished {
+		return nil
+	}
+	r := &x.rest[0]
+	from, to := r[0], min(r[1], r[0]+chunk)
+	if r[1]-to < chunk/2 {
+		to = r[1]
+	}
+	if r[0] = to; r[0] >= r[1] {
+		x.rest = x.rest[1:]
+	}
+	p := &part{x: x}
+	p.pos.Store(from)
+	p.end.Store(to)
+	x.parts = append(x.parts, p)
+	return p
+}
+
+// largest returns the part with the most left to receive, if that is at least least
+// bytes and it is not being split (under x.mu).
+func (x *xfer) largest(least int64) *part {
+	var best *part
+	most := least - 1
+	for _, p := range x.parts {
+		if left := p.end.Load() - p.pos.Load(); left > most && !p.splitting {
+			best, most = p, left
+		}
+	}
+	return best
 }
 
 // cut gives the part v's stretch beyond its next block to k new parts, in equal pieces
@@ -245,7 +334,7 @@ func (x *xfer) cut(v *part, k int, minPart int64) []*part {
 	return out
 }
 
-// linkLimited reports whether the blob's stream, not its writer, limits it: receiving
+// linkLimited reports whether the blob's streams, not its writer, limit it: receiving
 // long enough to tell, its writer busy less than half the time, its receivers waiting
 // for the writer less than a tenth of it.
 func (x *xfer) linkLimited(now time.Time, rtt time.Duration) bool {
@@ -258,7 +347,9 @@ func (x *xfer) linkLimited(now time.Time, rtt time.Duration) bool {
 	if el < max(rtt, minLook) {
 		return false
 	}
-	return time.Duration(x.busy.Load())*2 < el && time.Duration(x.waited.Load())*10 < el
+	// Every part's receiver adds its own waits: a tenth of the time, per part.
+	waited := time.Duration(x.waited.Load()) / time.Duration(max(1, len(x.parts)))
+	return time.Duration(x.busy.Load())*2 < el && waited*10 < el
 }
 
 // splitPart gives the second half of v's stretch to a new part, asked for in one request

@@ -320,14 +320,26 @@ func TestSplitOnALimitedLink(t *testing.T) {
 	}
 	el := time.Since(start)
 	reqs := f.requests()
-	ranged := 0
+	ranged, toEnd := 0, 0
 	for _, r := range reqs {
-		if r.length >= 0 {
-			ranged++
+		if r.length < 0 {
+			continue
+		}
+		ranged++
+		// Only the first split asks for the rest of the blob; after it, the parts take
+		// chunks from the front (4 MiB, with at most half a chunk more at the end of a
+		// stretch) or halve what is left near the end.
+		if r.offset+r.length == int64(len(b)) && r.length > 6<<20 {
+			toEnd++
+		} else if r.length > 6<<20 {
+			t.Errorf("a range of %d bytes at %d: more than a chunk and a half", r.length, r.offset)
 		}
 	}
 	if ranged == 0 {
 		t.Errorf("no ranged request on a capped link (%d requests, %v)", len(reqs), el)
+	}
+	if toEnd > 1 {
+		t.Errorf("%d ranges to the end of the blob, want the first split's only", toEnd)
 	}
 	if got, _ := s.get(digest.FromBytes(b)); !bytes.Equal(got, b) {
 		t.Errorf("stored content differs")

@@ -185,7 +185,8 @@ type fakeFetcher struct {
 	blobs map[digest.Digest][]byte
 	// fault, when set, may replace or wrap a request's answer.
 	fault func(req fetchReq, body io.ReadCloser) (io.ReadCloser, error)
-	// noRanges refuses ranges that end before the blob does.
+	// noRanges refuses what a server without ranges cannot serve: a range that starts
+	// after the first byte or ends before the last.
 	noRanges bool
 	// latency is added before each answer; rate caps each body (bytes/s; 0: none).
 	latency time.Duration
@@ -240,7 +241,7 @@ func (f *fakeFetcher) Fetch(ctx context.Context, desc manifest.Descriptor, offse
 		done()
 		return nil, &pullkit.HTTPError{Method: "GET", URL: "fake/" + string(desc.Digest), StatusCode: 404}
 	}
-	if length >= 0 && offset+length < int64(len(b)) && f.noRanges {
+	if f.noRanges && (offset > 0 || length >= 0 && offset+length < int64(len(b))) {
 		done()
 		return nil, fmt.Errorf("%w: no ranges here", pullkit.ErrUnsupported)
 	}

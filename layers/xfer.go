@@ -51,14 +51,18 @@ type xfer struct {
 	split    bool
 	noRanges bool
 	rangesOK bool // a ranged part was served: later splits need not try first
+	// rest holds, once the blob is split with ranges, the stretches no part has yet,
+	// lowest first: each new part takes the next chunk of them, so that the parts
+	// advance together from the front and the writer keeps up with them.
+	rest     [][2]int64
 	spill    *os.File
 	err      error
 	finished bool
 	recvd    int64 // bytes received (with what the writer had), for progress
 	shown    int64 // the last progress reported
 
-	// Measurements for the controller, from the first byte received.
-	since  time.Time    // zero until the first byte
+	// Measurements for the controller, from the first response.
+	since  time.Time    // zero until the first response
 	busy   atomic.Int64 // nanoseconds the writer goroutine spent in the store's writer
 	waited atomic.Int64 // nanoseconds receivers waited for room
 }
@@ -179,6 +183,17 @@ func (x *xfer) putBlock(p *part, b []byte) {
 	x.e.pool.put(b)
 }
 
+// started starts the controller's measurements, when the first response comes (under
+// x.mu): a stream that has not filled a block by the time the controller looks is one
+// the link limits.
+func (x *xfer) started() {
+	if x.since.IsZero() {
+		x.since = time.Now()
+		x.busy.Store(0)
+		x.waited.Store(0)
+	}
+}
+
 // deliver hands the writer goroutine the bytes b received at off by p: kept in memory
 // within the window, parked in the spill file beyond it.
 func (x *xfer) deliver(p *part, off int64, b []byte) error {
@@ -198,11 +213,7 @@ func (x *xfer) deliver(p *part, off int64, b []byte) error {
 		x.mu.Lock()
 	}
 	x.got[off] = blk
-	if x.since.IsZero() {
-		x.since = time.Now()
-		x.busy.Store(0)
-		x.waited.Store(0)
-	}
+	x.started()
 	x.recvd += int64(len(b))
 	show := x.recvd/progressStep != x.shown/progressStep
 	if show {
@@ -432,6 +443,9 @@ func (p *part) receive(ctx context.Context) error {
 				continue
 			}
 			e.ctl.noteRTT(time.Since(t))
+			x.mu.Lock()
+			x.started()
+			x.mu.Unlock()
 		}
 		b, err := x.getBlock(ctx, p, pos)
 		if err != nil {
