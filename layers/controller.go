@@ -335,8 +335,9 @@ func (x *xfer) cut(v *part, k int, minPart int64) []*part {
 }
 
 // linkLimited reports whether the blob's streams, not its writer, limit it: receiving
-// long enough to tell, its writer busy less than half the time, its receivers waiting
-// for the writer less than a tenth of it.
+// long enough to tell (half a round trip, 50 ms at least, after the first response: a
+// stream that has not filled a block by then is slow), its writer busy less than half
+// the time, its receivers waiting for the writer less than a tenth of it.
 func (x *xfer) linkLimited(now time.Time, rtt time.Duration) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -344,7 +345,7 @@ func (x *xfer) linkLimited(now time.Time, rtt time.Duration) bool {
 		return false
 	}
 	el := now.Sub(x.since)
-	if el < max(rtt, minLook) {
+	if el < max(rtt, minLook)/2 {
 		return false
 	}
 	// Every part's receiver adds its own waits: a tenth of the time, per part.
