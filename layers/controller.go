@@ -153,10 +153,7 @@ func (c *controller) moreStreams(e *engine) bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.room(e, now) {
-		return false
-	}
-	return true
+	return c.room(e, now)
 }
 
 // split returns a task that splits a part, or nil (under e.mu).
