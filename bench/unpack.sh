@@ -36,6 +36,7 @@
 set -euo pipefail
 trap 'echo "unpack.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
+. bench/containerd.sh
 ROUNDS=${1:-5}
 PULL_FLAGS=${PULL_FLAGS:-}
 work=${BENCH_DIR:-$(mktemp -d /tmp/pullkit-unpack.XXXXXX)}
@@ -156,38 +157,8 @@ fi
 ctrd=$scratch/containerd
 sock=$work/containerd.sock
 if has ctr; then
-  rm -rf "$ctrd"
-  mkdir -p "$ctrd"
-  cat >"$ctrd/config.toml" <<TOML
-version = 2
-root = "$ctrd/root"
-state = "$ctrd/state"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing",
-]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-[debug]
-  address = ""
-  level = "warn"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$ctrd/opt"
-[plugins."io.containerd.metadata.v1.bolt"]
-  content_sharing_policy = "isolated"
-TOML
-  containerd --config "$ctrd/config.toml" >"$ctrd/log" 2>&1 &
-  ctrdpid=$!
+  start_containerd "$ctrd" "$sock"
   pids+=($ctrdpid)
-  for _ in $(seq 100); do ctr -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-  ctr -a "$sock" version >/dev/null || { echo "containerd did not start:"; tail "$ctrd/log"; exit 1; }
 fi
 ctr_clean() { # remove every image of the bench namespace, its content and snapshots
   local r left

@@ -21,6 +21,7 @@
 set -euo pipefail
 trap 'echo "wan.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
+. bench/containerd.sh
 ROUNDS=${1:-3}
 PULL_FLAGS=${PULL_FLAGS:-}
 work=${BENCH_DIR:-$(mktemp -d /tmp/pullkit-wan.XXXXXX)}
@@ -104,37 +105,8 @@ done
 ctrd=$work/containerd
 sock=$ctrd/containerd.sock
 if has ctr-fetch || has ctr-pull; then
-  rm -rf "$ctrd"
-  mkdir -p "$ctrd"
-  cat >"$ctrd/config.toml" <<TOML
-version = 2
-root = "$ctrd/root"
-state = "$ctrd/state"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing",
-]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-[debug]
-  address = ""
-  level = "warn"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$ctrd/opt"
-[plugins."io.containerd.metadata.v1.bolt"]
-  content_sharing_policy = "isolated"
-TOML
-  containerd --config "$ctrd/config.toml" >"$ctrd/log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do ctr -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-  ctr -a "$sock" version >/dev/null || { echo "containerd did not start:"; tail "$ctrd/log"; exit 1; }
+  start_containerd "$ctrd" "$sock"
+  pids+=($ctrdpid)
 fi
 ctr_clean() { # ref: remove the image, its content and snapshots, synchronously
   ctr -a "$sock" -n bench images rm --sync "$1" >/dev/null 2>&1 || true
