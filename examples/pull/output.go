@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/pullkit/pullkit/archive"
 	"github.com/pullkit/pullkit/manifest"
@@ -66,26 +65,9 @@ func writeOutput(ctx context.Context, o *options, c *puller.Client, call []pulle
 // writeArchive writes the pulled image img from st as a docker-archive tar at path
 // (through a temporary file in the same directory, renamed into place once complete).
 func writeArchive(ctx context.Context, path string, img *manifest.Image, st store.Store) error {
-	cfg, err := store.ReadBlob(ctx, st, img.Config.Digest, puller.DefaultMaxManifestSize)
+	di, err := archive.FromStore(ctx, st, img)
 	if err != nil {
 		return err
-	}
-	di := archive.DockerImage{Config: cfg}
-	if !strings.Contains(img.Name, "@") {
-		di.RepoTags = []string{img.Reference}
-	}
-	for _, l := range img.Layers {
-		if l.DiffID == "" {
-			continue // schema 1 throwaway layers: not in the config's rootfs
-		}
-		l := l
-		di.Layers = append(di.Layers, archive.Layer{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) {
-			ra, err := st.ReaderAt(ctx, l.Digest)
-			if err != nil {
-				return nil, err
-			}
-			return archive.Uncompressed(readCloser{io.NewSectionReader(ra, 0, ra.Size()), ra}, l.MediaType)
-		}})
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
 	if err != nil {
@@ -104,11 +86,6 @@ func writeArchive(ctx context.Context, path string, img *manifest.Image, st stor
 		return err
 	}
 	return os.Rename(f.Name(), path)
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
 }
 
 // storeCommand runs --list, --delete, --gc or --check on the layout --output DIR.
