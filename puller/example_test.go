@@ -311,3 +311,72 @@ func Example_testYourCode() {
 	// HEAD manifest v1 200 ""
 	// missing: true
 }
+
+// WithProgress reports every step of a pull: the manifest, the image's totals once they
+// are known, and each blob from queued to verified (or skipped, when the store has it).
+// A display keeps its own state from these; here the layers' last events are counted.
+func ExampleWithProgress() {
+	reg := exampleRegistry()
+	defer reg.Close()
+	c, err := puller.New()
+	if err != nil {
+		panic(err)
+	}
+	st := store.NewMemory()
+	for round := 1; round <= 2; round++ {
+		count := map[pullkit.EventKind]int{}
+		progress := func(ev pullkit.Event) { // called from the pull's goroutines, one at a time
+			if ev.What == "layer" {
+				count[ev.Kind]++
+			}
+		}
+		if _, err := c.Pull(context.Background(), reg.Ref("team/app:v1"), st, puller.WithProgress(progress)); err != nil {
+			panic(err)
+		}
+		fmt.Printf("pull %d: layers verified %d, already stored %d\n", round, count[pullkit.EventVerified], count[pullkit.EventSkipped])
+	}
+	// Output:
+	// pull 1: layers verified 2, already stored 0
+	// pull 2: layers verified 0, already stored 2
+}
+
+// WithDiffIDCheck decompresses each layer while it downloads and checks it against the
+// diffID its config names, for an engine that will not unpack it but must trust it.
+func ExampleWithDiffIDCheck() {
+	reg := exampleRegistry()
+	defer reg.Close()
+	c, err := puller.New()
+	if err != nil {
+		panic(err)
+	}
+	img, err := c.Pull(context.Background(), reg.Ref("team/app:v1"), store.NewMemory(), puller.WithDiffIDCheck(true))
+	if err != nil {
+		panic(err) // a layer that does not decompress to its diffID: pullkit.ErrDigestMismatch
+	}
+	fmt.Println(len(img.Layers), "layers, each decompressed to the diffID its config names")
+	// Output:
+	// 2 layers, each decompressed to the diffID its config names
+}
+
+// WithFormat chooses the manifest format the store keeps, whatever the registry served:
+// OCI (the default), Docker schema 2, as served, or a signed schema 1 for old clients.
+// The layers are the same blobs in every case.
+func ExampleWithFormat() {
+	reg := exampleRegistry()
+	defer reg.Close()
+	c, err := puller.New()
+	if err != nil {
+		panic(err)
+	}
+	for _, f := range []puller.Format{puller.FormatOCI, puller.FormatDocker, puller.FormatSchema1} {
+		img, err := c.Pull(context.Background(), reg.Ref("team/app:v1"), store.NewMemory(), puller.WithFormat(f))
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(f, "->", img.Stored.MediaType)
+	}
+	// Output:
+	// oci -> application/vnd.oci.image.manifest.v1+json
+	// docker -> application/vnd.docker.distribution.manifest.v2+json
+	// schema 1 -> application/vnd.docker.distribution.manifest.v1+prettyjws
+}

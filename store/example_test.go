@@ -158,3 +158,47 @@ func ExampleLayout_GC() {
 	// removed 2 blobs
 	// 1.0 not found: true
 }
+
+// Check re-hashes every blob of a layout; with repair it removes those whose content no
+// longer hashes to their name (a disk error, a hand edit), so that the next pull fetches
+// them again instead of trusting them.
+func ExampleLayout_Check() {
+	dir, err := os.MkdirTemp("", "layout")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	l, err := store.OpenLayout(dir)
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	var blobs []digest.Digest
+	for _, s := range []string{"first blob", "second blob"} {
+		data := []byte(s)
+		desc := manifest.Descriptor{MediaType: manifest.MediaTypeOCILayer, Digest: digest.FromBytes(data), Size: int64(len(data))}
+		w, err := l.Writer(ctx, desc)
+		if err != nil {
+			panic(err)
+		}
+		w.Write(data)
+		if err := w.Commit(ctx, desc.Size, desc.Digest); err != nil {
+			panic(err)
+		}
+		blobs = append(blobs, desc.Digest)
+	}
+	// The second blob is damaged on disk, at the same size.
+	if err := os.WriteFile(l.Path(blobs[1]), []byte("SECOND BLOB"), 0o644); err != nil {
+		panic(err)
+	}
+	res, err := l.Check(ctx, true)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("checked", res.Checked, "damaged", len(res.Damaged), "removed", len(res.Removed), res.Removed[0] == blobs[1])
+	_, err = l.Info(ctx, blobs[1])
+	fmt.Println("gone:", errors.Is(err, pullkit.ErrNotFound))
+	// Output:
+	// checked 2 damaged 1 removed 1 true
+	// gone: true
+}
