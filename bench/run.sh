@@ -9,6 +9,7 @@
 # --direct-io=false, to measure it writing through the page cache like the floor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-5}
 JOBS=${JOBS:-4}
 PULL_FLAGS=${PULL_FLAGS:-}
@@ -24,18 +25,8 @@ go build -o "$bin/floor" ./bench/floor
 go build -o "$bin/ggcr" ./bench/ggcr
 go build -o "$bin/pull" ./examples/pull
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 5055)
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-regpid=$!
-trap 'kill $regpid 2>/dev/null; rm -rf "$work/out"' EXIT
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-reg=127.0.0.1:$port
+trap 'kill ${regpid:-} 2>/dev/null; rm -rf "$work/out"' EXIT
+start_registry "$work"
 
 declare -A spec=([big8]="8 67108864" [small200]="200 65536" [huge1]="1 1073741824")
 read -r -a images <<<"${IMAGES:-big8 small200 huge1}"

@@ -36,7 +36,7 @@
 set -euo pipefail
 trap 'echo "unpack.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
-. bench/containerd.sh
+. bench/lib.sh
 ROUNDS=${1:-5}
 PULL_FLAGS=${PULL_FLAGS:-}
 work=${BENCH_DIR:-$(mktemp -d /tmp/pullkit-unpack.XXXXXX)}
@@ -117,18 +117,8 @@ fi
 out=$scratch/out
 scratchfs="$(findmnt -n -o FSTYPE,SOURCE --target "$scratch" | tr -s ' ' ' ')"
 
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(freeport)
-cat >"$work/registry.yml" <<YML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-reg=127.0.0.1:$port
+start_registry "$work"
+pids+=($regpid)
 accept='application/vnd.docker.distribution.manifest.v2+json'
 
 declare -A mb nlayers

@@ -1,4 +1,25 @@
-# Sourced by the bench scripts: start_containerd DIR SOCK starts containerd 1.6 with its
+# Sourced by the bench scripts: the servers they start, on loopback only.
+
+# start_registry DIR starts Debian's docker-registry on a free loopback port, its storage
+# in DIR/registry (kept between runs with BENCH_DIR), and waits until it answers. It sets
+# reg (host:port) and regpid.
+start_registry() {
+  local work=$1 port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat >"$work/registry.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: 127.0.0.1:$port}
+YML
+  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+  regpid=$!
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+  curl -fs -o /dev/null "http://127.0.0.1:$port/v2/" || { echo "docker-registry did not start:"; tail "$work/registry.log"; exit 1; }
+  reg=127.0.0.1:$port
+}
+
+# start_containerd DIR SOCK starts containerd 1.6 with its
 # root, state and config under DIR, listening on the private socket SOCK (and SOCK.ttrpc),
 # with nothing that needs more than a content store and the native snapshotter: no CRI
 # (which would pull on its own), no other snapshotters, no tracing, and content isolated
