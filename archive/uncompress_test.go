@@ -9,35 +9,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/ztest"
 	"github.com/pullkit/pullkit/manifest"
 )
-
-func gzipOf(t testing.TB, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if _, err := zw.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func zstdOf(t testing.TB, b []byte) []byte {
-	t.Helper()
-	zw, err := zstd.NewWriter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zw.Close()
-	return zw.EncodeAll(b, nil)
-}
 
 // closeTracker records whether Close was called.
 type closeTracker struct {
@@ -49,7 +24,7 @@ func (c *closeTracker) Close() error { c.closed = true; return nil }
 
 func TestUncompressed(t *testing.T) {
 	plain := layerTar(t, map[string]string{"a": strings.Repeat("layer content ", 500)})
-	gz, zs := gzipOf(t, plain), zstdOf(t, plain)
+	gz, zs := ztest.Gzip(t, plain), ztest.Zstd(t, plain)
 	truncated := gz[:len(gz)/2]
 	tests := []struct {
 		name      string
@@ -117,7 +92,7 @@ func TestUncompressed(t *testing.T) {
 func TestUncompressedIntoArchive(t *testing.T) {
 	fix := byName(readMembers(t, bytes.NewReader(fixture(t, almostEmptyTar))))
 	layer := fix[almostEmptyV1ID+"/layer.tar"].data
-	gz := gzipOf(t, layer)
+	gz := ztest.Gzip(t, layer)
 	img := DockerImage{RepoTags: []string{"emptyimage:latest"}, Config: fix[almostEmptyConfig].data, Layers: []Layer{{
 		Open: func() (io.ReadCloser, error) { return Uncompressed(bytes.NewReader(gz), manifest.MediaTypeDockerLayer) },
 	}}}
@@ -140,8 +115,8 @@ func FuzzUncompressed(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(b[:2048], "")
-		f.Add(gzipOf(f, b), manifest.MediaTypeOCILayerGzip)
-		f.Add(zstdOf(f, b), manifest.MediaTypeOCILayerZstd)
+		f.Add(ztest.Gzip(f, b), manifest.MediaTypeOCILayerGzip)
+		f.Add(ztest.Zstd(f, b), manifest.MediaTypeOCILayerZstd)
 	}
 	f.Fuzz(func(t *testing.T, blob []byte, mediaType string) {
 		rc, err := Uncompressed(bytes.NewReader(blob), mediaType)

@@ -6,39 +6,14 @@ import (
 	"io"
 	"testing"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/ztest"
 	"github.com/pullkit/pullkit/manifest"
 )
 
-func gzipped(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if _, err := zw.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func zstded(t *testing.T, b []byte) []byte {
-	t.Helper()
-	zw, err := zstd.NewWriter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zw.Close()
-	return zw.EncodeAll(b, nil)
-}
-
 func TestDecompress(t *testing.T) {
 	content := bytes.Repeat([]byte("pullkit layer content "), 5000)
-	corrupt := gzipped(t, content)
+	corrupt := ztest.Gzip(t, content)
 	corrupt[len(corrupt)/2] ^= 0xff
 	cases := []struct {
 		name string
@@ -47,13 +22,13 @@ func TestDecompress(t *testing.T) {
 		want []byte // nil: ErrInvalid
 	}{
 		{"plain", content, manifest.Uncompressed, content},
-		{"gzip", gzipped(t, content), manifest.Gzip, content},
-		{"zstd", zstded(t, content), manifest.Zstd, content},
-		{"gzip members", append(gzipped(t, content[:700]), gzipped(t, content[700:])...), manifest.Gzip, content},
-		{"gzip then zeros", append(gzipped(t, content), make([]byte, 100)...), manifest.Gzip, content},
+		{"gzip", ztest.Gzip(t, content), manifest.Gzip, content},
+		{"zstd", ztest.Zstd(t, content), manifest.Zstd, content},
+		{"gzip members", append(ztest.Gzip(t, content[:700]), ztest.Gzip(t, content[700:])...), manifest.Gzip, content},
+		{"gzip then zeros", append(ztest.Gzip(t, content), make([]byte, 100)...), manifest.Gzip, content},
 		{"empty", nil, manifest.Uncompressed, []byte{}},
 		{"corrupt gzip", corrupt, manifest.Gzip, nil},
-		{"corrupt zstd", append(zstded(t, content)[:20], make([]byte, 50)...), manifest.Zstd, nil},
+		{"corrupt zstd", append(ztest.Zstd(t, content)[:20], make([]byte, 50)...), manifest.Zstd, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -10,11 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/ztest"
 	"github.com/pullkit/pullkit/manifest"
 )
 
@@ -120,7 +119,7 @@ func TestResumeAfterBrokenBody(t *testing.T) {
 // TestResumeFromEarlierPartial: what an earlier transfer left in the store's writer is
 // continued, not fetched again; the diffID still covers the whole blob.
 func TestResumeFromEarlierPartial(t *testing.T) {
-	layer := gzipOf(t, randomBytes(t, 4<<20))
+	layer := ztest.Gzip(t, randomBytes(t, 4<<20))
 	f := newFetcher(layer)
 	s := newMemStore()
 	d := digest.FromBytes(layer)
@@ -408,22 +407,6 @@ func TestCancelKeepsPartial(t *testing.T) {
 	}
 }
 
-func gzipOf(t testing.TB, b []byte) []byte {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(b)
-	zw.Close()
-	return buf.Bytes()
-}
-
-func zstdOf(t testing.TB, b []byte) []byte {
-	var buf bytes.Buffer
-	zw, _ := zstd.NewWriter(&buf)
-	zw.Write(b)
-	zw.Close()
-	return buf.Bytes()
-}
-
 func uncompressedDigest(t testing.TB, blob []byte) digest.Digest {
 	rc, _, err := Decompress(bytes.NewReader(blob))
 	if err != nil {
@@ -440,8 +423,8 @@ func uncompressedDigest(t testing.TB, blob []byte) digest.Digest {
 func TestDiffIDs(t *testing.T) {
 	content := randomBytes(t, 3<<20)
 	plain := content
-	gz := gzipOf(t, content)
-	zs := zstdOf(t, content)
+	gz := ztest.Gzip(t, content)
+	zs := ztest.Zstd(t, content)
 	f := newFetcher(plain, gz, zs)
 	s := newMemStore()
 	blobs := []Blob{{Desc: desc(plain), DiffID: true}, {Desc: desc(gz), DiffID: true}, {Desc: desc(zs), DiffID: true}, {Desc: desc(gz)}}
@@ -476,7 +459,7 @@ func TestDiffIDs(t *testing.T) {
 // stopped by cancelling, not decompressed to its end.
 func TestDecompressionBombStopsOnCancel(t *testing.T) {
 	// One frame of 64 MiB of zeros is a few KiB; 256 of them in a row are 16 GiB.
-	frame := zstdOf(t, make([]byte, 64<<20))
+	frame := ztest.Zstd(t, make([]byte, 64<<20))
 	bomb := bytes.Repeat(frame, 256)
 	f := newFetcher(bomb)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -495,7 +478,7 @@ func TestDecompressionBombStopsOnCancel(t *testing.T) {
 // transfers are done with their blobs, so no event (and no write to the store) comes
 // after it, even when a diffID was still being computed.
 func TestNothingHappensAfterFetchReturns(t *testing.T) {
-	frame := zstdOf(t, make([]byte, 64<<20))
+	frame := ztest.Zstd(t, make([]byte, 64<<20))
 	bomb := bytes.Repeat(frame, 2*smallBlob/len(frame)+1) // large: a transfer with a writer goroutine
 	f := newFetcher(bomb)
 	var returned atomic.Bool

@@ -9,6 +9,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/pullkit/pullkit/internal/ztest"
 	"github.com/pullkit/pullkit/store"
 )
 
@@ -19,7 +20,7 @@ func TestRealStores(t *testing.T) {
 	small := randomBytes(t, 100<<10)
 	large := randomBytes(t, 12<<20+5)
 	split := randomBytes(t, 24<<20)
-	layer := gzipOf(t, randomBytes(t, 3<<20))
+	layer := ztest.Gzip(t, randomBytes(t, 3<<20))
 	for name, open := range map[string]func(t *testing.T) store.Store{
 		"layout": func(t *testing.T) store.Store {
 			l, err := store.OpenLayout(t.TempDir())

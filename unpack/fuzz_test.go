@@ -10,6 +10,8 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/pullkit/pullkit/internal/ztest"
 )
 
 // FuzzApplyLayer feeds arbitrary blobs to the applier, twice over the same rootfs (so the
@@ -28,9 +30,9 @@ func FuzzApplyLayer(f *testing.F) {
 			b := tarOf(f, l...)
 			f.Add(b)
 			if len(l)%2 == 0 {
-				f.Add(gzipOf(f, b))
+				f.Add(ztest.Gzip(f, b))
 			} else {
-				f.Add(zstdOf(f, b))
+				f.Add(ztest.Zstd(f, b))
 			}
 		}
 	}

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
@@ -104,28 +102,6 @@ func tarOf(t testing.TB, ents ...ent) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
-}
-
-func gzipOf(t testing.TB, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if _, err := zw.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func zstdOf(t testing.TB, b []byte) []byte {
-	t.Helper()
-	zw, err := zstd.NewWriter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return zw.EncodeAll(b, nil)
 }
 
 func diffIDOf(b []byte) digest.Digest { return digest.FromBytes(b) }

@@ -14,6 +14,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/ztest"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
@@ -210,7 +211,7 @@ func TestPipelineFailures(t *testing.T) {
 		defer r.Abort()
 		p := r.NewPipeline(context.Background())
 		img := teesFor(t, p, [][]ent{{file("a", "a")}, {file("b", "b")}}, true)
-		img.blobs[0] = gzipOf(t, []byte(strings.Repeat("not a tar ", 100)))
+		img.blobs[0] = ztest.Gzip(t, []byte(strings.Repeat("not a tar ", 100)))
 		img.start(t, 0).send(-1).close(nil)
 		// The failure stops what comes next: a tee refuses to open, or its writes fail.
 		deadline := time.Now().Add(5 * time.Second)

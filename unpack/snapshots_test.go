@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/ztest"
 )
 
 // stackLayers is an image whose layers need every whiteout form: a whiteout of a file and
@@ -47,9 +48,9 @@ func layerBlobs(t *testing.T, layers [][]ent) (blobs [][]byte, diffIDs []digest.
 		b := tarOf(t, l...)
 		diffIDs = append(diffIDs, diffIDOf(b))
 		if i%2 == 0 {
-			b = gzipOf(t, b)
+			b = ztest.Gzip(t, b)
 		} else {
-			b = zstdOf(t, b)
+			b = ztest.Zstd(t, b)
 		}
 		blobs = append(blobs, b)
 	}

@@ -17,13 +17,14 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/ztest"
 )
 
 func TestApplyCompressions(t *testing.T) {
 	layer := tarOf(t, dir("etc"), file("etc/hostname", "pullkit\n"))
 	two := tarOf(t, file("a", "1"))
 	// Two gzip members, the tar cut between them, as pigz --independent or cat make.
-	members := append(gzipOf(t, layer[:700]), gzipOf(t, layer[700:])...)
+	members := append(ztest.Gzip(t, layer[:700]), ztest.Gzip(t, layer[700:])...)
 	want := map[string]string{"/etc": "d 755", "/etc/hostname": "f 644 pullkit\n"}
 	cases := []struct {
 		name   string
@@ -32,15 +33,15 @@ func TestApplyCompressions(t *testing.T) {
 		want   map[string]string
 	}{
 		{"plain", layer, diffIDOf(layer), want},
-		{"gzip", gzipOf(t, layer), diffIDOf(layer), want},
-		{"zstd", zstdOf(t, layer), diffIDOf(layer), want},
+		{"gzip", ztest.Gzip(t, layer), diffIDOf(layer), want},
+		{"zstd", ztest.Zstd(t, layer), diffIDOf(layer), want},
 		{"gzip members", members, diffIDOf(layer), want},
-		{"gzip then zeros", append(gzipOf(t, layer), make([]byte, 100)...), diffIDOf(layer), want},
+		{"gzip then zeros", append(ztest.Gzip(t, layer), make([]byte, 100)...), diffIDOf(layer), want},
 		{"tar padded past its end", append(append([]byte(nil), layer...), make([]byte, 10240)...), diffIDOf(append(append([]byte(nil), layer...), make([]byte, 10240)...)), want},
 		{"empty blob", nil, diffIDOf(nil), map[string]string{}},
 		{"empty tar", make([]byte, 1024), diffIDOf(make([]byte, 1024)), map[string]string{}},
-		{"empty tar, gzip", gzipOf(t, make([]byte, 1024)), diffIDOf(make([]byte, 1024)), map[string]string{}},
-		{"no diffID to check", zstdOf(t, two), "", map[string]string{"/a": "f 644 1"}},
+		{"empty tar, gzip", ztest.Gzip(t, make([]byte, 1024)), diffIDOf(make([]byte, 1024)), map[string]string{}},
+		{"no diffID to check", ztest.Zstd(t, two), "", map[string]string{"/a": "f 644 1"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -92,10 +93,10 @@ func TestApplyFailuresLeaveNothing(t *testing.T) {
 				t.Errorf("no DigestMismatchError with the computed diffID: %v", err)
 			}
 		}},
-		{"blob digest mismatch at the end", &failingReader{r: bytes.NewReader(gzipOf(t, layer)), err: blobMismatch}, diffIDOf(layer), pullkit.ErrDigestMismatch, nil},
+		{"blob digest mismatch at the end", &failingReader{r: bytes.NewReader(ztest.Gzip(t, layer)), err: blobMismatch}, diffIDOf(layer), pullkit.ErrDigestMismatch, nil},
 		{"reader error mid-stream", &failingReader{r: io.LimitReader(bytes.NewReader(layer), 600), err: errors.New("connection reset")}, diffIDOf(layer), pullkit.ErrUnreachable, nil},
 		{"truncated", io.LimitReader(bytes.NewReader(layer), 700), diffIDOf(layer), pullkit.ErrInvalid, nil},
-		{"truncated gzip", io.LimitReader(bytes.NewReader(gzipOf(t, layer)), 40), diffIDOf(layer), pullkit.ErrInvalid, nil},
+		{"truncated gzip", io.LimitReader(bytes.NewReader(ztest.Gzip(t, layer)), 40), diffIDOf(layer), pullkit.ErrInvalid, nil},
 		{"corrupt zstd", bytes.NewReader(append([]byte{0x28, 0xb5, 0x2f, 0xfd}, bytes.Repeat([]byte{0xff}, 64)...)), "", pullkit.ErrInvalid, nil},
 		{"not a tar", bytes.NewReader(bytes.Repeat([]byte("garbage!"), 100)), "", pullkit.ErrInvalid, nil},
 		{"bad diffID", bytes.NewReader(layer), "sha256:xyz", pullkit.ErrInvalid, nil},

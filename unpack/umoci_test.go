@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/pullkit/pullkit/internal/ztest"
 )
 
 // lookTool finds a tool the test compares against: missing, the test is skipped, unless
@@ -140,7 +142,7 @@ func TestAgainstUmoci(t *testing.T) {
 				diffIDs = append(diffIDs, diffIDOf(b))
 				// umoci 0.4.7 reads gzip and plain layers (not zstd).
 				if i%2 == 0 {
-					b = gzipOf(t, b)
+					b = ztest.Gzip(t, b)
 					types = append(types, "application/vnd.oci.image.layer.v1.tar+gzip")
 				} else {
 					types = append(types, "application/vnd.oci.image.layer.v1.tar")
