@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -41,7 +42,7 @@ func (s *safeWriter) Write(p []byte) (int, error) {
 		if r == '\n' || (r != utf8.RuneError && (r == ' ' || unicode.IsPrint(r))) {
 			out = append(out, in[:n]...)
 		} else if r > 0xffff {
-			r1, r2 := utf16Pair(r)
+			r1, r2 := utf16.EncodeRune(r)
 			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
 		} else {
 			out = fmt.Appendf(out, `\u%04x`, r)
@@ -52,10 +53,4 @@ func (s *safeWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
-}
-
-// utf16Pair is r's UTF-16 surrogate pair (r > 0xffff).
-func utf16Pair(r rune) (rune, rune) {
-	r -= 0x10000
-	return 0xd800 + (r>>10)&0x3ff, 0xdc00 + r&0x3ff
 }
