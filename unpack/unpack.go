@@ -10,6 +10,7 @@ import (
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/text"
+	"github.com/pullkit/pullkit/manifest"
 )
 
 // Result says what applying one layer did.
@@ -110,7 +111,9 @@ func ChainID(parent, diffID digest.Digest) digest.Digest {
 	if parent == "" {
 		return diffID
 	}
-	return digest.FromString(parent.String() + " " + diffID.String())
+	// A stack's first chain ID is its first entry, so the chain of (parent, diffID) is
+	// the step manifest.ChainIDs takes: one definition of the formula for the module.
+	return manifest.ChainIDs([]digest.Digest{parent, diffID})[1]
 }
 
 // IDMap maps a range of user or group IDs in the image to IDs on the host:
