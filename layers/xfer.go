@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/scratch"
 	"github.com/pullkit/pullkit/store"
 )
 
@@ -244,8 +245,8 @@ func (x *xfer) spillFile() (*os.File, error) {
 	var err error
 	if t, ok := x.e.s.(interface{ TempFile() (*os.File, error) }); ok {
 		f, err = t.TempFile()
-	} else if f, err = os.CreateTemp("", "pullkit-spill-*"); err == nil {
-		os.Remove(f.Name())
+	} else {
+		f, err = scratch.File("", "pullkit-spill-*")
 	}
 	if err != nil {
 		return nil, err

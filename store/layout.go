@@ -19,6 +19,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/scratch"
 	"github.com/pullkit/pullkit/internal/text"
 )
 
@@ -400,7 +401,7 @@ func (l *Layout) Delete(ctx context.Context, d digest.Digest) error {
 // layout; it is probed once per directory and process.
 func (l *Layout) tmpfileOK() bool {
 	l.st.tmpOnce.Do(func() {
-		f, err := openTmpfile(filepath.Join(l.dir, IngestDir))
+		f, err := scratch.Unnamed(filepath.Join(l.dir, IngestDir))
 		if err != nil {
 			return
 		}

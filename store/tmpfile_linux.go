@@ -10,16 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// openTmpfile opens an unnamed file in dir (O_TMPFILE): it has no name to clean up, and
-// the kernel frees it if the process dies.
-func openTmpfile(dir string) (*os.File, error) {
-	fd, err := unix.Open(dir, unix.O_RDWR|unix.O_TMPFILE|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return nil, &os.PathError{Op: "open O_TMPFILE", Path: dir, Err: err}
-	}
-	return os.NewFile(uintptr(fd), dir+"/(unnamed)"), nil
-}
-
 // linkTmpfile gives the unnamed file f the name dst. An existing dst is left as is and
 // reported as fs.ErrExist.
 func linkTmpfile(f *os.File, dst string) error {

@@ -9,6 +9,4 @@ import (
 
 var errNoTmpfile = errors.New("unnamed temporary files are not supported on this system")
 
-func openTmpfile(string) (*os.File, error) { return nil, errNoTmpfile }
-
 func linkTmpfile(*os.File, string) error { return errNoTmpfile }

@@ -12,6 +12,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/scratch"
 	"github.com/pullkit/pullkit/manifest"
 )
 
@@ -68,7 +69,7 @@ func (l *Layout) openWriter(ctx context.Context, desc manifest.Descriptor) (*lay
 			if done {
 				return nil, blobErr(op, d, pullkit.ErrAlreadyExists)
 			}
-			if f, err := openTmpfile(filepath.Join(l.dir, IngestDir)); err == nil {
+			if f, err := scratch.Unnamed(filepath.Join(l.dir, IngestDir)); err == nil {
 				return l.newWriter(desc, f, ""), nil
 			}
 			// ingest/ is gone, or the file system changed: the named file recreates it.
@@ -541,14 +542,5 @@ func (w *layoutWriter) ReadAt(p []byte, off int64) (int, error) {
 // there. It disappears when closed (or, on systems without unnamed files, is removed
 // at once and disappears when closed).
 func (l *Layout) TempFile() (*os.File, error) {
-	dir := filepath.Join(l.dir, IngestDir)
-	if f, err := openTmpfile(dir); err == nil {
-		return f, nil
-	}
-	f, err := os.CreateTemp(dir, "spill-*.tmp")
-	if err != nil {
-		return nil, err
-	}
-	os.Remove(f.Name())
-	return f, nil
+	return scratch.File(filepath.Join(l.dir, IngestDir), "spill-*.tmp")
 }

@@ -12,6 +12,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/scratch"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
@@ -185,15 +186,8 @@ func (t *tee) Close(err error) error {
 	return nil
 }
 
-// spoolFile is a file in dir, removed at once: it lives until closed.
-func spoolFile(dir string) (*os.File, error) {
-	f, err := os.CreateTemp(dir, ".spool-*")
-	if err != nil {
-		return nil, err
-	}
-	os.Remove(f.Name())
-	return f, nil
-}
+// spoolFile is an unnamed file in dir: it lives until closed.
+func spoolFile(dir string) (*os.File, error) { return scratch.File(dir, ".spool-*") }
 
 // turn reports whether l may be applied now (under p.mu).
 func (p *Pipeline) turn(l *piped) bool {
