@@ -177,12 +177,7 @@ func ExampleLayout_Check() {
 	for _, s := range []string{"first blob", "second blob"} {
 		data := []byte(s)
 		desc := manifest.Descriptor{MediaType: manifest.MediaTypeOCILayer, Digest: digest.FromBytes(data), Size: int64(len(data))}
-		w, err := l.Writer(ctx, desc)
-		if err != nil {
-			panic(err)
-		}
-		w.Write(data)
-		if err := w.Commit(ctx, desc.Size, desc.Digest); err != nil {
+		if err := store.WriteBlob(ctx, l, desc, data); err != nil {
 			panic(err)
 		}
 		blobs = append(blobs, desc.Digest)
