@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pullkit/pullkit"
@@ -324,10 +325,13 @@ func ExampleWithProgress() {
 	}
 	st := store.NewMemory()
 	for round := 1; round <= 2; round++ {
+		var mu sync.Mutex // the pull calls progress from its goroutines, concurrently
 		count := map[pullkit.EventKind]int{}
-		progress := func(ev pullkit.Event) { // called from the pull's goroutines, one at a time
+		progress := func(ev pullkit.Event) {
 			if ev.What == "layer" {
+				mu.Lock()
 				count[ev.Kind]++
+				mu.Unlock()
 			}
 		}
 		if _, err := c.Pull(context.Background(), reg.Ref("team/app:v1"), st, puller.WithProgress(progress)); err != nil {
