@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"github.com/pullkit/pullkit/internal/regtest"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/puller"
+	"github.com/pullkit/pullkit/store"
 )
 
 // faultOutcome is what one case of the table produced.
@@ -184,6 +187,10 @@ func TestFaults(t *testing.T) {
 		names   []string
 		// keepIngest: an interrupted transfer may leave its partial file for a resume.
 		keepIngest bool
+		// interrupts: the failure stops the other blobs' transfers, which may keep what
+		// they received for a resume; ingest/ may hold only true prefixes of the image's
+		// other blobs, never anything of the blob that failed.
+		interrupts bool
 		check      func(t *testing.T, o *faultOutcome)
 	}
 	get := func(path string, times int, f faultproxy.Fault) *faultproxy.Rule {
@@ -317,10 +324,11 @@ func TestFaults(t *testing.T) {
 			},
 		},
 		{
-			name:    "wrong bytes for the config, every time",
-			rules:   []*faultproxy.Rule{get(blobPath(facts.config), 0, faultproxy.CorruptByte())},
-			wantErr: []error{pullkit.ErrDigestMismatch},
-			names:   []string{facts.config.String()},
+			name:       "wrong bytes for the config, every time",
+			rules:      []*faultproxy.Rule{get(blobPath(facts.config), 0, faultproxy.CorruptByte())},
+			wantErr:    []error{pullkit.ErrDigestMismatch},
+			names:      []string{facts.config.String()},
+			interrupts: true,
 		},
 		{
 			name: "wrong bytes for the manifest, every time (still valid JSON)",
@@ -511,7 +519,10 @@ func TestFaults(t *testing.T) {
 			})
 			o.records = b.proxy.Records()
 
-			stored := checkStore(t, o.dir, !tc.keepIngest)
+			stored := checkStore(t, o.dir, !tc.keepIngest && !tc.interrupts)
+			if tc.interrupts {
+				checkPartials(t, o.dir, facts.blobs, tc.names)
+			}
 			if tc.wantErr == nil {
 				if o.err != nil {
 					t.Fatalf("pull %s: %v\nproxy saw %+v", r, o.err, o.records)
@@ -556,5 +567,31 @@ func TestFaults(t *testing.T) {
 				tc.check(t, o)
 			}
 		})
+	}
+}
+
+// checkPartials asserts that every file in the layout's ingest/ is the partial of one of
+// blobs, holds a prefix of it, and is not of a blob named in failed.
+func checkPartials(t *testing.T, dir string, blobs map[digest.Digest][]byte, failed []string) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(dir, store.IngestDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("read ingest: %v", err)
+	}
+	for _, e := range entries {
+		hex, ok := strings.CutSuffix(strings.TrimPrefix(e.Name(), "sha256-"), ".partial")
+		d := digest.NewDigestFromEncoded(digest.SHA256, hex)
+		want, known := blobs[d]
+		if !ok || !known || slices.Contains(failed, d.String()) {
+			t.Errorf("ingest/%s left behind: not a partial of a blob that was still coming", e.Name())
+			continue
+		}
+		got, err := os.ReadFile(filepath.Join(dir, store.IngestDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > len(want) || !bytes.Equal(got, want[:len(got)]) {
+			t.Errorf("ingest/%s holds %d bytes that are not a prefix of its blob", e.Name(), len(got))
+		}
 	}
 }
