@@ -572,18 +572,18 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 			return nil, errInput
 		case evSpace:
 			if plain == nil {
-				if len(marked) >= d.maxOut+258 {
+				if n >= d.maxOut {
 					return nil, errTooBig
 				}
-				grown := getUint16s(len(marked) + min(len(marked), d.maxOut+258-len(marked)))
+				grown := getUint16s(min(2*len(marked), d.maxOut+258))
 				copy(grown, marked[:n])
 				putUint16s(marked)
 				marked = grown
 			} else {
-				if len(plain)-windowSize+len(p.marked) >= d.maxOut+258 {
+				if n-windowSize+len(p.marked) >= d.maxOut {
 					return nil, errTooBig
 				}
-				grown := getBytes(len(plain) + min(len(plain), d.maxOut+258-len(plain)))
+				grown := getBytes(windowSize + min(2*(len(plain)-windowSize), d.maxOut-len(p.marked)+258))
 				copy(grown, plain[:n])
 				putBytes(plain)
 				plain = grown

@@ -18,38 +18,45 @@ type boundary struct {
 // when there is none. A false find costs only speed: the in-order reader takes a part
 // only where the real decode of what comes before ends exactly at its start.
 func findBlock(in []byte, from, to int64, scratch *specDecoder) (boundary, bool) {
-	last := int64(len(in)-16) * 8 // peek loads 8 bytes at a time
+	last := int64(len(in)-16) * 8 // loads take 8 bytes at a time
 	to = min(to, last)
-	for o := from; o < to; o++ {
-		b := int(o >> 3)
-		s := uint(o & 7)
-		v := binary.LittleEndian.Uint64(in[b:]) >> s
-		if s == 0 && o >= from+10 && storedAt(in, b) {
-			return boundary{bit: o, stored: true}, true
+	for byt := from >> 3; byt*8 < to; byt++ {
+		v := binary.LittleEndian.Uint64(in[byt:])
+		if byt*8 >= from+10 && storedAt(in, int(byt)) {
+			return boundary{bit: byt * 8, stored: true}, true
 		}
-		// BFINAL = 0, BTYPE = 2; HLIT <= 29; HDIST <= 29.
-		if v&7 != 4 || (v>>3)&31 > 29 || (v>>8)&31 > 29 {
-			continue
-		}
-		nclen := int((v>>13)&15) + 4
-		// The code-length code's lengths, 3 bits each from bit 17 on: a complete code.
-		c := o + 17
-		w := binary.LittleEndian.Uint64(in[c>>3:]) >> uint(c&7) // 57 bits at least
-		sum := 0
-		for i := range nclen {
-			if l := (w >> (3 * uint(i))) & 7; l != 0 {
-				sum += 128 >> l
+		for s := uint(0); s < 8; s++ {
+			o := byt*8 + int64(s)
+			if o < from || o >= to || !headerOK[(v>>s)&(1<<13-1)] {
+				continue
 			}
-		}
-		if sum != 128 {
-			continue
-		}
-		if plausible(in, o, scratch) {
-			return boundary{bit: o}, true
+			// The code-length code's lengths, 3 bits each from bit 17 on, must make a
+			// complete code.
+			nclen := int((v>>(s+13))&15) + 4
+			c := o + 17
+			w := binary.LittleEndian.Uint64(in[c>>3:]) >> uint(c&7) // 57 bits at least
+			sum := 0
+			for i := range nclen {
+				if l := (w >> (3 * uint(i))) & 7; l != 0 {
+					sum += 128 >> l
+				}
+			}
+			if sum == 128 && plausible(in, o, scratch) {
+				return boundary{bit: o}, true
+			}
 		}
 	}
 	return boundary{}, false
 }
+
+// headerOK says, for the first 13 bits of a block, whether they can start a non-final
+// dynamic block: BFINAL 0, BTYPE 2, HLIT <= 29, HDIST <= 29.
+var headerOK = func() (t [1 << 13]bool) {
+	for v := range t {
+		t[v] = v&7 == 4 && (v>>3)&31 <= 29 && (v>>8)&31 <= 29
+	}
+	return t
+}()
 
 // storedAt reports whether a non-final stored block's length field can start at byte b:
 // the length and its complement agree, and the three header bits and the padding before
@@ -62,37 +69,31 @@ func storedAt(in []byte, b int) bool {
 	return in[b-1]&0xe0 == 0 || in[b-1] == 0 // header bits (and padding) just before
 }
 
-// plausible decodes the dynamic block at bit o (its first 64 Ki symbols' worth), in
-// marker mode, and checks that another block can start where it ends.
+// plausible decodes, in marker mode, the dynamic block at bit o and the one after it
+// (their first 64 Ki symbols' worth each), and checks that a block can start where each
+// ends. A complete code decodes any bits without error, so what tells a real block from
+// chance is the header that follows its end of block.
 func plausible(in []byte, o int64, d *specDecoder) bool {
 	d.decoder = decoder{lit: d.lit, dist: d.dist, clen: d.clen}
 	d.r = bitReader{in: in}
 	d.r.seek(o)
-	if d.blockHeader() != nil {
-		return false
-	}
 	if cap(d.scratch) == 0 {
 		d.scratch = make([]uint16, 64<<10)
 	}
-	n, ev, err := step(&d.decoder, d.scratch, 0, false, true)
-	if err != nil || n == 0 {
-		return false
-	}
-	if ev != evBlock || d.r.need(3) != nil {
-		return true // a long block, or the end of what was read: as far as can be told
-	}
-	switch (d.r.b >> 1) & 3 {
-	case 3:
-		return false
-	case 2:
-		d.r.take(3)
-		return d.r.dynamic(&d.lit, &d.dist, &d.clen) == nil
-	case 0:
-		p := int(d.r.bit()+3+7) >> 3
-		if p+4 > len(in) {
-			return true
+	for range 2 {
+		if d.blockHeader() != nil {
+			return false
 		}
-		return ^binary.LittleEndian.Uint16(in[p:]) == binary.LittleEndian.Uint16(in[p+2:])
+		if d.hl == nil {
+			return true // a stored block whose length and complement agree
+		}
+		n, ev, err := step(&d.decoder, d.scratch, 0, false, true)
+		if err != nil || n == 0 && ev != evBlock {
+			return false
+		}
+		if ev != evBlock || d.final || d.r.need(3) != nil || (d.r.b>>1)&3 == 3 {
+			return ev != evBlock || d.final || d.r.need(3) != nil // long, last, or the end of what was read
+		}
 	}
 	return true
 }

@@ -24,7 +24,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
@@ -80,8 +79,13 @@ func (c Config) fill() Config {
 }
 
 // tokens bounds the parts decoded at once in this process, whatever the number of
-// readers: more would only add memory.
-var tokens = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+// readers: more would only add memory; slots bounds the parts held in memory (decoding,
+// decoded or waiting to be), a few MiB each, so that several layers inflated at once
+// share one budget. A reader that gets no slot decodes in order.
+var (
+	tokens = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+	slots  = make(chan struct{}, max(3, runtime.GOMAXPROCS(0)+1))
+)
 
 // Stats says what a reader did; tests read it.
 type Stats struct {
@@ -90,6 +94,7 @@ type Stats struct {
 	Ordered    int64 // output bytes decoded in order by flate
 	Speculated int64 // output bytes taken from parts
 	Marked     int64 // of those, bytes decoded before the window was known (in marker mode)
+	Chained    int   // parts whose markers their worker resolved
 }
 
 // Reader reads the uncompressed content of a gzip stream.
@@ -127,7 +132,9 @@ type Reader struct {
 	skip    int64 // output fl gives again, to drop
 	buf     []byte
 
-	jobs  []*job // scheduled parts, by nominal start
+	jobs    []*job // scheduled parts, by nominal start
+	lastJob *job   // the last one scheduled
+	taken   *job   // the part handed out last, while nothing was decoded in order since
 	next  int64  // the nominal start of the next part to schedule
 	noJob bool   // no parts for the rest of this member
 
@@ -183,7 +190,10 @@ func (r *Reader) Stats() Stats { return r.stats }
 func (r *Reader) Close() error {
 	r.cancel()
 	r.wg.Wait()
-	r.fl = nil
+	for range r.jobs {
+		<-slots
+	}
+	r.jobs, r.fl = nil, nil
 	return nil
 }
 
@@ -225,6 +235,7 @@ func (r *Reader) header(off int64) error {
 	r.pos = r.member * 8
 	r.state = stBlocks
 	r.noJob = false
+	r.taken = nil
 	return nil
 }
 
@@ -293,6 +304,7 @@ func (r *Reader) drop() {
 	r.jobs[0].cancel()
 	r.jobs = r.jobs[1:]
 	r.stats.Dropped++
+	<-slots
 }
 
 // schedule starts parts ahead of the reader, up to Ahead of them.
@@ -307,8 +319,14 @@ func (r *Reader) schedule() {
 		if r.size >= 0 && r.next+256 >= r.size {
 			return
 		}
-		j := newJob(r, r.next)
+		select {
+		case slots <- struct{}{}:
+		default:
+			return // the process holds as many parts as it may: decode in order meanwhile
+		}
+		j := newJob(r, r.next, r.lastJob)
 		r.jobs = append(r.jobs, j)
+		r.lastJob = j
 		r.next += r.cfg.PartSize
 	}
 }
@@ -317,17 +335,27 @@ func (r *Reader) schedule() {
 func (r *Reader) take() {
 	j := r.jobs[0]
 	r.jobs = r.jobs[1:]
+	<-slots
 	p := j.part
 	j.part = nil
-	out := getBytes(len(p.marked))
-	h := r.hist
-	for i, v := range p.marked {
-		if v < 256 {
-			out[i] = byte(v)
-		} else {
-			out[i] = h[len(h)-(windowSize-int(v-256))]
+	out := j.resolved
+	if out == nil || r.taken == nil || r.taken != j.prev {
+		if out != nil {
+			putBytes(out)
 		}
+		out = getBytes(len(p.marked))
+		h := r.hist
+		for i, v := range p.marked {
+			if v < 256 {
+				out[i] = byte(v)
+			} else {
+				out[i] = h[len(h)-(windowSize-int(v-256))]
+			}
+		}
+	} else {
+		r.stats.Chained++
 	}
+	r.taken = j
 	putUint16s(p.marked)
 	r.emit(out)
 	r.keep(out)
@@ -390,6 +418,7 @@ func (r *Reader) startDecode() {
 	r.n, r.from = windowSize, windowSize
 	r.blockBit, r.blockOut, r.blockIdx, r.blockWin = r.pos, r.msize, r.n, nil
 	r.state = stDecode
+	r.taken = nil
 }
 
 // more reads more compressed input after what in holds, keeping what the decoder has
@@ -586,13 +615,21 @@ type job struct {
 	stored  bool          // the part starts with a stored block whose length is at byte start/8
 	part    *part
 	err     error
+	// A part whose predecessor ends where it starts, with a window of its own output,
+	// has its markers resolved by its worker against that window: resolved is its
+	// output then (the reader takes it if the predecessor was indeed the part before).
+	prev     *job
+	resolved []byte
+	window   []byte // a copy of the last windowSize bytes of the part's output, if it made that many
+	end      int64  // the part's end and whether it was the final block, for the successor
+	final    bool
 }
 
 var errNoBlock = errors.New("inflate: no block boundary found")
 
-func newJob(r *Reader, nominal int64) *job {
+func newJob(r *Reader, nominal int64, prev *job) *job {
 	ctx, cancel := context.WithCancel(r.ctx)
-	j := &job{nominal: nominal, ctx: ctx, cancel: cancel, started: make(chan struct{}), start: -1}
+	j := &job{nominal: nominal, ctx: ctx, cancel: cancel, started: make(chan struct{}), start: -1, prev: prev}
 	if r.src == nil {
 		return j // tests run it
 	}
@@ -606,8 +643,6 @@ func newJob(r *Reader, nominal int64) *job {
 }
 
 var debugJob func(*job)
-
-var jobsRunning atomic.Int32 // for tests
 
 func (j *job) run(src io.ReaderAt, cfg Config) {
 	defer close(j.started)
@@ -625,8 +660,12 @@ func (j *job) run(src io.ReaderAt, cfg Config) {
 		j.err = j.ctx.Err()
 		return
 	}
-	jobsRunning.Add(1)
-	defer func() { jobsRunning.Add(-1); <-tokens }()
+	tokenHeld := true
+	defer func() {
+		if tokenHeld {
+			<-tokens
+		}
+	}()
 	d := &specDecoder{maxOut: cfg.MaxPartOutput}
 	stop := cfg.PartSize * 8
 	// A header that parses where no block starts decodes to an error sooner or later:
@@ -653,7 +692,43 @@ func (j *job) run(src io.ReaderAt, cfg Config) {
 		p.start += j.nominal * 8
 		p.end += j.nominal * 8
 		j.start, j.stored, j.part = b.bit+j.nominal*8, b.stored, p
+		<-tokens // the decoding is done; what follows waits
+		tokenHeld = false
+		j.chain()
 		return
+	}
+}
+
+// chain resolves the part's markers against its predecessor's window, when the
+// predecessor ends where this part starts and made a window's worth of output, and
+// keeps the part's own window for its successor.
+func (j *job) chain() {
+	p := j.part
+	j.end, j.final = p.end, p.final
+	if len(p.marked) > 0 && j.prev != nil && !j.stored {
+		select {
+		case <-j.prev.started:
+		case <-j.ctx.Done():
+			return
+		}
+		if pv := j.prev; pv.err == nil && !pv.final && pv.end == j.start && pv.window != nil {
+			win := pv.window
+			out := getBytes(len(p.marked))
+			for i, v := range p.marked {
+				if v < 256 {
+					out[i] = byte(v)
+				} else {
+					out[i] = win[len(win)-(windowSize-int(v-256))]
+				}
+			}
+			j.resolved = out
+		}
+	}
+	switch {
+	case p.plain != nil:
+		j.window = append([]byte(nil), p.plain[len(p.plain)-windowSize:]...)
+	case len(j.resolved) >= windowSize:
+		j.window = append([]byte(nil), j.resolved[len(j.resolved)-windowSize:]...)
 	}
 }
 
