@@ -564,7 +564,7 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 		} else {
 			n, ev, err = step(&d.decoder, plain, n, false, false)
 		}
-			if err != nil {
+		if err != nil {
 			return nil, err
 		}
 		switch ev {

@@ -135,15 +135,15 @@ type Reader struct {
 	jobs    []*job // scheduled parts, by nominal start
 	lastJob *job   // the last one scheduled
 	taken   *job   // the part handed out last, while nothing was decoded in order since
-	next  int64  // the nominal start of the next part to schedule
-	noJob bool   // no parts for the rest of this member
+	next    int64  // the nominal start of the next part to schedule
+	noJob   bool   // no parts for the rest of this member
 
 	pending  []byte
 	pending2 []byte   // handed out after pending
 	free     [][]byte // buffers to reuse once pending and pending2 are handed out
 	err      error
-	stats   Stats
-	wg      sync.WaitGroup
+	stats    Stats
+	wg       sync.WaitGroup
 }
 
 type state int
@@ -591,7 +591,9 @@ func (r *Reader) trailer() {
 	}
 }
 
-func le32(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 
 // countReader counts what is read through it.
 type countReader struct {
