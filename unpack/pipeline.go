@@ -220,7 +220,11 @@ func (p *Pipeline) startReady() {
 func (p *Pipeline) run(l *piped, sp *spool) {
 	defer p.wg.Done()
 	defer sp.release()
-	res, err := p.apply(l, &spoolReader{s: sp})
+	size := l.layer.Size
+	if size <= 0 {
+		size = -1
+	}
+	res, err := p.apply(l, &spoolReader{s: sp, size: size})
 	if err == nil {
 		if res.Reused {
 			sp.discard() // a snapshot already there: the rest of the bytes are not needed
@@ -421,10 +425,40 @@ func (s *spool) release() {
 	}
 }
 
-// spoolReader reads a spool from the start, following it as it grows.
+// spoolReader reads a spool from the start, following it as it grows. It can also be
+// read at offsets (ReadAt), which parallel inflate does: a read waits for the bytes, and
+// past the end of the blob it returns io.EOF once the attempt verified.
 type spoolReader struct {
-	s   *spool
-	off int64
+	s    *spool
+	off  int64
+	size int64 // the blob's size as the manifest says, or -1
+}
+
+// ReadAt reads len(p) bytes at off once they are there, or fewer and how the attempt
+// ended: io.EOF when it verified, its error otherwise (at once, whatever is there).
+func (r *spoolReader) ReadAt(p []byte, off int64) (int, error) {
+	s := r.s
+	s.mu.Lock()
+	for s.size < off+int64(len(p)) && !s.ended {
+		s.grew.Wait()
+	}
+	size, ended, err := s.size, s.ended, s.err
+	s.mu.Unlock()
+	if ended && err != nil {
+		return 0, err
+	}
+	n := int(max(0, min(int64(len(p)), size-off)))
+	if n > 0 {
+		k, rerr := s.f.ReadAt(p[:n], off)
+		if rerr != nil && rerr != io.EOF {
+			return k, rerr
+		}
+		n = k
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 func (r *spoolReader) Read(p []byte) (int, error) {

@@ -22,6 +22,9 @@ import (
 	"github.com/pullkit/pullkit/manifest"
 )
 
+// shrink divides the sizes of the generated corpus (race_test.go sets it).
+var shrink = 1
+
 // serial is the reference: what layers.Decompress (one core) reads, and its error.
 func serial(blob []byte) ([]byte, error) {
 	rc, _, err := layers.Decompress(bytes.NewReader(blob))
@@ -107,18 +110,19 @@ type corpusCase struct {
 
 func corpus(t testing.TB) []corpusCase {
 	rnd := rand.New(rand.NewPCG(1, 2))
-	random := make([]byte, 1<<20)
+	random := make([]byte, 1<<20/shrink)
 	for i := range random {
 		random[i] = byte(rnd.Uint32())
 	}
-	text := treeTar(t, 3<<20)
-	zeros := make([]byte, 4<<20)
-	repeat := bytes.Repeat([]byte("pullkit unpacks layers on every core. "), 50000)
+	text := treeTar(t, 3<<20/shrink)
+	zeros := make([]byte, 4<<20/shrink)
+	repeat := bytes.Repeat([]byte("pullkit unpacks layers on every core. "), 50000/shrink)
 	var mixed []byte
-	for i := 0; i < 40; i++ {
+	for i := 0; i < 40/shrink; i++ {
 		mixed = append(mixed, text[i*50000:i*50000+30000]...)
 		mixed = append(mixed, random[i*20000:i*20000+20000]...)
 	}
+	m := len(text) / 3
 	cases := []corpusCase{
 		{"empty", gz(t, nil, 6)},
 		{"one byte", gz(t, []byte{'x'}, 6)},
@@ -129,13 +133,13 @@ func corpus(t testing.TB) []corpusCase {
 		{"text stdlib", stdgz(t, text, 6)},
 		{"text huffman only", gz(t, text, gzip.HuffmanOnly)},
 		{"random", gz(t, random, 6)},
-		{"stored blocks", gz(t, text[:1<<20], gzip.NoCompression)},
+		{"stored blocks", gz(t, text[:m], gzip.NoCompression)},
 		{"zeros", gz(t, zeros, 6)},
 		{"repeated", stdgz(t, repeat, 6)},
 		{"mixed", stdgz(t, mixed, 6)},
-		{"concatenated members", append(append(gz(t, text[:1<<20], 6), gz(t, text[1<<20:2<<20], 1)...), stdgz(t, text[2<<20:], 9)...)},
-		{"trailing zeros", append(stdgz(t, text[:2<<20], 6), make([]byte, 1024)...)},
-		{"member then empty member", append(stdgz(t, text[:1<<20], 6), gz(t, nil, 6)...)},
+		{"concatenated members", append(append(gz(t, text[:m], 6), gz(t, text[m:2*m], 1)...), stdgz(t, text[2*m:], 9)...)},
+		{"trailing zeros", append(stdgz(t, text[:2*m], 6), make([]byte, 1024)...)},
+		{"member then empty member", append(stdgz(t, text[:m], 6), gz(t, nil, 6)...)},
 	}
 	for _, f := range []string{"../../testdata/oci-layout/hello-world-ctr-export.tar", "../../testdata/docker-archive/hello-world-docker25-save.tar"} {
 		entries := gzipEntries(t, f)
@@ -185,7 +189,7 @@ func TestParallelEqualsSerial(t *testing.T) {
 			if werr != nil {
 				t.Fatalf("serial: %v", werr)
 			}
-			for _, cfg := range []inflate.Config{{}, pinned(64 << 10), {Workers: 1, PartSize: 32 << 10, MinSize: 1}} {
+			for _, cfg := range []inflate.Config{{}, pinned(64 << 10 / int64(shrink)), {Workers: 1, PartSize: 32 << 10 / int64(shrink), MinSize: 1}} {
 				got, err, st := parallel(t, c.blob, cfg)
 				if err != nil {
 					t.Fatalf("%+v: %v (stats %+v)", cfg, err, st)
@@ -204,16 +208,17 @@ func TestParallelEqualsSerial(t *testing.T) {
 // TestPartsAreSpeculative checks, with the decisions pinned, that a layer-like stream is
 // mostly decoded in speculative parts, not all in order: the parallel path is taken.
 func TestPartsAreSpeculative(t *testing.T) {
-	text := treeTar(t, 4<<20)
+	text := treeTar(t, 4<<20/shrink)
+	part := int64(128 << 10 / min(shrink, 4))
 	for _, c := range []struct {
 		name string
 		blob []byte
 	}{{"klauspost", gz(t, text, 6)}, {"stdlib", stdgz(t, text, 6)}, {"best", stdgz(t, text, 9)}} {
-		got, err, st := parallel(t, c.blob, pinned(128<<10))
+		got, err, st := parallel(t, c.blob, pinned(part))
 		if err != nil || !bytes.Equal(got, mustSerial(t, c.blob)) {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		parts := len(c.blob) / (128 << 10)
+		parts := len(c.blob) / int(part)
 		if st.Parts < parts/2 || st.Speculated < int64(len(text))/2 {
 			t.Errorf("%s: %d of ~%d parts speculative (%d bytes of %d): %+v", c.name, st.Parts, parts, st.Speculated, len(text), st)
 		}
@@ -232,7 +237,7 @@ func mustSerial(t testing.TB, blob []byte) []byte {
 // TestCorruptLikeSerial damages streams and checks that the parallel reader gives a
 // prefix of the serial output, and an error wherever the serial reader errs.
 func TestCorruptLikeSerial(t *testing.T) {
-	text := treeTar(t, 1<<20)
+	text := treeTar(t, 1<<20/shrink)
 	blob := stdgz(t, text, 6)
 	rnd := rand.New(rand.NewPCG(3, 4))
 	for i := 0; i < 40; i++ {
@@ -248,7 +253,7 @@ func TestCorruptLikeSerial(t *testing.T) {
 				b[k] = byte(rnd.Uint32())
 			}
 		}
-		compare(t, b, pinned(32<<10))
+		compare(t, b, pinned(32<<10/int64(shrink)))
 	}
 }
 
@@ -330,7 +335,7 @@ func compare(t *testing.T, blob []byte, cfg inflate.Config) {
 }
 
 func TestCancel(t *testing.T) {
-	blob := gz(t, make([]byte, 64<<20), 6)
+	blob := gz(t, make([]byte, 64<<20/shrink), 6)
 	ctx, cancel := context.WithCancel(context.Background())
 	r, err := inflate.NewGzip(ctx, bytes.NewReader(blob), int64(len(blob)), pinned(16<<10))
 	if err != nil {
