@@ -23,9 +23,10 @@ func findBlock(in []byte, from, to int64, scratch *specDecoder) (boundary, bool)
 	for byt := from >> 3; byt*8 < to; byt++ {
 		v := binary.LittleEndian.Uint64(in[byt:])
 		if byt*8 >= from+10 && storedAt(in, int(byt)) {
-			if storedAt(in, int(byt)+1) && in[byt] == 0 && in[byt+1] == 0xff {
-				// A full stored block (length 0xffff, complement 0) seen one byte early,
-				// through the zero byte of its header: the next byte is the real one.
+			if storedAt(in, int(byt)+1) && in[byt] == 0 && in[byt+2] == 0xff {
+				// A stored block of 0xff00 bytes or more, seen one byte early through the
+				// zero byte of its header (0, L&0xff | L>>8 = 0xff, ^L&0xff agree as a
+				// length and its complement): the next byte is the real one.
 				byt++
 			}
 			return boundary{bit: byt * 8, stored: true}, true

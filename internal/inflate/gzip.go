@@ -190,7 +190,8 @@ func (r *Reader) Stats() Stats { return r.stats }
 func (r *Reader) Close() error {
 	r.cancel()
 	r.wg.Wait()
-	for range r.jobs {
+	for _, j := range r.jobs {
+		j.setWindow(nil)
 		<-slots
 	}
 	r.jobs, r.fl = nil, nil
@@ -302,6 +303,7 @@ func (r *Reader) drop() {
 		debugJob(r.jobs[0])
 	}
 	r.jobs[0].cancel()
+	r.jobs[0].setWindow(nil)
 	r.jobs = r.jobs[1:]
 	r.stats.Dropped++
 	<-slots
@@ -368,6 +370,7 @@ func (r *Reader) take() {
 		r.keep(plain)
 		r.free = append(r.free, p.plain)
 	}
+	j.setWindow(r.hist) // the true window after the part, for the next part's worker
 	r.stats.Parts++
 	r.stats.Marked += int64(len(p.marked))
 	r.stats.Speculated += int64(p.outLen())
@@ -622,7 +625,9 @@ type job struct {
 	// output then (the reader takes it if the predecessor was indeed the part before).
 	prev     *job
 	resolved []byte
-	window   []byte // a copy of the last windowSize bytes of the part's output, if it made that many
+	window   []byte        // a copy of the window after the part, once known
+	winReady chan struct{} // closed once window is set, or known never to be
+	winOnce  sync.Once
 	end      int64  // the part's end and whether it was the final block, for the successor
 	final    bool
 }
@@ -631,7 +636,7 @@ var errNoBlock = errors.New("inflate: no block boundary found")
 
 func newJob(r *Reader, nominal int64, prev *job) *job {
 	ctx, cancel := context.WithCancel(r.ctx)
-	j := &job{nominal: nominal, ctx: ctx, cancel: cancel, started: make(chan struct{}), start: -1, prev: prev}
+	j := &job{nominal: nominal, ctx: ctx, cancel: cancel, started: make(chan struct{}), start: -1, prev: prev, winReady: make(chan struct{})}
 	if r.src == nil {
 		return j // tests run it
 	}
@@ -709,12 +714,12 @@ func (j *job) chain() {
 	j.end, j.final = p.end, p.final
 	if len(p.marked) > 0 && j.prev != nil && !j.stored {
 		select {
-		case <-j.prev.started:
+		case <-j.prev.winReady:
 		case <-j.ctx.Done():
 			return
 		}
-		if pv := j.prev; pv.err == nil && !pv.final && pv.end == j.start && pv.window != nil {
-			win := pv.window
+		pv := j.prev
+		if win := pv.window; win != nil && pv.err == nil && !pv.final && pv.end == j.start && p.need <= len(win) {
 			out := getBytes(len(p.marked))
 			for i, v := range p.marked {
 				if v < 256 {
@@ -728,10 +733,21 @@ func (j *job) chain() {
 	}
 	switch {
 	case p.plain != nil:
-		j.window = append([]byte(nil), p.plain[len(p.plain)-windowSize:]...)
+		j.setWindow(p.plain[len(p.plain)-windowSize:])
 	case len(j.resolved) >= windowSize:
-		j.window = append([]byte(nil), j.resolved[len(j.resolved)-windowSize:]...)
+		j.setWindow(j.resolved[len(j.resolved)-windowSize:])
 	}
+}
+
+// setWindow publishes (a copy of) the window after the part, for its successor's
+// worker; nil says there is none. The first call counts.
+func (j *job) setWindow(w []byte) {
+	j.winOnce.Do(func() {
+		if w != nil {
+			j.window = append([]byte(nil), w...)
+		}
+		close(j.winReady)
+	})
 }
 
 // partSlack is what a part reads past its nominal end, for its last block.
