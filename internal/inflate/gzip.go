@@ -628,7 +628,7 @@ type job struct {
 	window   []byte        // a copy of the window after the part, once known
 	winReady chan struct{} // closed once window is set, or known never to be
 	winOnce  sync.Once
-	end      int64  // the part's end and whether it was the final block, for the successor
+	end      int64 // the part's end and whether it was the final block, for the successor
 	final    bool
 }
 
