@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"sync"
@@ -14,7 +15,9 @@ import (
 	"github.com/klauspost/compress/gzip"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/inflate"
+	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
 
@@ -107,4 +110,50 @@ func TestParallelInflateApply(t *testing.T) {
 			t.Fatalf("pipeline %v: tree differs from the serial apply:\n%s\nwant:\n%s", via, formatTree(got), formatTree(serial))
 		}
 	}
+}
+
+// TestPipelineStages checks the stage timings a pipeline reports: one EventUnpacked per
+// layer, naming it, with its uncompressed size, no stage negative, and the results
+// carrying the same figures.
+func TestPipelineStages(t *testing.T) {
+	e := newEnv(t)
+	r, err := NewRootfs(e.root)
+	must(t, err)
+	defer r.Abort()
+	p := r.NewPipeline(context.Background())
+	var mu sync.Mutex
+	var events []pullkit.Event
+	p.Progress(func(ev pullkit.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() })
+	img := teesFor(t, p, [][]ent{{dir("a"), file("a/x", "one")}, {file("a/y", strings.Repeat("two", 1000))}}, true)
+	for i := range img.blobs {
+		img.start(t, i).send(-1).close(nil)
+	}
+	res, err := p.Wait()
+	must(t, err)
+	if len(events) != 2 {
+		t.Fatalf("%d events, want one per layer: %+v", len(events), events)
+	}
+	for i, ev := range events {
+		tarball := tarLen(t, img, i)
+		if ev.Kind != pullkit.EventUnpacked || ev.What != "layer" || ev.Digest != digest.FromBytes(img.blobs[i]) || ev.Done != tarball {
+			t.Errorf("event %d: %+v, want EventUnpacked of layer %d, %d bytes", i, ev, i, tarball)
+		}
+		s := ev.Stages
+		if s.Fetch < 0 || s.Inflate < 0 || s.Tar < 0 || s.Write < 0 || s.Wait < 0 {
+			t.Errorf("event %d: a negative stage: %+v", i, s)
+		}
+		if res[i].Stages != s || res[i].Size != tarball {
+			t.Errorf("result %d: %+v / %d, event %+v", i, res[i].Stages, res[i].Size, ev)
+		}
+	}
+}
+
+// tarLen is the uncompressed size of layer i of img.
+func tarLen(t *testing.T, img *pipedImage, i int) int64 {
+	rc, _, err := layers.Decompress(bytes.NewReader(img.blobs[i]))
+	must(t, err)
+	defer rc.Close()
+	n, err := io.Copy(io.Discard, rc)
+	must(t, err)
+	return n
 }

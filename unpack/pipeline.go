@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -48,6 +49,8 @@ type Pipeline struct {
 	free    bool   // layers may be applied in any order
 	maxLive int    // when free, how many layers are applied at once
 
+	progress func(pullkit.Event) // EventUnpacked per layer, if set
+
 	mu      sync.Mutex
 	layers  []*piped // the layers to apply, base first
 	byIndex map[int]*piped
@@ -75,6 +78,8 @@ type piped struct {
 	sp      *spool // the current attempt's bytes (receiving, received)
 	applier *spool // the spool the running Apply reads, if any
 	res     Result
+	opened  time.Time     // when the current attempt's first bytes came
+	fetch   time.Duration // how long the attempt that verified took
 }
 
 // NewPipeline returns a pipeline into r. Give its Tee to the pull
@@ -107,6 +112,15 @@ func newPipeline(ctx context.Context) *Pipeline {
 		}
 	})
 	return p
+}
+
+// Progress sets fn to receive an EventUnpacked for each layer once it is applied and its
+// diffID verified, with where its time went (Stages). Call it before the pull; fn is
+// called from the pipeline's goroutines, one at a time, and must not call the pipeline.
+func (p *Pipeline) Progress(fn func(pullkit.Event)) {
+	p.mu.Lock()
+	p.progress = fn
+	p.mu.Unlock()
 }
 
 // Tee returns the tee for layer i of the image (base first), for puller.WithLayerTees,
@@ -160,7 +174,7 @@ func (t *tee) Open(desc manifest.Descriptor) (io.Writer, error) {
 	if err != nil {
 		return nil, &pullkit.Error{Op: "spool layer", Digest: l.layer.Digest, Err: err}
 	}
-	l.sp, l.state = newSpool(f), receiving
+	l.sp, l.state, l.opened = newSpool(f), receiving, time.Now()
 	p.startReady()
 	return l.sp, nil
 }
@@ -181,7 +195,7 @@ func (t *tee) Close(err error) error {
 		sp.release()
 		return nil
 	}
-	l.state = received
+	l.state, l.fetch = received, time.Since(l.opened)
 	p.startReady()
 	return nil
 }
@@ -243,7 +257,14 @@ func (p *Pipeline) run(l *piped, sp *spool) {
 	case err != nil:
 		p.failLocked(err)
 	default:
+		if l.state == received {
+			res.Stages.Fetch = l.fetch
+		}
 		l.state, l.res = applied, res
+		if fn := p.progress; fn != nil {
+			// Outside p.mu would be nicer; the callback must not call back into p anyway.
+			fn(pullkit.Event{Kind: pullkit.EventUnpacked, What: "layer", Digest: l.layer.Digest, Done: res.Size, Total: res.Size, Stages: res.Stages})
+		}
 		if l.sp == sp {
 			l.sp = nil
 			sp.release()

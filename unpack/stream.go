@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"sync"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -124,6 +125,10 @@ type layerStream struct {
 	cur  []byte        // what is left of the chunk being read
 	buf  []byte        // that chunk's buffer, to give back
 	err  error         // the error that ended the stream, once the reader got to it
+
+	inflate time.Duration // the read-ahead goroutine's time decompressing and hashing
+	size    int64         // uncompressed bytes read ahead
+	wait    time.Duration // the reader's time waiting for a chunk
 }
 
 // A chunk is what the read-ahead goroutine decompressed into one buffer, and the error
@@ -225,11 +230,14 @@ func (s *layerStream) readAhead() {
 		case <-s.quit:
 			return
 		}
+		t0 := time.Now()
 		n, err := s.fill(b)
 		if err == errStopped {
 			return
 		}
 		s.h.Write(b[:n])
+		s.inflate += time.Since(t0)
+		s.size += int64(n)
 		if err != nil && err != io.EOF && s.dErr == nil {
 			s.dErr = err
 		}
@@ -283,8 +291,14 @@ func (s *layerStream) Read(p []byte) (int, error) {
 		var c chunk
 		select {
 		case c = <-s.full:
-		case <-s.ctx.Done():
-			return 0, s.ctx.Err()
+		default:
+			t0 := time.Now()
+			select {
+			case c = <-s.full:
+			case <-s.ctx.Done():
+				return 0, s.ctx.Err()
+			}
+			s.wait += time.Since(t0)
 		}
 		s.buf, s.cur, s.err = c.b, c.b, c.err
 	}
