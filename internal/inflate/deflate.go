@@ -553,7 +553,12 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 			return nil, err
 		}
 	}
-	marked := getUint16s(min(d.maxOut+258, 1<<20))
+	hint := int(partOut.Load())
+	if hint <= 0 {
+		hint = 1 << 20
+	}
+	hint = hint + hint/10 + 258
+	marked := getUint16s(min(d.maxOut+258, hint))
 	var plain []byte
 	n := 0
 	for {
@@ -575,7 +580,7 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 				if n >= d.maxOut {
 					return nil, errTooBig
 				}
-				grown := getUint16s(min(2*len(marked), d.maxOut+258))
+				grown := getUint16s(min(len(marked)*3/2, d.maxOut+258))
 				copy(grown, marked[:n])
 				putUint16s(marked)
 				marked = grown
@@ -583,7 +588,7 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 				if n-windowSize+len(p.marked) >= d.maxOut {
 					return nil, errTooBig
 				}
-				grown := getBytes(windowSize + min(2*(len(plain)-windowSize), d.maxOut-len(p.marked)+258))
+				grown := getBytes(windowSize + min((len(plain)-windowSize)*3/2, d.maxOut-len(p.marked)+258))
 				copy(grown, plain[:n])
 				putBytes(plain)
 				plain = grown
@@ -598,7 +603,7 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 		if plain == nil && n-d.lastMarker >= windowSize {
 			// Nothing later can reach a marker: go on in bytes, with the window as history.
 			p.marked = marked[:n]
-			plain = getBytes(windowSize + min(d.maxOut, 1<<20))
+			plain = getBytes(windowSize + min(d.maxOut, max(64<<10, hint-n)))
 			for i, v := range marked[n-windowSize : n] {
 				plain[i] = byte(v)
 			}
@@ -608,6 +613,7 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 	}
 	p.end = d.r.bit()
 	p.need = d.need
+	defer func() { partOut.Store(int64(p.outLen())) }()
 	if plain == nil {
 		p.marked = marked[:n]
 	} else {

@@ -35,7 +35,7 @@ type Config struct {
 	// Workers is how many parts are decoded at once (besides the reader's own work);
 	// fewer than 1 means serial decoding. Default: GOMAXPROCS.
 	Workers int
-	// PartSize is the compressed size of a part. Default 1 MiB.
+	// PartSize is the compressed size of a part. Default 512 KiB.
 	PartSize int64
 	// Ahead is how many parts are decoded or wait, decoded, for the reader; with their
 	// output it bounds the memory. Default Workers+1.
@@ -61,7 +61,7 @@ func Default() Config {
 
 func (c Config) fill() Config {
 	if c.PartSize <= 0 {
-		c.PartSize = 1 << 20
+		c.PartSize = 512 << 10
 	}
 	if c.Ahead <= 0 {
 		c.Ahead = c.Workers + 1
@@ -140,7 +140,8 @@ type Reader struct {
 
 	pending  []byte
 	pending2 []byte   // handed out after pending
-	free     [][]byte // buffers to reuse once pending and pending2 are handed out
+	free     [][]byte   // buffers to reuse once pending and pending2 are handed out
+	free16   [][]uint16 // likewise
 	err      error
 	stats    Stats
 	wg       sync.WaitGroup
@@ -208,7 +209,10 @@ func (r *Reader) Read(p []byte) (int, error) {
 		for _, b := range r.free {
 			putBytes(b)
 		}
-		r.free = r.free[:0]
+		for _, b := range r.free16 {
+			putUint16s(b)
+		}
+		r.free, r.free16 = r.free[:0], r.free16[:0]
 		if r.err != nil {
 			return 0, r.err
 		}
@@ -289,7 +293,9 @@ func (r *Reader) findJob(bit, out int64) bool {
 			r.err = r.ctx.Err()
 			return false
 		}
-		if err != nil || int64(p.need) > out {
+		if err != nil || int64(p.need) > out || j.resolved != nil && r.taken != j.after {
+			// Undecodable, reaching before the member, or resolved by its worker with a
+			// window that was not the one before it (its predecessor was not taken).
 			r.drop()
 			continue
 		}
@@ -304,6 +310,7 @@ func (r *Reader) drop() {
 	}
 	r.jobs[0].cancel()
 	r.jobs[0].setWindow(nil)
+	r.jobs[0].forget()
 	r.jobs = r.jobs[1:]
 	r.stats.Dropped++
 	<-slots
@@ -340,28 +347,16 @@ func (r *Reader) take() {
 	<-slots
 	p := j.part
 	j.part = nil
-	out := j.resolved
-	if out == nil || r.taken == nil || r.taken != j.prev {
-		if out != nil {
-			putBytes(out)
-		}
-		out = getBytes(len(p.marked))
-		h := r.hist
-		for i, v := range p.marked {
-			if v < 256 {
-				out[i] = byte(v)
-			} else {
-				out[i] = h[len(h)-(windowSize-int(v-256))]
-			}
-		}
+	out := j.resolved // resolved by the worker, over p.marked's memory (findJob checked its window)
+	if out == nil {
+		out = resolveInPlace(p.marked, r.hist)
 	} else {
 		r.stats.Chained++
 	}
 	r.taken = j
-	putUint16s(p.marked)
 	r.emit(out)
 	r.keep(out)
-	r.free = append(r.free, out)
+	r.free16 = append(r.free16, p.marked)
 	if p.plain != nil {
 		plain := p.plain[windowSize:]
 		r.crc = crc32.Update(r.crc, crc32.IEEETable, plain)
@@ -371,6 +366,7 @@ func (r *Reader) take() {
 		r.free = append(r.free, p.plain)
 	}
 	j.setWindow(r.hist) // the true window after the part, for the next part's worker
+	j.part, j.resolved, j.after = nil, nil, nil
 	r.stats.Parts++
 	r.stats.Marked += int64(len(p.marked))
 	r.stats.Speculated += int64(p.outLen())
@@ -625,6 +621,7 @@ type job struct {
 	// output then (the reader takes it if the predecessor was indeed the part before).
 	prev     *job
 	resolved []byte
+	after    *job // the predecessor whose window resolved the part
 	window   []byte        // a copy of the window after the part, once known
 	winReady chan struct{} // closed once window is set, or known never to be
 	winOnce  sync.Once
@@ -712,6 +709,7 @@ func (j *job) run(src io.ReaderAt, cfg Config) {
 func (j *job) chain() {
 	p := j.part
 	j.end, j.final = p.end, p.final
+	defer func() { j.prev = nil }() // parts must not keep every part before them alive
 	if len(p.marked) > 0 && j.prev != nil && !j.stored {
 		select {
 		case <-j.prev.winReady:
@@ -720,15 +718,7 @@ func (j *job) chain() {
 		}
 		pv := j.prev
 		if win := pv.window; win != nil && pv.err == nil && !pv.final && pv.end == j.start && p.need <= len(win) {
-			out := getBytes(len(p.marked))
-			for i, v := range p.marked {
-				if v < 256 {
-					out[i] = byte(v)
-				} else {
-					out[i] = win[len(win)-(windowSize-int(v-256))]
-				}
-			}
-			j.resolved = out
+			j.resolved, j.after = resolveInPlace(p.marked, win), pv
 		}
 	}
 	switch {
@@ -737,6 +727,20 @@ func (j *job) chain() {
 	case len(j.resolved) >= windowSize:
 		j.setWindow(j.resolved[len(j.resolved)-windowSize:])
 	}
+}
+
+// forget drops a dropped part's buffers, once its worker is done with them.
+func (j *job) forget() {
+	go func() {
+		<-j.started
+		if p := j.part; p != nil {
+			putUint16s(p.marked) // resolved, if set, is a view of it
+			if p.plain != nil {
+				putBytes(p.plain)
+			}
+		}
+		j.part, j.resolved, j.prev = nil, nil, nil
+	}()
 }
 
 // setWindow publishes (a copy of) the window after the part, for its successor's
@@ -751,7 +755,7 @@ func (j *job) setWindow(w []byte) {
 }
 
 // partSlack is what a part reads past its nominal end, for its last block.
-const partSlack = 512 << 10
+const partSlack = 256 << 10
 
 // readFull reads len(p) bytes at off unless the stream ends first, checking ctx between
 // reads.
