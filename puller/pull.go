@@ -363,9 +363,9 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 			}
 		}()
 	}
-	if p.o.tees != nil {
-		// Tees want the diffIDs up front (snapshots are named by chain ID): the configs
-		// first, then the layers.
+	if p.o.tees != nil || p.o.skip != nil {
+		// Tees and skips want the diffIDs up front (snapshots are named by chain ID): the
+		// configs first, then the layers.
 		wg.Wait()
 		if cfgErr != nil {
 			return nil, cfgErr
@@ -458,7 +458,7 @@ func (p *pull) layerBlobs() ([]layers.Blob, [][2]int) {
 	for i, ti := range p.t.images {
 		s1 := ti.m.Schema1
 		known := ti.m.Layers // what tees are told of the layers: with diffIDs, from the config
-		if p.o.tees != nil && p.configs[i].cfg != nil {
+		if (p.o.tees != nil || p.o.skip != nil) && p.configs[i].cfg != nil {
 			cfg := p.configs[i].cfg
 			if img, err := manifest.NewImage(p.ref, p.t.named, ti.m, ti.entry, ti.m.Config, cfg); err == nil {
 				known = img.Layers
@@ -471,6 +471,9 @@ func (p *pull) layerBlobs() ([]layers.Blob, [][2]int) {
 			b := layers.Blob{Desc: l.Descriptor(), DiffID: s1 != nil || p.o.diffIDs}
 			if p.o.tees != nil {
 				b.Tee = p.o.tees(k, known[k])
+			}
+			if p.o.skip != nil && p.o.skip(k, known[k]) {
+				continue
 			}
 			blobs = append(blobs, b)
 			at = append(at, [2]int{i, k})

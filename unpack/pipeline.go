@@ -2,6 +2,7 @@ package unpack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -50,6 +51,7 @@ type Pipeline struct {
 	maxLive int    // when free, how many layers are applied at once
 
 	progress func(pullkit.Event) // EventUnpacked per layer, if set
+	drop     BlobDeleter         // where to delete each layer blob once applied, if set
 
 	mu      sync.Mutex
 	layers  []*piped // the layers to apply, base first
@@ -121,6 +123,50 @@ func (p *Pipeline) Progress(fn func(pullkit.Event)) {
 	p.mu.Lock()
 	p.progress = fn
 	p.mu.Unlock()
+}
+
+// BlobDeleter deletes a blob from a store (store.Content does).
+type BlobDeleter interface {
+	Delete(ctx context.Context, d digest.Digest) error
+}
+
+// DropBlobs makes the pipeline delete each layer's blob from st once the layer is
+// applied and its diffID verified (a disk policy for engines that keep only unpacked
+// layers): the manifest and config stay, so the store still names the image, and a
+// later pull that shares the layer reuses its snapshot without downloading it again
+// (give Skip to the pull). A layout whose layers were dropped is no longer a whole OCI
+// layout: tools that read layers from it (skopeo, umoci) fail on such an image, Check
+// does not report the absent blobs, and GC keeps the names and what they still reach.
+// A blob already absent is no error; any other failure to delete fails the pipeline.
+// Call it before the pull.
+func (p *Pipeline) DropBlobs(st BlobDeleter) {
+	p.mu.Lock()
+	p.drop = st
+	p.mu.Unlock()
+}
+
+// Skip reports whether layer i, given to Tee just before, need not be downloaded: for
+// snapshots with every diffID known so far, when the snapshot of the layer's chain ID is
+// there already. The pipeline then counts the layer as reused (Result.Reused) and never
+// opens its tee. Give it to the pull with puller.WithSkipLayers(p.Skip); for a Rootfs it
+// is always false.
+func (p *Pipeline) Skip(i int, l manifest.Layer) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pl := p.byIndex[i]
+	if p.snaps == nil || !p.free || pl == nil || pl.state != waiting || l.DiffID == "" || l.DiffID != pl.layer.DiffID {
+		return false
+	}
+	chain := ChainID(pl.parent, l.DiffID)
+	if !p.snaps.Has(chain) {
+		return false
+	}
+	pl.state = applied
+	pl.res = Result{DiffID: l.DiffID, ChainID: chain, Reused: true}
+	if fn := p.progress; fn != nil {
+		fn(pullkit.Event{Kind: pullkit.EventUnpacked, What: "layer", Digest: l.Digest})
+	}
+	return true
 }
 
 // Tee returns the tee for layer i of the image (base first), for puller.WithLayerTees,
@@ -245,6 +291,15 @@ func (p *Pipeline) run(l *piped, sp *spool) {
 		}
 		// The attempt's verdict (for a layer read to its end, known already).
 		err = sp.wait()
+	}
+	p.mu.Lock()
+	drop := p.drop
+	p.mu.Unlock()
+	if err == nil && drop != nil && !sp.aborted() {
+		// The transfer stored the blob before its verdict: it is there to delete.
+		if derr := drop.Delete(p.ctx, l.layer.Digest); derr != nil && !errors.Is(derr, pullkit.ErrNotFound) {
+			err = &pullkit.Error{Op: "drop layer blob", Digest: l.layer.Digest, Err: derr}
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -68,6 +68,9 @@ type options struct {
 	formatSet, manifestFormatSet bool
 	// progressOut is where progress is drawn: stderr when it is a terminal, else nil.
 	progressOut io.Writer
+	// dropBlobs deletes each layer blob from --output once applied (issue 20's disk
+	// policy).
+	dropBlobs bool
 }
 
 // usageError is a command-line mistake (exit status 2).
@@ -75,7 +78,7 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR] [--json] [--resolve] [--plain-http] [REFERENCE]\n" +
+const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR [--drop-blobs]] [--json] [--resolve] [--plain-http] [REFERENCE]\n" +
 	"       pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)"
 
 // parseArgs reads the flags; flags may come before or after the reference.
@@ -101,6 +104,8 @@ func parseArgs(args []string) (*options, error) {
 	fs.BoolVar(&o.gc, "gc", false, "remove from the OCI layout --output DIR every blob no name reaches, and stale partial downloads")
 	fs.DurationVar(&o.ingestExpiry, "ingest-expiry", store.DefaultIngestExpiry, "with --gc, how old a partial download must be to be removed")
 	fs.BoolVar(&o.check, "check", false, "re-hash every blob of the OCI layout --output DIR and remove the damaged ones")
+	// Issue 20: disk policy.
+	fs.BoolVar(&o.dropBlobs, "drop-blobs", false, "with --output and --unpack or --snapshots, delete each layer blob from the layout once it is applied and verified (manifest and config stay)")
 	var refs []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -162,6 +167,8 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--unpack and --snapshots apply one platform's layers: not with --resolve, --all or --format docker-archive"}
 	case o.ingestExpiry < 0:
 		return nil, &usageError{"--ingest-expiry must not be negative"}
+	case o.dropBlobs && (o.output == "" || o.unpack == "" && o.snapshots == ""):
+		return nil, &usageError{"--drop-blobs deletes applied layers from --output DIR: it needs --output and --unpack or --snapshots"}
 	}
 	if len(refs) == 1 {
 		o.reference = refs[0]

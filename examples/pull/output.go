@@ -170,7 +170,12 @@ func unpackOutput(ctx context.Context, o *options, c *puller.Client, call []pull
 		call = append(call, puller.WithProgress(p.event))
 		defer p.finish()
 	}
-	img, err := c.Pull(ctx, ref, st, append(call, puller.WithLayerTees(pipe.Tee))...)
+	if o.dropBlobs {
+		pipe.DropBlobs(st)
+	}
+	// A layer whose snapshot is there already is not downloaded (its blob may have been
+	// dropped by an earlier --drop-blobs).
+	img, err := c.Pull(ctx, ref, st, append(call, puller.WithLayerTees(pipe.Tee), puller.WithSkipLayers(pipe.Skip))...)
 	if err != nil {
 		pipe.Abort(err)
 		return fail(err)

@@ -139,7 +139,7 @@ type Reader struct {
 	noJob   bool   // no parts for the rest of this member
 
 	pending  []byte
-	pending2 []byte   // handed out after pending
+	pending2 []byte     // handed out after pending
 	free     [][]byte   // buffers to reuse once pending and pending2 are handed out
 	free16   [][]uint16 // likewise
 	err      error
@@ -621,7 +621,7 @@ type job struct {
 	// output then (the reader takes it if the predecessor was indeed the part before).
 	prev     *job
 	resolved []byte
-	after    *job // the predecessor whose window resolved the part
+	after    *job          // the predecessor whose window resolved the part
 	window   []byte        // a copy of the window after the part, once known
 	winReady chan struct{} // closed once window is set, or known never to be
 	winOnce  sync.Once
