@@ -35,13 +35,13 @@ type Config struct {
 	// Workers is how many parts are decoded at once (besides the reader's own work);
 	// fewer than 1 means serial decoding. Default: GOMAXPROCS.
 	Workers int
-	// PartSize is the compressed size of a part. Default 512 KiB.
+	// PartSize is the compressed size of a part. Default 256 KiB.
 	PartSize int64
 	// Ahead is how many parts are decoded or wait, decoded, for the reader; with their
 	// output it bounds the memory. Default Workers+1.
 	Ahead int
 	// MaxPartOutput bounds a part's output (entries); a part that would make more is
-	// decoded in order. Default 8 MiB.
+	// decoded in order. Default 4 MiB.
 	MaxPartOutput int
 	// Search is how many compressed bytes from a part's nominal start are searched for
 	// a block boundary. Default 256 KiB.
@@ -61,13 +61,13 @@ func Default() Config {
 
 func (c Config) fill() Config {
 	if c.PartSize <= 0 {
-		c.PartSize = 512 << 10
+		c.PartSize = 256 << 10
 	}
 	if c.Ahead <= 0 {
 		c.Ahead = c.Workers + 1
 	}
 	if c.MaxPartOutput <= 0 {
-		c.MaxPartOutput = 8 << 20
+		c.MaxPartOutput = 4 << 20
 	}
 	if c.Search <= 0 {
 		c.Search = 256 << 10
@@ -84,7 +84,7 @@ func (c Config) fill() Config {
 // share one budget. A reader that gets no slot decodes in order.
 var (
 	tokens = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
-	slots  = make(chan struct{}, max(3, runtime.GOMAXPROCS(0)+1))
+	slots  = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
 )
 
 // Stats says what a reader did; tests read it.
