@@ -49,7 +49,7 @@ func TestDialerKeepsRegistriesOffLoopback(t *testing.T) {
 		}
 		return nil, &net.DNSError{Err: "no such host (test resolver)", Name: host, IsNotFound: true}
 	}
-	dial := newBaseTransport(DefaultTimeouts()).DialContext
+	dial := newBaseTransport(DefaultTimeouts(), nil, nil, nil).DialContext
 	for _, tc := range []struct {
 		origin, addr string
 		ok           bool
