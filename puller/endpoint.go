@@ -30,8 +30,8 @@ type endpoint struct {
 	repo    string         // the repository's path there
 	logical name.Reference // the reference it serves, as the store names it
 	mirror  bool
-	resolve bool // may resolve a tag (else only content by digest)
-	pull    bool // may serve content by digest
+	resolve bool         // may resolve a tag (else only content by digest)
+	pull    bool         // may serve content by digest
 	ns      string       // the registry a mirror stands for, sent as ?ns= (containerd's hosts.toml mirrors)
 	header  http.Header  // sent with every request to it
 	profile *hostProfile // TLS settings chosen for it, nil for its host's

@@ -449,8 +449,6 @@ func headerNames(h http.Header) []string {
 	return out
 }
 
-
-
 // askable are the endpoints to ask for what r names, in order: for a tag those that may
 // resolve it, for a digest those that may pull; live ones (this call) first.
 func askable(eps []*endpoint, r name.Reference) []*endpoint {

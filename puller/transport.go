@@ -85,13 +85,13 @@ type reqInfo struct {
 	credSent bool // set by authTransport when it sent credentials
 
 	// Set by the endpoint a request is for (endpoint.request).
-	endpointHost string           // the endpoint's host[:port]; profile applies to requests there
-	profile      *hostProfile     // TLS settings for the endpoint's host, nil for the default
-	connect      time.Duration    // dial deadline for the endpoint, 0 for the client's
-	firstByte    time.Duration    // deadline for the response headers, 0 for the client's
-	oneShot      bool             // a failed connection is not tried again: a later endpoint is
-	cred         *credential      // what to authenticate with, nil for none
-	strip        []string         // headers of the endpoint's configuration, dropped when a redirect leaves it
+	endpointHost string        // the endpoint's host[:port]; profile applies to requests there
+	profile      *hostProfile  // TLS settings for the endpoint's host, nil for the default
+	connect      time.Duration // dial deadline for the endpoint, 0 for the client's
+	firstByte    time.Duration // deadline for the response headers, 0 for the client's
+	oneShot      bool          // a failed connection is not tried again: a later endpoint is
+	cred         *credential   // what to authenticate with, nil for none
+	strip        []string      // headers of the endpoint's configuration, dropped when a redirect leaves it
 }
 
 type infoKey struct{}
