@@ -82,6 +82,9 @@ func (ep *endpoint) credential(ctx context.Context) (*credential, error) {
 func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Header, ri reqInfo) (*http.Response, *reqInfo, error) {
 	ri.origin, ri.repo = ep.host, ep.repo
 	ri.endpointHost, ri.profile, ri.connect, ri.firstByte, ri.oneShot = ep.host, ep.profile, ep.connect, ep.firstByte, ep.oneShot
+	if ep.oneShot {
+		ri.dead = ep.dead.Load
+	}
 	if ri.progress == nil {
 		ri.progress = progressOf(ctx)
 	}

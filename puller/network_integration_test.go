@@ -68,6 +68,11 @@ func pullVerified(t *testing.T, c *puller.Client, ref string, facts ggcrFacts) {
 // writeFile writes data to dir/name, making dir.
 func writeFile(t *testing.T, dir, name string, data []byte) string {
 	t.Helper()
+	return writeFileTB(t, dir, name, data)
+}
+
+func writeFileTB(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
