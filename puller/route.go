@@ -415,17 +415,6 @@ func (c *Client) profileBase(host string) *hostProfile {
 	return p
 }
 
-// resolvers are the endpoints that may resolve a tag, live ones first.
-func resolvers(eps []*endpoint) []*endpoint {
-	var out []*endpoint
-	for _, ep := range eps {
-		if ep.resolve {
-			out = append(out, ep)
-		}
-	}
-	return out
-}
-
 // alive is eps without the endpoints found dead in this call, or eps when all are.
 func alive(eps []*endpoint) []*endpoint {
 	var out []*endpoint
