@@ -194,6 +194,9 @@ func (c *Client) hostProfile(host string) *hostProfile {
 	if q := c.hostsDirProfile(host); q != nil {
 		p = p.merge(q)
 	}
+	if c.regConf != nil && c.regConf.Insecure(dirName(host)) {
+		p = p.merge(&hostProfile{insecure: true})
+	}
 	if p.empty() {
 		p = nil
 	}

@@ -367,15 +367,12 @@ func (c *Client) endpointsOf(r name.Reference, byDigest bool, o *pullOptions) ([
 			if mirror && !strings.EqualFold(host, repo.RegistryStr()) {
 				ep.ns = dirName(repo.RegistryStr())
 			}
-			p, err := c.profileFromHost(h)
+			p, err := c.entryProfile(where+" "+h.Entry, host, h)
 			if err != nil {
 				return nil, &pullkit.InvalidError{What: "hosts directory", Reason: where + " " + h.Entry, Err: err}
 			}
-			if p != nil {
-				// The entry's TLS, over what options give every host and this one.
-				ep.profile = c.profileBase(host).merge(p)
-			}
-			if h.Scheme == "http" {
+			ep.profile = p
+			if h.Scheme == "http" || (p != nil && p.insecure) {
 				c.mu.Lock()
 				c.httpHosts[host] = true
 				c.mu.Unlock()
@@ -404,6 +401,35 @@ func (c *Client) endpointsOf(r name.Reference, byDigest bool, o *pullOptions) ([
 		}
 	}
 	return out, nil
+}
+
+// entryProfile is the profile of a hosts.toml entry for host: the entry's TLS over what
+// options give every host and this one; nil when the entry sets no TLS. Built once per
+// entry, so that its connections are shared by every call.
+func (c *Client) entryProfile(key, host string, h hosts.Host) (*hostProfile, error) {
+	c.mu.Lock()
+	e, ok := c.entryProfiles[key]
+	c.mu.Unlock()
+	if ok {
+		return e.p, e.err
+	}
+	p, err := c.profileFromHost(h)
+	if err == nil && p != nil {
+		p = c.profileBase(host).merge(p)
+	}
+	c.mu.Lock()
+	if old, ok := c.entryProfiles[key]; ok {
+		p, err = old.p, old.err
+	} else {
+		c.entryProfiles[key] = profileEntry{p, err}
+	}
+	c.mu.Unlock()
+	return p, err
+}
+
+type profileEntry struct {
+	p   *hostProfile
+	err error
 }
 
 // profileBase is what options give host: every host's settings and host's own.
