@@ -229,6 +229,10 @@ func (c *Client) candidates(ref string, r name.Reference) ([]name.Reference, []s
 	if len(c.regConf.UnqualifiedSearch) == 0 {
 		return []name.Reference{r}, []string{""}, nil
 	}
+	if c.regConf.ShortNameMode == "enforcing" && len(c.regConf.UnqualifiedSearch) > 1 {
+		// Enforcing asks a person to choose; a library has no one to ask.
+		return nil, nil, &pullkit.InvalidError{What: "reference", Reason: "short name " + text.Clean(ref, 200) + " is ambiguous: short-name-mode is enforcing and several unqualified-search-registries are set; use a full name or an alias"}
+	}
 	var out []name.Reference
 	var why []string
 	for _, s := range c.regConf.UnqualifiedSearch {

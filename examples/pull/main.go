@@ -5,6 +5,8 @@
 //	pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N]
 //	     [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR]
 //	     [--json] [--resolve] [--plain-http] REFERENCE
+//	     [--hosts-dir DIR] [--registries-conf FILE] [--auth-file FILE] [--creds USER:PASSWORD]
+//	     [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--insecure-registry HOST] [--proxy URL] [--plan]
 //	pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)
 //	pull        # no reference: start an in-process registry seeded from testdata, pull each
 //
