@@ -79,4 +79,3 @@ func TestNetworkOptionsRefused(t *testing.T) {
 		}
 	}
 }
-
