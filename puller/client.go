@@ -72,6 +72,7 @@ type Client struct {
 	entryProfiles map[string]profileEntry // hosts.toml entry → its profile, once built
 	httpHosts     map[string]bool         // hosts a hosts.toml names insecure (http://, skip_verify)
 	kc            map[string]*keychainEntry
+	deadMirrors   map[string]time.Time // mirror host → skipped until then (MirrorTimeouts.Remember)
 }
 
 // Option configures a Client; it returns an error for a value it cannot use.

@@ -77,49 +77,61 @@ func deadMirrorSetup(t testing.TB, mirror string, layers int) (ref string, hosts
 // answers, in front of a working registry, costs one deadline per pull, not one per
 // blob: the pull succeeds, and the mirror was asked at most once per request the pull
 // had started before the first deadline passed (the config and the layers go out at
-// once), never again after. The deadline is a knob (WithMirrorTimeouts); the verdict
-// does not depend on it.
+// once), never again after. With MirrorTimeouts.Remember, later pulls skip it
+// altogether. The deadline is a knob (WithMirrorTimeouts); the verdict does not depend
+// on it.
 func TestDeadMirrorOncePerPull(t *testing.T) {
 	const layers = 6
-	mirror, accepted := silentListener(t)
-	ref, dir, reg := deadMirrorSetup(t, mirror, layers)
-	c := newClient(t, puller.WithHostsDir(dir), puller.WithMirrorTimeouts(puller.MirrorTimeouts{Connect: 200 * time.Millisecond, FirstByte: 200 * time.Millisecond}))
-	for i := 0; i < 2; i++ {
-		before := accepted.Load()
-		hostilePull(t, c, ref).verified(t)
-		got := accepted.Load() - before
-		if got < 1 || got > layers+1 {
-			t.Errorf("pull %d: the dead mirror got %d connections, want between 1 and %d (one per blob at most, before it was found dead)", i+1, got, layers+1)
-		}
-	}
-	// Every blob came from the registry.
-	if n := reg.Count(pullkittest.Match{Method: "GET", Route: pullkittest.RouteBlob}); n < layers+1 {
-		t.Errorf("the registry served %d blob requests, want at least %d", n, layers+1)
+	for _, remember := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprintf("remember %v", remember), func(t *testing.T) {
+			mirror, accepted := silentListener(t)
+			ref, dir, reg := deadMirrorSetup(t, mirror, layers)
+			c := newClient(t, puller.WithHostsDir(dir), puller.WithMirrorTimeouts(puller.MirrorTimeouts{Connect: 200 * time.Millisecond, FirstByte: 200 * time.Millisecond, Remember: remember}))
+			for i := 0; i < 2; i++ {
+				before := accepted.Load()
+				hostilePull(t, c, ref).verified(t)
+				got := accepted.Load() - before
+				lo, hi := int64(1), int64(layers+1)
+				if i == 1 && remember > 0 {
+					lo, hi = 0, 0 // remembered dead: not asked
+				}
+				if got < lo || got > hi {
+					t.Errorf("pull %d: the dead mirror got %d connections, want %d to %d", i+1, got, lo, hi)
+				}
+			}
+			// Every blob came from the registry.
+			if n := reg.Count(pullkittest.Match{Method: "GET", Route: pullkittest.RouteBlob}); n < layers+1 {
+				t.Errorf("the registry served %d blob requests, want at least %d", n, layers+1)
+			}
+		})
 	}
 }
 
 // BenchmarkDeadMirror times a pull through a dead mirror in front of a working
-// registry, with the default mirror deadlines: a closed port (refused at once) and a
-// listener that accepts and never answers (one FirstByte deadline per pull). Run:
-// go test -run '^$' -bench DeadMirror ./puller
+// registry, with the default mirror deadlines: a closed port (refused at once), and a
+// listener that accepts and never answers, skipped by later pulls for
+// MirrorTimeouts.Remember (the default) or found dead again by each pull (Remember 0: one
+// FirstByte deadline per pull). Run: go test -run '^$' -bench DeadMirror ./puller
 func BenchmarkDeadMirror(b *testing.B) {
-	for _, kind := range []string{"closed port", "silent listener", "no mirror"} {
+	for _, kind := range []string{"no mirror", "closed port", "silent listener", "silent listener per pull"} {
 		b.Run(strings.ReplaceAll(kind, " ", "-"), func(b *testing.B) {
 			var mirror string
-			switch kind {
-			case "closed port":
-				mirror = closedPort(b)
-			case "silent listener":
+			if strings.HasPrefix(kind, "silent") {
 				mirror, _ = silentListener(b)
-			default:
+			} else {
 				mirror = closedPort(b)
 			}
 			ref, dir, _ := deadMirrorSetup(b, mirror, 8)
-			opts := []puller.Option{puller.WithHostsDir(dir)}
-			if kind == "no mirror" {
-				opts = nil
+			opts := []puller.Option{puller.WithKeychain(anonymous)}
+			if kind != "no mirror" {
+				opts = append(opts, puller.WithHostsDir(dir))
 			}
-			c, err := puller.New(append(opts, puller.WithKeychain(anonymous))...)
+			if kind == "silent listener per pull" {
+				mt := puller.DefaultMirrorTimeouts()
+				mt.Remember = 0
+				opts = append(opts, puller.WithMirrorTimeouts(mt))
+			}
+			c, err := puller.New(opts...)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -44,7 +44,7 @@ func (c *Client) fetchTree(ctx context.Context, ref string, r name.Reference, o 
 		return nil, pullkit.Wrap(ref, "fetch manifest", "", err)
 	}
 	var last error
-	for _, ep := range askable(eps, r) {
+	for _, ep := range alive(askable(eps, r)) {
 		content := contentFrom(eps, ep, r)
 		t, err := c.fetchTreeOn(ctx, ep, content, r, o)
 		if err == nil {

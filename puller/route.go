@@ -42,20 +42,24 @@ import (
 type MirrorTimeouts struct {
 	Connect   time.Duration
 	FirstByte time.Duration
+	// Remember is how long a mirror found dead is skipped by the client's later calls
+	// too (0: only for the call that found it). A skipped mirror is asked again when
+	// every endpoint is dead.
+	Remember time.Duration
 }
 
 // DefaultMirrorTimeouts are one second to connect and one second to the first byte of
-// each answer.
+// each answer, and a dead mirror skipped for 30 seconds.
 func DefaultMirrorTimeouts() MirrorTimeouts {
-	return MirrorTimeouts{Connect: time.Second, FirstByte: time.Second}
+	return MirrorTimeouts{Connect: time.Second, FirstByte: time.Second, Remember: 30 * time.Second}
 }
 
 // WithMirrorTimeouts sets the deadlines of every mirror (default DefaultMirrorTimeouts).
 // A pull-through cache that fetches from far away may need a longer FirstByte.
 func WithMirrorTimeouts(t MirrorTimeouts) Option {
 	return func(c *Client) error {
-		if t.Connect <= 0 || t.FirstByte <= 0 {
-			return &pullkit.InvalidError{What: "option WithMirrorTimeouts", Reason: "both durations must be positive"}
+		if t.Connect <= 0 || t.FirstByte <= 0 || t.Remember < 0 {
+			return &pullkit.InvalidError{What: "option WithMirrorTimeouts", Reason: "Connect and FirstByte must be positive, Remember not negative"}
 		}
 		c.mirrorTimeouts = t
 		return nil
@@ -306,6 +310,9 @@ func (c *Client) endpointsOf(r name.Reference, byDigest bool, o *pullOptions) ([
 		ep := &endpoint{c: c, host: host, path: "/v2", repo: repoPath, logical: r, mirror: mirror, resolve: true, pull: true, source: source, creds: creds}
 		if mirror {
 			ep.connect, ep.firstByte = c.mirrorTimeouts.Connect, c.mirrorTimeouts.FirstByte
+			if c.deadRecently(host) {
+				ep.dead.Store(true)
+			}
 		}
 		return ep
 	}
@@ -443,6 +450,32 @@ func (c *Client) profileBase(host string) *hostProfile {
 		p = p.merge(q)
 	}
 	return p
+}
+
+// noteDead remembers that mirror host was found dead (MirrorTimeouts.Remember).
+func (c *Client) noteDead(host string) {
+	if c.mirrorTimeouts.Remember <= 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.deadMirrors == nil {
+		c.deadMirrors = map[string]time.Time{}
+	}
+	c.deadMirrors[host] = c.now().Add(c.mirrorTimeouts.Remember)
+	c.mu.Unlock()
+}
+
+// deadRecently reports whether mirror host was found dead within
+// MirrorTimeouts.Remember.
+func (c *Client) deadRecently(host string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until, ok := c.deadMirrors[host]
+	if ok && !c.now().Before(until) {
+		delete(c.deadMirrors, host)
+		return false
+	}
+	return ok
 }
 
 // alive is eps without the endpoints found dead in this call, or eps when all are.
