@@ -203,7 +203,7 @@ func TestInterruptStopsDiffID(t *testing.T) {
 	if err == nil || cmd.ProcessState.ExitCode() != 130 {
 		t.Errorf("exit %v, want status 130, as shells report SIGINT", err)
 	}
-	if took > 5*time.Second {
+	if took > 20*time.Second { // a bound that catches a hang, not a measure of speed
 		t.Errorf("took %v to stop after SIGINT", took)
 	}
 	if s := errOut.String(); strings.Count(s, "\n") != 1 || !strings.HasPrefix(s, "pull: interrupted by SIGINT") {
