@@ -98,10 +98,11 @@ func (r *ptyReader) waitFor(t *testing.T, n int) []byte {
 }
 
 // TestProgressOnTerminal pulls an image of 40 layers with stderr on a pseudo-terminal of
-// 60 x 24 and of 200 x 50 (the size the program reads with TIOCGWINSZ), and replays what
-// it drew: no line wraps, the header is once in the scrollback and on the screen, and the
-// final screen is the whole pull (40 layers and the config verified, with the elapsed
-// time), summed up where the rows are too few.
+// 60 x 24 and of 200 x 50 (the size the program reads with TIOCGWINSZ), below a screen
+// full of earlier output, and replays what it drew: no line wraps, the header is once in
+// the scrollback and on the screen, and the frame at the bottom of the final screen is
+// the whole pull (40 layers and the config verified, with the elapsed time), summed up
+// where the rows are too few.
 func TestProgressOnTerminal(t *testing.T) {
 	reg := pullkittest.NewRegistry(t)
 	reg.PushImage("many/layers", "v1", pullkittest.OCI, pullkittest.Layers(40, 32<<10))
@@ -110,6 +111,10 @@ func TestProgressOnTerminal(t *testing.T) {
 			cols, rows := size[0], size[1]
 			m, s := openPTY(t, cols, rows)
 			r := readPTY(m)
+			// What the shell showed before: the display starts on the last row.
+			for i := range rows + 5 {
+				fmt.Fprintf(s, "earlier output %d\n", i)
+			}
 			var out bytes.Buffer
 			cmd := ptyChild(t, s, &out, "--output", filepath.Join(t.TempDir(), "layout"), reg.Ref("many/layers:v1"))
 			s.Close()
@@ -126,6 +131,12 @@ func TestProgressOnTerminal(t *testing.T) {
 				t.Errorf("%d lines wrapped", v.wraps)
 			}
 			all, screen := v.all(), v.lines()
+			for i, l := range screen { // the frame: from the header down
+				if headerLine.MatchString(l) {
+					screen = screen[i:]
+					break
+				}
+			}
 			if n := headers(all); n != 1 {
 				t.Errorf("the header is %d times in the scrollback and on the screen, want once:\n%s", n, strings.Join(all, "\n"))
 			}
