@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -116,7 +114,7 @@ func TestProgressOnTerminal(t *testing.T) {
 				fmt.Fprintf(s, "earlier output %d\n", i)
 			}
 			var out bytes.Buffer
-			cmd := ptyChild(t, s, &out, "--output", filepath.Join(t.TempDir(), "layout"), reg.Ref("many/layers:v1"))
+			cmd := pullChild(t, &out, s, "--output", filepath.Join(t.TempDir(), "layout"), reg.Ref("many/layers:v1"))
 			s.Close()
 			if err := cmd.Wait(); err != nil {
 				t.Fatalf("pull: %v\n%s", err, out.String())
@@ -158,17 +156,6 @@ func TestProgressOnTerminal(t *testing.T) {
 			}
 		})
 	}
-}
-
-// ptyChild runs the command in a child process with stderr on the terminal slave.
-func ptyChild(t *testing.T, slave *os.File, stdout io.Writer, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := childCommand(t, args...)
-	cmd.Stdout, cmd.Stderr = stdout, slave
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd
 }
 
 // TestProgressFollowsSIGWINCH draws on a pseudo-terminal of 200 x 50, resizes it to
