@@ -24,6 +24,7 @@ type pullOptions struct {
 	jobsSet  bool
 	tees     func(i int, l manifest.Layer) layers.Tee
 	skip     func(i int, l manifest.Layer) bool
+	creds    CredentialsFunc
 }
 
 func callOptions(opts []PullOption) (*pullOptions, error) {
