@@ -24,7 +24,8 @@
 # the CPU time of GNU tar -x of its uncompressed layers into a fresh directory on the
 # scratch file system, divided by the number of cores. "inflate-serial" and
 # "inflate-parallel" time klauspost's serial reader and pullkit's parallel one
-# (internal/inflate) on the image's layers, in memory, wall seconds.
+# (internal/inflate) on the image's layers, in memory, wall seconds; "inflate-inorder" the
+# same reader with no workers (its own decoder in order, what an unpack on two cores uses).
 #
 # The outputs go to a scratch file system: by default a journaled ext4 made in a sparse
 # file under the work directory and loop-mounted (SCRATCH=DIR uses DIR instead). The
@@ -183,7 +184,7 @@ ctr_clean() { # mode: remove every image of the bench namespace, its content and
 # What the floor and the inflate tools read: each image's layer files (gzip, as pushed)
 # and, for tar -x, their uncompressed tars, on the scratch file system.
 declare -A layerfiles
-if has floor || has inflate-serial || has inflate-parallel; then
+if has floor || has inflate-serial || has inflate-parallel || has inflate-inorder; then
   mkdir -p "$scratch/tars"
   for img in "${images[@]}"; do
     for l in ${imagelayers[$img]}; do
@@ -245,6 +246,7 @@ runone() { # round image tool [row]: row names the result (default: the image)
       printf '%s\t%s\tinflate %s tar %s\n' "$round" "$img" "$fin" "$ft" >>"$work/floors.tsv" ;;
     inflate-serial) timed "$tool" "$bin/inflate" -mode klauspost ${layerfiles[$img]} ;;
     inflate-parallel) timed "$tool" "$bin/inflate" -mode parallel ${layerfiles[$img]} ;;
+    inflate-inorder) timed "$tool" "$bin/inflate" -mode inorder ${layerfiles[$img]} ;;
     skopeo-umoci)
       timed skopeo skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$out/oci-$img:latest"
       timed umoci umoci unpack --image "$out/oci-$img:latest" "$out/bundle-$img" ;;
@@ -338,6 +340,7 @@ for img in "${images[@]}"; do
   ratio "pk-unpack / floor" "$img/pk-unpack" "$img/floor"
   ratio "pk-snapshots / floor" "$img/pk-snapshots" "$img/floor"
   ratio "inflate-serial / inflate-parallel (speed-up)" "$img/inflate-serial" "$img/inflate-parallel"
+  ratio "inflate-serial / inflate-inorder (speed-up)" "$img/inflate-serial" "$img/inflate-inorder"
   ratio "pk-unpack / skopeo-umoci" "$img/pk-unpack" "$img/skopeo-umoci"
   ratio "pk-unpack / crane" "$img/pk-unpack" "$img/crane"
   ratio "pk-unpack / max(pk-download, pk-local-unpack)" "$img/pk-unpack" "$img/pk-download" "$img/pk-local-unpack"
