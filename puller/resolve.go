@@ -102,11 +102,15 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 	if err != nil {
 		return Resolved{}, err
 	}
+	eps, err := c.endpoints(ref, r, o)
+	if err != nil {
+		return Resolved{}, pullkit.Wrap(ref, "resolve", "", err)
+	}
 	var last error
-	for _, ep := range c.endpoints(r) {
+	for _, ep := range askable(eps, r) {
 		res, err := c.resolveOn(ctx, ep, r, o)
 		if err == nil {
-			res.Reference, res.Name, res.Repository = ref, fullName(r), repositoryName(r.Context())
+			res.Reference, res.Name, res.Repository = ref, fullName(ep.logical), repositoryName(ep.logical.Context())
 			return res, nil
 		}
 		last = pullkit.Wrap(ref, "resolve"+ep.via(), "", err)

@@ -68,6 +68,8 @@ type options struct {
 	formatSet, manifestFormatSet bool
 	// progressOut is where progress is drawn: stderr when it is a terminal, else nil.
 	progressOut io.Writer
+	// net are the network flags (network.go).
+	net networkFlags
 }
 
 // usageError is a command-line mistake (exit status 2).
@@ -75,7 +77,7 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR] [--json] [--resolve] [--plain-http] [REFERENCE]\n" +
+const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR] [--json] [--resolve] [--plain-http] [--hosts-dir DIR] [--registries-conf FILE] [--auth-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--insecure-registry HOST] [--proxy URL] [--creds USER:PASSWORD] [--plan] [REFERENCE]\n" +
 	"       pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)"
 
 // parseArgs reads the flags; flags may come before or after the reference.
@@ -91,7 +93,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&o.manifestFormat, "manifest-format", "oci", "image manifest written into an OCI layout: oci, v2s2 or v2s1")
 	fs.BoolVar(&o.json, "json", false, "print the image model as JSON")
 	fs.BoolVar(&o.resolve, "resolve", false, "print the platform manifest's digest; download no blob")
-	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to a registry that is not on loopback")
+	fs.BoolVar(&o.plainHTTP, "plain-http", false, "speak plain HTTP to every registry (default: HTTPS first; plain HTTP only to loopback or --insecure-registry hosts without TLS)")
 	fs.BoolVar(&o.checkDiffIDs, "check-diffids", false, "with --output, decompress each layer and check it against the config's diff_ids")
 	fs.BoolVar(&o.directIO, "direct-io", true, "with --output, write blobs of 1 MiB and more with O_DIRECT where the file system allows it (false: through the page cache)")
 	fs.StringVar(&o.unpack, "unpack", "", "apply the layers, while they download, to a new root filesystem directory DIR")
@@ -101,6 +103,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.BoolVar(&o.gc, "gc", false, "remove from the OCI layout --output DIR every blob no name reaches, and stale partial downloads")
 	fs.DurationVar(&o.ingestExpiry, "ingest-expiry", store.DefaultIngestExpiry, "with --gc, how old a partial download must be to be removed")
 	fs.BoolVar(&o.check, "check", false, "re-hash every blob of the OCI layout --output DIR and remove the damaged ones")
+	o.net.register(fs)
 	var refs []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -162,6 +165,10 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--unpack and --snapshots apply one platform's layers: not with --resolve, --all or --format docker-archive"}
 	case o.ingestExpiry < 0:
 		return nil, &usageError{"--ingest-expiry must not be negative"}
+	case o.net.check() != "":
+		return nil, &usageError{o.net.check()}
+	case o.net.plan && len(refs) != 1:
+		return nil, &usageError{"--plan needs a reference"}
 	}
 	if len(refs) == 1 {
 		o.reference = refs[0]
@@ -200,10 +207,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs), puller.WithJobs(o.jobs))
 	copts := []puller.Option{puller.WithPlainHTTP(o.plainHTTP)}
+	netOpts, err := o.net.options(o.reference)
+	if err != nil {
+		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		return 2
+	}
+	copts = append(copts, netOpts...)
 
 	switch {
 	case o.list || o.gc || o.check || o.deleteName != "":
 		err = storeCommand(ctx, o, stdout)
+	case o.net.plan:
+		var c *puller.Client
+		if c, err = puller.New(copts...); err == nil {
+			var plan *puller.Plan
+			if plan, err = c.Plan(o.reference); err == nil {
+				_, err = io.WriteString(stdout, plan.String())
+			}
+		}
 	case o.reference == "":
 		err = runDemo(ctx, o, copts, call, stdout)
 	default:
