@@ -49,6 +49,7 @@ type controller struct {
 	mu       sync.Mutex
 	samples  []sample
 	best     float64 // the best rate per connection over a steady stretch
+	hint     float64 // the rate per connection an earlier call measured (LinkMemory)
 	maxParts int     // the most connections worth using; 0 until the link is found full
 }
 
@@ -61,6 +62,31 @@ type sample struct {
 func (c *controller) init(j judgement) {
 	c.judge = j
 	c.samples = make([]sample, 0, 256)
+}
+
+// start takes what an earlier call measured of the link: its round trip and rate per
+// connection size the first requests and chunks until this call has measured its own.
+// Pinned, the controller takes nothing.
+func (c *controller) start(l Link) {
+	if !c.measured() {
+		return
+	}
+	if l.RTT > 0 {
+		c.noteRTT(l.RTT)
+	}
+	c.mu.Lock()
+	c.hint = l.ConnRate
+	c.mu.Unlock()
+}
+
+// learnt is what this call measured of its link (nothing when pinned).
+func (c *controller) learnt() (Link, bool) {
+	if !c.measured() {
+		return Link{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Link{RTT: time.Duration(c.rtt.Load()), ConnRate: c.best, MaxConns: c.maxParts}, true
 }
 
 // measured reports whether the controller decides by measurement rather than as pinned.
@@ -172,6 +198,9 @@ func (c *controller) sizes() (chunk, minPart int64) {
 	rtt := c.rttNow()
 	c.mu.Lock()
 	perPart := c.best // 0 unless measured
+	if perPart == 0 {
+		perPart = c.hint
+	}
 	c.mu.Unlock()
 	minPart = max(int64(minPartSize), int64(2*perPart*rtt.Seconds()))
 	chunk = max(int64(chunkSize), int64(8*perPart*rtt.Seconds())) / blockSize * blockSize

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -24,6 +25,30 @@ type Fetcher interface {
 	// Served body); every fetcher must accept offset 0 with length < 0. Cancelling ctx
 	// must end the request and any read of its body.
 	Fetch(ctx context.Context, desc manifest.Descriptor, offset, length int64) (io.ReadCloser, error)
+}
+
+// Link is what is known of the link a call's blobs come over: the measurements that
+// size its requests and cap its connections, and whether the server serves ranges.
+type Link struct {
+	// RTT is the shortest request latency seen (to the response headers).
+	RTT time.Duration
+	// ConnRate is the best rate one connection got over a steady stretch, bytes/s.
+	ConnRate float64
+	// MaxConns is how many connections were flowing when the rate per connection fell
+	// under 60% of the best (the link was full), 0 when that was not seen.
+	MaxConns int
+	// NoRanges says the server answers a range with the whole blob (or refuses it).
+	NoRanges bool
+}
+
+// A LinkMemory is a Fetcher that remembers links between calls: a call starts from what
+// Link says of the link to its first large blob (its first requests and chunks sized
+// for it rather than for an unknown link; no ranges tried where the server does not
+// serve them), and tells Learnt what it measured once it ends. The puller keeps them per
+// host for a Client's life.
+type LinkMemory interface {
+	Link(desc manifest.Descriptor) Link
+	Learnt(desc manifest.Descriptor, l Link)
 }
 
 // Served is a body a Fetcher returns when the server sent other bytes than asked for: a

@@ -122,6 +122,7 @@ func (e *engine) newXfer(j *job, w store.Writer) *xfer {
 		x.rw = &spillWriter{Writer: w, s: e.s}
 	}
 	x.next = w.Offset()
+	x.noRanges = e.noRanges
 	for _, r := range x.rw.Held() {
 		x.held = x.held.Add(max(r.Start, x.next), min(r.End, x.size))
 	}

@@ -387,8 +387,8 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 		}
 	}
 	blobs, at := p.layerBlobs()
-	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress}
-	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, layers.WithJobs(p.o.jobs), layers.WithProgress(p.o.progress), layers.WithRetry(p.c.retry))
+	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress, conns: p.o.conns}
+	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, p.o.transfer(p.c.retry)...)
 	wg.Wait()
 	if cfgErr != nil {
 		return nil, cfgErr
