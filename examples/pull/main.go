@@ -70,6 +70,8 @@ type options struct {
 	progressOut io.Writer
 	// net are the network flags (network.go).
 	net networkFlags
+	// xfer are the transfer's flags (transfer.go).
+	xfer transferFlags
 }
 
 // usageError is a command-line mistake (exit status 2).
@@ -77,7 +79,7 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR] [--json] [--resolve] [--plain-http] [--hosts-dir DIR] [--registries-conf FILE] [--auth-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--insecure-registry HOST] [--proxy URL] [--creds USER:PASSWORD] [--plan] [REFERENCE]\n" +
+const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR] [--json] [--resolve] [--plain-http] [--hosts-dir DIR] [--registries-conf FILE] [--auth-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--insecure-registry HOST] [--proxy URL] [--creds USER:PASSWORD] [--plan] [--ranges=false] [--conns-per-host N] [REFERENCE]\n" +
 	"       pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)"
 
 // parseArgs reads the flags; flags may come before or after the reference.
@@ -104,6 +106,7 @@ func parseArgs(args []string) (*options, error) {
 	fs.DurationVar(&o.ingestExpiry, "ingest-expiry", store.DefaultIngestExpiry, "with --gc, how old a partial download must be to be removed")
 	fs.BoolVar(&o.check, "check", false, "re-hash every blob of the OCI layout --output DIR and remove the damaged ones")
 	o.net.register(fs)
+	o.xfer.register(fs)
 	var refs []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -167,6 +170,8 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--ingest-expiry must not be negative"}
 	case o.net.check() != "":
 		return nil, &usageError{o.net.check()}
+	case o.xfer.check() != "":
+		return nil, &usageError{o.xfer.check()}
 	case o.net.plan && len(refs) != 1:
 		return nil, &usageError{"--plan needs a reference"}
 	}
@@ -206,6 +211,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		call = append(call, puller.WithAllPlatforms())
 	}
 	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs), puller.WithJobs(o.jobs))
+	call = append(call, o.xfer.options()...)
 	copts := []puller.Option{puller.WithPlainHTTP(o.plainHTTP)}
 	netOpts, err := o.net.options(o.reference)
 	if err != nil {

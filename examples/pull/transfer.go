@@ -1,0 +1,37 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/pullkit/pullkit/puller"
+)
+
+// transferFlags are the transfer's flags (issue 19): ranges on or off, connections per
+// host.
+type transferFlags struct {
+	ranges bool
+	conns  int
+}
+
+func (t *transferFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&t.ranges, "ranges", true, "fetch a large blob in parallel ranges when its one stream is what limits it (false: one request per blob, resumed from where it stopped)")
+	fs.IntVar(&t.conns, "conns-per-host", 0, "blob requests in flight to any one host at most (0: no cap of its own, --jobs bounds them)")
+}
+
+// check returns what is wrong with the flags, or "".
+func (t *transferFlags) check() string {
+	if t.conns < 0 {
+		return fmt.Sprintf("--conns-per-host %d: want 0 (no cap) or more", t.conns)
+	}
+	return ""
+}
+
+// options are the pull options the flags ask for.
+func (t *transferFlags) options() []puller.PullOption {
+	opts := []puller.PullOption{puller.WithRanges(t.ranges)}
+	if t.conns > 0 {
+		opts = append(opts, puller.WithConnsPerHost(t.conns))
+	}
+	return opts
+}
