@@ -134,6 +134,11 @@ func (b *blobSource) fetchFrom(ctx context.Context, ep *endpoint, desc manifest.
 	}
 	u := ep.url("blobs", desc.Digest.String())
 	rc, final, err := ep.blob(ctx, u, desc, offset, length, b.progress, false)
+	if err != nil && refusedElsewhere(err, u) && ctx.Err() == nil {
+		// Blob storage refused the URL the registry had just given (it expired on the
+		// way, or the clocks disagree): once more, for a fresh one.
+		rc, final, err = ep.blob(ctx, u, desc, offset, length, b.progress, false)
+	}
 	if err != nil {
 		release()
 		return nil, err
@@ -148,6 +153,18 @@ func (b *blobSource) fetchFrom(ctx context.Context, ep *endpoint, desc manifest.
 		}
 	}
 	return releasing(rc, release), nil
+}
+
+// refusedElsewhere reports a 403 or 401 from another host than the one u names: blob
+// storage refusing the URL the registry redirected to.
+func refusedElsewhere(err error, u string) bool {
+	var he *pullkit.HTTPError
+	if !errors.As(err, &he) || (he.StatusCode != http.StatusForbidden && he.StatusCode != http.StatusUnauthorized) {
+		return false
+	}
+	at, err1 := url.Parse(he.URL)
+	orig, err2 := url.Parse(u)
+	return err1 == nil && err2 == nil && at.Host != "" && canonicalHost(at) != canonicalHost(orig)
 }
 
 // slot waits for room for one more blob request to host, when the call caps them
