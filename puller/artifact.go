@@ -41,7 +41,7 @@ func (c *Client) Referrers(ctx context.Context, ref string, artifactType string)
 		return nil, pullkit.Wrap(ref, "list referrers", "", err)
 	}
 	var last error
-	for _, ep := range askable(eps, r) {
+	for _, ep := range alive(askable(eps, r)) {
 		list, err := ep.referrers(ctx, r, artifactType)
 		if err == nil {
 			return list, nil
@@ -179,7 +179,7 @@ func (c *Client) PullArtifact(ctx context.Context, ref string, st store.Store, o
 		return nil, pullkit.Wrap(ref, "fetch artifact manifest", "", err)
 	}
 	var last error
-	for _, ep := range askable(eps, r) {
+	for _, ep := range alive(askable(eps, r)) {
 		a, err := ep.artifact(ctx, r)
 		if err != nil {
 			last = pullkit.Wrap(ref, "fetch artifact manifest"+ep.via(), "", err)

@@ -127,6 +127,11 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	defer learnt(false)
+	if ri.dead != nil && ri.dead() {
+		// The request that went first found the endpoint dead: the next endpoint is
+		// asked instead of waiting for this one's deadline again.
+		return nil, fmt.Errorf("%w: %s did not answer an earlier request of this call", pullkit.ErrUnreachable, text.Clean(ri.origin, 100))
+	}
 	first := req.Clone(req.Context())
 	if err := a.authorize(req.Context(), r, first, scope, cred, fp); err != nil {
 		return nil, &retriedError{err}

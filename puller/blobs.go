@@ -446,7 +446,7 @@ type markingBody struct {
 func (m *markingBody) Read(p []byte) (int, error) {
 	n, err := m.ReadCloser.Read(p)
 	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) && !m.closed.Load() {
-		m.ep.dead.Store(true)
+		m.ep.markDead()
 	}
 	return n, err
 }

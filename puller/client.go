@@ -68,12 +68,14 @@ type Client struct {
 	authFiles   []*auth.File
 	authFileSet bool
 
-	mu         sync.Mutex
-	schemes    map[string]string       // registry host → "https" or "http", once learnt
-	profiles   map[string]*hostProfile // host → its profile, once built
-	hostsCache map[string]hostsEntry   // registry → its hosts directory, once read
-	httpHosts  map[string]bool         // hosts a hosts.toml names insecure (http://, skip_verify)
-	kc         map[string]*keychainEntry
+	mu            sync.Mutex
+	schemes       map[string]string       // registry host → "https" or "http", once learnt
+	profiles      map[string]*hostProfile // host → its profile, once built
+	hostsCache    map[string]hostsEntry   // registry → its hosts directory, once read
+	entryProfiles map[string]profileEntry // hosts.toml entry → its profile, once built
+	httpHosts     map[string]bool         // hosts a hosts.toml names insecure (http://, skip_verify)
+	kc            map[string]*keychainEntry
+	deadMirrors   map[string]time.Time // mirror host → skipped until then (MirrorTimeouts.Remember)
 }
 
 // Option configures a Client; it returns an error for a value it cannot use.
@@ -204,18 +206,19 @@ func WithMirrorFallback(allow bool) Option {
 // refuses its value.
 func New(opts ...Option) (*Client, error) {
 	c := &Client{
-		keychain:    authn.DefaultKeychain,
-		maxManifest: DefaultMaxManifestSize,
-		retry:       pullkit.DefaultRetryPolicy(),
-		timeouts:    DefaultTimeouts(),
-		userAgent:   "pullkit",
-		sleep:       pullkit.Sleep,
-		now:         time.Now,
-		schemes:     map[string]string{},
-		profiles:    map[string]*hostProfile{},
-		hostsCache:  map[string]hostsEntry{},
-		httpHosts:   map[string]bool{},
-		kc:          map[string]*keychainEntry{},
+		keychain:      authn.DefaultKeychain,
+		maxManifest:   DefaultMaxManifestSize,
+		retry:         pullkit.DefaultRetryPolicy(),
+		timeouts:      DefaultTimeouts(),
+		userAgent:     "pullkit",
+		sleep:         pullkit.Sleep,
+		now:           time.Now,
+		schemes:       map[string]string{},
+		profiles:      map[string]*hostProfile{},
+		hostsCache:    map[string]hostsEntry{},
+		entryProfiles: map[string]profileEntry{},
+		httpHosts:     map[string]bool{},
+		kc:            map[string]*keychainEntry{},
 
 		mirrorTimeouts: DefaultMirrorTimeouts(),
 		proxy:          envProxy(),

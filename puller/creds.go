@@ -54,7 +54,7 @@ func WithCredentials(host string, cred Credential) Option {
 		if c.static == nil {
 			c.static = map[string]Credential{}
 		}
-		c.static[h] = cred
+		c.static[auth.NormalizeHost(h)] = cred
 		return nil
 	}
 }
@@ -158,8 +158,8 @@ func (c *Client) credentialFor(ctx context.Context, pull CredentialsFunc, host, 
 			return newCredential(fromCredential(cr), f.src), nil
 		}
 	}
-	if cr, ok := c.static[host]; ok && !cr.IsZero() {
-		return newCredential(fromCredential(cr), "WithCredentials("+host+")"), nil
+	if cr, ok := c.static[auth.NormalizeHost(host)]; ok && !cr.IsZero() {
+		return newCredential(fromCredential(cr), "WithCredentials("+auth.NormalizeHost(host)+")"), nil
 	}
 	for _, f := range c.authFiles {
 		if e, key, ok := f.Lookup(host, repository); ok && !e.Empty() {
@@ -195,6 +195,9 @@ func (c *Client) keychainFor(ctx context.Context, host string) (authn.AuthConfig
 	}
 	c.mu.Unlock()
 	e.once.Do(func() {
+		if auth.NormalizeHost(host) == "docker.io" {
+			host = name.DefaultRegistry // Docker Hub's credentials, whichever of its hosts
+		}
 		reg, err := name.NewRegistry(host, name.WeakValidation)
 		if err != nil {
 			e.err = err
@@ -225,8 +228,8 @@ func (c *Client) credentialSource(host, repository string, pull bool) string {
 	if c.credFunc != nil {
 		srcs = append(srcs, "WithCredentialsFunc")
 	}
-	if cr, ok := c.static[host]; ok && !cr.IsZero() {
-		return strings.Join(append(srcs, "WithCredentials("+host+")"), ", then ")
+	if cr, ok := c.static[auth.NormalizeHost(host)]; ok && !cr.IsZero() {
+		return strings.Join(append(srcs, "WithCredentials("+auth.NormalizeHost(host)+")"), ", then ")
 	}
 	for _, f := range c.authFiles {
 		if e, key, ok := f.Lookup(host, repository); ok && !e.Empty() {

@@ -68,6 +68,15 @@ func (ep *endpoint) url(kind, ident string) string {
 	return u
 }
 
+// markDead skips the endpoint for the rest of the call, and a mirror for the client's
+// later calls too, for MirrorTimeouts.Remember.
+func (ep *endpoint) markDead() {
+	ep.dead.Store(true)
+	if ep.mirror {
+		ep.c.noteDead(ep.host)
+	}
+}
+
 // credential resolves the endpoint's credential once per call.
 func (ep *endpoint) credential(ctx context.Context) (*credential, error) {
 	ep.credOnce.Do(func() {
@@ -82,6 +91,9 @@ func (ep *endpoint) credential(ctx context.Context) (*credential, error) {
 func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Header, ri reqInfo) (*http.Response, *reqInfo, error) {
 	ri.origin, ri.repo = ep.host, ep.repo
 	ri.endpointHost, ri.profile, ri.connect, ri.firstByte, ri.oneShot = ep.host, ep.profile, ep.connect, ep.firstByte, ep.oneShot
+	if ep.oneShot {
+		ri.dead = ep.dead.Load
+	}
 	if ri.progress == nil {
 		ri.progress = progressOf(ctx)
 	}
@@ -106,7 +118,7 @@ func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Head
 	if err != nil {
 		err = requestError(ctx, err)
 		if errors.Is(err, pullkit.ErrUnreachable) && ctx.Err() == nil {
-			ep.dead.Store(true)
+			ep.markDead()
 		}
 		return nil, &info, err
 	}

@@ -68,6 +68,11 @@ func pullVerified(t *testing.T, c *puller.Client, ref string, facts ggcrFacts) {
 // writeFile writes data to dir/name, making dir.
 func writeFile(t *testing.T, dir, name string, data []byte) string {
 	t.Helper()
+	return writeFileTB(t, dir, name, data)
+}
+
+func writeFileTB(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -295,25 +300,18 @@ func TestHTTPSOnlyAnswersRecognised(t *testing.T) {
 }
 
 // proxyFor starts an in-process forward proxy (goproxy) on loopback whose dialer alone
-// knows name: it maps name to target (a loopback address). It counts the requests and
-// CONNECTs it served.
-func proxyFor(t *testing.T, name, target string) (string, *atomic.Int64) {
+// knows the names of routes: it maps each name:port to a loopback address. It counts
+// the connections it made for clients.
+func proxyFor(t *testing.T, routes map[string]string) (string, *atomic.Int64) {
 	t.Helper()
 	p := goproxy.NewProxyHttpServer()
 	var n atomic.Int64
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		if host != name {
+		target, ok := routes[addr]
+		if !ok {
 			return nil, fmt.Errorf("test proxy: no route to %s", addr)
 		}
 		n.Add(1)
-		_, tport, _ := net.SplitHostPort(target)
-		if port != tport {
-			return nil, fmt.Errorf("test proxy: no route to %s", addr)
-		}
 		return (&net.Dialer{}).DialContext(ctx, network, target)
 	}
 	p.Tr = &http.Transport{DialContext: dial, Proxy: nil}
@@ -338,7 +336,13 @@ func TestForwardProxy(t *testing.T) {
 	reg, facts := tlsRegistry(t, ca, false, name)
 	_, port, _ := net.SplitHostPort(reg.Host)
 	ref := name + ":" + port + "/team/app:v1"
-	proxyURL, served := proxyFor(t, name, reg.Host)
+	// A plain-HTTP registry elsewhere (by name), reached through the same proxy.
+	plainReg := regtest.Start(t)
+	plainImg := regtest.LayeredImage(t, 1)
+	plainReg.Push(t, "team/plain:v1", plainImg)
+	_, plainPort, _ := net.SplitHostPort(plainReg.Host)
+	plainHost := "plain.pullkit-proxy.test:" + plainPort
+	proxyURL, served := proxyFor(t, map[string]string{name + ":" + port: reg.Host, plainHost: plainReg.Host})
 
 	t.Run("by option", func(t *testing.T) {
 		served.Store(0)
@@ -347,6 +351,21 @@ func TestForwardProxy(t *testing.T) {
 		if served.Load() == 0 {
 			t.Error("the proxy served nothing")
 		}
+	})
+	t.Run("a plain-HTTP registry elsewhere: refused unless named insecure", func(t *testing.T) {
+		u, _ := url.Parse(proxyURL)
+		proxy := puller.WithProxy(http.ProxyURL(u))
+		plainRef := plainHost + "/team/plain:v1"
+		_, err := newClient(t, proxy).Pull(t.Context(), plainRef, store.NewMemory())
+		if !errors.Is(err, pullkit.ErrUnreachable) || !strings.Contains(err.Error(), "does not speak TLS") {
+			t.Fatalf("err = %v, want ErrUnreachable saying it does not speak TLS", err)
+		}
+		pullVerified(t, newClient(t, proxy, puller.WithInsecureRegistry(plainHost)), plainRef, factsOfImage(t, plainImg))
+		conf := writeFile(t, t.TempDir(), "registries.conf", fmt.Appendf(nil, "[[registry]]\nlocation = %q\ninsecure = true\n", plainHost))
+		pullVerified(t, newClient(t, proxy, puller.WithRegistriesConf(conf)), plainRef, factsOfImage(t, plainImg))
+		hd := t.TempDir()
+		writeFile(t, filepath.Join(hd, plainHost), "hosts.toml", fmt.Appendf(nil, "server = \"http://%s\"\n", plainHost))
+		pullVerified(t, newClient(t, proxy, puller.WithHostsDir(hd)), plainRef, factsOfImage(t, plainImg))
 	})
 	t.Run("no proxy: the name does not resolve", func(t *testing.T) {
 		_, err := newClient(t, puller.WithRootCAs("", ca.CertPEM), puller.WithProxy(nil)).Pull(t.Context(), ref, store.NewMemory())

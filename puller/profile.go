@@ -208,6 +208,9 @@ func (c *Client) hostProfile(host string) *hostProfile {
 	if q := c.hostsDirProfile(host); q != nil {
 		p = p.merge(q)
 	}
+	if c.regConf != nil && c.regConf.Insecure(dirName(host)) {
+		p = p.merge(&hostProfile{insecure: true})
+	}
 	if p.empty() {
 		p = nil
 	}
@@ -287,30 +290,27 @@ func describeProfile(p *hostProfile) string {
 		parts = append(parts, "verification SKIPPED (insecure)")
 	}
 	if len(p.roots) > 0 {
-		var names []string
-		for i := range p.roots {
-			if i < len(p.caFiles) && p.caFiles[i] != "" {
-				names = append(names, p.caFiles[i])
-			} else {
-				names = append(names, "an option's PEM")
-			}
-		}
-		parts = append(parts, "system roots + "+strings.Join(names, ", "))
+		parts = append(parts, "system roots + "+sources(p.caFiles, len(p.roots), "an option's PEM"))
 	} else {
 		parts = append(parts, "system roots")
 	}
 	if len(p.certs) > 0 {
-		var names []string
-		for i := range p.certs {
-			if i < len(p.certFiles) && p.certFiles[i] != "" {
-				names = append(names, p.certFiles[i])
-			} else {
-				names = append(names, "an option's certificate")
-			}
-		}
-		parts = append(parts, "client certificate "+strings.Join(names, ", "))
+		parts = append(parts, "client certificate "+sources(p.certFiles, len(p.certs), "an option's certificate"))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// sources names n settings by the files they came from (files[i], or byOption when
+// an option gave it).
+func sources(files []string, n int, byOption string) string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = byOption
+		if i < len(files) && files[i] != "" {
+			names[i] = files[i]
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 // notTLS reports an HTTPS request answered by a server that does not speak TLS: the

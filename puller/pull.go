@@ -44,7 +44,7 @@ func (c *Client) fetchTree(ctx context.Context, ref string, r name.Reference, o 
 		return nil, pullkit.Wrap(ref, "fetch manifest", "", err)
 	}
 	var last error
-	for _, ep := range askable(eps, r) {
+	for _, ep := range alive(askable(eps, r)) {
 		content := contentFrom(eps, ep, r)
 		t, err := c.fetchTreeOn(ctx, ep, content, r, o)
 		if err == nil {
@@ -346,6 +346,9 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 			}
 		}
 	}
+	if err := p.checkFormat(); err != nil {
+		return nil, err
+	}
 	lease, err := p.st.Lease(ctx)
 	if err != nil {
 		return nil, pullkit.Wrap("", "lease", "", err)
@@ -419,6 +422,30 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 		return nil, pullkit.Wrap("", "name image "+img.Name, target.Digest, err)
 	}
 	return img, nil
+}
+
+// checkFormat refuses, before any blob is fetched, a format that an image manifest
+// cannot be converted to (a zstd layer has no Docker schema 2 spelling), rather than
+// after every layer was downloaded. Schema 1 images convert to either format.
+func (p *pull) checkFormat() error {
+	to := ""
+	switch p.o.format {
+	case FormatOCI:
+		to = manifest.MediaTypeOCIManifest
+	case FormatDocker:
+		to = manifest.MediaTypeDockerSchema2
+	default:
+		return nil
+	}
+	for _, ti := range p.t.images {
+		if ti.m.Schema1 != nil {
+			continue
+		}
+		if _, err := manifest.ConvertImage(ti.m, to); err != nil {
+			return pullkit.Wrap("", "convert manifest to "+p.o.format.String(), ti.m.Digest, err)
+		}
+	}
+	return nil
 }
 
 // digests lists every blob the pull will read or write that is known now.

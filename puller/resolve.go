@@ -107,7 +107,7 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 		return Resolved{}, pullkit.Wrap(ref, "resolve", "", err)
 	}
 	var last error
-	for _, ep := range askable(eps, r) {
+	for _, ep := range alive(askable(eps, r)) {
 		res, err := c.resolveOn(ctx, ep, r, o)
 		if err == nil {
 			res.Reference, res.Name, res.Repository = ref, fullName(ep.logical), repositoryName(ep.logical.Context())

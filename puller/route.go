@@ -42,20 +42,24 @@ import (
 type MirrorTimeouts struct {
 	Connect   time.Duration
 	FirstByte time.Duration
+	// Remember is how long a mirror found dead is skipped by the client's later calls
+	// too (0: only for the call that found it). A skipped mirror is asked again when
+	// every endpoint is dead.
+	Remember time.Duration
 }
 
 // DefaultMirrorTimeouts are one second to connect and one second to the first byte of
-// each answer.
+// each answer, and a dead mirror skipped for 30 seconds.
 func DefaultMirrorTimeouts() MirrorTimeouts {
-	return MirrorTimeouts{Connect: time.Second, FirstByte: time.Second}
+	return MirrorTimeouts{Connect: time.Second, FirstByte: time.Second, Remember: 30 * time.Second}
 }
 
 // WithMirrorTimeouts sets the deadlines of every mirror (default DefaultMirrorTimeouts).
 // A pull-through cache that fetches from far away may need a longer FirstByte.
 func WithMirrorTimeouts(t MirrorTimeouts) Option {
 	return func(c *Client) error {
-		if t.Connect <= 0 || t.FirstByte <= 0 {
-			return &pullkit.InvalidError{What: "option WithMirrorTimeouts", Reason: "both durations must be positive"}
+		if t.Connect <= 0 || t.FirstByte <= 0 || t.Remember < 0 {
+			return &pullkit.InvalidError{What: "option WithMirrorTimeouts", Reason: "Connect and FirstByte must be positive, Remember not negative"}
 		}
 		c.mirrorTimeouts = t
 		return nil
@@ -229,6 +233,10 @@ func (c *Client) candidates(ref string, r name.Reference) ([]name.Reference, []s
 	if len(c.regConf.UnqualifiedSearch) == 0 {
 		return []name.Reference{r}, []string{""}, nil
 	}
+	if c.regConf.ShortNameMode == "enforcing" && len(c.regConf.UnqualifiedSearch) > 1 {
+		// Enforcing asks a person to choose; a library has no one to ask.
+		return nil, nil, &pullkit.InvalidError{What: "reference", Reason: "short name " + text.Clean(ref, 200) + " is ambiguous: short-name-mode is enforcing and several unqualified-search-registries are set; use a full name or an alias"}
+	}
 	var out []name.Reference
 	var why []string
 	for _, s := range c.regConf.UnqualifiedSearch {
@@ -302,6 +310,9 @@ func (c *Client) endpointsOf(r name.Reference, byDigest bool, o *pullOptions) ([
 		ep := &endpoint{c: c, host: host, path: "/v2", repo: repoPath, logical: r, mirror: mirror, resolve: true, pull: true, source: source, creds: creds}
 		if mirror {
 			ep.connect, ep.firstByte = c.mirrorTimeouts.Connect, c.mirrorTimeouts.FirstByte
+			if c.deadRecently(host) {
+				ep.dead.Store(true)
+			}
 		}
 		return ep
 	}
@@ -367,15 +378,12 @@ func (c *Client) endpointsOf(r name.Reference, byDigest bool, o *pullOptions) ([
 			if mirror && !strings.EqualFold(host, repo.RegistryStr()) {
 				ep.ns = dirName(repo.RegistryStr())
 			}
-			p, err := c.profileFromHost(h)
+			p, err := c.entryProfile(where+" "+h.Entry, host, h)
 			if err != nil {
 				return nil, &pullkit.InvalidError{What: "hosts directory", Reason: where + " " + h.Entry, Err: err}
 			}
-			if p != nil {
-				// The entry's TLS, over what options give every host and this one.
-				ep.profile = c.profileBase(host).merge(p)
-			}
-			if h.Scheme == "http" {
+			ep.profile = p
+			if h.Scheme == "http" || (p != nil && p.insecure) {
 				c.mu.Lock()
 				c.httpHosts[host] = true
 				c.mu.Unlock()
@@ -406,6 +414,35 @@ func (c *Client) endpointsOf(r name.Reference, byDigest bool, o *pullOptions) ([
 	return out, nil
 }
 
+// entryProfile is the profile of a hosts.toml entry for host: the entry's TLS over what
+// options give every host and this one; nil when the entry sets no TLS. Built once per
+// entry, so that its connections are shared by every call.
+func (c *Client) entryProfile(key, host string, h hosts.Host) (*hostProfile, error) {
+	c.mu.Lock()
+	e, ok := c.entryProfiles[key]
+	c.mu.Unlock()
+	if ok {
+		return e.p, e.err
+	}
+	p, err := c.profileFromHost(h)
+	if err == nil && p != nil {
+		p = c.profileBase(host).merge(p)
+	}
+	c.mu.Lock()
+	if old, ok := c.entryProfiles[key]; ok {
+		p, err = old.p, old.err
+	} else {
+		c.entryProfiles[key] = profileEntry{p, err}
+	}
+	c.mu.Unlock()
+	return p, err
+}
+
+type profileEntry struct {
+	p   *hostProfile
+	err error
+}
+
 // profileBase is what options give host: every host's settings and host's own.
 func (c *Client) profileBase(host string) *hostProfile {
 	p := c.allHosts
@@ -415,15 +452,30 @@ func (c *Client) profileBase(host string) *hostProfile {
 	return p
 }
 
-// resolvers are the endpoints that may resolve a tag, live ones first.
-func resolvers(eps []*endpoint) []*endpoint {
-	var out []*endpoint
-	for _, ep := range eps {
-		if ep.resolve {
-			out = append(out, ep)
-		}
+// noteDead remembers that mirror host was found dead (MirrorTimeouts.Remember).
+func (c *Client) noteDead(host string) {
+	if c.mirrorTimeouts.Remember <= 0 {
+		return
 	}
-	return out
+	c.mu.Lock()
+	if c.deadMirrors == nil {
+		c.deadMirrors = map[string]time.Time{}
+	}
+	c.deadMirrors[host] = c.now().Add(c.mirrorTimeouts.Remember)
+	c.mu.Unlock()
+}
+
+// deadRecently reports whether mirror host was found dead within
+// MirrorTimeouts.Remember.
+func (c *Client) deadRecently(host string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until, ok := c.deadMirrors[host]
+	if ok && !c.now().Before(until) {
+		delete(c.deadMirrors, host)
+		return false
+	}
+	return ok
 }
 
 // alive is eps without the endpoints found dead in this call, or eps when all are.

@@ -68,6 +68,12 @@ func (c *Client) httpAllowed(host string) bool {
 // insecureHost reports whether host was named insecure (WithInsecureRegistry, a
 // registries.conf entry, a hosts.toml http:// or skip_verify entry).
 func (c *Client) insecureHost(host string) bool {
+	c.mu.Lock()
+	named := c.httpHosts[host]
+	c.mu.Unlock()
+	if named {
+		return true
+	}
 	p := c.hostProfile(host)
 	return p != nil && p.insecure
 }

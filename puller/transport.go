@@ -91,6 +91,7 @@ type reqInfo struct {
 	connect      time.Duration // dial deadline for the endpoint, 0 for the client's
 	firstByte    time.Duration // deadline for the response headers, 0 for the client's
 	oneShot      bool          // a failed connection is not tried again: a later endpoint is
+	dead         func() bool   // reports the endpoint found dead meanwhile (nil: never skipped)
 	cred         *credential   // what to authenticate with, nil for none
 	strip        []string      // headers of the endpoint's configuration, dropped when a redirect leaves it
 }

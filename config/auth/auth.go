@@ -144,6 +144,9 @@ func Normalize(key string) string {
 	k = strings.TrimRight(k, "/")
 	host, rest, _ := strings.Cut(k, "/")
 	host = NormalizeHost(host)
+	if host == "" || strings.Contains(rest, "//") || strings.HasPrefix(rest, "/") {
+		return "" // no registry, or an empty path component: nothing can match it
+	}
 	if rest != "" {
 		return host + "/" + rest
 	}

@@ -317,7 +317,7 @@ func location(s string) (string, error) {
 // checkAlias checks a short-name alias: the name short (no registry), the value a full
 // name with a registry, neither with a tag or digest.
 func checkAlias(name, value string) error {
-	if name == "" || IsShortName(name) == false {
+	if name == "" || !IsShortName(name) {
 		return fmt.Errorf("the name must be a short name (no registry)")
 	}
 	if strings.ContainsAny(name, "@") || strings.Contains(lastPart(name), ":") {

@@ -31,17 +31,24 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-// register adds the flags to fs.
-func (n *networkFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&n.hostsDir, "hosts-dir", "", "read containerd's/Docker's hosts directory DIR (DIR/<host[:port]>/hosts.toml, DIR/_default, certs.d files)")
-	fs.StringVar(&n.registriesConf, "registries-conf", "", "read containers-registries.conf FILE (version 2) and FILE.d drop-ins")
-	fs.StringVar(&n.authFile, "auth-file", "", "read credentials from FILE (containers-auth.json or docker config.json; default $REGISTRY_AUTH_FILE, then docker's)")
-	fs.StringVar(&n.tlsCA, "tls-ca", "", "trust the root CAs in the PEM FILE, besides the system's, for every registry")
-	fs.StringVar(&n.tlsCert, "tls-cert", "", "offer the client certificate in the PEM FILE (mutual TLS), with --tls-key")
-	fs.StringVar(&n.tlsKey, "tls-key", "", "the private key of --tls-cert")
-	fs.Var(&n.insecure, "insecure-registry", "DANGEROUS: speak to HOST[:PORT] with TLS unverified, or plain HTTP when it has no TLS (repeatable)")
-	fs.StringVar(&n.proxy, "proxy", "", "send every request through the proxy URL (default: HTTPS_PROXY, HTTP_PROXY, NO_PROXY; \"none\" for none)")
-	fs.StringVar(&n.creds, "creds", "", "USER:PASSWORD for the reference's registry")
+// flagAdder is what registers a flag: a --help group, or a flag.FlagSet.
+type flagAdder interface {
+	StringVar(p *string, name, value, usage string)
+	BoolVar(p *bool, name string, value bool, usage string)
+	Var(v flag.Value, name, usage string)
+}
+
+// register adds the flags to fs (the "Registries" group of --help).
+func (n *networkFlags) register(fs flagAdder) {
+	fs.StringVar(&n.hostsDir, "hosts-dir", "", "read containerd's/Docker's hosts directory `DIR` (DIR/<host[:port]>/hosts.toml, DIR/_default, certs.d files)")
+	fs.StringVar(&n.registriesConf, "registries-conf", "", "read containers-registries.conf `FILE` (version 2) and its FILE.d drop-ins: mirrors, rewrites, blocked and insecure registries, short names")
+	fs.StringVar(&n.authFile, "auth-file", "", "read credentials from `FILE` (containers-auth.json or docker config.json; default $REGISTRY_AUTH_FILE, then docker's)")
+	fs.StringVar(&n.tlsCA, "tls-ca", "", "trust the root CAs in the PEM `FILE`, besides the system's, for every registry")
+	fs.StringVar(&n.tlsCert, "tls-cert", "", "offer the client certificate in the PEM `FILE` (mutual TLS), with --tls-key")
+	fs.StringVar(&n.tlsKey, "tls-key", "", "the private key (PEM `FILE`) of --tls-cert")
+	fs.Var(&n.insecure, "insecure-registry", "DANGEROUS: speak to `HOST[:PORT]` with TLS unverified, or plain HTTP when it has no TLS (repeatable)")
+	fs.StringVar(&n.proxy, "proxy", "", "send every request through the proxy `URL` (default: HTTPS_PROXY, HTTP_PROXY, NO_PROXY; \"none\" for none)")
+	fs.StringVar(&n.creds, "creds", "", "plain credentials, `USER:PASSWORD`, for the reference's registry")
 	fs.BoolVar(&n.plan, "plan", false, "print which endpoints would be asked, in order, with their TLS, credentials and the file and entry that chose each; send nothing")
 }
 

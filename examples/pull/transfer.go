@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 
 	"github.com/pullkit/pullkit/puller"
@@ -14,9 +13,13 @@ type transferFlags struct {
 	conns  int
 }
 
-func (t *transferFlags) register(fs *flag.FlagSet) {
-	fs.BoolVar(&t.ranges, "ranges", true, "fetch a large blob in parallel ranges when its one stream is what limits it (false: one request per blob, resumed from where it stopped)")
-	fs.IntVar(&t.conns, "conns-per-host", 0, "blob requests in flight to any one host at most (0: no cap of its own, --jobs bounds them)")
+// register adds the flags to fs (the "Transfer" group of --help).
+func (t *transferFlags) register(fs interface {
+	BoolVar(p *bool, name string, value bool, usage string)
+	IntVar(p *int, name string, value int, usage string)
+}) {
+	fs.BoolVar(&t.ranges, "ranges", true, "fetch a large blob in parallel ranges when its one stream is what limits it; false: one request per blob, resumed from where it stopped")
+	fs.IntVar(&t.conns, "conns-per-host", 0, "at most `N` blob requests in flight to any one host (0: no cap of its own, --jobs bounds them)")
 }
 
 // check returns what is wrong with the flags, or "".
