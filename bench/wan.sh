@@ -228,7 +228,15 @@ start_bg() {
   bgaddr=$(head -1 "$work/$name.addr" 2>/dev/null || true)
   [ -n "$bgaddr" ] || { echo "$name did not start:"; cat "$work/$name.log"; exit 1; }
 }
-stop_bg() { for p in "$@"; do [ -n "$p" ] && { kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; }; done; }
+stop_bg() {
+  local p
+  for p in "$@"; do
+    if [ -n "$p" ]; then
+      kill "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
+}
 
 # limit is defined below; wan.sh needs it for pk-resume too.
 limit() { # profile image

@@ -207,6 +207,27 @@ func (c *controller) sizes() (chunk, minPart int64) {
 	return chunk, minPart
 }
 
+// prefetchAt is how many bytes before the end of its request a part asks for its next
+// one: twice what one connection receives in a round trip at the best rate seen, so
+// that the next answer's first bytes come as the last ones of this answer are read, 1
+// MiB at least; 2 MiB while nothing is measured, and when the judgement is pinned.
+func (c *controller) prefetchAt() int64 {
+	const unknown = 2 << 20
+	if !c.measured() {
+		return unknown
+	}
+	c.mu.Lock()
+	rate := c.best
+	if rate == 0 {
+		rate = c.hint
+	}
+	c.mu.Unlock()
+	if rate == 0 {
+		return unknown
+	}
+	return max(blockSize, int64(2*rate*c.rttNow().Seconds()))
+}
+
 // split returns a task that starts another part of a blob whose streams limit it, or nil
 // (under e.mu). The new part asks for the next stretch nobody has asked for yet: no part
 // is cut, so no byte is asked for twice. Only a blob whose server has answered a range

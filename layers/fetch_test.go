@@ -765,3 +765,29 @@ func TestRequestSizes(t *testing.T) {
 		t.Errorf("no ranges: %d, want the whole stretch", got)
 	}
 }
+
+// TestPrefetchAt checks, on made-up measurements, how long before the end of its request
+// a part asks for its next one: two round trips' worth at the best rate per connection,
+// a MiB at least, 2 MiB when nothing is measured or the judgement is pinned.
+func TestPrefetchAt(t *testing.T) {
+	for _, tc := range []struct {
+		judge      judgement
+		best, hint float64
+		rtt        time.Duration
+		want       int64
+	}{
+		{judgeMeasured, 0, 0, 40 * time.Millisecond, 2 << 20},
+		{judgeMeasured, 12.5e6, 0, 40 * time.Millisecond, 1 << 20},
+		{judgeMeasured, 12.5e6, 0, 100 * time.Millisecond, 2.5e6},
+		{judgeMeasured, 0, 50e6, 100 * time.Millisecond, 10e6},
+		{judgeAlways, 50e6, 0, 100 * time.Millisecond, 2 << 20},
+	} {
+		var c controller
+		c.init(tc.judge)
+		c.best, c.hint = tc.best, tc.hint
+		c.noteRTT(tc.rtt)
+		if got := c.prefetchAt(); got != tc.want {
+			t.Errorf("judge %d, best %.0f, hint %.0f, rtt %v: prefetchAt %d, want %d", tc.judge, tc.best, tc.hint, tc.rtt, got, tc.want)
+		}
+	}
+}

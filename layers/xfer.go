@@ -588,9 +588,13 @@ func (p *part) run(ctx context.Context) {
 func (p *part) receive(ctx context.Context) error {
 	x, e, j := p.x, p.x.e, p.x.j
 	var body io.ReadCloser
+	var next *nextReq // the next request, opened before this one ends
 	defer func() {
 		if body != nil {
 			body.Close()
+		}
+		if next != nil {
+			next.drop()
 		}
 	}()
 	var tries tries
@@ -601,6 +605,32 @@ func (p *part) receive(ctx context.Context) error {
 			if body != nil {
 				body.Close() // read to the end of its request
 				body = nil
+			}
+			if next != nil {
+				// The next request was asked for before this one ended: its answer is
+				// on its way, or here.
+				a := next
+				next = nil
+				p.pos.Store(a.r.Start)
+				p.end.Store(a.r.End)
+				tries.none = 0
+				var o opened
+				select {
+				case o = <-a.done:
+				case <-ctx.Done():
+					next = a // dropped on the way out
+					return ctx.Err()
+				}
+				if o.err != nil {
+					continue // asked again below, within the retry policy
+				}
+				from = a.r.Start
+				if err := p.took(ctx, o, a.r.Start, a.r.End); err != nil {
+					o.body.Close()
+					continue
+				}
+				body = o.body
+				continue
 			}
 			x.mu.Lock()
 			if len(x.todo) == 0 || x.err != nil || x.finished {
@@ -680,6 +710,9 @@ func (p *part) receive(ctx context.Context) error {
 				return err
 			}
 			p.pos.Add(int64(n))
+			if next == nil && rerr == nil && end < x.size && end-p.pos.Load() <= e.ctl.prefetchAt() {
+				next = x.openNext(ctx)
+			}
 		} else {
 			x.mu.Lock()
 			x.putBlock(p, b)
@@ -703,6 +736,74 @@ func (p *part) receive(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// nextReq is a request a part opens before its current one ends, so that its connection
+// does not wait a round trip between requests (a new connection under HTTP/1.1, another
+// stream under HTTP/2). Its stretch is taken from the todo list when it is asked for, so
+// it is never asked for twice.
+type nextReq struct {
+	r    ranges.Range
+	done chan opened
+}
+
+// opened is what a request gave.
+type opened struct {
+	body  io.ReadCloser
+	from  int64
+	whole bool
+	err   error
+	took  time.Duration
+}
+
+// openNext asks for the next stretch of the todo list in the background, or returns nil
+// when there is none to ask for, or the transfer is one stream (under the judgement
+// pinned never to split, with ranges off, or a server without them).
+func (x *xfer) openNext(ctx context.Context) *nextReq {
+	e := x.e
+	x.mu.Lock()
+	if len(x.todo) == 0 || x.err != nil || x.finished || x.noRanges || !x.rangesOK || !e.o.ranges || e.ctl.judge == judgeNever {
+		x.mu.Unlock()
+		return nil
+	}
+	r := x.assign()
+	x.mu.Unlock()
+	a := &nextReq{r: r, done: make(chan opened, 1)}
+	length := int64(-1)
+	if r.End < x.size {
+		length = r.Len()
+	}
+	go func() {
+		t := time.Now()
+		b, from, whole, err := openBody(ctx, e.f, x.j.desc, r.Start, length)
+		a.done <- opened{body: b, from: from, whole: whole, err: err, took: time.Since(t)}
+	}()
+	return a
+}
+
+// drop closes the answer of a request that will not be read (the part stopped).
+func (a *nextReq) drop() {
+	go func() {
+		if o := <-a.done; o.body != nil {
+			o.body.Close()
+		}
+	}()
+}
+
+// took takes the answer o of a request for [start, end) as the part's body: a whole-blob
+// answer is the fetch of everything from start on (its bytes before start skipped).
+func (p *part) took(ctx context.Context, o opened, start, end int64) error {
+	x := p.x
+	x.e.ctl.noteRTT(o.took)
+	x.mu.Lock()
+	if o.whole {
+		x.wholeFrom(p)
+	}
+	x.mu.Unlock()
+	if o.whole {
+		return skip(ctx, o.body, start-o.from)
+	}
+	return nil
 }
 
 // skip reads and drops n bytes of body, honouring ctx.
