@@ -280,8 +280,14 @@ type heldBody struct {
 
 func (h *heldBody) Read(p []byte) (int, error) {
 	if h.left <= 0 && h.until != nil {
+		var done <-chan struct{}
+		if sb, ok := h.ReadCloser.(*slowBody); ok {
+			done = sb.ctx.Done() // the request's end ends the wait
+		}
 		select {
 		case <-h.until:
+		case <-done:
+			return 0, sb0ctx(h.ReadCloser)
 		case <-time.After(time.Minute):
 		}
 		h.until = nil
@@ -505,4 +511,12 @@ func (l *eventLog) kinds(d digest.Digest) []pullkit.EventKind {
 		}
 	}
 	return out
+}
+
+// sb0ctx is the error of a request whose context ended.
+func sb0ctx(rc io.ReadCloser) error {
+	if sb, ok := rc.(*slowBody); ok && sb.ctx.Err() != nil {
+		return sb.ctx.Err()
+	}
+	return context.Canceled
 }

@@ -587,10 +587,18 @@ func (p *part) run(ctx context.Context) {
 // reached.
 func (p *part) receive(ctx context.Context) error {
 	x, e, j := p.x, p.x.e, p.x.j
+	// The requests outlive ctx by drainGrace: see drain.
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer rcancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(drainGrace, rcancel) })
+	defer stop()
 	var body io.ReadCloser
 	var next *nextReq // the next request, opened before this one ends
 	defer func() {
 		if body != nil {
+			if ctx.Err() != nil {
+				p.drain(rctx, body)
+			}
 			body.Close()
 		}
 		if next != nil {
@@ -625,7 +633,7 @@ func (p *part) receive(ctx context.Context) error {
 					continue // asked again below, within the retry policy
 				}
 				from = a.r.Start
-				if err := p.took(ctx, o, a.r.Start, a.r.End); err != nil {
+				if err := p.took(rctx, o, a.r.Start, a.r.End); err != nil {
 					o.body.Close()
 					continue
 				}
@@ -651,14 +659,14 @@ func (p *part) receive(ctx context.Context) error {
 				length = end - pos
 			}
 			t := time.Now()
-			b, served, whole, err := openBody(ctx, e.f, j.desc, pos, length)
+			b, served, whole, err := openBody(rctx, e.f, j.desc, pos, length)
 			if err == nil && whole {
 				// The whole blob for a range: it is the fetch of everything from pos on.
 				x.mu.Lock()
 				x.wholeFrom(p)
 				x.mu.Unlock()
 				end = x.size
-				err = skip(ctx, b, pos-served)
+				err = skip(rctx, b, pos-served)
 				if err != nil {
 					b.Close()
 				}
@@ -691,10 +699,10 @@ func (p *part) receive(ctx context.Context) error {
 			return err
 		}
 		lim := min(blockSize-pos%blockSize, end-pos)
-		n, rerr := readFull(ctx, body, b[:lim])
+		n, rerr := readFull(rctx, body, b[:lim])
 		if rerr == nil && pos+int64(n) == x.size {
 			// The last block: a body that goes on is not this blob.
-			if extra, _ := readFull(ctx, body, make([]byte, 1)); extra > 0 {
+			if extra, _ := readFull(rctx, body, make([]byte, 1)); extra > 0 {
 				x.mu.Lock()
 				x.putBlock(p, b)
 				x.mu.Unlock()
@@ -706,12 +714,13 @@ func (p *part) receive(ctx context.Context) error {
 				p.flowing = true
 				e.flowing.Add(1)
 			}
-			if err := x.deliver(p, pos, b[:n]); err != nil {
+			err := x.deliver(p, pos, b[:n])
+			p.pos.Add(int64(n)) // delivered, kept even when err stops the part
+			if err != nil {
 				return err
 			}
-			p.pos.Add(int64(n))
 			if next == nil && rerr == nil && end < x.size && end-p.pos.Load() <= e.ctl.prefetchAt() {
-				next = x.openNext(ctx)
+				next = x.openNext(rctx)
 			}
 		} else {
 			x.mu.Lock()
@@ -736,6 +745,40 @@ func (p *part) receive(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// drainGrace is how long a part's requests outlive the transfer's context: once it is
+// done (a cancel, a failure elsewhere), the part keeps the bytes its answer already
+// holds (in the process under HTTP/2, in the socket) rather than throw away what the
+// server has sent; see drain.
+const drainGrace = 50 * time.Millisecond
+
+// drain takes, once the transfer's context is done, what body yields up to the next
+// block boundary within drainGrace (rctx ends then), and hands it to the transfer, which
+// gives it to the store's writer to keep.
+func (p *part) drain(rctx context.Context, body io.Reader) {
+	x := p.x
+	pos, end := p.pos.Load(), p.end.Load()
+	if pos >= end || rctx.Err() != nil {
+		return
+	}
+	x.mu.Lock()
+	if x.finished {
+		x.mu.Unlock()
+		return
+	}
+	p.held++
+	x.mu.Unlock()
+	b := x.e.pool.get()
+	n, _ := readFull(rctx, body, b[:min(blockSize-pos%blockSize, end-pos)])
+	if n > 0 {
+		x.deliver(p, pos, b[:n]) // taken even though the transfer has stopped
+		p.pos.Add(int64(n))
+		return
+	}
+	x.mu.Lock()
+	x.putBlock(p, b)
+	x.mu.Unlock()
 }
 
 // nextReq is a request a part opens before its current one ends, so that its connection
