@@ -602,7 +602,26 @@ func (p *part) receive(ctx context.Context) error {
 			body.Close()
 		}
 		if next != nil {
-			next.drop()
+			if ctx.Err() != nil {
+				// The next request's answer holds bytes of a stretch nobody else asks
+				// for: keep what it already has, as for the body in hand.
+				select {
+				case o := <-next.done:
+					if o.err == nil && !o.whole {
+						p.pos.Store(next.r.Start)
+						p.end.Store(next.r.End)
+						p.drain(rctx, o.body)
+					}
+					if o.body != nil {
+						o.body.Close()
+					}
+					next = nil
+				case <-rctx.Done():
+				}
+			}
+			if next != nil {
+				next.drop()
+			}
 		}
 	}()
 	var tries tries
