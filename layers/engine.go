@@ -277,9 +277,9 @@ func (e *engine) again(j *job) {
 	e.mu.Unlock()
 }
 
-// blobErr names the blob in err.
+// blobErr names the step (a pullkit.Op constant) and the blob in err.
 func blobErr(j *job, op string, err error) error {
-	return pullkit.Wrap("", op+" "+j.what, j.desc.Digest, err)
+	return pullkit.WrapDetail("", op, "("+j.what+")", j.desc.Digest, err)
 }
 
 // start begins a job: it skips a blob the store has, waits for another writer of it,
@@ -288,7 +288,7 @@ func (e *engine) start(j *job) {
 	ctx := e.ctx
 	d := j.desc.Digest
 	if j.desc.Size > e.o.maxSize {
-		e.failJob(j, blobErr(j, "fetch", &pullkit.TooLargeError{What: j.what, Limit: e.o.maxSize, Size: j.desc.Size}))
+		e.failJob(j, blobErr(j, pullkit.OpFetchBlob, &pullkit.TooLargeError{What: j.what, Limit: e.o.maxSize, Size: j.desc.Size}))
 		return
 	}
 	if res, ok, err := e.present(ctx, j); err != nil || ok {
@@ -305,7 +305,7 @@ func (e *engine) start(j *job) {
 		// Another transfer stored it while this one waited for its writer.
 		res, ok, err := e.present(ctx, j)
 		if err == nil && !ok {
-			err = blobErr(j, "store", fmt.Errorf("%w: the store reported it present, then did not have it", pullkit.ErrNotFound))
+			err = blobErr(j, pullkit.OpOpenWriter, fmt.Errorf("%w: the store reported it present, then did not have it", pullkit.ErrNotFound))
 		}
 		if err != nil {
 			e.failJob(j, err)
@@ -316,13 +316,13 @@ func (e *engine) start(j *job) {
 		return
 	}
 	if err != nil {
-		e.failJob(j, blobErr(j, "store", err))
+		e.failJob(j, blobErr(j, pullkit.OpOpenWriter, err))
 		return
 	}
 	if j.desc.Size >= 0 && w.Offset() > j.desc.Size {
 		if err := w.Truncate(0); err != nil {
 			w.Close()
-			e.failJob(j, blobErr(j, "store", err))
+			e.failJob(j, blobErr(j, pullkit.OpWriteBlob, err))
 			return
 		}
 	}
@@ -369,12 +369,12 @@ func (e *engine) present(ctx context.Context, j *job) (Result, bool, error) {
 		return Result{}, false, nil
 	}
 	if err != nil {
-		return Result{}, false, blobErr(j, "store", err)
+		return Result{}, false, blobErr(j, pullkit.OpStatBlob, err)
 	}
 	if j.desc.Size >= 0 && info.Size != j.desc.Size {
 		// Damaged under its name (truncated on disk, say): remove it and fetch it again.
 		if err := e.s.Delete(ctx, j.desc.Digest); err != nil && !errors.Is(err, pullkit.ErrNotFound) {
-			return Result{}, false, blobErr(j, "store", err)
+			return Result{}, false, blobErr(j, pullkit.OpDeleteBlob, err)
 		}
 		return Result{}, false, nil
 	}
@@ -383,7 +383,7 @@ func (e *engine) present(ctx context.Context, j *job) (Result, bool, error) {
 	if j.diff || len(j.tees) > 0 {
 		ra, err := e.s.ReaderAt(ctx, j.desc.Digest)
 		if err != nil {
-			return Result{}, false, blobErr(j, "read", err)
+			return Result{}, false, blobErr(j, pullkit.OpReadBlob, err)
 		}
 		res.DiffID, err = replay(ctx, j, ra)
 		ra.Close()

@@ -26,7 +26,7 @@ func (e *engine) inline(ctx context.Context, j *job, w store.Writer) {
 	err = e.receiveInline(ctx, j, w, taps, &size)
 	if err == nil {
 		if err = w.Commit(ctx, size, j.desc.Digest); err != nil {
-			err = blobErr(j, "verify", err)
+			err = blobErr(j, pullkit.OpVerifyBlob, err)
 			taps.close(err)
 		}
 	} else {
@@ -86,18 +86,18 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 				switch {
 				case *size >= 0 && end > *size:
 					body.Close()
-					return blobErr(j, "fetch", &pullkit.SizeMismatchError{What: j.what, Want: *size, Got: end, Source: "body (at least)"})
+					return blobErr(j, pullkit.OpFetchBlob, &pullkit.SizeMismatchError{What: j.what, Want: *size, Got: end, Source: "body (at least)"})
 				case *size < 0 && end > e.o.maxSize:
 					body.Close()
-					return blobErr(j, "fetch", &pullkit.TooLargeError{What: j.what + " of unknown size", Limit: e.o.maxSize, Size: -1})
+					return blobErr(j, pullkit.OpFetchBlob, &pullkit.TooLargeError{What: j.what + " of unknown size", Limit: e.o.maxSize, Size: -1})
 				}
 				if _, err := w.Write(buf[:n]); err != nil {
 					body.Close()
-					return blobErr(j, "store", err)
+					return blobErr(j, pullkit.OpWriteBlob, err)
 				}
 				if err := taps.write(buf[:n]); err != nil {
 					body.Close()
-					return blobErr(j, "tee", err)
+					return blobErr(j, pullkit.OpTee, err)
 				}
 				e.recv.Add(int64(n))
 				off, got = end, got+int64(n)

@@ -208,7 +208,7 @@ func (x *xfer) deliver(p *part, off int64, b []byte) error {
 		}
 		x.putBlock(p, b)
 		if err != nil {
-			return &pullkit.Error{Op: "park out-of-order bytes", Err: err}
+			return &pullkit.Error{Op: pullkit.OpWriteBlob, Detail: "(parking out-of-order bytes)", Err: err}
 		}
 		blk.b = nil
 		x.mu.Lock()
@@ -293,13 +293,13 @@ func (x *xfer) write() {
 			}
 			data = back[:blk.n]
 			if _, err = x.spill.ReadAt(data, blk.off); err != nil {
-				err = &pullkit.Error{Op: "read back parked bytes", Err: err}
+				err = &pullkit.Error{Op: pullkit.OpReadBlob, Detail: "(reading back parked bytes)", Err: err}
 			}
 		}
 		if err == nil {
 			t := time.Now()
 			if _, err = x.w.Write(data); err != nil {
-				err = blobErr(x.j, "store", err)
+				err = blobErr(x.j, pullkit.OpWriteBlob, err)
 			}
 			x.busy.Add(int64(time.Since(t)))
 		}
@@ -339,7 +339,7 @@ func (x *xfer) finish() {
 			res = Result{Desc: j.desc, Fetched: true}
 			res.DiffID, err = x.taps.close(nil)
 		} else {
-			err = blobErr(j, "verify", err)
+			err = blobErr(j, pullkit.OpVerifyBlob, err)
 			x.taps.close(err)
 		}
 	} else {
@@ -458,7 +458,7 @@ func (p *part) receive(ctx context.Context) error {
 			// The last block: a body that goes on is not this blob.
 			if extra, _ := readFull(ctx, body, make([]byte, 1)); extra > 0 {
 				x.putBlock(p, b)
-				return blobErr(j, "fetch", &pullkit.SizeMismatchError{What: j.what, Want: x.size, Got: x.size + 1, Source: "body (at least)"})
+				return blobErr(j, pullkit.OpFetchBlob, &pullkit.SizeMismatchError{What: j.what, Want: x.size, Got: x.size + 1, Source: "body (at least)"})
 			}
 		}
 		if n > 0 {

@@ -46,15 +46,15 @@ func (c *Client) endpoints(r name.Reference) []*endpoint {
 	return out
 }
 
-// via names the endpoint when it is a mirror ("" for the origin).
+// via names the endpoint when it is a mirror ("" for the origin), as an Error's Detail.
 func (ep *endpoint) via() string {
 	if !ep.mirror {
 		return ""
 	}
 	if ep.c.noFallback {
-		return " via mirror " + ep.host + " (no fallback to the registry)"
+		return "via mirror " + ep.host + " (no fallback to the registry)"
 	}
-	return " via mirror " + ep.host
+	return "via mirror " + ep.host
 }
 
 func (ep *endpoint) url(kind, ident string) string {

@@ -42,7 +42,7 @@ func (c *Client) fetchTree(ctx context.Context, ref string, r name.Reference, o 
 			t.eps = eps[i:]
 			return t, nil
 		}
-		last = pullkit.Wrap(ref, "fetch manifest"+ep.via(), "", err)
+		last = pullkit.WrapDetail(ref, pullkit.OpFetchManifest, ep.via(), "", err)
 		if ctx.Err() != nil {
 			break
 		}
@@ -60,7 +60,7 @@ func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, r name.Reference
 			return nil, &pullkit.InvalidError{What: "reference", Reason: "digest " + r.DigestStr(), Err: perr}
 		}
 		if t.named, err = ep.manifestByDigest(ctx, d); err != nil {
-			return nil, pullkit.Wrap("", "fetch manifest", d, err)
+			return nil, pullkit.Wrap("", pullkit.OpFetchManifest, d, err)
 		}
 		t.served = d
 	default:
@@ -83,11 +83,11 @@ func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, r name.Reference
 	idx := t.named
 	for depth := 0; ; depth++ {
 		if depth >= maxIndexDepth {
-			return nil, pullkit.Wrap("", "choose platform", idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
+			return nil, pullkit.Wrap("", pullkit.OpChoosePlatform, idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
 		}
 		d, err := manifest.Choose(idx, o.matcher)
 		if err != nil {
-			return nil, pullkit.Wrap("", "choose platform", "", err)
+			return nil, pullkit.Wrap("", pullkit.OpChoosePlatform, "", err)
 		}
 		m, err := c.child(ctx, ep, d, o)
 		if err != nil {
@@ -103,16 +103,16 @@ func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, r name.Reference
 
 // child fetches the manifest an index entry names, checking its size against the entry.
 func (c *Client) child(ctx context.Context, ep *endpoint, d manifest.Descriptor, o *pullOptions) (*manifest.Manifest, error) {
-	op := "fetch manifest for " + platformString(d.Platform)
+	op, detail := pullkit.OpFetchManifest, "for "+platformString(d.Platform)
 	if d.Size > c.maxManifest {
-		return nil, pullkit.Wrap("", op, d.Digest, &pullkit.TooLargeError{What: "manifest", Limit: c.maxManifest, Size: d.Size})
+		return nil, pullkit.WrapDetail("", op, detail, d.Digest, &pullkit.TooLargeError{What: "manifest", Limit: c.maxManifest, Size: d.Size})
 	}
 	m, err := ep.manifestByDigest(ctx, d.Digest)
 	if err != nil {
-		return nil, pullkit.Wrap("", op, d.Digest, err)
+		return nil, pullkit.WrapDetail("", op, detail, d.Digest, err)
 	}
 	if d.Size > 0 && int64(len(m.Raw)) != d.Size {
-		return nil, pullkit.Wrap("", op, d.Digest, &pullkit.SizeMismatchError{What: "manifest", Want: d.Size, Got: int64(len(m.Raw)), Source: "body (the index's entry says " + fmt.Sprint(d.Size) + ")"})
+		return nil, pullkit.WrapDetail("", op, detail, d.Digest, &pullkit.SizeMismatchError{What: "manifest", Want: d.Size, Got: int64(len(m.Raw)), Source: "body (the index's entry says " + fmt.Sprint(d.Size) + ")"})
 	}
 	o.emit(pullkit.Event{Kind: pullkit.EventVerified, What: "manifest", Digest: d.Digest, Done: int64(len(m.Raw)), Total: int64(len(m.Raw))})
 	return m, nil
@@ -139,7 +139,7 @@ func (c *Client) fetchAll(ctx context.Context, ep *endpoint, t *tree, o *pullOpt
 		}
 	}
 	if len(entries) == 0 {
-		return pullkit.Wrap("", "choose platforms", t.named.Digest, &pullkit.UnsupportedError{What: "index", Reason: "no image entries with a platform"})
+		return pullkit.Wrap("", pullkit.OpChoosePlatform, t.named.Digest, &pullkit.UnsupportedError{What: "index", Reason: "no image entries with a platform"})
 	}
 	t.images = make([]treeImage, len(entries))
 	g, gctx := errgroup.WithContext(ctx)
@@ -152,7 +152,7 @@ func (c *Client) fetchAll(ctx context.Context, ep *endpoint, t *tree, o *pullOpt
 				return err
 			}
 			if m.Kind != manifest.KindImage {
-				return pullkit.Wrap("", "fetch manifest", d.Digest, &pullkit.UnsupportedError{What: m.MediaType, Reason: "an index inside an index, pulled with every platform"})
+				return pullkit.Wrap("", pullkit.OpFetchManifest, d.Digest, &pullkit.UnsupportedError{What: m.MediaType, Reason: "an index inside an index, pulled with every platform"})
 			}
 			t.images[i] = treeImage{m: m, entry: &d}
 			return nil
@@ -186,11 +186,11 @@ func (c *Client) configOf(ctx context.Context, t *tree, m *manifest.Manifest, o 
 		}
 	}
 	if err != nil {
-		return nil, nil, pullkit.Wrap("", "fetch config", desc.Digest, err)
+		return nil, nil, pullkit.Wrap("", pullkit.OpFetchConfig, desc.Digest, err)
 	}
 	cfg, err := manifest.ParseConfig(raw)
 	if err != nil {
-		return nil, nil, pullkit.Wrap("", "parse config", desc.Digest, err)
+		return nil, nil, pullkit.Wrap("", pullkit.OpParseConfig, desc.Digest, err)
 	}
 	o.emit(pullkit.Event{Kind: pullkit.EventVerified, What: "config", Digest: desc.Digest, Done: int64(len(raw)), Total: int64(len(raw))})
 	return raw, cfg, nil
@@ -225,11 +225,11 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 		}
 		if !o.all {
 			if err := checkImagePlatform(o, ti.m, cfg); err != nil {
-				return nil, pullkit.Wrap(ref, "check platform", ti.m.Digest, err)
+				return nil, pullkit.Wrap(ref, pullkit.OpCheckPlatform, ti.m.Digest, err)
 			}
 		}
 		if imgs[i], err = manifest.NewImage(ref, t.named, ti.m, ti.entry, cfgDesc, cfg); err != nil {
-			return nil, pullkit.Wrap(ref, "build image model", ti.m.Digest, err)
+			return nil, pullkit.Wrap(ref, pullkit.OpBuildModel, ti.m.Digest, err)
 		}
 		imgs[i].RegistryDigest = t.served
 	}
@@ -327,18 +327,18 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 	for _, ti := range p.t.images {
 		if ti.m.Schema1 != nil && !p.o.all {
 			if err := checkImagePlatform(p.o, ti.m, nil); err != nil {
-				return nil, pullkit.Wrap("", "check platform", ti.m.Digest, err)
+				return nil, pullkit.Wrap("", pullkit.OpCheckPlatform, ti.m.Digest, err)
 			}
 		}
 	}
 	lease, err := p.st.Lease(ctx)
 	if err != nil {
-		return nil, pullkit.Wrap("", "lease", "", err)
+		return nil, pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
 	defer lease.Release()
 	p.lease = lease
 	if err := lease.Add(ctx, p.digests()...); err != nil {
-		return nil, pullkit.Wrap("", "lease", "", err)
+		return nil, pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
 
 	// Configs and layers at once: a config that fails (or names another platform)
@@ -401,7 +401,7 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 	img.Stored = target
 	img.Name = fullName(p.r)
 	if err := p.st.PutImage(ctx, store.Image{Name: img.Name, Target: target}); err != nil {
-		return nil, pullkit.Wrap("", "name image "+img.Name, target.Digest, err)
+		return nil, pullkit.WrapDetail("", pullkit.OpNameImage, img.Name, target.Digest, err)
 	}
 	return img, nil
 }
@@ -430,7 +430,7 @@ func (p *pull) config(ctx context.Context, i int) error {
 	var err error
 	if b, rerr := store.ReadBlob(ctx, p.st, ti.m.Config.Digest, p.c.maxManifest); rerr == nil && int64(len(b)) == ti.m.Config.Size {
 		if cfg, err = manifest.ParseConfig(b); err != nil {
-			return pullkit.Wrap("", "parse config", ti.m.Config.Digest, err)
+			return pullkit.Wrap("", pullkit.OpParseConfig, ti.m.Config.Digest, err)
 		}
 		raw = b
 		p.o.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: "config", Digest: ti.m.Config.Digest, Done: int64(len(b)), Total: int64(len(b))})
@@ -439,11 +439,11 @@ func (p *pull) config(ctx context.Context, i int) error {
 	}
 	if !p.o.all {
 		if err := checkImagePlatform(p.o, ti.m, cfg); err != nil {
-			return pullkit.Wrap("", "check platform", ti.m.Digest, err)
+			return pullkit.Wrap("", pullkit.OpCheckPlatform, ti.m.Digest, err)
 		}
 	}
 	if err := store.WriteBlob(ctx, p.st, *ti.m.Config, raw); err != nil {
-		return pullkit.Wrap("", "store config", ti.m.Config.Digest, err)
+		return pullkit.Wrap("", pullkit.OpStoreConfig, ti.m.Config.Digest, err)
 	}
 	p.configs[i] = configResult{raw: raw, cfg: cfg}
 	return nil
@@ -491,7 +491,7 @@ func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][
 	}
 	img, err := manifest.NewImage(p.ref, p.t.named, m, ti.entry, cfgDesc, cr.cfg)
 	if err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "build image model", m.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", pullkit.OpBuildModel, m.Digest, err)
 	}
 	img.RegistryDigest = p.t.served
 	for k, res := range results {
@@ -506,7 +506,7 @@ func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][
 			continue
 		}
 		if l.DiffID != "" && l.DiffID != res.DiffID {
-			return nil, manifest.Descriptor{}, pullkit.Wrap("", "check diffID of layer "+fmt.Sprint(at[k][1]+1), l.Digest,
+			return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpCheckDiffID, "of layer "+fmt.Sprint(at[k][1]+1), l.Digest,
 				&pullkit.DigestMismatchError{What: "uncompressed layer", Want: l.DiffID, Got: res.DiffID})
 		}
 		l.DiffID = res.DiffID
@@ -531,7 +531,7 @@ func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][
 		raw, err = manifest.ToSchema1(m, cr.raw, repo, tag, nil)
 	}
 	if err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "convert manifest to "+p.o.format.String(), m.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpConvert, "to "+p.o.format.String(), m.Digest, err)
 	}
 	desc, err := p.put(ctx, mediaType, raw, img.Platform)
 	return img, desc, err
@@ -552,7 +552,7 @@ func (p *pull) storeSchema1(ctx context.Context, img *manifest.Image, m *manifes
 		}
 		mt, err := sniffLayerType(ctx, p.st, l.Digest)
 		if err != nil {
-			return nil, manifest.Descriptor{}, pullkit.Wrap("", "read stored layer", l.Digest, err)
+			return nil, manifest.Descriptor{}, pullkit.Wrap("", pullkit.OpReadBlob, l.Digest, err)
 		}
 		l.MediaType = mt
 	}
@@ -562,21 +562,21 @@ func (p *pull) storeSchema1(ctx context.Context, img *manifest.Image, m *manifes
 	}
 	mraw, craw, err := manifest.FromSchema1(m, img.Layers, to)
 	if err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "convert schema 1", m.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpConvert, "from schema 1", m.Digest, err)
 	}
 	cdesc := manifest.Descriptor{MediaType: manifest.MediaTypeOCIConfig, Digest: digest.FromBytes(craw), Size: int64(len(craw))}
 	if to == manifest.MediaTypeDockerSchema2 {
 		cdesc.MediaType = manifest.MediaTypeDockerConfig
 	}
 	if err := p.lease.Add(ctx, cdesc.Digest); err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "lease", "", err)
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
 	if err := store.WriteBlob(ctx, p.st, cdesc, craw); err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "store synthesised config", cdesc.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpStoreConfig, "(synthesised)", cdesc.Digest, err)
 	}
 	cfg, err := manifest.ParseConfig(craw)
 	if err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "parse synthesised config", cdesc.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpParseConfig, "(synthesised)", cdesc.Digest, err)
 	}
 	img.Config = cdesc
 	img.Runtime = cfg.Runtime
@@ -609,10 +609,10 @@ func sniffLayerType(ctx context.Context, st store.Provider, d digest.Digest) (st
 func (p *pull) put(ctx context.Context, mediaType string, raw []byte, plat *platforms.Platform) (manifest.Descriptor, error) {
 	desc := manifest.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
 	if err := p.lease.Add(ctx, desc.Digest); err != nil {
-		return desc, pullkit.Wrap("", "lease", "", err)
+		return desc, pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
 	if err := store.WriteBlob(ctx, p.st, desc, raw); err != nil {
-		return desc, pullkit.Wrap("", "store manifest", desc.Digest, err)
+		return desc, pullkit.Wrap("", pullkit.OpStoreManifest, desc.Digest, err)
 	}
 	if plat != nil {
 		pl := plat.Clone()
@@ -643,7 +643,7 @@ func (p *pull) storeIndex(ctx context.Context, stored []manifest.Descriptor) (ma
 	}
 	raw, err := manifest.NewIndex(mt, stored)
 	if err != nil {
-		return manifest.Descriptor{}, pullkit.Wrap("", "write index", "", err)
+		return manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpConvert, "to an index", "", err)
 	}
 	return p.put(ctx, mt, raw, nil)
 }

@@ -57,7 +57,7 @@ func (c *Client) parse(ref string) (name.Reference, error) {
 		if why == nil {
 			why = err
 		}
-		return nil, pullkit.Wrap(ref, "parse reference", "", &pullkit.InvalidError{What: "reference", Reason: text.Clean(why.Error(), 300)})
+		return nil, pullkit.Wrap(ref, pullkit.OpParseReference, "", &pullkit.InvalidError{What: "reference", Reason: text.Clean(why.Error(), 300)})
 	}
 	return r, nil
 }
@@ -109,7 +109,7 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 			res.Reference, res.Name, res.Repository = ref, fullName(r), repositoryName(r.Context())
 			return res, nil
 		}
-		last = pullkit.Wrap(ref, "resolve"+ep.via(), "", err)
+		last = pullkit.WrapDetail(ref, pullkit.OpResolve, ep.via(), "", err)
 		if ctx.Err() != nil {
 			break
 		}
@@ -128,7 +128,7 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 		}
 		m, err := ep.manifestByDigest(ctx, d)
 		if err != nil {
-			return res, pullkit.Wrap("", "fetch manifest", d, err)
+			return res, pullkit.Wrap("", pullkit.OpFetchManifest, d, err)
 		}
 		res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(m.Raw))}
 		if m.Kind == manifest.KindIndex {
@@ -157,7 +157,7 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 			// gave tells what it is.
 			m, err := ep.manifestByDigest(ctx, desc.Digest)
 			if err != nil {
-				return res, pullkit.Wrap("", "fetch manifest", desc.Digest, err)
+				return res, pullkit.Wrap("", pullkit.OpFetchManifest, desc.Digest, err)
 			}
 			res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: desc.Digest, Size: int64(len(m.Raw))}
 			if m.Kind == manifest.KindIndex {
@@ -168,18 +168,18 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 	res.Manifest = res.Descriptor
 	for depth := 0; idx != nil; depth++ {
 		if depth >= maxIndexDepth {
-			return res, pullkit.Wrap("", "choose platform", idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
+			return res, pullkit.Wrap("", pullkit.OpChoosePlatform, idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
 		}
 		d, err := manifest.Choose(idx, o.matcher)
 		if err != nil {
-			return res, pullkit.Wrap("", "choose platform", "", err)
+			return res, pullkit.Wrap("", pullkit.OpChoosePlatform, "", err)
 		}
 		res.Manifest = d
 		if !isIndexType(d.MediaType) {
 			break
 		}
 		if idx, err = ep.manifestByDigest(ctx, d.Digest); err != nil {
-			return res, pullkit.Wrap("", "fetch index", d.Digest, err)
+			return res, pullkit.WrapDetail("", pullkit.OpFetchManifest, "(an index in an index)", d.Digest, err)
 		}
 	}
 	return res, nil
@@ -246,7 +246,7 @@ func (c *Client) ResolveAll(ctx context.Context, refs []string, opts ...PullOpti
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				out[i].Err = pullkit.Wrap(ref, "resolve", "", ctx.Err())
+				out[i].Err = pullkit.Wrap(ref, pullkit.OpResolve, "", ctx.Err())
 				return
 			}
 			defer func() { <-sem }()

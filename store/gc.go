@@ -66,10 +66,10 @@ func gcConfig(opts []GCOption) (gcOptions, error) {
 	o := gcOptions{expiry: DefaultIngestExpiry}
 	for _, opt := range opts {
 		if opt == nil {
-			return o, &pullkit.Error{Op: "gc", Err: &pullkit.InvalidError{What: "gc option", Reason: "nil"}}
+			return o, &pullkit.Error{Op: pullkit.OpGC, Err: &pullkit.InvalidError{What: "gc option", Reason: "nil"}}
 		}
 		if err := opt(&o); err != nil {
-			return o, &pullkit.Error{Op: "gc", Err: err}
+			return o, &pullkit.Error{Op: pullkit.OpGC, Err: err}
 		}
 	}
 	return o, nil

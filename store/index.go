@@ -198,7 +198,7 @@ func (l *Layout) updateIndexLocked(fn func(*index) (bool, error)) error {
 // goroutines and processes, and index.json is replaced atomically, so that readers
 // never see a half-written index and no concurrent update is lost.
 func (l *Layout) PutImage(ctx context.Context, img Image) error {
-	const op = "put image"
+	const op = pullkit.OpPutImage
 	if err := checkName(op, img.Name); err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func (l *Layout) PutImage(ctx context.Context, img Image) error {
 // Image returns the entry that carries name in either name annotation (the last one,
 // if other tools wrote several).
 func (l *Layout) Image(ctx context.Context, name string) (Image, error) {
-	const op = "look up image"
+	const op = pullkit.OpLookUpImage
 	idx, err := l.readIndex()
 	if err != nil {
 		return Image{}, nameErr(op, name, err)
@@ -251,7 +251,7 @@ func (l *Layout) Image(ctx context.Context, name string) (Image, error) {
 func (l *Layout) Images(ctx context.Context) ([]Image, error) {
 	idx, err := l.readIndex()
 	if err != nil {
-		return nil, &pullkit.Error{Op: "list images", Err: err}
+		return nil, &pullkit.Error{Op: pullkit.OpListImages, Err: err}
 	}
 	var out []Image
 	for _, m := range idx.manifests {
@@ -269,7 +269,7 @@ func sortImages(imgs []Image) {
 
 // DeleteImage removes every entry that carries name in either name annotation.
 func (l *Layout) DeleteImage(ctx context.Context, name string) error {
-	const op = "delete image"
+	const op = pullkit.OpDeleteImage
 	err := l.updateIndex(ctx, func(idx *index) (bool, error) {
 		kept := idx.manifests[:0:0]
 		for _, m := range idx.manifests {

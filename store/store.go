@@ -170,7 +170,7 @@ func ReadBlob(ctx context.Context, p Provider, d digest.Digest, limit int64) ([]
 		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, &pullkit.Error{Op: "read blob", Digest: d, Err: err}
+		return nil, &pullkit.Error{Op: pullkit.OpReadBlob, Digest: d, Err: err}
 	}
 	return b, nil
 }
