@@ -34,6 +34,7 @@ type job struct {
 	idx     []int
 	attempt int // starts from scratch so far (digest or size mismatches)
 	res     Result
+	ev      blobEvents
 }
 
 // large reports whether j gets a transfer of its own (rather than an inline receive).
@@ -78,14 +79,13 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 	e.ctl.init()
 
 	byDigest := make(map[digest.Digest]*job, len(blobs))
-	var total int64
+	var total int64 // -1 once a blob of unknown size is planned
 	for i, b := range blobs {
 		j := byDigest[b.Desc.Digest]
 		if j == nil {
 			j = &job{desc: b.Desc, what: what(b)}
 			byDigest[b.Desc.Digest] = j
 			e.queue = append(e.queue, j)
-			total += max(b.Desc.Size, 0)
 		} else if j.desc.Size < 0 && b.Desc.Size >= 0 {
 			j.desc = b.Desc
 		}
@@ -97,9 +97,16 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 	}
 	jobs := append([]*job(nil), e.queue...)
 	e.left = len(jobs)
+	for _, j := range jobs {
+		if total >= 0 && j.desc.Size >= 0 {
+			total += j.desc.Size
+		} else {
+			total = -1
+		}
+	}
 	e.emit(pullkit.Event{Kind: pullkit.EventPlanned, Total: total, Blobs: len(jobs)})
 	for _, j := range jobs {
-		e.emit(pullkit.Event{Kind: pullkit.EventQueued, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventQueued, Total: j.desc.Size})
 	}
 
 	// Wake idle workers when the call is cancelled, and while transfers run, so that they
@@ -121,6 +128,16 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 	// the call returns only once they are done with them.
 	e.writers.Wait()
 	close(stop)
+	e.mu.Lock()
+	cause := e.err
+	e.mu.Unlock()
+	if cause == nil {
+		cause = ctx.Err()
+	}
+	if cause == nil {
+		cause = context.Canceled
+	}
+	e.cancelUnfinished(jobs, cause)
 
 	results := make([]Result, len(blobs))
 	for _, j := range jobs {
@@ -286,7 +303,6 @@ func blobErr(j *job, op string, err error) error {
 // and otherwise receives it (inline, or as the first part of a transfer).
 func (e *engine) start(j *job) {
 	ctx := e.ctx
-	d := j.desc.Digest
 	if j.desc.Size > e.o.maxSize {
 		e.failJob(j, blobErr(j, pullkit.OpFetchBlob, &pullkit.TooLargeError{What: j.what, Limit: e.o.maxSize, Size: j.desc.Size}))
 		return
@@ -296,7 +312,7 @@ func (e *engine) start(j *job) {
 			e.failJob(j, err)
 			return
 		}
-		e.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: j.what, Digest: d, Done: res.Desc.Size, Total: res.Desc.Size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventSkipped, Done: res.Desc.Size, Total: res.Desc.Size})
 		e.done(j, res)
 		return
 	}
@@ -311,7 +327,7 @@ func (e *engine) start(j *job) {
 			e.failJob(j, err)
 			return
 		}
-		e.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: j.what, Digest: d, Done: res.Desc.Size, Total: res.Desc.Size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventSkipped, Done: res.Desc.Size, Total: res.Desc.Size})
 		e.done(j, res)
 		return
 	}
@@ -335,30 +351,6 @@ func (e *engine) start(j *job) {
 		return
 	}
 	x.parts[0].run(x.ctx)
-}
-
-// writerWait is how long the store's Writer may take before the wait is reported: past
-// it, another transfer (another pull, another process) is writing the blob.
-const writerWait = 200 * time.Millisecond
-
-// writer opens the store's writer for j, reporting EventWaiting (Wait 0: for as long as
-// the other transfer takes) when the store makes it wait for another writer of the blob.
-func (e *engine) writer(ctx context.Context, j *job) (store.Writer, error) {
-	var mu sync.Mutex
-	opened := false
-	t := time.AfterFunc(writerWait, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !opened {
-			e.emit(pullkit.Event{Kind: pullkit.EventWaiting, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size})
-		}
-	})
-	w, err := e.s.Writer(ctx, j.desc)
-	mu.Lock()
-	opened = true
-	mu.Unlock()
-	t.Stop()
-	return w, err
 }
 
 // present reports whether the store holds the job's blob (whole: one whose size is not
@@ -400,6 +392,6 @@ func (e *engine) failJob(j *job, err error) {
 	if e.ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		kind = pullkit.EventCancelled
 	}
-	e.emit(pullkit.Event{Kind: kind, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	e.report(j, pullkit.Event{Kind: kind, Total: j.desc.Size, Err: err})
 	e.fail(err)
 }

@@ -22,7 +22,7 @@ func (e *engine) inline(ctx context.Context, j *job, w store.Writer) {
 		e.failJob(j, err)
 		return
 	}
-	e.emit(pullkit.Event{Kind: pullkit.EventStarted, What: j.what, Digest: j.desc.Digest, Done: w.Offset(), Total: size})
+	e.started(j, w.Offset())
 	err = e.receiveInline(ctx, j, w, taps, &size)
 	if err == nil {
 		if err = w.Commit(ctx, size, j.desc.Digest); err != nil {
@@ -41,7 +41,7 @@ func (e *engine) inline(ctx context.Context, j *job, w store.Writer) {
 	}
 	switch {
 	case err == nil:
-		e.emit(pullkit.Event{Kind: pullkit.EventVerified, What: j.what, Digest: j.desc.Digest, Done: size, Total: size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventVerified, Done: size, Total: size})
 		e.done(j, res)
 	case e.restart(j, err):
 	default:
@@ -102,7 +102,7 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 				e.recv.Add(int64(n))
 				off, got = end, got+int64(n)
 				if *size < 0 || n >= smallBlob {
-					e.emit(pullkit.Event{Kind: pullkit.EventProgress, What: j.what, Digest: j.desc.Digest, Done: off, Total: *size})
+					e.report(j, pullkit.Event{Kind: pullkit.EventProgress, Done: off, Total: *size})
 				}
 			}
 			if rerr == nil && *size < 0 {

@@ -2,6 +2,7 @@ package layers
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/pullkit/pullkit"
 )
@@ -26,10 +27,13 @@ type options struct {
 	retry    pullkit.RetryPolicy
 	maxSize  int64
 	ranges   bool
+	// writerWait is how long a store's Writer may make a blob wait, without saying why,
+	// before the wait is reported (a knob for tests; see writerWait).
+	writerWait time.Duration
 }
 
 func defaultOptions() options {
-	return options{jobs: DefaultJobs, retry: pullkit.DefaultRetryPolicy(), maxSize: DefaultMaxBlobSize, ranges: true}
+	return options{jobs: DefaultJobs, retry: pullkit.DefaultRetryPolicy(), maxSize: DefaultMaxBlobSize, ranges: true, writerWait: writerWait}
 }
 
 // WithJobs bounds how many requests are in flight at once, over all the blobs of the call

@@ -49,9 +49,9 @@ func (t *tries) failed(e *engine, j *job, ctx context.Context, n, from int64, er
 		wait = he.RetryAfter
 	}
 	if wait > 0 {
-		e.emit(pullkit.Event{Kind: pullkit.EventWaiting, What: j.what, Digest: j.desc.Digest, Done: from, Total: j.desc.Size, Wait: wait, Err: err})
+		e.report(j, pullkit.Event{Kind: pullkit.EventWaiting, Done: from, Total: j.desc.Size, Wait: wait, Err: err})
 	}
-	e.emit(pullkit.Event{Kind: pullkit.EventRetrying, What: j.what, Digest: j.desc.Digest, Done: from, Total: j.desc.Size, Err: err})
+	e.report(j, pullkit.Event{Kind: pullkit.EventRetrying, Done: from, Total: j.desc.Size, Err: err})
 	return pullkit.Sleep(ctx, wait)
 }
 

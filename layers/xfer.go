@@ -111,7 +111,7 @@ func (e *engine) newXfer(j *job, w store.Writer) *xfer {
 	e.active = append(e.active, x)
 	e.mu.Unlock()
 	e.partsAdd(1)
-	e.emit(pullkit.Event{Kind: pullkit.EventStarted, What: j.what, Digest: j.desc.Digest, Done: x.next, Total: x.size})
+	e.started(j, x.next)
 	e.writers.Add(1)
 	go func() {
 		defer e.writers.Done()
@@ -224,13 +224,21 @@ func (x *xfer) deliver(p *part, off int64, b []byte) error {
 	x.mu.Unlock()
 	x.e.recv.Add(int64(len(b)))
 	if show {
-		x.e.emit(pullkit.Event{Kind: pullkit.EventProgress, What: x.j.what, Digest: x.j.desc.Digest, Done: done, Total: x.size})
+		x.e.report(x.j, pullkit.Event{Kind: pullkit.EventProgress, Done: done, Total: x.size})
 	}
 	select {
 	case x.arrived <- struct{}{}:
 	default:
 	}
 	return nil
+}
+
+// received is how many bytes of the blob have arrived (with what the writer held), as
+// its events report them.
+func (x *xfer) received() int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.recvd
 }
 
 // progressStep is how often a blob's progress is reported.
@@ -360,7 +368,7 @@ func (x *xfer) finish() {
 	e.mu.Unlock()
 	switch {
 	case err == nil:
-		e.emit(pullkit.Event{Kind: pullkit.EventVerified, What: j.what, Digest: j.desc.Digest, Done: x.size, Total: x.size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventVerified, Done: x.size, Total: x.size})
 		e.done(j, res)
 	case e.restart(j, err):
 	default:
@@ -378,12 +386,13 @@ func (e *engine) restart(j *job, err error) bool {
 	if j.attempt >= e.o.retry.Attempts {
 		return false
 	}
-	e.emit(pullkit.Event{Kind: pullkit.EventRetrying, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	e.startOver(j, err)
 	if r, ok := e.f.(Restarter); ok {
 		r.Restart(j.desc, err)
 	}
-	if err := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); err != nil {
-		return false
+	if serr := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); serr != nil {
+		e.failJob(j, serr) // cancelled while it waited: not the mismatch's failure
+		return true
 	}
 	e.again(j)
 	return true
@@ -438,7 +447,7 @@ func (p *part) receive(ctx context.Context) error {
 			body, err = e.f.Fetch(ctx, j.desc, pos, length)
 			if err != nil {
 				body = nil
-				if err := tries.failed(e, j, ctx, 0, pos, err); err != nil {
+				if err := tries.failed(e, j, ctx, 0, x.received(), err); err != nil {
 					return err
 				}
 				continue
@@ -487,7 +496,7 @@ func (p *part) receive(ctx context.Context) error {
 		if errors.Is(rerr, io.EOF) {
 			rerr = fmt.Errorf("body ended at byte %d of %d: %w", p.pos.Load(), p.end.Load(), io.ErrUnexpectedEOF)
 		}
-		if err := tries.failed(e, j, ctx, p.pos.Load()-from, p.pos.Load(), rerr); err != nil {
+		if err := tries.failed(e, j, ctx, p.pos.Load()-from, x.received(), rerr); err != nil {
 			return err
 		}
 	}

@@ -341,6 +341,12 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 		return nil, pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
 
+	// The plan: every config (each digest once) and every layer. The transfer's own
+	// plan, of the layers alone, is replaced by it (see pullkit.Event).
+	blobs, at := p.layerBlobs()
+	firstOf := p.configOwners()
+	p.plan(blobs, firstOf)
+
 	// Configs and layers at once: a config that fails (or names another platform)
 	// cancels the layers.
 	lctx, cancel := context.WithCancelCause(ctx)
@@ -350,7 +356,7 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 	var wg sync.WaitGroup
 	var once sync.Once
 	for i, ti := range p.t.images {
-		if ti.m.Config == nil {
+		if ti.m.Config == nil || firstOf[i] != i {
 			continue
 		}
 		wg.Add(1)
@@ -363,17 +369,26 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 			}
 		}()
 	}
+	shareConfigs := func() {
+		for i, f := range firstOf {
+			if f >= 0 && f != i {
+				p.configs[i] = p.configs[f]
+			}
+		}
+	}
 	if p.o.tees != nil {
 		// Tees want the diffIDs up front (snapshots are named by chain ID): the configs
 		// first, then the layers.
 		wg.Wait()
 		if cfgErr != nil {
+			p.cancelPlanned(blobs, cfgErr)
 			return nil, cfgErr
 		}
+		shareConfigs()
+		p.addTees(blobs, at)
 	}
-	blobs, at := p.layerBlobs()
 	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress}
-	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, layers.WithJobs(p.o.jobs), layers.WithProgress(p.o.progress), layers.WithRetry(p.c.retry))
+	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, layers.WithJobs(p.o.jobs), layers.WithProgress(p.layerProgress()), layers.WithRetry(p.c.retry))
 	wg.Wait()
 	if cfgErr != nil {
 		return nil, cfgErr
@@ -381,6 +396,7 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 	if ferr != nil {
 		return nil, ferr
 	}
+	shareConfigs()
 
 	imgs := make([]*manifest.Image, len(p.t.images))
 	stored := make([]manifest.Descriptor, len(p.t.images))
@@ -421,21 +437,119 @@ func (p *pull) digests() []digest.Digest {
 	return out
 }
 
+// configOwners returns, for each image, the index of the first image with the same
+// config digest (itself, most often), or -1 for an image without a config: a config two
+// platforms share is fetched once.
+func (p *pull) configOwners() []int {
+	out := make([]int, len(p.t.images))
+	seen := map[digest.Digest]int{}
+	for i, ti := range p.t.images {
+		out[i] = -1
+		if ti.m.Config == nil {
+			continue
+		}
+		if f, ok := seen[ti.m.Config.Digest]; ok {
+			out[i] = f
+			continue
+		}
+		seen[ti.m.Config.Digest] = i
+		out[i] = i
+	}
+	return out
+}
+
+// plan reports the pull's EventPlanned, over the configs the pull fetches and the
+// layers of blobs (each digest once), then the configs' EventQueued (the transfer
+// reports the layers').
+func (p *pull) plan(blobs []layers.Blob, firstOf []int) {
+	if p.o.progress == nil {
+		return
+	}
+	seen := map[digest.Digest]bool{}
+	var total int64
+	n := 0
+	add := func(d manifest.Descriptor) {
+		if seen[d.Digest] {
+			return
+		}
+		seen[d.Digest] = true
+		n++
+		if total >= 0 && d.Size >= 0 {
+			total += d.Size
+		} else {
+			total = -1
+		}
+	}
+	for i, f := range firstOf {
+		if f == i {
+			add(*p.t.images[i].m.Config)
+		}
+	}
+	for _, b := range blobs {
+		add(b.Desc)
+	}
+	p.o.emit(pullkit.Event{Kind: pullkit.EventPlanned, Total: total, Blobs: n})
+	for i, f := range firstOf {
+		if f == i {
+			c := p.t.images[i].m.Config
+			p.o.emit(pullkit.Event{Kind: pullkit.EventQueued, What: "config", Digest: c.Digest, Total: c.Size})
+		}
+	}
+}
+
+// layerProgress is the progress function given to the transfer: the pull's own, without
+// the transfer's plan (the pull reported its own, with the configs).
+func (p *pull) layerProgress() func(pullkit.Event) {
+	fn := p.o.progress
+	if fn == nil {
+		return nil
+	}
+	return func(ev pullkit.Event) {
+		if ev.Kind != pullkit.EventPlanned {
+			fn(ev)
+		}
+	}
+}
+
+// cancelPlanned reports the end of the layers of the plan when the pull fails before
+// their transfer starts: each queued, then cancelled by cause.
+func (p *pull) cancelPlanned(blobs []layers.Blob, cause error) {
+	seen := map[digest.Digest]bool{}
+	for _, b := range blobs {
+		if seen[b.Desc.Digest] {
+			continue
+		}
+		seen[b.Desc.Digest] = true
+		p.o.emit(pullkit.Event{Kind: pullkit.EventQueued, What: "layer", Digest: b.Desc.Digest, Total: b.Desc.Size})
+		p.o.emit(pullkit.Event{Kind: pullkit.EventCancelled, What: "layer", Digest: b.Desc.Digest, Total: b.Desc.Size, Err: cause})
+	}
+}
+
 // config fetches image i's config (or reads it from the store, which has it verified
-// under its name), checks its platform and stores it.
+// under its name), checks its platform and stores it. Its events end with
+// EventSkipped, EventVerified, EventFailed or EventCancelled.
 func (p *pull) config(ctx context.Context, i int) error {
 	ti := p.t.images[i]
+	c := *ti.m.Config
 	var raw []byte
 	var cfg *manifest.ImageConfig
 	var err error
-	if b, rerr := store.ReadBlob(ctx, p.st, ti.m.Config.Digest, p.c.maxManifest); rerr == nil && int64(len(b)) == ti.m.Config.Size {
-		if cfg, err = manifest.ParseConfig(b); err != nil {
-			return pullkit.Wrap("", pullkit.OpParseConfig, ti.m.Config.Digest, err)
-		}
+	if b, rerr := store.ReadBlob(ctx, p.st, c.Digest, p.c.maxManifest); rerr == nil && int64(len(b)) == c.Size {
 		raw = b
-		p.o.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: "config", Digest: ti.m.Config.Digest, Done: int64(len(b)), Total: int64(len(b))})
-	} else if raw, cfg, err = p.c.configOf(ctx, p.t, ti.m, p.o); err != nil {
-		return err
+		p.o.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: "config", Digest: c.Digest, Done: int64(len(b)), Total: int64(len(b))})
+		if cfg, err = manifest.ParseConfig(b); err != nil {
+			return pullkit.Wrap("", pullkit.OpParseConfig, c.Digest, err)
+		}
+	} else {
+		p.o.emit(pullkit.Event{Kind: pullkit.EventStarted, What: "config", Digest: c.Digest, Total: c.Size})
+		if raw, cfg, err = p.c.configOf(ctx, p.t, ti.m, p.o); err != nil {
+			kind := pullkit.EventFailed
+			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				kind = pullkit.EventCancelled
+			}
+			p.o.emit(pullkit.Event{Kind: kind, What: "config", Digest: c.Digest, Total: c.Size, Err: err})
+			return err
+		}
 	}
 	if !p.o.all {
 		if err := checkImagePlatform(p.o, ti.m, cfg); err != nil {
@@ -457,26 +571,33 @@ func (p *pull) layerBlobs() ([]layers.Blob, [][2]int) {
 	var at [][2]int
 	for i, ti := range p.t.images {
 		s1 := ti.m.Schema1
-		known := ti.m.Layers // what tees are told of the layers: with diffIDs, from the config
-		if p.o.tees != nil && p.configs[i].cfg != nil {
-			cfg := p.configs[i].cfg
-			if img, err := manifest.NewImage(p.ref, p.t.named, ti.m, ti.entry, ti.m.Config, cfg); err == nil {
-				known = img.Layers
-			}
-		}
 		for k, l := range ti.m.Layers {
 			if s1 != nil && p.o.format != FormatSchema1 && k < len(s1.History) && s1.History[k].Throwaway {
 				continue
 			}
-			b := layers.Blob{Desc: l.Descriptor(), DiffID: s1 != nil || p.o.diffIDs}
-			if p.o.tees != nil {
-				b.Tee = p.o.tees(k, known[k])
-			}
-			blobs = append(blobs, b)
+			blobs = append(blobs, layers.Blob{Desc: l.Descriptor(), DiffID: s1 != nil || p.o.diffIDs})
 			at = append(at, [2]int{i, k})
 		}
 	}
 	return blobs, at
+}
+
+// addTees gives each layer of blobs its tee, once the configs are known: tees are told
+// of the layers with their diffIDs, from the config.
+func (p *pull) addTees(blobs []layers.Blob, at [][2]int) {
+	known := make([][]manifest.Layer, len(p.t.images))
+	for i, ti := range p.t.images {
+		known[i] = ti.m.Layers
+		if cfg := p.configs[i].cfg; cfg != nil {
+			if img, err := manifest.NewImage(p.ref, p.t.named, ti.m, ti.entry, ti.m.Config, cfg); err == nil {
+				known[i] = img.Layers
+			}
+		}
+	}
+	for n := range blobs {
+		i, k := at[n][0], at[n][1]
+		blobs[n].Tee = p.o.tees(k, known[i][k])
+	}
 }
 
 // store builds image i's model from what the transfer learnt and stores its manifest in

@@ -144,6 +144,9 @@ func (m *Memory) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, 
 	}
 	w := &memWriter{m: m, d: d, size: desc.Size, h: d.Algorithm().Digester(), release: release}
 	if resumed && (desc.Size < 0 || int64(len(in.data)) <= desc.Size) {
+		if len(in.data) > 0 {
+			ReportWriterWait(ctx, WaitRehash, int64(len(in.data)))
+		}
 		w.data = in.data
 		w.h.Hash().Write(w.data)
 	}

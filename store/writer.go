@@ -75,7 +75,7 @@ func (l *Layout) openWriter(ctx context.Context, desc manifest.Descriptor) (*lay
 			// ingest/ is gone, or the file system changed: the named file recreates it.
 		}
 	}
-	f, err := lockPath(ctx, partial, os.O_CREATE, false)
+	f, err := lockPathWaiting(ctx, partial, os.O_CREATE, false, func() { ReportWriterWait(ctx, WaitOtherWriter, 0) })
 	if err != nil {
 		return nil, blobErr(op, d, err)
 	}
@@ -106,6 +106,7 @@ func (l *Layout) openWriter(ctx context.Context, desc manifest.Descriptor) (*lay
 		n = 0
 	}
 	if n > 0 {
+		ReportWriterWait(ctx, WaitRehash, n)
 		if err := w.rehash(ctx, n); err != nil {
 			w.abandon()
 			return nil, blobErr(op, d, err)
