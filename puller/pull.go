@@ -236,13 +236,13 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 	return primary(t, imgs, o), nil
 }
 
-// checkImagePlatform checks an image against an explicit platform: its config's, or a
-// schema 1 manifest's own.
+// checkImagePlatform checks an image against the platform the call is for: its
+// config's, or a schema 1 manifest's own.
 func checkImagePlatform(o *pullOptions, m *manifest.Manifest, cfg *manifest.ImageConfig) error {
 	if cfg != nil {
 		return checkPlatform(o, cfg)
 	}
-	if o.explicit && m.Platform != nil && !o.matcher.Match(*m.Platform) {
+	if m.Platform != nil && !o.matcher.Match(*m.Platform) {
 		return &platforms.NoMatchError{Want: platforms.Describe(o.matcher), Offered: []platforms.Platform{*m.Platform}}
 	}
 	return nil

@@ -87,8 +87,16 @@ func repositoryName(repo name.Repository) string {
 // the protocol allows: for a tag, a HEAD gives the digest and media type (one request;
 // for an index, a second fetches and verifies it and takes the platform's entry); for a
 // digest, one verified GET. A 429 is waited for as its Retry-After says, never turned
-// into a GET. The manifest of a single image is not fetched, so its config's platform is
-// not checked here (Pull and Inspect check it).
+// into a GET.
+//
+// Resolve refuses what Pull refuses, with the same error: an index with no entry for the
+// platform (pullkit.ErrNoMatch), an index of artifacts only (pullkit.ErrUnsupported),
+// and an image for another platform than the one the call is for (WithPlatform, or by
+// default platforms.Default(); pullkit.ErrNoMatch, Op pullkit.OpCheckPlatform). An index
+// entry's platform is taken as the index says it; an image that no entry vouches for (a
+// tag naming one image, or an index's only entry without a platform) costs its manifest
+// and its config (two more requests for a tag, one for a digest) to check, unless the
+// call takes any platform (WithMatcher(platforms.Any())), which keeps the one HEAD.
 //
 // With mirrors, they are asked first, in order; when every endpoint fails, the last
 // error is returned.
@@ -120,6 +128,7 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, o *pullOptions) (Resolved, error) {
 	var res Resolved
 	var idx *manifest.Manifest
+	var image *manifest.Manifest // the image manifest, when it was fetched on the way
 	switch r := r.(type) {
 	case name.Digest:
 		d, err := digest.Parse(r.DigestStr())
@@ -133,6 +142,8 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 		res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(m.Raw))}
 		if m.Kind == manifest.KindIndex {
 			idx = m
+		} else {
+			image = m
 		}
 	default:
 		desc, err := ep.head(ctx, r.Identifier(), fmt.Sprintf("a manifest for tag %q", r.Identifier()))
@@ -148,6 +159,8 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 			res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(m.Raw))}
 			if m.Kind == manifest.KindIndex {
 				idx = m
+			} else {
+				image = m
 			}
 		case isImageType(desc.MediaType):
 			res.Descriptor = desc
@@ -162,10 +175,15 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 			res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: desc.Digest, Size: int64(len(m.Raw))}
 			if m.Kind == manifest.KindIndex {
 				idx = m
+			} else {
+				image = m
 			}
 		}
 	}
 	res.Manifest = res.Descriptor
+	// An image that no index entry's platform vouches for (the reference named it, or it
+	// is an index's only entry, without a platform) is checked as Pull checks it.
+	check := idx == nil
 	for depth := 0; idx != nil; depth++ {
 		if depth >= maxIndexDepth {
 			return res, pullkit.Wrap("", pullkit.OpChoosePlatform, idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
@@ -176,13 +194,49 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 		}
 		res.Manifest = d
 		if !isIndexType(d.MediaType) {
+			check = d.Platform == nil
 			break
 		}
 		if idx, err = ep.manifestByDigest(ctx, d.Digest); err != nil {
 			return res, pullkit.WrapDetail("", pullkit.OpFetchManifest, "(an index in an index)", d.Digest, err)
 		}
 	}
+	if check && !o.anyPlatform() {
+		if err := c.checkResolved(ctx, ep, res.Manifest, image, o); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
+}
+
+// checkResolved checks the image Resolve chose against the platform the call is for, as
+// Pull would: its manifest (fetched unless image holds it already), then its config, or
+// a schema 1 manifest's own platform. An artifact fails as Pull fails it.
+func (c *Client) checkResolved(ctx context.Context, ep *endpoint, d manifest.Descriptor, image *manifest.Manifest, o *pullOptions) error {
+	if image == nil {
+		m, err := ep.manifestByDigest(ctx, d.Digest)
+		if err != nil {
+			return pullkit.Wrap("", pullkit.OpFetchManifest, d.Digest, err)
+		}
+		image = m
+	}
+	if image.Kind != manifest.KindImage {
+		return pullkit.Wrap("", pullkit.OpFetchManifest, d.Digest, &pullkit.UnsupportedError{What: image.MediaType, Reason: "an index's only entry is not an image manifest"})
+	}
+	var cfg *manifest.ImageConfig
+	if image.Config != nil {
+		raw, err := ep.document(ctx, *image.Config, "config")
+		if err != nil {
+			return pullkit.Wrap("", pullkit.OpFetchConfig, image.Config.Digest, err)
+		}
+		if cfg, err = manifest.ParseConfig(raw); err != nil {
+			return pullkit.Wrap("", pullkit.OpParseConfig, image.Config.Digest, err)
+		}
+	}
+	if err := checkImagePlatform(o, image, cfg); err != nil {
+		return pullkit.Wrap("", pullkit.OpCheckPlatform, d.Digest, err)
+	}
+	return nil
 }
 
 // headRefused reports whether a failed HEAD is worth a GET: a registry that does not
@@ -258,9 +312,9 @@ func (c *Client) ResolveAll(ctx context.Context, refs []string, opts ...PullOpti
 }
 
 // checkPlatform fails an image whose config names another platform than the one the
-// caller asked for, naming both.
+// call is for, naming both. A config that names none passes.
 func checkPlatform(o *pullOptions, cfg *manifest.ImageConfig) error {
-	if !o.explicit || cfg == nil || cfg.OS == "" || cfg.Architecture == "" {
+	if cfg == nil || cfg.OS == "" || cfg.Architecture == "" {
 		return nil
 	}
 	p := cfg.Platform()

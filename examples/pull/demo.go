@@ -209,7 +209,13 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, call []pull
 	want := platforms.Default()
 	if o.platform != "" {
 		want, _ = platforms.Parse(o.platform)
-	} else if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
+	} else {
+		// The demo shows formats, and one image is for linux/arm64: without --platform
+		// it takes each single image whatever its platform (a pull checks the platform
+		// otherwise, as containerd does), still preferring want in a list.
+		call = append(call, puller.WithMatcher(platforms.Any()))
+	}
+	if o.platform == "" && runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
 		want = platforms.Platform{OS: "linux", Architecture: "amd64"}
 		call = append(call, puller.WithPlatform(want))
 		note = fmt.Sprintf(" (this machine is %s; the demo images are for amd64 and arm64, so linux/amd64 is chosen)", runtime.GOARCH)

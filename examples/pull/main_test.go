@@ -152,8 +152,10 @@ func TestResolvePrintsPlatformManifestDigest(t *testing.T) {
 	}{
 		{[]string{"--resolve", "--platform", "linux/amd64", host + "/demo/hello-world:list"}, amd64Manifest.String()},
 		{[]string{"--resolve", "--platform", "linux/arm64/v8", host + "/demo/hello-world:index"}, arm64Manifest.String()},
-		{[]string{host + "/demo/hello-world:oci", "--resolve"}, arm64Manifest.String()}, // flags after the reference
-		{[]string{"--resolve", host + "/demo/hello-world@" + arm64Manifest.String()}, arm64Manifest.String()},
+		// The image is for linux/arm64: --resolve, like the pull, takes it only for that
+		// platform (issue 22).
+		{[]string{host + "/demo/hello-world:oci", "--resolve", "--platform", "linux/arm64"}, arm64Manifest.String()}, // flags after the reference
+		{[]string{"--resolve", "--platform", "linux/arm64", host + "/demo/hello-world@" + arm64Manifest.String()}, arm64Manifest.String()},
 		{[]string{"--plain-http", "--resolve", host + "/demo/hello-world:schema2"}, amd64Manifest.String()},
 	} {
 		code, out, errOut := runCLI(t, tc.args...)
