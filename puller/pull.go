@@ -273,6 +273,14 @@ func primary(t *tree, imgs []*manifest.Image, o *pullOptions) *manifest.Image {
 // with every platform the index too; and names it by the full reference
 // (registry/repository:tag, or @digest), replacing only that name's entry.
 //
+// When the reference names an index (a multi-platform tag), each platform's image pulled
+// is also named by its platform name (store.PlatformName: "registry/repo:tag@linux/arm64/v8"),
+// so that a pull of a second platform, which moves the reference's name, leaves the first
+// reachable; a pull of every platform names the index by the reference and each image by
+// its platform name (what umoci unpacks). Every entry carries, in
+// store.AnnotationRegistryDigest and store.AnnotationRegistryManifest, the digests the
+// registry served, which a conversion to OCI changes; store.Load reads it all back.
+//
 // The model has the layers base first with sizes and (when known) diffIDs, what was
 // served (Digest, Manifest) and what was stored (Stored, Name). Errors are a
 // *pullkit.Error naming the reference, the step and the digest.
@@ -414,12 +422,47 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 		}
 	}
 	img := primary(p.t, imgs, p.o)
-	img.Stored = target
 	img.Name = fullName(p.r)
-	if err := p.st.PutImage(ctx, store.Image{Name: img.Name, Target: target}); err != nil {
-		return nil, pullkit.WrapDetail("", pullkit.OpNameImage, img.Name, target.Digest, err)
+	// When the reference names an index, each platform's image by its platform name,
+	// then the reference's name: a second platform of a tag moves the reference's name,
+	// never the first one's own.
+	for i, pi := range imgs {
+		if pi.Platform == nil || p.t.named.Kind != manifest.KindIndex {
+			continue
+		}
+		if n := store.PlatformName(img.Name, *pi.Platform); n != "" {
+			if err := p.name(ctx, n, p.registryAnnotations(stored[i], pi)); err != nil {
+				return nil, err
+			}
+		}
 	}
+	target = p.registryAnnotations(target, img)
+	if err := p.name(ctx, img.Name, target); err != nil {
+		return nil, err
+	}
+	img.Stored = target
 	return img, nil
+}
+
+// registryAnnotations returns d with the annotations that keep what the registry served
+// (store.AnnotationRegistryDigest, store.AnnotationRegistryManifest) for image img.
+func (p *pull) registryAnnotations(d manifest.Descriptor, img *manifest.Image) manifest.Descriptor {
+	a := make(map[string]string, len(d.Annotations)+2)
+	for k, v := range d.Annotations {
+		a[k] = v
+	}
+	a[store.AnnotationRegistryDigest] = p.t.served.String()
+	a[store.AnnotationRegistryManifest] = img.Manifest.Digest.String()
+	d.Annotations = a
+	return d
+}
+
+// name names target in the store.
+func (p *pull) name(ctx context.Context, name string, target manifest.Descriptor) error {
+	if err := p.st.PutImage(ctx, store.Image{Name: name, Target: target}); err != nil {
+		return pullkit.WrapDetail("", pullkit.OpNameImage, name, target.Digest, err)
+	}
+	return nil
 }
 
 // digests lists every blob the pull will read or write that is known now.

@@ -122,6 +122,12 @@ func (e entry) carries(name string) bool {
 	return e.desc.Annotations[AnnotationImageName] == name || e.desc.Annotations[AnnotationRefName] == name
 }
 
+// carriesPlatformNameOf reports whether either name annotation of the entry is one of
+// name's platform names.
+func (e entry) carriesPlatformNameOf(name string) bool {
+	return isPlatformNameOf(e.desc.Annotations[AnnotationImageName], name) || isPlatformNameOf(e.desc.Annotations[AnnotationRefName], name)
+}
+
 // namedEntry returns the index entry of img: its target with both name annotations
 // set (the target's own annotations and platform are kept).
 func namedEntry(img Image) manifest.Descriptor {
@@ -267,13 +273,14 @@ func sortImages(imgs []Image) {
 	slices.SortStableFunc(imgs, func(a, b Image) int { return strings.Compare(a.Name, b.Name) })
 }
 
-// DeleteImage removes every entry that carries name in either name annotation.
+// DeleteImage removes every entry that carries name, or one of name's platform names
+// (PlatformName), in either name annotation.
 func (l *Layout) DeleteImage(ctx context.Context, name string) error {
 	const op = pullkit.OpDeleteImage
 	err := l.updateIndex(ctx, func(idx *index) (bool, error) {
 		kept := idx.manifests[:0:0]
 		for _, m := range idx.manifests {
-			if e := decodeEntry(m); e.ok && e.carries(name) {
+			if e := decodeEntry(m); e.ok && (e.carries(name) || e.carriesPlatformNameOf(name)) {
 				continue
 			}
 			kept = append(kept, m)

@@ -304,14 +304,20 @@ func (m *Memory) Images(ctx context.Context) ([]Image, error) {
 	return out, nil
 }
 
-// DeleteImage removes name's entry.
+// DeleteImage removes name's entry and those of its platform names (PlatformName).
 func (m *Memory) DeleteImage(ctx context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.images[name]; !ok {
+	found := false
+	for n := range m.images {
+		if n == name || isPlatformNameOf(n, name) {
+			delete(m.images, n)
+			found = true
+		}
+	}
+	if !found {
 		return nameErr(pullkit.OpDeleteImage, name, pullkit.ErrNotFound)
 	}
-	delete(m.images, name)
 	return nil
 }
 

@@ -278,7 +278,9 @@ func TestOutputOCI(t *testing.T) {
 			}
 		}
 	}
-	if !slices.Equal(names, []string{host + "/demo/hello-world:schema1", host + "/demo/hello-world:list"}) {
+	// A tag naming a list also names the platform's image by its platform name
+	// (store.PlatformName), so that another platform of the tag keeps its own.
+	if !slices.Equal(names, []string{host + "/demo/hello-world:schema1", host + "/demo/hello-world:list@linux/arm64/v8", host + "/demo/hello-world:list"}) {
 		t.Errorf("index.json names %v", names)
 	}
 }
@@ -395,11 +397,12 @@ func TestManifestFormat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The reference's name and the platform's (the tag names a list), one manifest.
 			var index struct{ Manifests []manifest.Descriptor }
-			if err := json.Unmarshal(raw, &index); err != nil || len(index.Manifests) != 1 {
+			if err := json.Unmarshal(raw, &index); err != nil || len(index.Manifests) != 2 || index.Manifests[0].Digest != index.Manifests[1].Digest {
 				t.Fatalf("index.json %s: %v", raw, err)
 			}
-			d := index.Manifests[0]
+			d := index.Manifests[1]
 			if d.MediaType != tt.mediaType {
 				t.Fatalf("stored %s, want %s", d.MediaType, tt.mediaType)
 			}
