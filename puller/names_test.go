@@ -108,6 +108,9 @@ func TestSingleImageTagHasOneName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if name, err := puller.StorageName(reg.Ref("team/one:v1")); err != nil || name != pulled.Name {
+		t.Errorf("StorageName = %q, %v; the pull named it %q", name, err, pulled.Name)
+	}
 	names, _ := st.Images(t.Context())
 	var got []string
 	for _, n := range names {

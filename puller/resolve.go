@@ -43,7 +43,25 @@ type Resolved struct {
 func (r Resolved) Pinned() string { return r.Repository + "@" + r.Manifest.Digest.String() }
 
 // parse reads ref as go-containerregistry does (docker.io and library/ implied).
-func (c *Client) parse(ref string) (name.Reference, error) {
+func (c *Client) parse(ref string) (name.Reference, error) { return parseRef(ref) }
+
+// StorageName returns the name Pull stores ref's image under, as Resolved.Name and
+// manifest.Image.Name give it after a call: the full reference,
+// registry/repository:tag (":latest" when ref names no tag) or
+// registry/repository@digest, with Docker Hub written "docker.io/library/…" as containerd
+// and nerdctl write it. It sends no request. A reference that does not parse is a
+// *pullkit.Error with Op pullkit.OpParseReference wrapping pullkit.ErrInvalid. A pull of
+// a reference that names an index also names each platform's image by
+// store.PlatformName(StorageName(ref), platform).
+func StorageName(ref string) (string, error) {
+	r, err := parseRef(ref)
+	if err != nil {
+		return "", err
+	}
+	return fullName(r), nil
+}
+
+func parseRef(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		// ParseReference says only that it could not, naming ref again: ask the parser of
