@@ -339,6 +339,9 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 			}
 		}
 	}
+	if err := p.checkFormat(); err != nil {
+		return nil, err
+	}
 	lease, err := p.st.Lease(ctx)
 	if err != nil {
 		return nil, pullkit.Wrap("", pullkit.OpLease, "", err)
@@ -461,6 +464,30 @@ func (p *pull) registryAnnotations(d manifest.Descriptor, img *manifest.Image) m
 func (p *pull) name(ctx context.Context, name string, target manifest.Descriptor) error {
 	if err := p.st.PutImage(ctx, store.Image{Name: name, Target: target}); err != nil {
 		return pullkit.WrapDetail("", pullkit.OpNameImage, name, target.Digest, err)
+	}
+	return nil
+}
+
+// checkFormat refuses, before any blob is fetched, a format that an image manifest
+// cannot be converted to (a zstd layer has no Docker schema 2 spelling), rather than
+// after every layer was downloaded. Schema 1 images convert to either format.
+func (p *pull) checkFormat() error {
+	to := ""
+	switch p.o.format {
+	case FormatOCI:
+		to = manifest.MediaTypeOCIManifest
+	case FormatDocker:
+		to = manifest.MediaTypeDockerSchema2
+	default:
+		return nil
+	}
+	for _, ti := range p.t.images {
+		if ti.m.Schema1 != nil {
+			continue
+		}
+		if _, err := manifest.ConvertImage(ti.m, to); err != nil {
+			return pullkit.WrapDetail("", pullkit.OpConvert, "to "+p.o.format.String(), ti.m.Digest, err)
+		}
 	}
 	return nil
 }
