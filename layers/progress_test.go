@@ -318,3 +318,37 @@ func TestProgressWaitsForAnotherWriter(t *testing.T) {
 		})
 	}
 }
+
+// A blob split into parts (the split pinned, not measured), whose parts break and resume:
+// the blob's Done, reported by every part, never goes back, and the parts' retries
+// report the blob's bytes, not their own offsets.
+func TestProgressOfASplitBlob(t *testing.T) {
+	blob := randomBytes(t, 12<<20+5)
+	d := digest.FromBytes(blob)
+	f := newFetcher(blob)
+	f.fault = func(req fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
+		if req.offset > 0 && req.n <= 6 {
+			return &cutBody{ReadCloser: body, left: 300 << 10}, nil // a part breaks once, mid-way
+		}
+		return body, nil
+	}
+	var p pullkittest.Progress
+	if _, err := Fetch(t.Context(), f, newMemStore(), []Blob{{Desc: desc(blob)}}, WithProgress(p.Add), WithJobs(4), withJudgement(judgeAlways), WithRetry(fastRetry())); err != nil {
+		t.Fatal(err)
+	}
+	checkProgress(t, &p)
+	ranged, retries := 0, 0
+	for _, r := range f.requests() {
+		if r.offset > 0 {
+			ranged++
+		}
+	}
+	for _, ev := range p.Events() {
+		if ev.Digest == d && ev.Kind == pullkit.EventRetrying {
+			retries++
+		}
+	}
+	if ranged == 0 || retries == 0 {
+		t.Errorf("%d ranged requests, %d retries: the test did not split and break the blob", ranged, retries)
+	}
+}
