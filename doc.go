@@ -11,7 +11,9 @@
 // Imports follow another order, one of layers: each package imports only packages before
 // it in pullkit (this package), platforms, manifest, store, layers, and then unpack,
 // archive and puller, none of which imports another of those three; pullkittest imports
-// only pullkit, platforms and manifest. So an engine can take the transfer, the store or
+// only pullkit, platforms and manifest; the configuration parsers (config/hosts,
+// config/registries, config/auth), which puller reads users' files with, import none of
+// pullkit's packages. So an engine can take the transfer, the store or
 // the unpacker without the HTTP client, and the model without any I/O (go list -deps
 // shows it; TestImportOrder checks it).
 //

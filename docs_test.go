@@ -77,6 +77,8 @@ func TestImportOrder(t *testing.T) {
 	rank := map[string]int{
 		"": 0, "platforms": 1, "manifest": 2, "store": 3, "layers": 4,
 		"unpack": 5, "archive": 5, "puller": 5,
+		// The configuration parsers import none of pullkit's packages.
+		"config/hosts": -1, "config/registries": -1, "config/auth": -1,
 	}
 	allowed := func(pkg, imp string) bool {
 		if strings.HasPrefix(imp, "internal/") {
@@ -88,7 +90,7 @@ func TestImportOrder(t *testing.T) {
 		ri, ok := rank[imp]
 		return ok && ri < rank[pkg]
 	}
-	for _, pkg := range []string{"", "platforms", "manifest", "store", "layers", "unpack", "archive", "puller", "pullkittest"} {
+	for _, pkg := range []string{"", "platforms", "manifest", "store", "layers", "unpack", "archive", "puller", "pullkittest", "config/hosts", "config/registries", "config/auth"} {
 		dir := pkg
 		if dir == "" {
 			dir = "."

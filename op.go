@@ -49,6 +49,9 @@ const (
 	OpReferrers = "list referrers"
 	// OpListTags: listing a repository's tags.
 	OpListTags = "list tags"
+	// OpPlan: Client.Plan could not work out where a reference is fetched from (the
+	// configuration refuses it, say).
+	OpPlan = "plan"
 
 	// Steps of a transfer (package layers; Detail says "layer" or "config").
 

@@ -22,6 +22,7 @@ type pullOptions struct {
 	jobs     int
 	jobsSet  bool
 	tees     func(i int, l manifest.Layer) layers.Tee
+	creds    CredentialsFunc
 }
 
 func callOptions(opts []PullOption) (*pullOptions, error) {

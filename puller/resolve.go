@@ -128,11 +128,15 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 	if err != nil {
 		return Resolved{}, err
 	}
+	eps, err := c.endpoints(ref, r, o)
+	if err != nil {
+		return Resolved{}, pullkit.Wrap(ref, pullkit.OpResolve, "", err)
+	}
 	var last error
-	for _, ep := range c.endpoints(r) {
-		res, err := c.resolveOn(ctx, ep, r, o)
+	for _, ep := range alive(askable(eps, r)) {
+		res, err := c.resolveOn(ctx, ep, contentFrom(eps, ep, r), r, o)
 		if err == nil {
-			res.Reference, res.Name, res.Repository = ref, fullName(r), repositoryName(r.Context())
+			res.Reference, res.Name, res.Repository = ref, fullName(ep.logical), repositoryName(ep.logical.Context())
 			return res, nil
 		}
 		last = pullkit.WrapDetail(ref, pullkit.OpResolve, ep.via(), "", err)
@@ -143,7 +147,9 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 	return Resolved{}, last
 }
 
-func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, o *pullOptions) (Resolved, error) {
+// resolveOn resolves r on ep; what a platform check fetches by digest comes from content,
+// the endpoints that may pull, as Pull fetches it.
+func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoint, r name.Reference, o *pullOptions) (Resolved, error) {
 	var res Resolved
 	var idx *manifest.Manifest
 	var image *manifest.Manifest // the image manifest, when it was fetched on the way
@@ -220,7 +226,7 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 		}
 	}
 	if check && !o.anyPlatform() {
-		if err := c.checkResolved(ctx, ep, res.Manifest, image, o); err != nil {
+		if err := c.checkResolved(ctx, content, res.Manifest, image, o); err != nil {
 			return res, err
 		}
 	}
@@ -230,20 +236,33 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 // checkResolved checks the image Resolve chose against the platform the call is for, as
 // Pull would: its manifest (fetched unless image holds it already), then its config, or
 // a schema 1 manifest's own platform. An artifact fails as Pull fails it.
-func (c *Client) checkResolved(ctx context.Context, ep *endpoint, d manifest.Descriptor, image *manifest.Manifest, o *pullOptions) error {
+func (c *Client) checkResolved(ctx context.Context, content []*endpoint, d manifest.Descriptor, image *manifest.Manifest, o *pullOptions) error {
 	if image == nil {
-		m, err := ep.manifestByDigest(ctx, d.Digest)
+		var err error
+		for _, ep := range alive(content) {
+			if image, err = ep.manifestByDigest(ctx, d.Digest); err == nil || !nextEndpoint(ctx, err) {
+				break
+			}
+		}
+		if err == nil && image == nil {
+			err = fmt.Errorf("%w: no endpoint may pull it", pullkit.ErrDenied)
+		}
 		if err != nil {
 			return pullkit.Wrap("", pullkit.OpFetchManifest, d.Digest, err)
 		}
-		image = m
 	}
 	if image.Kind != manifest.KindImage {
 		return pullkit.Wrap("", pullkit.OpFetchManifest, d.Digest, &pullkit.UnsupportedError{What: image.MediaType, Reason: "an index's only entry is not an image manifest"})
 	}
 	var cfg *manifest.ImageConfig
 	if image.Config != nil {
-		raw, err := ep.document(ctx, *image.Config, "config")
+		var raw []byte
+		var err error
+		for _, ep := range alive(content) {
+			if raw, err = ep.document(ctx, *image.Config, "config"); err == nil || !nextEndpoint(ctx, err) {
+				break
+			}
+		}
 		if err != nil {
 			return pullkit.Wrap("", pullkit.OpFetchConfig, image.Config.Digest, err)
 		}

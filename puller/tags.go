@@ -46,16 +46,22 @@ func repositoryOf(repo string) (name.Repository, error) {
 // Tags lists the tags of repo ("registry/repository", or a reference, whose repository is
 // taken), in the order the registry gives them (distribution sorts them), following its
 // pages (the Link rel="next" header) up to MaxTags. It uses the client's credentials and
-// mirrors (asked first, in order, as Resolve asks them: a mirror's list may lag the
-// registry's). A repository the registry does not have is pullkit.ErrNotFound. Errors
+// mirrors and configured hosts (asked first, in order, those that may resolve a tag, as
+// Resolve asks them: a mirror's list may lag the registry's). A repository the registry does not have is pullkit.ErrNotFound. Errors
 // are a *pullkit.Error with Op pullkit.OpListTags naming repo.
 func (c *Client) Tags(ctx context.Context, repo string) ([]string, error) {
 	r, err := repositoryOf(repo)
 	if err != nil {
 		return nil, err
 	}
+	t := r.Tag("latest")
+	eps, err := c.endpoints(t.String(), t, nil)
+	if err != nil {
+		return nil, pullkit.Wrap(repo, pullkit.OpListTags, "", err)
+	}
 	var last error
-	for _, ep := range c.endpoints(r.Tag("latest")) {
+	// The endpoints that may resolve a tag (hosts.toml's capabilities) may list them.
+	for _, ep := range alive(askable(eps, t)) {
 		tags, err := ep.tags(ctx)
 		if err == nil {
 			return tags, nil
@@ -158,5 +164,19 @@ func (c *Client) BlobFetcher(repo string) (layers.Fetcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &blobSource{eps: c.endpoints(r.Tag("latest"))}, nil
+	t := r.Tag("latest")
+	eps, err := c.endpoints(t.String(), t, nil)
+	if err != nil {
+		return nil, pullkit.Wrap(repo, pullkit.OpFetchBlob, "", err)
+	}
+	var pull []*endpoint // the endpoints that may pull (hosts.toml's capabilities)
+	for _, ep := range eps {
+		if ep.pull {
+			pull = append(pull, ep)
+		}
+	}
+	if len(pull) == 0 {
+		return nil, pullkit.Wrap(repo, pullkit.OpFetchBlob, "", fmt.Errorf("%w: no endpoint configured for %s may pull", pullkit.ErrDenied, text.Clean(repo, 200)))
+	}
+	return &blobSource{eps: pull}, nil
 }

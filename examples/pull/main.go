@@ -76,6 +76,8 @@ type options struct {
 	// partial is where the pull keeps its partial downloads (an OCI layout), for the
 	// message of an interrupted or failed pull; "" when nothing was kept.
 	partial string
+	// net are the network flags (network.go).
+	net networkFlags
 }
 
 // usageError is a command-line mistake (exit status 2).
@@ -128,7 +130,8 @@ func defineFlags(fs *flag.FlagSet, o *options) *flagHelp {
 	xfer.BoolVar(&o.directIO, "direct-io", true, "write blobs of 1 MiB and more with O_DIRECT where the file system allows it; false writes through the page cache")
 
 	reg := h.group("Registries")
-	reg.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to a registry that is not on loopback (loopback registries may always use it)")
+	reg.BoolVar(&o.plainHTTP, "plain-http", false, "speak plain HTTP to every registry (default: HTTPS first; plain HTTP only to loopback or --insecure-registry hosts that do not speak TLS)")
+	o.net.register(reg)
 
 	lay := h.group("Layout commands (with --output DIR and no reference)")
 	lay.BoolVar(&o.list, "list", false, "list the images named in the layout, and any whose blobs are missing or damaged")
@@ -225,6 +228,10 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--unpack and --snapshots apply one platform's layers: not with --resolve, --all or --format docker-archive"}
 	case o.ingestExpiry < 0:
 		return nil, &usageError{"--ingest-expiry must not be negative"}
+	case o.net.check() != "":
+		return nil, &usageError{o.net.check()}
+	case o.net.plan && len(refs) != 1:
+		return nil, &usageError{"--plan needs a reference"}
 	}
 	if len(refs) == 1 {
 		o.reference = refs[0]
@@ -321,10 +328,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs), puller.WithJobs(o.jobs))
 	copts := []puller.Option{puller.WithPlainHTTP(o.plainHTTP)}
+	netOpts, err := o.net.options(o.reference)
+	if err != nil {
+		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		return 2
+	}
+	copts = append(copts, netOpts...)
 
 	switch {
 	case o.list || o.gc || o.check || o.deleteName != "":
 		err = storeCommand(ctx, o, stdout)
+	case o.net.plan:
+		var c *puller.Client
+		if c, err = puller.New(copts...); err == nil {
+			var plan *puller.Plan
+			if plan, err = c.Plan(o.reference); err == nil {
+				_, err = io.WriteString(stdout, plan.String())
+			}
+		}
 	case o.reference == "":
 		err = runDemo(ctx, o, copts, call, stdout)
 	default:
