@@ -326,9 +326,19 @@ func TestProgressOfASplitBlob(t *testing.T) {
 	blob := randomBytes(t, 12<<20+5)
 	d := digest.FromBytes(blob)
 	f := newFetcher(blob)
+	// The first stream holds after 2 MiB until a part split off it asks for its range,
+	// so that the split happens however fast the rest would have come.
+	split := make(chan struct{})
+	var once sync.Once
 	f.fault = func(req fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
-		if req.offset > 0 && req.n <= 6 {
-			return &cutBody{ReadCloser: body, left: 300 << 10}, nil // a part breaks once, mid-way
+		switch {
+		case req.offset == 0 && req.n == 1:
+			return &gateBody{ReadCloser: body, left: 2 << 20, open: split}, nil
+		case req.offset > 0:
+			once.Do(func() { close(split) })
+			if req.n <= 6 {
+				return &cutBody{ReadCloser: body, left: 300 << 10}, nil // a part breaks once, mid-way
+			}
 		}
 		return body, nil
 	}
@@ -351,4 +361,28 @@ func TestProgressOfASplitBlob(t *testing.T) {
 	if ranged == 0 || retries == 0 {
 		t.Errorf("%d ranged requests, %d retries: the test did not split and break the blob", ranged, retries)
 	}
+}
+
+// gateBody gives the first left bytes of its body, then waits for open before the rest.
+type gateBody struct {
+	io.ReadCloser
+	left int64
+	open chan struct{}
+}
+
+func (g *gateBody) Read(p []byte) (int, error) {
+	if g.left <= 0 {
+		select {
+		case <-g.open:
+		case <-time.After(time.Minute): // only a hang: the split never came
+			return 0, errors.New("no part was split off within a minute")
+		}
+		return g.ReadCloser.Read(p)
+	}
+	if int64(len(p)) > g.left {
+		p = p[:g.left]
+	}
+	n, err := g.ReadCloser.Read(p)
+	g.left -= int64(n)
+	return n, err
 }
