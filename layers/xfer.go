@@ -135,7 +135,7 @@ func (e *engine) newXfer(j *job, w store.Writer) *xfer {
 	e.active = append(e.active, x)
 	e.mu.Unlock()
 	e.partsAdd(1)
-	e.emit(pullkit.Event{Kind: pullkit.EventStarted, What: j.what, Digest: j.desc.Digest, Done: x.recvd, Total: x.size})
+	e.started(j, x.recvd)
 	e.writers.Add(1)
 	go func() {
 		defer e.writers.Done()
@@ -249,10 +249,18 @@ func (x *xfer) deliver(p *part, off int64, b []byte) error {
 	x.mu.Unlock()
 	x.e.recv.Add(int64(len(b)))
 	if show {
-		x.e.emit(pullkit.Event{Kind: pullkit.EventProgress, What: x.j.what, Digest: x.j.desc.Digest, Done: done, Total: x.size})
+		x.e.report(x.j, pullkit.Event{Kind: pullkit.EventProgress, Done: done, Total: x.size})
 	}
 	x.wake()
 	return stop
+}
+
+// received is how many bytes of the blob have arrived (with what the writer held), as
+// its events report them.
+func (x *xfer) received() int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return min(x.recvd, x.size)
 }
 
 // progressStep is how often a blob's progress is reported.
@@ -352,21 +360,21 @@ func (x *xfer) write() {
 		switch w {
 		case inOrder:
 			if _, err = x.rw.Write(blk.b); err != nil {
-				err = blobErr(x.j, "store", err)
+				err = blobErr(x.j, pullkit.OpWriteBlob, err)
 			}
 			n = len(blk.b)
 		case ahead:
 			if _, err = x.rw.WriteAt(blk.b, blk.off); err != nil {
-				err = blobErr(x.j, "store", err)
+				err = blobErr(x.j, pullkit.OpWriteBlob, err)
 			}
 		case absorb:
 			if buf == nil {
 				buf = x.e.pool.get()
 			}
 			if n, err = x.rw.Absorb(buf); err != nil {
-				err = blobErr(x.j, "read back", err)
+				err = blobErr(x.j, pullkit.OpReadBlob, err)
 			} else if n == 0 {
-				err = blobErr(x.j, "store", fmt.Errorf("%w: the store's writer holds no bytes at %d", pullkit.ErrInvalid, x.next))
+				err = blobErr(x.j, pullkit.OpReadBlob, fmt.Errorf("%w: the store's writer holds no bytes at %d", pullkit.ErrInvalid, x.next))
 			}
 		}
 		x.busy.Add(int64(time.Since(t)))
@@ -454,7 +462,7 @@ func (x *xfer) finish() {
 			res = Result{Desc: j.desc, Fetched: true}
 			res.DiffID, err = x.taps.close(nil)
 		} else {
-			err = blobErr(j, "verify", err)
+			err = blobErr(j, pullkit.OpVerifyBlob, err)
 			x.taps.close(err)
 		}
 	} else {
@@ -472,7 +480,7 @@ func (x *xfer) finish() {
 	e.mu.Unlock()
 	switch {
 	case err == nil:
-		e.emit(pullkit.Event{Kind: pullkit.EventVerified, What: j.what, Digest: j.desc.Digest, Done: x.size, Total: x.size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventVerified, Done: x.size, Total: x.size})
 		e.done(j, res)
 	case e.restart(j, err):
 	default:
@@ -490,12 +498,13 @@ func (e *engine) restart(j *job, err error) bool {
 	if j.attempt >= e.o.retry.Attempts {
 		return false
 	}
-	e.emit(pullkit.Event{Kind: pullkit.EventRetrying, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	e.startOver(j, err)
 	if r, ok := e.f.(Restarter); ok {
 		r.Restart(j.desc, err)
 	}
-	if err := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); err != nil {
-		return false
+	if serr := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); serr != nil {
+		e.failJob(j, serr) // cancelled while it waited: not the mismatch's failure
+		return true
 	}
 	e.again(j)
 	return true
@@ -699,7 +708,7 @@ func (p *part) receive(ctx context.Context) error {
 					x.mu.Unlock()
 					continue
 				}
-				if err := tries.failed(e, j, ctx, 0, pos, err); err != nil {
+				if err := tries.failed(e, j, ctx, 0, x.received(), err); err != nil {
 					return err
 				}
 				continue
@@ -725,7 +734,7 @@ func (p *part) receive(ctx context.Context) error {
 				x.mu.Lock()
 				x.putBlock(p, b)
 				x.mu.Unlock()
-				return blobErr(j, "fetch", &pullkit.SizeMismatchError{What: j.what, Want: x.size, Got: x.size + 1, Source: "body (at least)"})
+				return blobErr(j, pullkit.OpFetchBlob, &pullkit.SizeMismatchError{What: j.what, Want: x.size, Got: x.size + 1, Source: "body (at least)"})
 			}
 		}
 		if n > 0 {
@@ -760,7 +769,7 @@ func (p *part) receive(ctx context.Context) error {
 		if errors.Is(rerr, io.EOF) {
 			rerr = fmt.Errorf("body ended at byte %d of %d: %w", p.pos.Load(), p.end.Load(), io.ErrUnexpectedEOF)
 		}
-		if err := tries.failed(e, j, ctx, p.pos.Load()-from, p.pos.Load(), rerr); err != nil {
+		if err := tries.failed(e, j, ctx, p.pos.Load()-from, x.received(), rerr); err != nil {
 			return err
 		}
 	}

@@ -32,7 +32,7 @@ const tmpExpiry = time.Hour
 // instead, and files under blobs/ whose names are not digests are left alone: GC only
 // removes what it has a reason to.
 func (l *Layout) GC(ctx context.Context, opts ...GCOption) (GCResult, error) {
-	const op = "gc"
+	const op = pullkit.OpGC
 	var res GCResult
 	o, err := gcConfig(opts)
 	if err != nil {
@@ -256,7 +256,7 @@ func (l *Layout) removeOldTemps() {
 // damaged or lists bytes its partial file lacks (or has no partial) is reported, and
 // with repair rewritten to what it validly lists (or removed).
 func (l *Layout) Check(ctx context.Context, repair bool) (CheckResult, error) {
-	const op = "check"
+	const op = pullkit.OpCheck
 	var res CheckResult
 	err := l.Walk(ctx, func(i Info) error {
 		ok, err := l.verify(ctx, i.Digest)
