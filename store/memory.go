@@ -195,7 +195,7 @@ func (w *memWriter) Write(p []byte) (int, error) {
 
 // WriteAt keeps a copy of p at off, beyond Offset.
 func (w *memWriter) WriteAt(p []byte, off int64) (int, error) {
-	const op = "write blob out of order"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return 0, blobErr(op, w.d, errClosed)
 	}
@@ -222,7 +222,7 @@ func (w *memWriter) Held() []Range {
 // Absorb takes held bytes at Offset in order.
 func (w *memWriter) Absorb(p []byte) (int, error) {
 	if w.closed {
-		return 0, blobErr("take held bytes of blob", w.d, errClosed)
+		return 0, blobErr(pullkit.OpReadBlob, w.d, errClosed)
 	}
 	off := int64(len(w.data))
 	if len(w.held) == 0 || w.held[0].off != off || len(p) == 0 {

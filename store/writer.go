@@ -336,7 +336,7 @@ const syncRecordEvery = 16 << 20
 // record. A writer of an unnamed file (a blob under 1 MiB) keeps no record: what it
 // holds beyond Offset is dropped when it is closed.
 func (w *layoutWriter) WriteAt(p []byte, off int64) (int, error) {
-	const op = "write blob out of order"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return 0, blobErr(op, w.d, errClosed)
 	}
@@ -435,7 +435,7 @@ func (w *layoutWriter) Held() []Range { return toRanges(w.held) }
 // Absorb takes held bytes at Offset in order: it reads them back from the partial file,
 // hashes them and moves Offset past them.
 func (w *layoutWriter) Absorb(p []byte) (int, error) {
-	const op = "take held bytes of blob"
+	const op = pullkit.OpReadBlob
 	if w.closed {
 		return 0, blobErr(op, w.d, errClosed)
 	}
