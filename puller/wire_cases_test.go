@@ -150,19 +150,21 @@ func TestRedirectKeptWhileValid(t *testing.T) {
 	}
 }
 
-// TestExpiredRedirectIsAskedAgain: blob storage's URLs expire after each answer (the
-// clock moves by their life). A URL that says when it expires is not used past that:
-// the registry is asked for a fresh one, and no request meets a refusal. One that does
-// not say is refused (403), and the registry is asked again. Either way the transfer
-// goes on from the byte it reached: blob storage sends each byte once, and the
-// registry's credentials never reach it.
+// TestExpiredRedirectIsAskedAgain: blob storage's URLs expire after each request it
+// accepts (the clock moves by more than their life). A URL that says when it expires is
+// not used past that: the registry is asked for a fresh one, and no request meets a
+// refusal. One that does not say is refused (403), and the registry is asked again.
+// Either way the transfer goes on from the byte it reached: blob storage sends each
+// byte once, and the registry's credentials never reach it. One request at a time to
+// blob storage (WithConnsPerHost(1)), so that each is sent after the clock moved for the
+// one before, whatever the machine's speed.
 func TestExpiredRedirectIsAskedAgain(t *testing.T) {
 	img := newWireImage(t, 1, 6<<20)
 	for _, opaque := range []bool{false, true} {
 		w := newWire(t, img, false, true)
 		w.cdn.ttl, w.cdn.step, w.cdn.opaque = time.Minute, time.Hour, opaque
 		st := store.NewMemory()
-		if err := w.pull(t, w.client(t), t.Context(), st); err != nil {
+		if err := w.pull(t, w.client(t), t.Context(), st, WithConnsPerHost(1)); err != nil {
 			t.Fatalf("opaque %v: %v", opaque, err)
 		}
 		w.checkLayers(t, st)

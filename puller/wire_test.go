@@ -209,7 +209,7 @@ func (g *wireRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // wireCDN is blob storage behind signed URLs that expire ttl after they are made, on
 // clock: stated in the URL (expires=<Unix seconds>&sig=…) or, opaque, known only to it
-// (token=…). After each response it serves, the clock moves by step.
+// (token=…). Each request it accepts moves the clock by step.
 type wireCDN struct {
 	url    string
 	clock  *clock
@@ -277,8 +277,9 @@ func (c *wireCDN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", http.StatusForbidden)
 		return
 	}
-	c.count.serveBlob(w, r, d, b, c.rate)
+	// The clock moves once a request is accepted: the next one is checked against it.
 	c.clock.add(c.step)
+	c.count.serveBlob(w, r, d, b, c.rate)
 }
 
 // wire is a registry and, with cdn, its blob storage, on loopback (over TLS with h2
