@@ -708,6 +708,12 @@ func (p *part) receive(ctx context.Context) error {
 					x.mu.Unlock()
 					continue
 				}
+				if errors.Is(err, pullkit.ErrTooManyRequests) {
+					// The registry says too many: half the connections from now on.
+					e.mu.Lock()
+					e.ctl.backOff(e)
+					e.mu.Unlock()
+				}
 				if err := tries.failed(e, j, ctx, 0, x.received(), err); err != nil {
 					return err
 				}
