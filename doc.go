@@ -51,7 +51,7 @@
 // Every error a pullkit package returns wraps one of this package's sentinels
 // (ErrNotFound, ErrUnauthorized, ErrDenied, ErrTooManyRequests, ErrDigestMismatch,
 // ErrSizeMismatch, ErrNoMatch, ErrUnsupported, ErrInvalid, ErrTooLarge, ErrUnreachable,
-// ErrAlreadyExists), a context error, or, when the local file system fails, the
+// ErrAlreadyExists, ErrUntrusted), a context error, or, when the local file system fails, the
 // operating system's own error (errors.Is(err, fs.ErrPermission) and syscall.ENOSPC
 // work); the typed errors carry the details.
 //

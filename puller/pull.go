@@ -213,6 +213,9 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 	if err != nil {
 		return nil, err
 	}
+	if err := c.verifyTree(ctx, ref, r, t, o); err != nil {
+		return nil, err
+	}
 	imgs := make([]*manifest.Image, len(t.images))
 	for i, ti := range t.images {
 		var cfgDesc *manifest.Descriptor
@@ -276,6 +279,10 @@ func primary(t *tree, imgs []*manifest.Image, o *pullOptions) *manifest.Image {
 // The model has the layers base first with sizes and (when known) diffIDs, what was
 // served (Digest, Manifest) and what was stored (Stored, Name). Errors are a
 // *pullkit.Error naming the reference, the step and the digest.
+//
+// With a verifier (WithVerifier), the image is verified once its manifests are, before
+// the lease, the config or any layer: a refused image (pullkit.ErrUntrusted) leaves
+// nothing in st.
 func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...PullOption) (*manifest.Image, error) {
 	o, err := callOptions(opts)
 	if err != nil {
@@ -294,6 +301,9 @@ func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...P
 	}
 	t, err := c.fetchTree(ctx, ref, r, o)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.verifyTree(ctx, ref, r, t, o); err != nil {
 		return nil, err
 	}
 	p := &pull{c: c, o: o, t: t, st: st, ref: ref, r: r}

@@ -14,6 +14,7 @@ import (
 	"github.com/pullkit/pullkit/internal/text"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
+	"github.com/pullkit/pullkit/trust"
 )
 
 // maxIndexDepth bounds indexes nested in indexes.
@@ -36,6 +37,8 @@ type Resolved struct {
 	// the reference named one), with the digest the registry answers to and, when the
 	// index says, its platform.
 	Manifest manifest.Descriptor
+	// Trust is what the client's verifier accepted (WithVerifier), or nil without one.
+	Trust *trust.Result
 }
 
 // Pinned returns the reference that always names this image on its registry, e.g.
@@ -92,6 +95,10 @@ func repositoryName(repo name.Repository) string {
 //
 // With mirrors, they are asked first, in order; when every endpoint fails, the last
 // error is returned.
+//
+// With a verifier (WithVerifier), the resolved digests are verified before Resolve
+// returns: a refusal is an error wrapping pullkit.ErrUntrusted, an acceptance is in
+// Resolved.Trust.
 func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (Resolved, error) {
 	o, err := callOptions(opts)
 	if err != nil {
@@ -103,10 +110,15 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 		return Resolved{}, err
 	}
 	var last error
-	for _, ep := range c.endpoints(r) {
+	eps := c.endpoints(r)
+	for i, ep := range eps {
 		res, err := c.resolveOn(ctx, ep, r, o)
 		if err == nil {
 			res.Reference, res.Name, res.Repository = ref, fullName(r), repositoryName(r.Context())
+			// The verdict is the image's, not the endpoint's: a refusal is final.
+			if res.Trust, err = c.verify(ctx, subjectOf(ref, r, res.Descriptor, []manifest.Descriptor{res.Manifest}), eps[i:], o); err != nil {
+				return Resolved{}, err
+			}
 			return res, nil
 		}
 		last = pullkit.Wrap(ref, "resolve"+ep.via(), "", err)
@@ -223,7 +235,8 @@ type ResolveResult struct {
 
 // ResolveAll resolves many references at once, with at most WithJobs of them (8 by
 // default) in flight, and returns one result per reference, in order. Each reference
-// succeeds or fails on its own.
+// succeeds or fails on its own; with a verifier, each is verified as Resolve does (so at
+// most as many verifications run at once), one refusal failing only its reference.
 func (c *Client) ResolveAll(ctx context.Context, refs []string, opts ...PullOption) []ResolveResult {
 	out := make([]ResolveResult, len(refs))
 	o, err := callOptions(opts)
