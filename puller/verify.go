@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -233,6 +234,9 @@ func (s *trustSource) Referrers(ctx context.Context, d digest.Digest, artifactTy
 	return nil, last
 }
 
+// tagPattern is the distribution spec's tag grammar.
+var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+
 // Manifest fetches tagOrDigest from the first endpoint that has it, verified.
 func (s *trustSource) Manifest(ctx context.Context, tagOrDigest string) (*trust.Document, error) {
 	var want digest.Digest
@@ -242,8 +246,8 @@ func (s *trustSource) Manifest(ctx context.Context, tagOrDigest string) (*trust.
 			return nil, &pullkit.InvalidError{What: "digest", Reason: text.Clean(tagOrDigest, 140), Err: err}
 		}
 		want = d
-	} else if _, err := name.NewTag("x:"+tagOrDigest, name.StrictValidation); err != nil {
-		return nil, &pullkit.InvalidError{What: "tag", Reason: text.Clean(tagOrDigest, 140), Err: err}
+	} else if !tagPattern.MatchString(tagOrDigest) {
+		return nil, &pullkit.InvalidError{What: "tag", Reason: text.Clean(tagOrDigest, 140) + " is not a tag"}
 	}
 	var last error
 	for _, ep := range s.eps {
