@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -69,6 +70,9 @@ type candidate struct {
 	payload   []byte // a simple-signing payload: the artifact of its message signature
 	predicate string // for DSSE content: the predicate type claimed (unverified)
 	problem   error  // why it could not be read
+	// intermediates are the chain annotation's CA certificates: untrusted, used only to
+	// build a path from the leaf to a trusted root.
+	intermediates []*x509.Certificate
 }
 
 func (c *candidate) where() string {
@@ -81,11 +85,23 @@ func (c *candidate) where() string {
 
 // gathered is what was found for one digest, read once per verification.
 type gathered struct {
-	once sync.Once
-	sigs []*candidate
-	atts []*candidate
-	more int   // candidates over the cap, not examined
-	err  error // listing failed
+	once    sync.Once
+	tagOnce sync.Once
+	sigs    []*candidate // bundles found through referrers
+	tagSigs []*candidate // the .sig tag's, read only when no bundle is accepted
+	atts    []*candidate
+	more    int   // candidates over the cap, not examined
+	err     error // listing failed
+	tagErr  error
+}
+
+// tagged reads the .sig tag's candidates of d, once.
+func (ev *evaluation) tagged(ctx context.Context, d digest.Digest, g *gathered) ([]*candidate, error) {
+	g.tagOnce.Do(func() {
+		tag := d.Algorithm().String() + "-" + d.Encoded() + ".sig"
+		g.tagSigs, g.tagErr = ev.readTag(ctx, d, tag, SimpleSigningMediaType, ev.v.opts.maxSignatures)
+	})
+	return g.tagSigs, g.tagErr
 }
 
 // evaluation is one Verify call's state.
@@ -149,12 +165,6 @@ func (ev *evaluation) read(ctx context.Context, d digest.Digest, g *gathered) {
 		g.sigs = append(g.sigs, c)
 	}
 	tag := d.Algorithm().String() + "-" + d.Encoded()
-	sigs, err := ev.readTag(ctx, d, tag+".sig", SimpleSigningMediaType, max-len(g.sigs))
-	if err != nil {
-		g.err = err
-		return
-	}
-	g.sigs = append(g.sigs, sigs...)
 	if !ev.v.opts.attestations {
 		return
 	}
@@ -308,7 +318,7 @@ func (ev *evaluation) readManifestLayers(ctx context.Context, d digest.Digest, i
 		}
 		if layerType == SimpleSigningMediaType {
 			c.payload = raw
-			c.entity, c.problem = legacyBundle(l.Annotations, raw, nil)
+			c.entity, c.intermediates, c.problem = legacyBundle(l.Annotations, raw, nil)
 		} else {
 			var env protodsse.Envelope
 			if c.problem = unmarshalEnvelope(raw, &env); c.problem == nil {
@@ -316,7 +326,7 @@ func (ev *evaluation) readManifestLayers(ctx context.Context, d digest.Digest, i
 				if p := predicateOf(base64.StdEncoding.EncodeToString(env.Payload), env.PayloadType); p != "" {
 					c.predicate = p
 				}
-				c.entity, c.problem = legacyBundle(l.Annotations, nil, &env)
+				c.entity, c.intermediates, c.problem = legacyBundle(l.Annotations, nil, &env)
 			}
 		}
 	}
@@ -388,7 +398,25 @@ type rekorBundle struct {
 // legacyBundle turns a ".sig" layer (simple-signing payload and annotations) or an
 // ".att" layer (DSSE envelope) into a Sigstore bundle v0.1 for sigstore-go to verify:
 // the signature and, from the annotations, the certificate chain and the Rekor entry.
-func legacyBundle(ann map[string]string, payload []byte, env *protodsse.Envelope) (*bundle.Bundle, error) {
+func legacyBundle(ann map[string]string, payload []byte, env *protodsse.Envelope) (*bundle.Bundle, []*x509.Certificate, error) {
+	b, err := legacyBundleOf(ann, payload, env)
+	if err != nil || ann[annChain] == "" {
+		return b, nil, err
+	}
+	chain, err := cryptoutils.UnmarshalCertificatesFromPEMLimited([]byte(ann[annChain]), 8)
+	if err != nil {
+		return nil, nil, invalid("chain annotation", "not PEM certificates", err)
+	}
+	var inter []*x509.Certificate
+	for _, c := range chain {
+		if c.IsCA && !bytes.Equal(c.RawIssuer, c.RawSubject) {
+			inter = append(inter, c)
+		}
+	}
+	return b, inter, nil
+}
+
+func legacyBundleOf(ann map[string]string, payload []byte, env *protodsse.Envelope) (*bundle.Bundle, error) {
 	pb := &protobundle.Bundle{MediaType: bundleV01MediaType, VerificationMaterial: &protobundle.VerificationMaterial{}}
 	if env != nil {
 		pb.Content = &protobundle.Bundle_DsseEnvelope{DsseEnvelope: env}
@@ -412,16 +440,9 @@ func legacyBundle(ann map[string]string, payload []byte, env *protodsse.Envelope
 		if err != nil || len(certs) != 1 {
 			return nil, invalid("certificate annotation", "not one PEM certificate", err)
 		}
+		// The leaf only: a v0.1 bundle's verifier takes no chain; the intermediates are
+		// given to it with the trusted roots (legacyBundle).
 		chain := &protocommon.X509CertificateChain{Certificates: []*protocommon.X509Certificate{{RawBytes: certs[0].Raw}}}
-		if chainPEM := ann[annChain]; chainPEM != "" {
-			rest, err := cryptoutils.UnmarshalCertificatesFromPEMLimited([]byte(chainPEM), 8)
-			if err != nil {
-				return nil, invalid("chain annotation", "not PEM certificates", err)
-			}
-			for _, c := range rest {
-				chain.Certificates = append(chain.Certificates, &protocommon.X509Certificate{RawBytes: c.Raw})
-			}
-		}
 		pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_X509CertificateChain{X509CertificateChain: chain}
 	} else {
 		pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{}}
@@ -508,9 +529,11 @@ func (ev *evaluation) check(r *Requirement, cr *compiled, c *candidate, wantPred
 	if err != nil || c.signs.Algorithm() != digest.SHA256 {
 		return nil, nil, fmt.Errorf("digest %s: only sha256 is signed by cosign", c.signs)
 	}
-	artifact := verify.WithArtifactDigest("sha256", hexd)
-	if c.payload != nil {
-		artifact = verify.WithArtifact(bytes.NewReader(c.payload))
+	artifact := func() verify.ArtifactPolicyOption {
+		if c.payload != nil {
+			return verify.WithArtifact(bytes.NewReader(c.payload))
+		}
+		return verify.WithArtifactDigest("sha256", hexd)
 	}
 	type attempt struct {
 		v     *verify.Verifier
@@ -523,16 +546,22 @@ func (ev *evaluation) check(r *Requirement, cr *compiled, c *candidate, wantPred
 		for _, k := range cr.keys {
 			attempts = append(attempts, attempt{k.v, verify.WithKey(), k.id})
 		}
-	case "fulcio":
-		attempts = []attempt{{cr.fulcio, cr.identity, ""}}
-	case "pki":
-		attempts = []attempt{{cr.pki, verify.WithoutIdentitiesUnsafe(), ""}}
+	case "fulcio", "pki":
+		v, err := cr.certVerifier(c.intermediates)
+		if err != nil {
+			return nil, nil, err
+		}
+		id := cr.identity
+		if cr.kind == "pki" {
+			id = verify.WithoutIdentitiesUnsafe()
+		}
+		attempts = []attempt{{v, id, ""}}
 	}
 	var res *verify.VerificationResult
 	var used attempt
 	var errs []string
 	for _, a := range attempts {
-		out, err := a.v.Verify(c.entity, verify.NewPolicy(artifact, a.id))
+		out, err := a.v.Verify(c.entity, verify.NewPolicy(artifact(), a.id))
 		if err == nil {
 			res, used = out, a
 			break
@@ -647,6 +676,32 @@ func (ev *evaluation) sigstoreSigned(ctx context.Context, r *Requirement, cr *co
 		}
 		more += g.more
 		for _, c := range g.sigs {
+			examined++
+			sig, _, err := ev.check(r, cr, c, CosignSignPredicateType)
+			if err == nil {
+				return sig, "", nil
+			}
+			if len(reasons) < 6 {
+				reasons = append(reasons, c.where()+" for "+shortDigest(c.signs)+": "+err.Error())
+			}
+		}
+	}
+	// No bundle accepted: cosign's older .sig tags, read only now.
+	for _, d := range ev.subject.Digests() {
+		g := ev.gather(ctx, d)
+		if g.err != nil {
+			continue
+		}
+		tagged, err := ev.tagged(ctx, d, g)
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		if err != nil {
+			cause = err
+			reasons = append(reasons, "reading "+shortDigest(d)+"'s .sig tag: "+err.Error())
+			continue
+		}
+		for _, c := range tagged {
 			examined++
 			sig, _, err := ev.check(r, cr, c, CosignSignPredicateType)
 			if err == nil {

@@ -312,7 +312,11 @@ func checkOrder(t *testing.T, recs []faultproxy.Record, blobs map[string]bool) {
 	if firstImage < lastSig {
 		t.Errorf("an image blob (%s) was requested before the verification ended: %v", recs[firstImage].Path, recs)
 	}
-	t.Logf("verified pull: %d requests, %d of them signature reads", len(recs), sigReads)
+	var lines []string
+	for _, r := range recs {
+		lines = append(lines, r.Method+" "+r.Path)
+	}
+	t.Logf("verified pull: %d requests, %d of them signature reads:\n%s", len(recs), sigReads, strings.Join(lines, "\n"))
 }
 
 // copyTag tags the manifest tagged from as to, inside repo.

@@ -71,11 +71,46 @@ func WithMaxSignatures(n int) Option {
 type compiled struct {
 	kind     string // "key", "fulcio", "pki"
 	keys     []keyVerifier
-	fulcio   *verify.Verifier
+	cas      []*root.FulcioCertificateAuthority // fulcio, pki: the trusted roots
+	logs     map[string]*root.TransparencyLog
+	vopts    []verify.VerifierOption
+	certV    *verify.Verifier    // fulcio, pki: with the roots alone
 	identity verify.PolicyOption // fulcio: the certificate identity
-	pki      *verify.Verifier
 	pkiCheck func(*x509.Certificate) error
 	rekor    bool
+}
+
+// certVerifier returns the certificate verifier, with a signature's untrusted
+// intermediates added to each root's (they only help build a path to a root).
+func (c *compiled) certVerifier(intermediates []*x509.Certificate) (*verify.Verifier, error) {
+	if len(intermediates) == 0 {
+		return c.certV, nil
+	}
+	var cas []root.CertificateAuthority
+	for _, ca := range c.cas {
+		cp := *ca
+		cp.Intermediates = append(append([]*x509.Certificate(nil), ca.Intermediates...), intermediates...)
+		cas = append(cas, &cp)
+	}
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, cas, nil, nil, c.logs)
+	if err != nil {
+		return nil, err
+	}
+	return verify.NewVerifier(tr, c.vopts...)
+}
+
+// trustedRoot builds the compiled certificate verifier from cas and logs.
+func (c *compiled) build() error {
+	var cas []root.CertificateAuthority
+	for _, ca := range c.cas {
+		cas = append(cas, ca)
+	}
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, cas, nil, nil, c.logs)
+	if err != nil {
+		return err
+	}
+	c.certV, err = verify.NewVerifier(tr, c.vopts...)
+	return err
 }
 
 type keyVerifier struct {
@@ -234,16 +269,13 @@ func compile(r *Requirement) (*compiled, error) {
 		if err != nil || len(certs) == 0 {
 			return nil, fmt.Errorf("fulcio CA: no certificates (%v)", err)
 		}
-		var cas []root.CertificateAuthority
 		for _, cert := range certs {
 			// Each certificate given is a trust anchor, as in containers/image's pool.
-			cas = append(cas, &root.FulcioCertificateAuthority{Root: cert})
+			c.cas = append(c.cas, &root.FulcioCertificateAuthority{Root: cert})
 		}
-		tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, cas, nil, nil, rekorLogs)
-		if err != nil {
-			return nil, err
-		}
-		if c.fulcio, err = verify.NewVerifier(tr, verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1)); err != nil {
+		c.logs = rekorLogs
+		c.vopts = []verify.VerifierOption{verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1)}
+		if err := c.build(); err != nil {
 			return nil, err
 		}
 		id, err := verify.NewShortCertificateIdentity(r.Fulcio.OIDCIssuer, "", r.Fulcio.SubjectEmail, "")
@@ -271,15 +303,11 @@ func compile(r *Requirement) (*compiled, error) {
 				return nil, fmt.Errorf("pki intermediates: %w", err)
 			}
 		}
-		var cas []root.CertificateAuthority
 		for _, cert := range roots {
-			cas = append(cas, &root.FulcioCertificateAuthority{Root: cert, Intermediates: inter})
+			c.cas = append(c.cas, &root.FulcioCertificateAuthority{Root: cert, Intermediates: inter})
 		}
-		tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, cas, nil, nil, nil)
-		if err != nil {
-			return nil, err
-		}
-		if c.pki, err = verify.NewVerifier(tr, verify.WithCurrentTime()); err != nil {
+		c.vopts = []verify.VerifierOption{verify.WithCurrentTime()}
+		if err := c.build(); err != nil {
 			return nil, err
 		}
 		email, host := r.PKI.SubjectEmail, r.PKI.SubjectHostname
