@@ -336,7 +336,11 @@ func containsFold(list []string, s string) bool {
 // requirementsFor returns the requirements that apply to the docker reference ref (a
 // full name) and the scope they came from.
 func (v *Verifier) requirementsFor(ref dockerRef) ([]Requirement, string) {
-	d := v.p.Transports["docker"]
+	return requirementsFor(&v.p, ref)
+}
+
+func requirementsFor(p *Policy, ref dockerRef) ([]Requirement, string) {
+	d := p.Transports["docker"]
 	for _, s := range scopes(ref) {
 		if reqs, ok := d[s]; ok {
 			return reqs, s
@@ -345,7 +349,19 @@ func (v *Verifier) requirementsFor(ref dockerRef) ([]Requirement, string) {
 	if reqs, ok := d[""]; ok {
 		return reqs, `docker ""`
 	}
-	return v.p.Default, "default"
+	return p.Default, "default"
+}
+
+// ScopeFor names the scope of p whose requirements apply to ref (e.g.
+// "quay.io/org/app:v1"): a docker scope's key, `docker ""` for the transport's default,
+// or "default"; "" when ref is not a docker reference.
+func ScopeFor(p *Policy, ref string) string {
+	r, err := parseRef(ref)
+	if err != nil {
+		return ""
+	}
+	_, s := requirementsFor(p, r)
+	return s
 }
 
 // Verify evaluates the policy for subject: every requirement of the most specific
