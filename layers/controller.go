@@ -48,7 +48,8 @@ const (
 )
 
 type controller struct {
-	rtt atomic.Int64 // the shortest request latency seen, in nanoseconds
+	judge judgement
+	rtt   atomic.Int64 // the shortest request latency seen, in nanoseconds
 
 	mu       sync.Mutex
 	samples  []sample
@@ -62,7 +63,13 @@ type sample struct {
 	parts int64 // parts flowing
 }
 
-func (c *controller) init() { c.samples = make([]sample, 0, 256) }
+func (c *controller) init(j judgement) {
+	c.judge = j
+	c.samples = make([]sample, 0, 256)
+}
+
+// measured reports whether the controller decides by measurement rather than as pinned.
+func (c *controller) measured() bool { return c.judge == judgeMeasured }
 
 // noteRTT records a request's latency (to its response headers).
 func (c *controller) noteRTT(d time.Duration) {
@@ -87,6 +94,9 @@ func (c *controller) rttNow() time.Duration {
 // sample records the bytes received so far and the parts flowing, and looks at the
 // last steady stretch: the best rate per connection, and whether the link is full.
 func (c *controller) sample(now time.Time, n, parts int64) {
+	if !c.measured() {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.samples) > 0 && now.Sub(c.samples[0].t) > sampleWindow {
@@ -133,12 +143,15 @@ func (c *controller) room(e *engine, now time.Time) bool {
 // (under e.mu): only when each one running long enough to tell is limited by its link,
 // and the link has room.
 func (c *controller) moreStreams(e *engine) bool {
+	if c.judge == judgeNever {
+		return false
+	}
 	now := time.Now()
 	rtt := c.rttNow()
 	measured := 0
 	for _, x := range e.active {
 		x.mu.Lock()
-		young := x.since.IsZero() || now.Sub(x.since) < max(rtt, minLook)
+		young := x.since.IsZero() || c.measured() && now.Sub(x.since) < max(rtt, minLook)
 		x.mu.Unlock()
 		if young {
 			continue
@@ -164,7 +177,7 @@ func (c *controller) split(e *engine) func() {
 	now := time.Now()
 	rtt := c.rttNow()
 	c.mu.Lock()
-	perPart := c.best
+	perPart := c.best // 0 unless measured
 	room := c.room(e, now)
 	c.mu.Unlock()
 	minPart := max(int64(minPartSize), int64(2*perPart*rtt.Seconds()))
@@ -331,23 +344,35 @@ func (x *xfer) cut(v *part, k int, minPart int64) []*part {
 	return out
 }
 
-// linkLimited reports whether the blob's streams, not its writer, limit it: receiving
-// long enough to tell (half a round trip, 50 ms at least, after the first response: a
-// stream that has not filled a block by then is slow), its writer busy less than half
-// the time, its receivers waiting for the writer less than a tenth of it.
+// linkLimited reports whether the blob's streams, not its writer, limit it (see
+// streamsLimit), as the controller's judgement says.
 func (x *xfer) linkLimited(now time.Time, rtt time.Duration) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.noRanges || x.err != nil || x.finished || x.since.IsZero() {
 		return false
 	}
-	el := now.Sub(x.since)
+	switch x.e.ctl.judge {
+	case judgeNever:
+		return false
+	case judgeAlways:
+		return true
+	}
+	return streamsLimit(now.Sub(x.since), rtt, time.Duration(x.busy.Load()), time.Duration(x.waited.Load()), len(x.parts))
+}
+
+// streamsLimit is the measured judgement of a transfer receiving for el since its first
+// response, whose writer spent busy in the store and whose parts waited for room in
+// all: its streams limit it when it has received long enough to tell (half a round trip,
+// 50 ms at least: a stream that has not filled a block by then is slow), its writer was
+// busy less than half the time, and its receivers waited for the writer less than a
+// tenth of it (each part adds its own waits: a tenth per part).
+func streamsLimit(el, rtt, busy, waited time.Duration, parts int) bool {
 	if el < max(rtt, minLook)/2 {
 		return false
 	}
-	// Every part's receiver adds its own waits: a tenth of the time, per part.
-	waited := time.Duration(x.waited.Load()) / time.Duration(max(1, len(x.parts)))
-	return time.Duration(x.busy.Load())*2 < el && waited*10 < el
+	waited /= time.Duration(max(1, parts))
+	return busy*2 < el && waited*10 < el
 }
 
 // splitPart gives the second half of v's stretch to a new part, asked for in one request

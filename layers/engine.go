@@ -75,7 +75,7 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 	defer e.cancel()
 	defer e.pool.release()
 	e.cond = sync.NewCond(&e.mu)
-	e.ctl.init()
+	e.ctl.init(o.judge)
 
 	byDigest := make(map[digest.Digest]*job, len(blobs))
 	var total int64

@@ -98,7 +98,9 @@ func TestResumeAfterBrokenBody(t *testing.T) {
 			return body, nil
 		}
 		s := newMemStore()
-		if _, err := Fetch(context.Background(), f, s, []Blob{{Desc: desc(b)}}); err != nil {
+		// One stream, however fast the machine: the request count is the engine's
+		// resume, not a split it would decide by timing.
+		if _, err := Fetch(context.Background(), f, s, []Blob{{Desc: desc(b)}}, withJudgement(judgeNever)); err != nil {
 			t.Fatal(err)
 		}
 		reqs := f.requests()
@@ -288,7 +290,17 @@ func TestJobsBoundRequests(t *testing.T) {
 		blobs = append(blobs, randomBytes(t, 50<<10))
 	}
 	f := newFetcher(blobs...)
-	f.latency = 5 * time.Millisecond
+	// Every answer waits until a second request has been made, so that "at least two
+	// at once" does not depend on how fast the machine runs (the first request to come
+	// is held until another comes while it is in flight).
+	f.fault = func(r fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if len(f.requests()) >= 2 {
+				break
+			}
+		}
+		return body, nil
+	}
 	var bs []Blob
 	for _, b := range blobs {
 		bs = append(bs, Blob{Desc: desc(b)})
@@ -299,25 +311,26 @@ func TestJobsBoundRequests(t *testing.T) {
 	if f.maxIn > 3 || f.maxIn < 2 {
 		t.Errorf("%d requests in flight at most, want 2-3", f.maxIn)
 	}
+	f.fault = nil
 	if _, err := Fetch(context.Background(), f, newMemStore(), bs, WithJobs(0)); !errors.Is(err, pullkit.ErrInvalid) {
 		t.Errorf("WithJobs(0): %v, want ErrInvalid", err)
 	}
 }
 
-// TestSplitOnALimitedLink: a blob whose one stream is capped (as a CDN caps each
-// connection) is split into parallel ranges, and still verifies; on an uncapped link it
-// is not.
+// TestSplitOnALimitedLink: a blob judged link-limited (pinned: the measurement that
+// decides it is TestStreamsLimit's) is split into parallel ranges and still verifies:
+// only the first split asks for the rest of the blob, later parts take chunks from the
+// front. A server without ranges keeps its one stream; WithRanges(false) never splits.
 func TestSplitOnALimitedLink(t *testing.T) {
 	b := randomBytes(t, 24<<20)
 	f := newFetcher(b)
 	f.rate = 8 << 20 // 8 MiB/s per connection
 	f.latency = 2 * time.Millisecond
+	f.holdUntilRanged(2 << 20)
 	s := newMemStore()
-	start := time.Now()
-	if _, err := Fetch(context.Background(), f, s, []Blob{{Desc: desc(b)}}); err != nil {
+	if _, err := Fetch(context.Background(), f, s, []Blob{{Desc: desc(b)}}, withJudgement(judgeAlways)); err != nil {
 		t.Fatal(err)
 	}
-	el := time.Since(start)
 	reqs := f.requests()
 	ranged, toEnd := 0, 0
 	for _, r := range reqs {
@@ -335,7 +348,7 @@ func TestSplitOnALimitedLink(t *testing.T) {
 		}
 	}
 	if ranged == 0 {
-		t.Errorf("no ranged request on a capped link (%d requests, %v)", len(reqs), el)
+		t.Errorf("no ranged request for a link-limited blob (%d requests)", len(reqs))
 	}
 	if toEnd > 1 {
 		t.Errorf("%d ranges to the end of the blob, want the first split's only", toEnd)
@@ -343,30 +356,27 @@ func TestSplitOnALimitedLink(t *testing.T) {
 	if got, _ := s.get(digest.FromBytes(b)); !bytes.Equal(got, b) {
 		t.Errorf("stored content differs")
 	}
-	t.Logf("24 MiB at 8 MiB/s per connection: %v, %d requests (%d ranged)", el, len(reqs), ranged)
 
-	fast := newFetcher(b)
-	if _, err := Fetch(context.Background(), fast, newMemStore(), []Blob{{Desc: desc(b)}}); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(fast.requests()); n != 1 {
-		t.Errorf("uncapped link: %d requests, want 1", n)
-	}
 	b = b[:6<<20]
-	// A server without ranges keeps the one stream.
+	// A server without ranges keeps the one stream: the first split's request is
+	// refused, and no other is tried.
 	norange := newFetcher(b)
 	norange.rate, norange.noRanges = 8<<20, true
+	norange.holdUntilRanged(2 << 20)
 	s = newMemStore()
-	if _, err := Fetch(context.Background(), norange, s, []Blob{{Desc: desc(b)}}); err != nil {
+	if _, err := Fetch(context.Background(), norange, s, []Blob{{Desc: desc(b)}}, withJudgement(judgeAlways)); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.get(digest.FromBytes(b)); !bytes.Equal(got, b) {
 		t.Errorf("without ranges: stored content differs")
 	}
-	// And WithRanges(false) never splits.
+	if reqs := norange.requests(); len(reqs) != 2 || reqs[1].length < 0 {
+		t.Errorf("without ranges: requests %+v, want the whole blob and one refused range", reqs)
+	}
+	// And WithRanges(false) never splits, even a blob judged link-limited.
 	off := newFetcher(b)
 	off.rate = 8 << 20
-	if _, err := Fetch(context.Background(), off, newMemStore(), []Blob{{Desc: desc(b)}}, WithRanges(false)); err != nil {
+	if _, err := Fetch(context.Background(), off, newMemStore(), []Blob{{Desc: desc(b)}}, WithRanges(false), withJudgement(judgeAlways)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(off.requests()); n != 1 {
@@ -374,36 +384,109 @@ func TestSplitOnALimitedLink(t *testing.T) {
 	}
 }
 
+// TestStreamsLimit checks the measured judgement of whether a blob's streams limit it,
+// on made-up measurements: the decision the engine takes from the clock, without it.
+func TestStreamsLimit(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name                  string
+		el, rtt, busy, waited time.Duration
+		parts                 int
+		want                  bool
+	}{
+		{"too early to tell on a fast link", 20 * ms, ms, 0, 0, 1, false},
+		{"too early to tell on a long link", 150 * ms, 400 * ms, 0, 0, 1, false},
+		{"idle writer, receiver never waits: the stream limits", 100 * ms, ms, 10 * ms, 0, 1, true},
+		{"half a round trip on a long link is enough", 200 * ms, 400 * ms, 0, 0, 1, true},
+		{"writer busy most of the time: the machine limits", 100 * ms, ms, 60 * ms, 0, 1, false},
+		{"writer busy exactly half the time", 100 * ms, ms, 50 * ms, 0, 1, false},
+		{"receiver waits for the writer", 100 * ms, ms, 0, 20 * ms, 1, false},
+		{"waits shared by four parts", 100 * ms, ms, 0, 20 * ms, 4, true},
+		{"waits over four parts still too long", 100 * ms, ms, 0, 80 * ms, 4, false},
+	} {
+		if got := streamsLimit(tc.el, tc.rtt, tc.busy, tc.waited, tc.parts); got != tc.want {
+			t.Errorf("%s: streamsLimit(%v, %v, %v, %v, %d) = %v, want %v", tc.name, tc.el, tc.rtt, tc.busy, tc.waited, tc.parts, got, tc.want)
+		}
+	}
+}
+
+// TestControllerFindsTheLinkFull feeds the controller made-up samples: the best rate per
+// connection is learnt over steady stretches, and once the rate per connection falls
+// under 60% of it the connections then flowing are the most it uses.
+func TestControllerFindsTheLinkFull(t *testing.T) {
+	var c controller
+	c.init(judgeMeasured)
+	c.noteRTT(10 * time.Millisecond)
+	t0 := time.Unix(1000, 0)
+	n := int64(0)
+	feed := func(from, to time.Duration, parts int64, perConn float64) {
+		for at := from; at <= to; at += tickPeriod {
+			c.sample(t0.Add(at), n, parts)
+			n += int64(perConn * float64(parts) * tickPeriod.Seconds())
+		}
+	}
+	// One connection at 10 MB/s for a second, two at 10 MB/s each: not full.
+	feed(0, time.Second, 1, 10e6)
+	feed(time.Second+tickPeriod, 2*time.Second, 2, 10e6)
+	if c.maxParts != 0 || c.best < 9e6 || c.best > 11e6 {
+		t.Fatalf("after two steady stretches at 10 MB/s per connection: maxParts %d, best %.0f", c.maxParts, c.best)
+	}
+	// Eight connections sharing 25 MB/s (3.1 MB/s each): the link is full at eight.
+	feed(2*time.Second+tickPeriod, 3*time.Second, 8, 25e6/8)
+	if c.maxParts != 8 {
+		t.Errorf("at 31%% of the best rate per connection: maxParts %d, want 8", c.maxParts)
+	}
+	// Pinned, the controller learns nothing from samples.
+	var p controller
+	p.init(judgeAlways)
+	p.sample(t0, 0, 2)
+	p.sample(t0.Add(time.Second), 1e6, 2)
+	if p.best != 0 || p.maxParts != 0 || len(p.samples) != 0 {
+		t.Errorf("pinned controller learnt from samples: best %.0f, maxParts %d", p.best, p.maxParts)
+	}
+}
+
 // TestCancelKeepsPartial: a cancelled transfer returns the context's error and leaves
-// what it received for the next one.
+// what it wrote for the next one, which resumes from exactly there. The cancel comes
+// once the store holds a MiB of the blob, not after a time.
 func TestCancelKeepsPartial(t *testing.T) {
 	b := randomBytes(t, 8<<20)
 	f := newFetcher(b)
-	f.rate = 4 << 20
+	f.rate = 4 << 20 // so that the blob cannot be whole when the cancel lands
 	s := newMemStore()
-	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	s.written = func(d digest.Digest, off int64) {
+		if off >= 1<<20 {
+			cancel()
+		}
+	}
 	var log eventLog
 	_, err := Fetch(ctx, f, s, []Blob{{Desc: desc(b)}}, WithRanges(false), WithProgress(log.add))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("%v, want the deadline", err)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("%v, want the cancel", err)
 	}
+	s.written = nil
 	s.mu.Lock()
 	kept := len(s.partial[digest.FromBytes(b)])
 	s.mu.Unlock()
-	if kept == 0 {
-		t.Errorf("nothing kept for resume")
+	if kept < 1<<20 || kept >= len(b) {
+		t.Errorf("%d bytes kept for resume, want at least the MiB written before the cancel", kept)
 	}
 	k := log.kinds(digest.FromBytes(b))
 	if k[len(k)-1] != pullkit.EventCancelled {
 		t.Errorf("events %v, want the last to be cancelled", k)
 	}
 	f.rate = 0
-	if _, err := Fetch(context.Background(), f, s, []Blob{{Desc: desc(b)}}); err != nil {
+	before := len(f.requests())
+	if _, err := Fetch(context.Background(), f, s, []Blob{{Desc: desc(b)}}, withJudgement(judgeNever)); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.requests(); r[len(r)-1].offset != int64(kept) {
-		t.Errorf("resumed at %d, want %d", r[len(r)-1].offset, kept)
+	if r := f.requests()[before:]; len(r) != 1 || r[0].offset != int64(kept) {
+		t.Errorf("resumed with requests %+v, want one from %d", r, kept)
+	}
+	if got, _ := s.get(digest.FromBytes(b)); !bytes.Equal(got, b) {
+		t.Errorf("stored content differs after the resume")
 	}
 }
 
@@ -469,7 +552,7 @@ func TestDecompressionBombStopsOnCancel(t *testing.T) {
 	if err == nil {
 		t.Fatal("a 16 GiB layer's diffID finished within 300 ms")
 	}
-	if el := time.Since(start); el > 5*time.Second {
+	if el := time.Since(start); el > 30*time.Second { // catches a hang, not a measure of speed
 		t.Errorf("stopped after %v", el)
 	}
 }
@@ -602,7 +685,7 @@ func TestRetryAfterIsHonouredOrRefused(t *testing.T) {
 	if !errors.Is(err, pullkit.ErrTooManyRequests) || !errors.As(err, &he) || he.RetryAfter != 24*time.Hour {
 		t.Fatalf("%v, want ErrTooManyRequests carrying Retry-After", err)
 	}
-	if time.Since(start) > 5*time.Second || len(f.requests()) != 1 {
+	if time.Since(start) > 30*time.Second || len(f.requests()) != 1 { // a day's wait would hang it
 		t.Errorf("a day's Retry-After was waited for or retried (%d requests)", len(f.requests()))
 	}
 }

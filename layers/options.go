@@ -26,6 +26,34 @@ type options struct {
 	retry    pullkit.RetryPolicy
 	maxSize  int64
 	ranges   bool
+	judge    judgement
+}
+
+// judgement says how the transfer makes its timing-driven decisions: whether a large
+// blob's one stream is what limits it (so that it is split into ranges, and more large
+// blobs start beside it), how large its parts are, and how many connections are worth
+// using. By default they are measured; the package's tests pin them, so that what they
+// assert of the engine's decisions holds on a slow, loaded or -race machine.
+type judgement int
+
+const (
+	// judgeMeasured decides by measurement (the default): see the controller.
+	judgeMeasured judgement = iota
+	// judgeNever judges no stream link-limited: each large blob is one stream,
+	// resumed from the byte it reached, and at most firstStreams run at once.
+	judgeNever
+	// judgeAlways judges every large blob's streams link-limited from its first
+	// response on; parts are cut at the fixed sizes (minPartSize, chunkSize) and no
+	// connection cap is learnt from measured rates (a 429 still halves them).
+	judgeAlways
+)
+
+// withJudgement pins the transfer's timing-driven decisions (see judgement).
+func withJudgement(j judgement) Option {
+	return func(o *options) error {
+		o.judge = j
+		return nil
+	}
 }
 
 func defaultOptions() options {

@@ -173,7 +173,7 @@ func TestFaults(t *testing.T) {
 	oversize := bytes.Repeat([]byte(" "), puller.DefaultMaxManifestSize+1)
 	copy(oversize, `{"schemaVersion":2}`)
 	stallIdle := shortTimeouts()
-	stallIdle.Idle = 300 * time.Millisecond
+	stallIdle.Idle = time.Second
 
 	type faultCase struct {
 		name  string

@@ -56,10 +56,11 @@ func quickRetry(attempts int) pullkit.RetryPolicy {
 	return pullkit.RetryPolicy{Attempts: attempts, Backoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxRetryAfter: 5 * time.Second}
 }
 
-// shortTimeouts are deadlines short enough to keep tests of stalls quick.
+// shortTimeouts are deadlines short enough to keep tests of stalls quick, and long
+// enough that an honest in-process server on a loaded -race machine does not break them.
 func shortTimeouts() puller.Timeouts {
-	return puller.Timeouts{Connect: 2 * time.Second, TLSHandshake: 2 * time.Second, ResponseHeader: 500 * time.Millisecond,
-		Idle: 500 * time.Millisecond, MinRate: 1 << 10, RateWindow: 2 * time.Second}
+	return puller.Timeouts{Connect: 2 * time.Second, TLSHandshake: 2 * time.Second, ResponseHeader: time.Second,
+		Idle: time.Second, MinRate: 1 << 10, RateWindow: 2 * time.Second}
 }
 
 // newFaultClient is a client for the tests: no credentials, the retry policy and options

@@ -45,7 +45,7 @@ func (b *barrier) Apply(w http.ResponseWriter, r *http.Request, next http.Handle
 	b.mu.Unlock()
 	select {
 	case <-b.full:
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute): // catches a client that never has n in flight
 		b.timedOut.Store(true)
 	case <-r.Context().Done():
 	}

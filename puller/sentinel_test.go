@@ -379,7 +379,7 @@ func TestErrUnreachable(t *testing.T) {
 		seedHello(t, reg, "hello", "v1")
 		ref := reg.Ref("hello:v1")
 		timeouts := puller.DefaultTimeouts()
-		timeouts.Idle = 200 * time.Millisecond
+		timeouts.Idle = time.Second
 		_, err := newClient(t, puller.WithTimeouts(timeouts)).Pull(t.Context(), ref, store.NewMemory())
 		wantError(t, err, pullkit.ErrUnreachable, ref, "stalled", "config")
 		var se *puller.StallError

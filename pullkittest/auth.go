@@ -219,13 +219,14 @@ func (r *Registry) verifyToken(raw string) (*tokenClaims, error) {
 	if err := json.Unmarshal(payload, &c); err != nil {
 		return nil, errors.New("malformed token")
 	}
-	now := time.Now().Unix()
+	at := r.now()
+	now := at.Unix()
 	switch {
 	case c.Issuer != tokenIssuer || c.Audience != r.cfg.token.Service:
 		return nil, errors.New("wrong issuer or audience")
 	case now < c.NotBefore:
 		return nil, errors.New("token not yet valid")
-	case now > c.Expiration || time.Now().UnixMilli() >= c.ExpiresMs || c.Generation != r.tokenGen.Load():
+	case now > c.Expiration || at.UnixMilli() >= c.ExpiresMs || c.Generation != r.tokenGen.Load():
 		return nil, errExpired
 	}
 	return &c, nil
@@ -310,7 +311,7 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 		access = append(access, tokenAccess{Type: "repository", Name: name, Actions: []string{"pull"}})
 		granted = append(granted, "repository:"+name+":pull")
 	}
-	now := time.Now()
+	now := r.now()
 	token := r.signToken(tokenClaims{
 		Issuer:     tokenIssuer,
 		Subject:    user,
@@ -342,4 +343,12 @@ func tokenError(w http.ResponseWriter, status int, code, description string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": description})
+}
+
+// now is the time by the registry's clock.
+func (r *Registry) now() time.Time {
+	if r.clock != nil {
+		return r.clock()
+	}
+	return time.Now()
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -180,6 +181,11 @@ func TestTokenAuth(t *testing.T) {
 
 func TestTokenTTL(t *testing.T) {
 	r := NewRegistry(t, WithTokenAuth(TokenAuth{Anonymous: true, TTL: 300 * time.Millisecond}))
+	// The registry's clock is the test's: a token expires when the test says time has
+	// passed, not when a loaded machine took long.
+	var mu sync.Mutex
+	now := time.Now()
+	r.clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	r.PushImage("x", "latest", OCI)
 	resp, _ := get(t, http.MethodGet, r.URL()+"/v2/x/manifests/latest")
 	tok, resp := tokenFor(t, resp.Header.Get("WWW-Authenticate"), "", "")
@@ -189,7 +195,15 @@ func TestTokenTTL(t *testing.T) {
 	if resp, _ := get(t, http.MethodHead, r.URL()+"/v2/x/manifests/latest", "Authorization: Bearer "+tok, acceptAll); resp.StatusCode != 200 {
 		t.Fatalf("fresh token: %d", resp.StatusCode)
 	}
-	time.Sleep(400 * time.Millisecond)
+	mu.Lock()
+	now = now.Add(299 * time.Millisecond)
+	mu.Unlock()
+	if resp, _ := get(t, http.MethodHead, r.URL()+"/v2/x/manifests/latest", "Authorization: Bearer "+tok, acceptAll); resp.StatusCode != 200 {
+		t.Fatalf("token 1 ms before its expiry: %d", resp.StatusCode)
+	}
+	mu.Lock()
+	now = now.Add(time.Millisecond)
+	mu.Unlock()
 	resp, body := get(t, http.MethodGet, r.URL()+"/v2/x/manifests/latest", "Authorization: Bearer "+tok)
 	if resp.StatusCode != 401 || errorsOf(body)[0].Message != "token expired" {
 		t.Errorf("expired token: %d %s", resp.StatusCode, body)

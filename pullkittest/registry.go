@@ -38,6 +38,9 @@ type Registry struct {
 	schema1Key  *ecdsa.PrivateKey
 	tokenKey    []byte
 	tokenGen    atomic.Int64
+	// clock tells the time for tokens' validity (time.Now; the package's tests set
+	// their own, so that an expiry does not depend on how fast the machine runs).
+	clock func() time.Time
 
 	mu     sync.Mutex
 	closed bool

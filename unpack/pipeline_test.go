@@ -143,12 +143,23 @@ func TestPipelineAppliesOnlyWhatVerified(t *testing.T) {
 	p := r.NewPipeline(context.Background())
 	img := teesFor(t, p, [][]ent{{file("a", "a")}}, true)
 	x := img.start(t, 0).send(-1)
-	time.Sleep(50 * time.Millisecond)
-	p.mu.Lock()
-	st, running := p.layers[0].state, p.layers[0].applier != nil
-	p.mu.Unlock()
-	if st == applied || !running {
-		t.Fatalf("every byte sent, not verified yet: state %d, applying %v", st, running)
+	// Every byte is sent: once its applier runs, the layer must still not be applied,
+	// however long it has had.
+	var st state
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		p.mu.Lock()
+		var running bool
+		st, running = p.layers[0].state, p.layers[0].applier != nil
+		p.mu.Unlock()
+		if running || time.Now().After(deadline) {
+			if !running {
+				t.Fatalf("every byte sent: no applier a minute later (state %d)", st)
+			}
+			break
+		}
+	}
+	if st == applied {
+		t.Fatalf("every byte sent, not verified yet: state %d", st)
 	}
 	x.close(nil)
 	_, err = p.Wait()
@@ -214,7 +225,7 @@ func TestPipelineFailures(t *testing.T) {
 		img.blobs[0] = ztest.Gzip(t, []byte(strings.Repeat("not a tar ", 100)))
 		img.start(t, 0).send(-1).close(nil)
 		// The failure stops what comes next: a tee refuses to open, or its writes fail.
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(time.Minute) // catches a hang
 		for {
 			w, err := img.tees[1].Open(manifest.Descriptor{})
 			if err == nil {
@@ -264,8 +275,8 @@ func TestPipelineFailures(t *testing.T) {
 		}()
 		select {
 		case <-done:
-		case <-time.After(time.Second):
-			t.Fatal("Abort did not return within a second")
+		case <-time.After(30 * time.Second): // catches a hang
+			t.Fatal("Abort did not return within 30 s")
 		}
 		must(t, r.Abort())
 		if _, err := os.Stat(e.root); !os.IsNotExist(err) {
@@ -283,13 +294,13 @@ func TestPipelineFailures(t *testing.T) {
 		img := teesFor(t, p, stackLayers(), true)
 		x := img.start(t, 0).send(100)
 		cancel()
-		deadline := time.Now().Add(time.Second)
+		deadline := time.Now().Add(30 * time.Second) // catches a hang
 		for {
 			if _, err := x.w.Write([]byte("more")); err != nil {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatal("writes go on a second after the context was cancelled")
+				t.Fatal("writes go on 30 s after the context was cancelled")
 			}
 			time.Sleep(5 * time.Millisecond)
 		}

@@ -160,7 +160,8 @@ func (b *zstdBomb) Read(p []byte) (int, error) {
 }
 
 // TestApplyCancelBomb cancels layers that expand without end: a file of a terabyte of
-// zeros, and zeros after the end of the archive. Apply must return within a second.
+// zeros, and zeros after the end of the archive. Apply must return once cancelled (a generous
+// bound catches a hang).
 func TestApplyCancelBomb(t *testing.T) {
 	var hdr bytes.Buffer
 	tw := tar.NewWriter(&hdr)
@@ -191,8 +192,8 @@ func TestApplyCancelBomb(t *testing.T) {
 				}
 				checkError(t, err, bombDigest)
 				t.Logf("returned %v after cancel: %v", time.Since(start), err)
-			case <-time.After(time.Second):
-				t.Fatal("Apply still running a second after cancel")
+			case <-time.After(30 * time.Second): // catches a hang
+				t.Fatal("Apply still running 30 s after cancel")
 			}
 		})
 	}

@@ -208,7 +208,7 @@ func TestInterruptStopsDiffID(t *testing.T) {
 	if err == nil || cmd.ProcessState.ExitCode() != 1 {
 		t.Errorf("exit %v, want status 1", err)
 	}
-	if took > 5*time.Second {
+	if took > 20*time.Second { // a bound that catches a hang, not a measure of speed
 		t.Errorf("took %v to stop after SIGINT", took)
 	}
 	if s := errOut.String(); strings.Count(s, "\n") != 1 || !strings.Contains(s, "canceled") {

@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,9 +162,10 @@ func TestDeleteAndGC(t *testing.T) {
 	}
 }
 
-// TestGCDuringPull collects garbage, over and over, while a pull is half way through a
-// blob (the registry stalls it): the collector removes nothing the pull holds, not even
-// with every unlocked partial expired, and the pull ends with the image whole.
+// TestGCDuringPull collects garbage, over and over, while a pull is half way through its
+// blobs (the registry holds every blob after its first MiB until the collections are
+// done): the collector removes nothing the pull holds, not even with every unlocked
+// partial expired, and the pull ends with the image whole.
 func TestGCDuringPull(t *testing.T) {
 	reg := regtest.Start(t)
 	a, _ := sharedImages(t, reg)
@@ -168,7 +174,10 @@ func TestGCDuringPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	proxy.Add(&faultproxy.Rule{Method: "GET", PathContains: "/blobs/", Fault: faultproxy.StallAfter(1<<20, 2*time.Second)})
+	release := make(chan struct{})
+	released := sync.OnceFunc(func() { close(release) })
+	defer released()
+	proxy.Add(&faultproxy.Rule{Method: "GET", PathContains: "/blobs/", Fault: heldAfter{n: 1 << 20, release: release}})
 	ref := strings.Replace(a, reg.Host, proxy.Host(), 1)
 	dir := filepath.Join(t.TempDir(), "layout")
 	if _, err := store.OpenLayout(dir); err != nil {
@@ -178,23 +187,38 @@ func TestGCDuringPull(t *testing.T) {
 	child := pullChild(t, &out, &errOut, "--output", dir, ref)
 	done := make(chan error, 1)
 	go func() { done <- child.Wait() }()
-	gcs := 0
-	for finished := false; !finished; {
+	// Wait until the pull holds a partial download, then collect five times.
+	ingest := filepath.Join(dir, store.IngestDir)
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		if partials(t, ingest) > 0 {
+			break
+		}
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Fatalf("pull: %v\n%s", err, errOut.String())
-			}
-			finished = true
-		case <-time.After(100 * time.Millisecond):
-			if code, _, gerr := runCLI(t, "--output", dir, "--gc", "--ingest-expiry", "0s"); code != 0 {
-				t.Fatalf("--gc during the pull: %s", gerr)
-			}
-			gcs++
+			t.Fatalf("the pull ended (%v) before the registry released its blobs: %s", err, errOut.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no partial download in %s after 2 minutes", ingest)
 		}
 	}
-	if gcs < 5 {
-		t.Fatalf("only %d collections ran during the pull", gcs)
+	for range 5 {
+		if code, _, gerr := runCLI(t, "--output", dir, "--gc", "--ingest-expiry", "0s"); code != 0 {
+			t.Fatalf("--gc during the pull: %s", gerr)
+		}
+	}
+	if n := partials(t, ingest); n == 0 {
+		t.Errorf("the collections removed the pull's partial downloads")
+	}
+	released()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("pull: %v\n%s", err, errOut.String())
+		}
+	case <-time.After(2 * time.Minute):
+		_ = child.Process.Kill()
+		t.Fatalf("the pull still runs 2 minutes after the registry released its blobs")
 	}
 	checkLayout(t, dir)
 	if code, listed, _ := runCLI(t, "--output", dir, "--list"); code != 0 || !strings.Contains(listed, ref) {
@@ -210,4 +234,49 @@ func TestGCDuringPull(t *testing.T) {
 			t.Errorf("a blob was fetched again after the collections: %s", r.Path)
 		}
 	}
+}
+
+// partials counts the non-empty partial downloads in an ingest directory.
+func partials(t *testing.T, ingest string) int {
+	t.Helper()
+	ents, err := os.ReadDir(ingest)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".partial") && fi.Size() > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// heldAfter answers with the registry's status, headers and the first n bytes of its
+// body, then holds the rest until release is closed (or the client goes away).
+type heldAfter struct {
+	n       int
+	release <-chan struct{}
+}
+
+func (h heldAfter) Name() string { return fmt.Sprintf("held after %d bytes", h.n) }
+
+func (h heldAfter) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	rec := httptest.NewRecorder()
+	next.ServeHTTP(rec, r)
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	body := rec.Body.Bytes()
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(rec.Code)
+	n := min(h.n, len(body))
+	_, _ = w.Write(body[:n])
+	_ = http.NewResponseController(w).Flush()
+	select {
+	case <-h.release:
+	case <-r.Context().Done():
+		return
+	}
+	_, _ = w.Write(body[n:])
 }
