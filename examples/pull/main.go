@@ -4,7 +4,7 @@
 //
 //	pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N]
 //	     [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR]
-//	     [--json] [--resolve] [--plain-http] REFERENCE
+//	     [--json] [--resolve] [--plain-http] [--policy FILE | --verify-key FILE] REFERENCE
 //	pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)
 //	pull        # no reference: start an in-process registry seeded from testdata, pull each
 //
@@ -35,6 +35,7 @@ import (
 	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
 	"github.com/pullkit/pullkit/store"
+	"github.com/pullkit/pullkit/trust"
 )
 
 func main() {
@@ -68,6 +69,10 @@ type options struct {
 	formatSet, manifestFormatSet bool
 	// progressOut is where progress is drawn: stderr when it is a terminal, else nil.
 	progressOut io.Writer
+
+	// Trust (issue 21): a containers-policy.json, or one public key; what was verified.
+	policy, verifyKey string
+	verified          *trust.Result
 }
 
 // usageError is a command-line mistake (exit status 2).
@@ -75,7 +80,7 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR] [--json] [--resolve] [--plain-http] [REFERENCE]\n" +
+const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR] [--json] [--resolve] [--plain-http] [--policy FILE | --verify-key FILE] [REFERENCE]\n" +
 	"       pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)"
 
 // parseArgs reads the flags; flags may come before or after the reference.
@@ -101,6 +106,9 @@ func parseArgs(args []string) (*options, error) {
 	fs.BoolVar(&o.gc, "gc", false, "remove from the OCI layout --output DIR every blob no name reaches, and stale partial downloads")
 	fs.DurationVar(&o.ingestExpiry, "ingest-expiry", store.DefaultIngestExpiry, "with --gc, how old a partial download must be to be removed")
 	fs.BoolVar(&o.check, "check", false, "re-hash every blob of the OCI layout --output DIR and remove the damaged ones")
+	// Trust (issue 21).
+	fs.StringVar(&o.policy, "policy", "", "verify the image with the containers-policy.json FILE before any layer is fetched")
+	fs.StringVar(&o.verifyKey, "verify-key", "", "verify the image is signed (cosign, bundle or .sig) by the public key in FILE before any layer is fetched")
 	var refs []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -162,6 +170,10 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--unpack and --snapshots apply one platform's layers: not with --resolve, --all or --format docker-archive"}
 	case o.ingestExpiry < 0:
 		return nil, &usageError{"--ingest-expiry must not be negative"}
+	case o.policy != "" && o.verifyKey != "":
+		return nil, &usageError{"--policy and --verify-key are one or the other (put the key in the policy)"}
+	case (o.policy != "" || o.verifyKey != "") && storeCmds > 0:
+		return nil, &usageError{"--policy and --verify-key verify a pull: not with --list, --delete, --gc or --check"}
 	}
 	if len(refs) == 1 {
 		o.reference = refs[0]
@@ -200,6 +212,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs), puller.WithJobs(o.jobs))
 	copts := []puller.Option{puller.WithPlainHTTP(o.plainHTTP)}
+	if v, err := verifierFor(o); err != nil {
+		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		return 2
+	} else if v != nil {
+		copts = append(copts, puller.WithVerifier(v))
+		call = append(call, puller.WithVerified(func(r *trust.Result) { o.verified = r }))
+	}
 
 	switch {
 	case o.list || o.gc || o.check || o.deleteName != "":
@@ -250,9 +269,12 @@ func pullOne(ctx context.Context, o *options, c *puller.Client, call []puller.Pu
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(jsonModel(img))
+		m := jsonModel(img)
+		m.Verified = jsonTrust(o.verified)
+		return enc.Encode(m)
 	}
 	printImage(stdout, img)
+	printTrust(stdout, o.verified)
 	if written != "" {
 		_, err = fmt.Fprintln(stdout, "  written    "+written)
 	}
@@ -325,6 +347,8 @@ type jsonImage struct {
 	Platform  *platforms.Platform `json:"platform,omitempty"`
 	Config    jsonRef             `json:"config"`
 	Layers    []manifest.Layer    `json:"layers"`
+	// Verified is what --policy or --verify-key accepted (absent without them).
+	Verified *jsonVerified `json:"verified,omitempty"`
 }
 
 // jsonRef is a manifest or config as --json prints it.
