@@ -36,24 +36,24 @@ type testKey struct {
 }
 
 func newKey(t testing.TB) testKey {
-	t.Helper()
+	helper(t)
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	der, err := x509.MarshalPKIXPublicKey(priv.Public())
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	return testKey{priv: priv, pem: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})}
 }
 
 func (k testKey) sign(t testing.TB, data []byte) []byte {
-	t.Helper()
+	helper(t)
 	sum := sha256.Sum256(data)
 	sig, err := ecdsa.SignASN1(rand.Reader, k.priv, sum[:])
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	return sig
 }
@@ -72,7 +72,7 @@ type sigLayer struct {
 
 // pushTag pushes a cosign-style manifest of layers under tag (e.g. sha256-<hex>.sig).
 func pushTag(t testing.TB, reg *pullkittest.Registry, repo, tag string, layers []sigLayer) digest.Digest {
-	t.Helper()
+	helper(t)
 	cfg := []byte(`{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}`)
 	doc := map[string]any{
 		"schemaVersion": 2, "mediaType": manifest.MediaTypeOCIManifest,
@@ -85,7 +85,7 @@ func pushTag(t testing.TB, reg *pullkittest.Registry, repo, tag string, layers [
 	doc["layers"] = ls
 	raw, err := json.Marshal(doc)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	return reg.PutManifest(repo, tag, manifest.MediaTypeOCIManifest, raw)
 }
@@ -95,7 +95,7 @@ func attTag(d digest.Digest) string { return "sha256-" + d.Encoded() + ".att" }
 
 // signTag signs d for identity with k in cosign's .sig tag format.
 func signTag(t testing.TB, reg *pullkittest.Registry, repo string, d digest.Digest, identity string, k testKey) {
-	t.Helper()
+	helper(t)
 	p := payload(identity, d)
 	pushTag(t, reg, repo, sigTag(d), []sigLayer{{policy.SimpleSigningMediaType, p,
 		map[string]string{"dev.cosignproject.cosign/signature": base64.StdEncoding.EncodeToString(k.sign(t, p))}}})
@@ -118,7 +118,7 @@ func pae(payloadType string, body []byte) []byte {
 
 // envelope signs body as a DSSE envelope with k.
 func (k testKey) envelope(t testing.TB, body []byte) *protodsse.Envelope {
-	t.Helper()
+	helper(t)
 	return &protodsse.Envelope{Payload: body, PayloadType: "application/vnd.in-toto+json",
 		Signatures: []*protodsse.Signature{{Sig: k.sign(t, pae("application/vnd.in-toto+json", body))}}}
 }
@@ -136,7 +136,7 @@ func envelopeJSON(env *protodsse.Envelope) []byte {
 // keyBundle is a Sigstore bundle v0.3 of a statement signed with k, without a log entry:
 // what `cosign sign --key --tlog-upload=false` pushes.
 func (k testKey) keyBundle(t testing.TB, stmt []byte) []byte {
-	t.Helper()
+	helper(t)
 	b := &protobundle.Bundle{
 		MediaType: policy.BundleMediaType,
 		VerificationMaterial: &protobundle.VerificationMaterial{
@@ -146,7 +146,7 @@ func (k testKey) keyBundle(t testing.TB, stmt []byte) []byte {
 	}
 	raw, err := protojson.Marshal(b)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	return raw
 }
@@ -154,7 +154,7 @@ func (k testKey) keyBundle(t testing.TB, stmt []byte) []byte {
 // pushBundle pushes a bundle as cosign 3 does: a referrer of subject whose artifactType
 // and one layer are the bundle media type.
 func pushBundle(t testing.TB, reg *pullkittest.Registry, repo string, subject manifest.Descriptor, bundle []byte, predicateType string) digest.Digest {
-	t.Helper()
+	helper(t)
 	a := reg.PushArtifact(repo, subject, policy.BundleMediaType,
 		pullkittest.ArtifactBlob(policy.BundleMediaType, bundle),
 		pullkittest.Annotations(map[string]string{"dev.sigstore.bundle.content": "dsse-envelope", "dev.sigstore.bundle.predicateType": predicateType}))
@@ -170,10 +170,10 @@ type keyless struct {
 }
 
 func newKeyless(t testing.TB) keyless {
-	t.Helper()
+	helper(t)
 	vs, err := ca.NewVirtualSigstore()
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	k := keyless{vs: vs}
 	for _, c := range vs.FulcioCertificateAuthorities() {
@@ -182,7 +182,7 @@ func newKeyless(t testing.TB) keyless {
 	for _, l := range vs.RekorLogs() {
 		der, err := x509.MarshalPKIXPublicKey(l.PublicKey)
 		if err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		k.rekorPEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	}
@@ -192,16 +192,16 @@ func newKeyless(t testing.TB) keyless {
 // signTag signs d in the .sig tag format with a certificate for email from issuer, and
 // logs it: the certificate, chain and Rekor bundle annotations cosign 2 writes.
 func (k keyless) signTag(t testing.TB, reg *pullkittest.Registry, repo string, d digest.Digest, identity, email, issuer string) {
-	t.Helper()
+	helper(t)
 	leaf, priv, err := k.vs.GenerateLeafCert(email, issuer)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	p := payload(identity, d)
 	sum := sha256.Sum256(p)
 	sig, err := priv.(crypto.Signer).Sign(rand.Reader, sum[:], crypto.SHA256)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	leafPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})
 	var chainPEM []byte
@@ -220,16 +220,16 @@ func (k keyless) signTag(t testing.TB, reg *pullkittest.Registry, repo string, d
 		},
 	})
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	logID, err := k.vs.RekorLogID()
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	integrated := time.Now().Add(time.Minute).Unix()
 	set, err := k.vs.RekorSignPayload(tlog.RekorPayload{Body: base64.StdEncoding.EncodeToString(body), IntegratedTime: integrated, LogIndex: 42, LogID: logID})
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	rb, _ := json.Marshal(map[string]any{
 		"SignedEntryTimestamp": set,
@@ -241,4 +241,19 @@ func (k keyless) signTag(t testing.TB, reg *pullkittest.Registry, repo string, d
 		"dev.sigstore.cosign/chain":          string(chainPEM),
 		"dev.sigstore.cosign/bundle":         string(rb),
 	}}})
+}
+
+// helper and fatal let the seeding helpers serve Examples too (t == nil: panic).
+func helper(t testing.TB) {
+	if t != nil {
+		t.Helper()
+	}
+}
+
+func fatal(t testing.TB, err error) {
+	if t == nil {
+		panic(err)
+	}
+	t.Helper()
+	t.Fatal(err)
 }
