@@ -23,7 +23,7 @@ func ExampleLoad() {
 	reg, _ := pullkittest.Start()
 	defer reg.Close()
 	img := reg.PushImage("team/app", "v1", pullkittest.OCI, pullkittest.Layers(2, 1024))
-	key := newKey(nil)                                                 // what `cosign generate-key-pair` makes
+	key := newKey(nil)                                                  // what `cosign generate-key-pair` makes
 	signTag(nil, reg, "team/app", img.Digest, reg.Ref("team/app"), key) // what `cosign sign --key` pushes
 
 	dir, _ := os.MkdirTemp("", "policy")
