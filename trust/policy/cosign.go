@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	digest "github.com/opencontainers/go-digest"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
@@ -800,7 +799,3 @@ func (ev *evaluation) attestations(ctx context.Context, reqs []Requirement) ([]t
 	}
 	return out, miss, cause
 }
-
-// now is the verifier's clock (tests pin it); certificates are checked at the times
-// logs and timestamp authorities vouch for, not this.
-func (v *Verifier) now() time.Time { return v.opts.now() }

@@ -35,11 +35,9 @@ type Verifier struct {
 type Option func(*options)
 
 type options struct {
-	attestations   bool
-	required       []string
-	maxSignatures  int
-	now            func() time.Time
-	transportScope string
+	attestations  bool
+	required      []string
+	maxSignatures int
 }
 
 // WithAttestations makes the verifier also list the subject's attestations (in-toto
@@ -125,7 +123,7 @@ func NewVerifier(p *Policy, opts ...Option) (*Verifier, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	v := &Verifier{p: clonePolicy(p), compiled: map[*Requirement]*compiled{}, opts: options{maxSignatures: 32, now: time.Now}}
+	v := &Verifier{p: clonePolicy(p), compiled: map[*Requirement]*compiled{}, opts: options{maxSignatures: 32}}
 	for _, o := range opts {
 		o(&v.opts)
 	}
