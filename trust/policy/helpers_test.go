@@ -19,6 +19,7 @@ import (
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
+	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
 	"github.com/sigstore/sigstore-go/pkg/tlog"
@@ -165,7 +166,8 @@ func pushBundle(t testing.TB, reg *pullkittest.Registry, repo string, subject ma
 // leaves the machine.
 type keyless struct {
 	vs       *ca.VirtualSigstore
-	caPEM    []byte
+	caPEM    []byte // root and intermediate
+	rootPEM  []byte // the root alone
 	rekorPEM []byte
 }
 
@@ -177,7 +179,13 @@ func newKeyless(t testing.TB) keyless {
 	}
 	k := keyless{vs: vs}
 	for _, c := range vs.FulcioCertificateAuthorities() {
-		k.caPEM = append(k.caPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.(*root.FulcioCertificateAuthority).Root.Raw})...)
+		// The CA file as Sigstore publishes it: the root and the intermediate (a bundle
+		// carries the leaf alone).
+		fc := c.(*root.FulcioCertificateAuthority)
+		k.rootPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fc.Root.Raw})
+		for _, cert := range append([]*x509.Certificate{fc.Root}, fc.Intermediates...) {
+			k.caPEM = append(k.caPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})...)
+		}
 	}
 	for _, l := range vs.RekorLogs() {
 		der, err := x509.MarshalPKIXPublicKey(l.PublicKey)
@@ -256,4 +264,61 @@ func fatal(t testing.TB, err error) {
 	}
 	t.Helper()
 	t.Fatal(err)
+}
+
+// signBundle pushes a cosign 3 bundle for subject, signed with a certificate for email
+// from issuer and logged with an inclusion proof, by sigstore-go's testing CA and log.
+func (k keyless) signBundle(t testing.TB, reg *pullkittest.Registry, repo string, subject manifest.Descriptor, email, issuer string) {
+	helper(t)
+	stmt := statement(subject.Digest, policy.CosignSignPredicateType, map[string]any{})
+	ent, err := k.vs.AttestAtTime(email, issuer, stmt, time.Now().Add(time.Minute), true)
+	if err != nil {
+		fatal(t, err)
+	}
+	vc, _ := ent.VerificationContent()
+	sc, _ := ent.SignatureContent()
+	env := sc.EnvelopeContent().RawEnvelope()
+	entries, _ := ent.TlogEntries()
+	tle := entries[0].TransparencyLogEntry()
+	var kind struct {
+		Kind       string `json:"kind"`
+		APIVersion string `json:"apiVersion"`
+	}
+	if err := json.Unmarshal(tle.CanonicalizedBody, &kind); err != nil {
+		fatal(t, err)
+	}
+	tle.KindVersion = &protorekor.KindVersion{Kind: kind.Kind, Version: kind.APIVersion}
+	// The log's promise (SET) as Rekor v1 returns it beside the proof.
+	logID, err := k.vs.RekorLogID()
+	if err != nil {
+		fatal(t, err)
+	}
+	set, err := k.vs.RekorSignPayload(tlog.RekorPayload{Body: base64.StdEncoding.EncodeToString(tle.CanonicalizedBody),
+		IntegratedTime: tle.IntegratedTime, LogIndex: tle.LogIndex, LogID: logID})
+	if err != nil {
+		fatal(t, err)
+	}
+	tle.InclusionPromise = &protorekor.InclusionPromise{SignedEntryTimestamp: set}
+	body, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		fatal(t, err)
+	}
+	sig, err := base64.StdEncoding.DecodeString(env.Signatures[0].Sig)
+	if err != nil {
+		fatal(t, err)
+	}
+	b := &protobundle.Bundle{
+		MediaType: policy.BundleMediaType,
+		VerificationMaterial: &protobundle.VerificationMaterial{
+			Content:     &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: vc.Certificate().Raw}},
+			TlogEntries: []*protorekor.TransparencyLogEntry{tle},
+		},
+		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{Payload: body, PayloadType: env.PayloadType,
+			Signatures: []*protodsse.Signature{{Sig: sig}}}},
+	}
+	raw, err := protojson.Marshal(b)
+	if err != nil {
+		fatal(t, err)
+	}
+	pushBundle(t, reg, repo, subject, raw, policy.CosignSignPredicateType)
 }

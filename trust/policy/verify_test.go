@@ -179,10 +179,31 @@ func TestKeyless(t *testing.T) {
 	wantRefused(t, err, "none of 1 signatures accepted")
 	_, err = pull(t, mk("dev@example.com", "https://issuer.example", newKey(t).pem), reg.Ref("team/app:v1"))
 	wantRefused(t, err, "none of 1 signatures accepted")
+	// The root alone is enough: the .sig's chain annotation brings the intermediate.
+	rootOnly := mustVerifier(t, &policy.Policy{Default: []policy.Requirement{{
+		Type: policy.TypeSigstoreSigned, Fulcio: &policy.Fulcio{CAData: kl.rootPEM, OIDCIssuer: "https://issuer.example", SubjectEmail: "dev@example.com"},
+		RekorPublicKeyData: kl.rekorPEM, SignedIdentity: matchRepository}}})
+	if _, err := pull(t, rootOnly, reg.Ref("team/app:v1")); err != nil {
+		t.Errorf("root-only CA with the chain annotation: %v", err)
+	}
 	other := newKeyless(t) // another CA
 	_, err = pull(t, mustVerifier(t, &policy.Policy{Default: []policy.Requirement{{
 		Type: policy.TypeSigstoreSigned, Fulcio: &policy.Fulcio{CAData: other.caPEM, OIDCIssuer: "https://issuer.example", SubjectEmail: "dev@example.com"},
 		RekorPublicKeyData: kl.rekorPEM, SignedIdentity: matchRepository}}}), reg.Ref("team/app:v1"))
+	wantRefused(t, err, "none of 1 signatures accepted")
+
+	// cosign 3's format: a bundle with the certificate and a log entry with an inclusion
+	// proof, found through the referrers API.
+	img2 := reg.PushImage("team/app", "v2", pullkittest.OCI, pullkittest.Layers(1, 64))
+	kl.signBundle(t, reg, "team/app", img2.Descriptor(), "dev@example.com", "https://issuer.example")
+	res, err = pull(t, mk("dev@example.com", "https://issuer.example", kl.rekorPEM), reg.Ref("team/app:v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := res.Signatures[0]; s.Format != trust.FormatBundle || s.CertSubject != "dev@example.com" || s.Tlog == nil {
+		t.Errorf("bundle signature = %+v", s)
+	}
+	_, err = pull(t, mk("eve@example.com", "https://issuer.example", kl.rekorPEM), reg.Ref("team/app:v2"))
 	wantRefused(t, err, "none of 1 signatures accepted")
 }
 
