@@ -30,7 +30,10 @@
 //     HTTP only to loopback registries unless WithPlainHTTP, and no registry elsewhere
 //     sending the puller to loopback or link-local addresses;
 //   - mirrors (WithMirrors): endpoints asked before the registry, which stays the last
-//     resort for manifests and blobs alike unless WithMirrorFallback(false).
+//     resort for manifests and blobs alike unless WithMirrorFallback(false);
+//   - trust (WithVerifier): a trust.Verifier called once the manifests are verified and
+//     before any config or layer blob, reading signatures through the same connection;
+//     a refusal wraps pullkit.ErrUntrusted and stores nothing.
 //
 // Every error wraps one sentinel of the module's vocabulary (pullkit.ErrNotFound,
 // pullkit.ErrUnauthorized, …) for errors.Is, or is the context's error when the caller

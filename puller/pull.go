@@ -198,7 +198,8 @@ func (c *Client) configOf(ctx context.Context, t *tree, m *manifest.Manifest, o 
 
 // Inspect returns the model of the image ref names (the platform's, or with
 // WithAllPlatforms every platform's) from its manifests and config, downloading no
-// layer and storing nothing.
+// layer and storing nothing. With a verifier, the image is verified before its config
+// is fetched.
 func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*manifest.Image, error) {
 	o, err := callOptions(opts)
 	if err != nil {
