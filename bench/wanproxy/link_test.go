@@ -60,7 +60,7 @@ func TestLoopback(t *testing.T) {
 
 // TestProxyCarriesBothWaysAndDelays sends data through the proxy to an echo server and
 // checks that it comes back intact, that a half-close is passed on, and that the first
-// reply takes the handshake's round trip plus the request's.
+// reply takes at least the handshake's round trip plus the request's.
 func TestProxyCarriesBothWaysAndDelays(t *testing.T) {
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -90,12 +90,17 @@ func TestProxyCarriesBothWaysAndDelays(t *testing.T) {
 	p := newProxy(cfg, echo.Addr().String())
 	go p.serve(l)
 
+	// The delays are lower bounds the proxy enforces (it sleeps them); how much longer a
+	// loaded machine takes is not the proxy's to promise, so the upper bounds only catch
+	// a hang. The clock starts before the dial: the proxy counts the handshake's round
+	// trip from its accept.
+	const hang = 10 * time.Second
+	t0 := time.Now()
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	t0 := time.Now()
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +108,7 @@ func TestProxyCarriesBothWaysAndDelays(t *testing.T) {
 	if _, err := io.ReadFull(c, one); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(t0); d < 2*rtt*9/10 || d > 3*rtt+50*time.Millisecond {
+	if d := time.Since(t0); d < 2*rtt*9/10 || d > hang {
 		t.Errorf("first echo on a new connection took %v, want about %v", d, 2*rtt)
 	}
 	t0 = time.Now()
@@ -111,7 +116,7 @@ func TestProxyCarriesBothWaysAndDelays(t *testing.T) {
 	if _, err := io.ReadFull(c, one); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(t0); d < rtt*9/10 || d > 2*rtt+50*time.Millisecond {
+	if d := time.Since(t0); d < rtt*9/10 || d > hang {
 		t.Errorf("echo on the open connection took %v, want about %v", d, rtt)
 	}
 
