@@ -651,77 +651,87 @@ func dedupe(list []string) []string {
 	return out
 }
 
-// sigstoreSigned evaluates one sigstoreSigned requirement: the first candidate of the
-// subject's digests that verifies meets it; otherwise the reasons, the most telling
-// first.
+// sigstoreSigned evaluates one sigstoreSigned requirement: a signature that verifies on
+// the digest the reference names meets it; otherwise one on each image manifest the call
+// uses (the platform's, or with every platform each of them) does.
 func (ev *evaluation) sigstoreSigned(ctx context.Context, r *Requirement, cr *compiled) (*trust.Signature, string, error) {
 	if cr == nil {
 		return nil, "internal: requirement not compiled", nil
 	}
+	sig, why, cause := ev.signed(ctx, r, cr, ev.subject.Digest)
+	if sig != nil || ctx.Err() != nil {
+		return sig, "", ctx.Err()
+	}
+	others := ev.subject.Digests()[1:]
+	if len(others) == 0 {
+		return nil, why, cause
+	}
+	var first *trust.Signature
+	for _, d := range others {
+		s, w, err := ev.signed(ctx, r, cr, d)
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		if s == nil {
+			if cause == nil {
+				cause = err
+			}
+			return nil, why + "; and for the image manifest " + d.String() + ": " + w, cause
+		}
+		if first == nil {
+			first = s
+		}
+	}
+	return first, "", nil
+}
+
+// signed looks for a signature of d that meets r: bundles found through referrers, then
+// cosign's .sig tag (read only when no bundle is accepted). It returns the signature, or
+// why there is none.
+func (ev *evaluation) signed(ctx context.Context, r *Requirement, cr *compiled, d digest.Digest) (*trust.Signature, string, error) {
+	g := ev.gather(ctx, d)
+	if ctx.Err() != nil {
+		return nil, "", ctx.Err()
+	}
+	if g.err != nil {
+		return nil, "reading the signatures of " + d.String() + ": " + g.err.Error(), g.err
+	}
 	var reasons []string
-	var cause error
-	examined, more := 0, 0
-	var looked []string
-	for _, d := range ev.subject.Digests() {
-		g := ev.gather(ctx, d)
-		if ctx.Err() != nil {
-			return nil, "", ctx.Err()
-		}
-		looked = append(looked, d.String())
-		if g.err != nil {
-			cause = g.err
-			reasons = append(reasons, "reading signatures of "+d.String()+": "+g.err.Error())
-			continue
-		}
-		more += g.more
-		for _, c := range g.sigs {
+	examined := 0
+	try := func(cs []*candidate) *trust.Signature {
+		for _, c := range cs {
 			examined++
 			sig, _, err := ev.check(r, cr, c, CosignSignPredicateType)
 			if err == nil {
-				return sig, "", nil
+				return sig
 			}
 			if len(reasons) < 6 {
-				reasons = append(reasons, c.where()+" for "+shortDigest(c.signs)+": "+err.Error())
+				reasons = append(reasons, c.where()+": "+err.Error())
 			}
 		}
+		return nil
 	}
-	// No bundle accepted: cosign's older .sig tags, read only now.
-	for _, d := range ev.subject.Digests() {
-		g := ev.gather(ctx, d)
-		if g.err != nil {
-			continue
-		}
-		tagged, err := ev.tagged(ctx, d, g)
-		if ctx.Err() != nil {
-			return nil, "", ctx.Err()
-		}
-		if err != nil {
-			cause = err
-			reasons = append(reasons, "reading "+shortDigest(d)+"'s .sig tag: "+err.Error())
-			continue
-		}
-		for _, c := range tagged {
-			examined++
-			sig, _, err := ev.check(r, cr, c, CosignSignPredicateType)
-			if err == nil {
-				return sig, "", nil
-			}
-			if len(reasons) < 6 {
-				reasons = append(reasons, c.where()+" for "+shortDigest(c.signs)+": "+err.Error())
-			}
-		}
+	if sig := try(g.sigs); sig != nil {
+		return sig, "", nil
 	}
-	if examined == 0 && cause == nil {
-		return nil, fmt.Sprintf("no signature: none found for %s (bundle referrers, or cosign's .sig tag)", strings.Join(looked, " or ")), errNoSignature
+	tagged, err := ev.tagged(ctx, d, g)
+	if ctx.Err() != nil {
+		return nil, "", ctx.Err()
 	}
-	why := fmt.Sprintf("none of %d signatures accepted", examined)
-	if more > 0 {
-		why += fmt.Sprintf(" (%d more not examined: at most %d per digest)", more, ev.v.opts.maxSignatures)
+	if err != nil {
+		return nil, "reading the .sig tag of " + d.String() + ": " + err.Error(), err
 	}
-	if len(reasons) > 0 {
-		why += ": " + strings.Join(reasons, "; ")
+	if sig := try(tagged); sig != nil {
+		return sig, "", nil
 	}
-	return nil, why, cause
+	if examined == 0 {
+		return nil, "no signature: none found for " + d.String() + " (bundle referrers, or cosign's .sig tag)", errNoSignature
+	}
+	why := fmt.Sprintf("none of %d signatures accepted for %s", examined, shortDigest(d))
+	if g.more > 0 {
+		why += fmt.Sprintf(" (%d more not examined: at most %d per digest)", g.more, ev.v.opts.maxSignatures)
+	}
+	return nil, why + ": " + strings.Join(reasons, "; "), nil
 }
 
 func shortDigest(d digest.Digest) string {

@@ -145,6 +145,18 @@ func TestIndexSignatures(t *testing.T) {
 	if res.Signatures[0].Digest == idx2.Digest {
 		t.Errorf("the platform's signature was expected")
 	}
+	// Every platform at once: each image must be signed when the index is not.
+	all := func(tag string) error {
+		c, _ := puller.New(puller.WithKeychain(anonymous{}), puller.WithVerifier(v))
+		_, err := c.Pull(context.Background(), reg.Ref("team/multi:"+tag), store.NewMemory(), puller.WithAllPlatforms())
+		return err
+	}
+	if err := all("v2"); err != nil {
+		t.Errorf("every platform signed: %v", err)
+	}
+	idx3 := reg.PushIndex("team/multi", "v3", pullkittest.OCIIndex, pullkittest.Layers(1, 64), pullkittest.Seed(9))
+	signTag(t, reg, "team/multi", idx3.Images[0].Digest, reg.Ref("team/multi"), k)
+	wantRefused(t, all("v3"), "and for the image manifest "+idx3.Images[1].Digest.String()+": no signature")
 }
 
 // TestKeyless: Fulcio certificates and a Rekor log from sigstore-go's testing CA; the
