@@ -351,3 +351,32 @@ func TestLegacyPayloadChecks(t *testing.T) {
 
 var _ = digest.FromBytes
 var _ = manifest.Descriptor{}
+
+// TestMirrorSignatures: the manifest comes from a mirror that lacks the signatures; the
+// verifier reads them from the registry behind it, through the client's endpoints.
+func TestMirrorSignatures(t *testing.T) {
+	origin, mirror := pullkittest.NewRegistry(t), pullkittest.NewRegistry(t)
+	img := origin.PushImage("team/app", "v1", pullkittest.OCI, pullkittest.Layers(1, 64), pullkittest.Seed(3))
+	if m := mirror.PushImage("team/app", "v1", pullkittest.OCI, pullkittest.Layers(1, 64), pullkittest.Seed(3)); m.Digest != img.Digest {
+		t.Fatalf("mirror holds %s, origin %s", m.Digest, img.Digest)
+	}
+	k := newKey(t)
+	signTag(t, origin, "team/app", img.Digest, origin.Ref("team/app"), k)
+	other := origin.PushImage("team/app", "v2", pullkittest.OCI, pullkittest.Layers(1, 64), pullkittest.Seed(4))
+	mirror.PushImage("team/app", "v2", pullkittest.OCI, pullkittest.Layers(1, 64), pullkittest.Seed(4))
+	pushBundle(t, origin, "team/app", other.Descriptor(), k.keyBundle(t, statement(other.Digest, policy.CosignSignPredicateType, map[string]any{})), policy.CosignSignPredicateType)
+	v := mustVerifier(t, keyPolicy(origin.Host(), matchRepository, k))
+	c, err := puller.New(puller.WithKeychain(anonymous{}), puller.WithVerifier(v), puller.WithMirrors(origin.Host(), mirror.Host()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range []string{"v1", "v2"} {
+		origin.ResetRequests()
+		if _, err := c.Pull(context.Background(), origin.Ref("team/app:"+tag), store.NewMemory()); err != nil {
+			t.Fatalf("%s: %v", tag, err)
+		}
+		if n := origin.Count(pullkittest.Match{Route: pullkittest.RouteBlob}); n != 1 {
+			t.Errorf("%s: the origin served %d blobs, want the signature's alone", tag, n)
+		}
+	}
+}
