@@ -1,12 +1,24 @@
 // Package pullkit pulls container images the way an engine needs them, and holds what
 // every part of it shares: the error vocabulary, progress events and the retry policy.
 //
-// A pull is one pipeline, with data flowing one way; no package imports one to its right:
+// A pull is one pipeline, with data flowing one way, left to right:
 //
 //	reference ──► puller ──────────► manifest ─────────► layers ───────────► store ───────────► unpack
 //	"repo:tag"   resolve, negotiate  bytes in, model    verified concurrent  content + names    rootfs dir or
 //	"repo@dgst"  auth, HTTP, verify  out (no I/O)       transfer (readers    (OCI layout dir,   overlay snapshots
 //	             pick platform                          from an offset)      memory), GC        per chain ID
+//
+// Imports follow another order, one of layers: each package imports only packages before
+// it in pullkit (this package), platforms, manifest, store, layers, and then unpack,
+// archive and puller, none of which imports another of those three; pullkittest imports
+// only pullkit, platforms and manifest; the configuration parsers (config/hosts,
+// config/registries, config/auth), which puller reads users' files with, import none of
+// pullkit's packages; trust (what a verifier is given and returns) imports only pullkit
+// and manifest, puller imports it, and trust/policy (the policy engine, with
+// sigstore-go) imports trust and manifest, never puller, so that a program that never
+// verifies links no cryptography stack. So an engine can take the transfer, the store or
+// the unpacker without the HTTP client, and the model without any I/O (go list -deps
+// shows it; TestImportOrder checks it).
 //
 // The front door is puller.Client.Pull(ctx, ref, store): it resolves the reference,
 // verifies every manifest, fetches the config and the layers at once into the store,

@@ -7,10 +7,13 @@ import (
 	digest "github.com/opencontainers/go-digest"
 )
 
-// Event reports one step of a pull, for progress displays and logs. A pull reports, in
-// order: its manifests (and index) as they are fetched, one EventPlanned with the image's
-// totals, then each blob's own events (EventQueued, EventStarted, EventProgress …, and
-// one of EventVerified, EventSkipped, EventFailed or EventCancelled).
+// Event reports one step of a pull, for progress displays and logs. A pull reports its
+// manifests (and index) as they are fetched, then one EventPlanned with the layers'
+// totals, then each layer's own events (EventQueued, EventStarted, EventProgress …, and
+// one of EventVerified, EventSkipped, EventFailed or EventCancelled). Configs are
+// fetched beside the layers and are not in EventPlanned's totals: each one's single event
+// (EventVerified once fetched, or EventSkipped when the store had it) may come before or
+// after EventPlanned.
 type Event struct {
 	// Kind says what happened.
 	Kind EventKind

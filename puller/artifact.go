@@ -36,8 +36,12 @@ func (c *Client) Referrers(ctx context.Context, ref string, artifactType string)
 	if err != nil {
 		return nil, err
 	}
+	eps, err := c.endpoints(ref, r, nil)
+	if err != nil {
+		return nil, pullkit.Wrap(ref, "list referrers", "", err)
+	}
 	var last error
-	for _, ep := range c.endpoints(r) {
+	for _, ep := range alive(askable(eps, r)) {
 		list, err := ep.referrers(ctx, r, artifactType)
 		if err == nil {
 			return list, nil
@@ -175,9 +179,12 @@ func (c *Client) PullArtifact(ctx context.Context, ref string, st store.Store, o
 	if err != nil {
 		return nil, err
 	}
-	eps := c.endpoints(r)
+	eps, err := c.endpoints(ref, r, o)
+	if err != nil {
+		return nil, pullkit.Wrap(ref, "fetch artifact manifest", "", err)
+	}
 	var last error
-	for i, ep := range eps {
+	for _, ep := range alive(askable(eps, r)) {
 		a, err := ep.artifact(ctx, r)
 		if err != nil {
 			last = pullkit.Wrap(ref, "fetch artifact manifest"+ep.via(), "", err)
@@ -187,8 +194,8 @@ func (c *Client) PullArtifact(ctx context.Context, ref string, st store.Store, o
 			continue
 		}
 		o.emit(pullkit.Event{Kind: pullkit.EventVerified, What: "manifest", Digest: a.Digest, Done: int64(len(a.Raw)), Total: int64(len(a.Raw))})
-		a.Reference, a.Name = ref, fullName(r)
-		if err := c.storeArtifact(ctx, eps[i:], st, a, o); err != nil {
+		a.Reference, a.Name = ref, fullName(ep.logical)
+		if err := c.storeArtifact(ctx, contentFrom(eps, ep, r), st, a, o); err != nil {
 			return nil, pullkit.Wrap(ref, "", "", err)
 		}
 		return a, nil

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/pullkit/pullkit"
@@ -27,11 +26,14 @@ import (
 // which the token is fetched and the request sent once more. What it learns is kept for
 // the client's life, per registry and, for tokens, per scope (refreshed on expiry or on a
 // 401), so a pull costs no round trip for authentication beyond the first.
+//
+// The credentials of a request come with it (reqInfo.cred, resolved per endpoint from the
+// client's sources); tokens are kept per scope and per credential, so that a pull with
+// its own credentials never uses a token another credential obtained.
 type authTransport struct {
-	inner    http.RoundTripper
-	tokens   http.RoundTripper // for token requests (retried, guarded, watched)
-	keychain authn.Keychain
-	plain    bool
+	inner  http.RoundTripper
+	tokens http.RoundTripper // for token requests (retried, guarded, watched)
+	c      *Client
 
 	mu   sync.Mutex
 	regs map[string]*regAuth
@@ -41,17 +43,13 @@ type authTransport struct {
 type regAuth struct {
 	host string
 
-	credOnce sync.Once
-	cred     authn.AuthConfig
-	credErr  error
-
 	mu       sync.Mutex
 	known    bool          // an answer has told how the registry authenticates
 	learning chan struct{} // closed when the request finding it out is answered
 	scheme   string        // "", "basic" or "bearer"
 	realm    string
 	service  string
-	tokens   map[string]token // by scope
+	tokens   map[string]token // by scope and credential (tokenKey)
 	group    singleflight.Group
 }
 
@@ -108,29 +106,6 @@ func (a *authTransport) reg(host string) *regAuth {
 	return r
 }
 
-// credentials resolves the registry's credentials once.
-func (a *authTransport) credentials(ctx context.Context, r *regAuth) (authn.AuthConfig, error) {
-	r.credOnce.Do(func() {
-		reg, err := name.NewRegistry(r.host, name.WeakValidation)
-		if err != nil {
-			r.credErr = err
-			return
-		}
-		auth, err := authn.Resolve(ctx, a.keychain, reg)
-		if err != nil {
-			r.credErr = err
-			return
-		}
-		cfg, err := authn.Authorization(ctx, auth)
-		if err != nil {
-			r.credErr = err
-			return
-		}
-		r.cred = *cfg
-	})
-	return r.cred, r.credErr
-}
-
 func hasCredentials(c authn.AuthConfig) bool {
 	return c.Username != "" || c.Password != "" || c.Auth != "" || c.IdentityToken != "" || c.RegistryToken != ""
 }
@@ -142,17 +117,23 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	r := a.reg(ri.origin)
 	scope := "repository:" + ri.repo + ":pull"
-	cred, err := a.credentials(req.Context(), r)
-	if err != nil {
-		return nil, fmt.Errorf("%w: read credentials for %s: %s", pullkit.ErrUnauthorized, text.Clean(r.host, 100), text.Clean(err.Error(), 200))
+	var cred authn.AuthConfig
+	fp := ""
+	if ri.cred != nil {
+		cred, fp = ri.cred.cfg, ri.cred.fp
 	}
 	learnt, err := r.gate(req.Context())
 	if err != nil {
 		return nil, err
 	}
 	defer learnt(false)
+	if ri.dead != nil && ri.dead() {
+		// The request that went first found the endpoint dead: the next endpoint is
+		// asked instead of waiting for this one's deadline again.
+		return nil, fmt.Errorf("%w: %s did not answer an earlier request of this call", pullkit.ErrUnreachable, text.Clean(ri.origin, 100))
+	}
 	first := req.Clone(req.Context())
-	if err := a.authorize(req.Context(), r, first, scope, cred); err != nil {
+	if err := a.authorize(req.Context(), r, first, scope, cred, fp); err != nil {
 		return nil, &retriedError{err}
 	}
 	resp, err := a.inner.RoundTrip(first)
@@ -175,13 +156,13 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	sent := first.Header.Get("Authorization")
 	r.mu.Lock()
 	r.scheme, r.realm, r.service = ch.scheme, ch.realm, ch.service
-	if t, ok := r.tokens[scope]; ok && sent == "Bearer "+t.value {
-		delete(r.tokens, scope) // refused or expired early: fetch a new one
+	if t, ok := r.tokens[tokenKey(scope, fp)]; ok && sent == "Bearer "+t.value {
+		delete(r.tokens, tokenKey(scope, fp)) // refused or expired early: fetch a new one
 	}
 	r.mu.Unlock()
 	learnt(true)
 	again := req.Clone(req.Context())
-	if err := a.authorize(req.Context(), r, again, scope, cred); err != nil {
+	if err := a.authorize(req.Context(), r, again, scope, cred, fp); err != nil {
 		resp.Body.Close()
 		return nil, &retriedError{err}
 	}
@@ -195,11 +176,11 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // authorize sets req's Authorization from what is known of the registry, fetching a
 // token when the registry wants bearer and none is cached for scope.
-func (a *authTransport) authorize(ctx context.Context, r *regAuth, req *http.Request, scope string, cred authn.AuthConfig) error {
+func (a *authTransport) authorize(ctx context.Context, r *regAuth, req *http.Request, scope string, cred authn.AuthConfig, fp string) error {
 	ri := infoOf(ctx)
 	r.mu.Lock()
 	scheme := r.scheme
-	tok, ok := r.tokens[scope]
+	tok, ok := r.tokens[tokenKey(scope, fp)]
 	r.mu.Unlock()
 	switch scheme {
 	case "basic":
@@ -217,7 +198,7 @@ func (a *authTransport) authorize(ctx context.Context, r *regAuth, req *http.Req
 			return nil
 		}
 		if !ok || time.Until(tok.expires) < 10*time.Second {
-			v, err, _ := r.group.Do(scope, func() (any, error) { return a.fetchToken(ctx, r, scope, cred) })
+			v, err, _ := r.group.Do(tokenKey(scope, fp), func() (any, error) { return a.fetchToken(ctx, r, scope, cred, fp) })
 			if err != nil {
 				return err
 			}
@@ -324,7 +305,7 @@ const maxTokenBody = 1 << 20
 // fetchToken asks the realm for a token for scope: a GET with basic credentials (or
 // none), or for an identity token an OAuth2 refresh-token POST. The answer is never
 // echoed in an error: it holds credentials.
-func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string, cred authn.AuthConfig) (token, error) {
+func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string, cred authn.AuthConfig, fp string) (token, error) {
 	r.mu.Lock()
 	realm, service := r.realm, r.service
 	r.mu.Unlock()
@@ -421,10 +402,14 @@ func (a *authTransport) fetchToken(ctx context.Context, r *regAuth, scope string
 	}
 	tok := token{value: v, expires: time.Now().Add(life)}
 	r.mu.Lock()
-	r.tokens[scope] = tok
+	r.tokens[tokenKey(scope, fp)] = tok
 	r.mu.Unlock()
 	return tok, nil
 }
+
+// tokenKey is where a token for scope obtained with the credential of fingerprint fp
+// ("" for none) is kept.
+func tokenKey(scope, fp string) string { return scope + "\x00" + fp }
 
 // realmAllowed refuses a token realm the registry has no business naming: plain HTTP
 // unless the registry is spoken to over plain HTTP, and a loopback, private or
@@ -435,7 +420,7 @@ func (a *authTransport) realmAllowed(registry string, u *url.URL) error {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if !a.plain && !isLoopbackName(registry) && !isLoopbackName(u.Host) {
+		if !a.c.httpAllowed(registry) && !isLoopbackName(u.Host) {
 			return fmt.Errorf("%w: registry %s names a plain-HTTP token realm %s", pullkit.ErrDenied, text.Clean(registry, 100), redactURL(u))
 		}
 	default:

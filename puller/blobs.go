@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -48,15 +49,18 @@ func (b *blobSource) Restart(desc manifest.Descriptor, err error) {
 	b.mu.Unlock()
 }
 
-// order is the endpoints for desc, the one to ask first first.
+// order is the endpoints for desc, the one to ask first first; endpoints found dead in
+// this call (unreachable, or a body that broke on them) are left out while another is
+// alive.
 func (b *blobSource) order(desc manifest.Descriptor) []*endpoint {
 	b.mu.Lock()
 	k := b.first[desc.Digest]
 	b.mu.Unlock()
-	if k == 0 {
-		return b.eps
+	eps := b.eps
+	if k != 0 {
+		eps = append(append([]*endpoint(nil), b.eps[k:]...), b.eps[:k]...)
 	}
-	return append(append([]*endpoint(nil), b.eps[k:]...), b.eps[:k]...)
+	return alive(eps)
 }
 
 // Fetch implements layers.Fetcher. A request from an offset that the server answers with
@@ -69,6 +73,12 @@ func (b *blobSource) Fetch(ctx context.Context, desc manifest.Descriptor, offset
 		var rc io.ReadCloser
 		rc, err = ep.blob(ctx, ep.url("blobs", desc.Digest.String()), desc, offset, length, b.progress, false)
 		if err == nil {
+			if len(b.eps) > 1 {
+				// A body that breaks on one of several endpoints marks it dead for the
+				// call: the transfer's resume (a Range from the byte it reached) then
+				// goes to the next.
+				rc = &markingBody{ReadCloser: rc, ep: ep}
+			}
 			return rc, nil
 		}
 		if ctx.Err() != nil || !(errors.Is(err, pullkit.ErrNotFound) || errors.Is(err, pullkit.ErrUnreachable) || errors.Is(err, pullkit.ErrUnauthorized)) {
@@ -280,4 +290,25 @@ func parseDecimal(s string) (int64, error) {
 		}
 	}
 	return strconv.ParseInt(s, 10, 64)
+}
+
+// markingBody marks its endpoint dead when the body breaks (an error other than EOF, and
+// not the caller's cancel).
+type markingBody struct {
+	io.ReadCloser
+	ep     *endpoint
+	closed atomic.Bool
+}
+
+func (m *markingBody) Read(p []byte) (int, error) {
+	n, err := m.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) && !m.closed.Load() {
+		m.ep.markDead()
+	}
+	return n, err
+}
+
+func (m *markingBody) Close() error {
+	m.closed.Store(true)
+	return m.ReadCloser.Close()
 }

@@ -22,11 +22,16 @@ func blobsOf(t *testing.T, reg *pullkittest.Registry, repo string) *blobSource {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := c.parse(reg.Ref(repo + ":latest"))
+	ref := reg.Ref(repo + ":latest")
+	r, err := c.parse(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &blobSource{eps: c.endpoints(r)}
+	eps, err := c.endpoints(ref, r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &blobSource{eps: eps}
 }
 
 // ignoreRange serves the request as if it had no Range header.

@@ -2,8 +2,12 @@ package puller
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/config/auth"
+	"github.com/pullkit/pullkit/config/registries"
 	"github.com/pullkit/pullkit/internal/text"
 	"github.com/pullkit/pullkit/trust"
 )
@@ -43,8 +49,33 @@ type Client struct {
 	hc   *http.Client // authenticated, for registries
 	anon *http.Client // no credentials, for foreign-layer URLs
 
-	mu      sync.Mutex
-	schemes map[string]string // registry host → "https" or "http", once learnt
+	// Per-host connections (profile.go, scheme.go, route.go).
+	proxy          func(*http.Request) (*url.URL, error)
+	trustedProxies sync.Map                // host:port of proxies the proxy function named
+	allHosts       *hostProfile            // TLS options for every host
+	tlsByHost      map[string]*hostProfile // TLS options per host
+	insecureWhy    map[string]string       // why a host is insecure, for Plan
+	hostsDir       string
+	regConf        *registries.Config
+	mirrorTimeouts MirrorTimeouts
+	route          *routeTransport
+	tlsOptions     bool // a TLS option was given
+	proxySet       bool // WithProxy was given
+
+	// Credentials (creds.go).
+	static      map[string]Credential
+	credFunc    CredentialsFunc
+	authFiles   []*auth.File
+	authFileSet bool
+
+	mu            sync.Mutex
+	schemes       map[string]string       // registry host → "https" or "http", once learnt
+	profiles      map[string]*hostProfile // host → its profile, once built
+	hostsCache    map[string]hostsEntry   // registry → its hosts directory, once read
+	entryProfiles map[string]profileEntry // hosts.toml entry → its profile, once built
+	httpHosts     map[string]bool         // hosts a hosts.toml names insecure (http://, skip_verify)
+	kc            map[string]*keychainEntry
+	deadMirrors   map[string]time.Time // mirror host → skipped until then (MirrorTimeouts.Remember)
 }
 
 // Option configures a Client; it returns an error for a value it cannot use.
@@ -62,8 +93,11 @@ func WithKeychain(k authn.Keychain) Option {
 	}
 }
 
-// WithPlainHTTP allows plain HTTP to every registry. Without it only loopback registries
-// ("localhost", 127.0.0.0/8, ::1) are spoken to over HTTP.
+// WithPlainHTTP forces plain HTTP to every registry. Without it every registry is asked
+// over HTTPS first, and only loopback registries ("localhost", 127.0.0.0/8, ::1) and
+// registries named insecure are then spoken to over plain HTTP, when they do not speak
+// TLS. A registry that answers only TLS fails a forced plain-HTTP request with an error
+// that says so, whatever its plain-HTTP answer says.
 func WithPlainHTTP(allow bool) Option {
 	return func(c *Client) error {
 		c.plainHTTP = allow
@@ -72,9 +106,11 @@ func WithPlainHTTP(allow bool) Option {
 }
 
 // WithTransport sets the HTTP transport under authentication and retries (default: one
-// with the client's Timeouts, 16 idle connections per registry, and a dialer that keeps a
-// registry from sending the puller to loopback or link-local addresses; a transport given
-// here must bring its own timeouts).
+// per host profile, with the client's Timeouts, TLS options and proxy, 16 idle
+// connections per registry, and a dialer that keeps a registry from sending the puller
+// to loopback or link-local addresses; a transport given here must bring its own
+// timeouts, TLS settings and proxy, and cannot be combined with WithRootCAs,
+// WithClientCertificate or WithProxy).
 func WithTransport(rt http.RoundTripper) Option {
 	return func(c *Client) error {
 		if rt == nil {
@@ -170,14 +206,22 @@ func WithMirrorFallback(allow bool) Option {
 // refuses its value.
 func New(opts ...Option) (*Client, error) {
 	c := &Client{
-		keychain:    authn.DefaultKeychain,
-		maxManifest: DefaultMaxManifestSize,
-		retry:       pullkit.DefaultRetryPolicy(),
-		timeouts:    DefaultTimeouts(),
-		userAgent:   "pullkit",
-		sleep:       pullkit.Sleep,
-		now:         time.Now,
-		schemes:     map[string]string{},
+		keychain:      authn.DefaultKeychain,
+		maxManifest:   DefaultMaxManifestSize,
+		retry:         pullkit.DefaultRetryPolicy(),
+		timeouts:      DefaultTimeouts(),
+		userAgent:     "pullkit",
+		sleep:         pullkit.Sleep,
+		now:           time.Now,
+		schemes:       map[string]string{},
+		profiles:      map[string]*hostProfile{},
+		hostsCache:    map[string]hostsEntry{},
+		entryProfiles: map[string]profileEntry{},
+		httpHosts:     map[string]bool{},
+		kc:            map[string]*keychainEntry{},
+
+		mirrorTimeouts: DefaultMirrorTimeouts(),
+		proxy:          envProxy(),
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -187,41 +231,42 @@ func New(opts ...Option) (*Client, error) {
 			return nil, err
 		}
 	}
+	if !c.authFileSet {
+		// containers' REGISTRY_AUTH_FILE is read as WithAuthFile would, when set.
+		if p := os.Getenv("REGISTRY_AUTH_FILE"); p != "" {
+			if f, err := auth.Load(p); err == nil {
+				c.authFiles = append(c.authFiles, f)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return nil, &pullkit.InvalidError{What: "REGISTRY_AUTH_FILE", Reason: text.Clean(p, 200), Err: err}
+			}
+		}
+	}
 	base := c.base
 	if base == nil {
-		base = newBaseTransport(c.timeouts)
+		c.route = &routeTransport{c: c, bases: map[*hostProfile]*http.Transport{}}
+		base = c.route
+		// Every TLS option must build: fail now rather than at the first request.
+		if _, err := c.allHosts.tlsConfig(); err != nil {
+			return nil, err
+		}
+		for _, p := range c.tlsByHost {
+			if _, err := p.tlsConfig(); err != nil {
+				return nil, err
+			}
+		}
+	} else if c.allHosts != nil || c.tlsOptions || c.proxySet {
+		return nil, &pullkit.InvalidError{What: "puller.New", Reason: "WithTransport brings its own TLS settings and proxy: it cannot be combined with WithRootCAs, WithClientCertificate or WithProxy"}
 	}
-	guarded := &guardTransport{inner: base, plainHTTP: c.plainHTTP}
+	guarded := &guardTransport{inner: base, plainHTTP: c.plainHTTP, insecure: c.insecureHost}
 	watched := &watchTransport{inner: guarded, t: c.timeouts}
+	schemed := &schemeTransport{inner: watched, c: c}
 	retried := func(rt http.RoundTripper) http.RoundTripper {
 		return &retryTransport{inner: rt, policy: c.retry, sleep: func(ctx context.Context, d time.Duration) error { return c.sleep(ctx, d) }, now: func() time.Time { return c.now() }}
 	}
-	auth := &authTransport{inner: watched, tokens: withUserAgent(retried(watched), c.userAgent), keychain: c.keychain, plain: c.plainHTTP, regs: map[string]*regAuth{}}
+	auth := &authTransport{inner: schemed, tokens: withUserAgent(retried(watched), c.userAgent), c: c, regs: map[string]*regAuth{}}
 	c.hc = &http.Client{Transport: withUserAgent(retried(auth), c.userAgent), CheckRedirect: checkRedirect}
 	c.anon = &http.Client{Transport: withUserAgent(retried(watched), c.userAgent), CheckRedirect: checkRedirect}
 	return c, nil
-}
-
-// scheme returns how registry host is spoken to: HTTPS, or plain HTTP for loopback
-// registries (and every registry under WithPlainHTTP), unless it was found to answer
-// only HTTPS.
-func (c *Client) scheme(host string) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if s, ok := c.schemes[host]; ok {
-		return s
-	}
-	if c.plainHTTP || isLoopbackName(host) {
-		return "http"
-	}
-	return "https"
-}
-
-// learnScheme records that host answers only s.
-func (c *Client) learnScheme(host, s string) {
-	c.mu.Lock()
-	c.schemes[host] = s
-	c.mu.Unlock()
 }
 
 // uaTransport sets the User-Agent of every request.

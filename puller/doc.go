@@ -26,13 +26,24 @@
 //     on every body (Timeouts);
 //   - the HTTP side of the transfer (a layers.Fetcher): Range requests, 206 and
 //     Content-Range checked, a server that ignores ranges read past the offset;
-//   - redirects that never carry the registry's Authorization to another host, plain
-//     HTTP only to loopback registries unless WithPlainHTTP, and no registry elsewhere
-//     sending the puller to loopback or link-local addresses;
-//   - mirrors (WithMirrors): endpoints asked before the registry, which stays the last
-//     resort for manifests and blobs alike unless WithMirrorFallback(false);
+//   - redirects that never carry the registry's Authorization (or an endpoint's
+//     configured headers) to another host, HTTPS first to every registry with plain
+//     HTTP only for loopback or insecure registries that do not speak TLS (or forced
+//     with WithPlainHTTP), and no registry elsewhere sending the puller to loopback or
+//     link-local addresses;
+//   - TLS per registry (WithRootCAs, WithClientCertificate, WithInsecureRegistry) and
+//     proxies (from the environment, or WithProxy), through one per-host seam that keeps
+//     every deadline and guard;
+//   - the configuration users already have: hosts directories (WithHostsDir),
+//     containers-registries.conf (WithRegistriesConf), auth files (WithAuthFile), plain
+//     credentials and callbacks (WithCredentials, WithCredentialsFunc,
+//     WithPullCredentials), and Client.Plan to see where a pull would go;
+//   - mirrors (WithMirrors, or from those files): a tag resolved only by endpoints that
+//     may resolve it, content by digest from every endpoint that may pull, mirrors first,
+//     each mirror with its own deadlines and skipped for the rest of a call once dead;
+//     the registry stays the last resort unless WithMirrorFallback(false);
 //   - trust (WithVerifier): a trust.Verifier called once the manifests are verified and
-//     before any config or layer blob, reading signatures through the same connection;
+//     before any config or layer blob, reading signatures through the same endpoints;
 //     a refusal wraps pullkit.ErrUntrusted and stores nothing.
 //
 // Every error wraps one sentinel of the module's vocabulary (pullkit.ErrNotFound,

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -19,31 +21,32 @@ import (
 	"github.com/pullkit/pullkit/manifest"
 )
 
-// endpoint is one registry (the origin, or one of its mirrors) serving one repository.
+// endpoint is one place (the registry, or one of its mirrors) serving one repository,
+// for one call: what it may be asked, how it is reached, and what the call learnt of it.
 type endpoint struct {
-	c      *Client
-	host   string // host:port as go-containerregistry names it (index.docker.io for Docker Hub)
-	repo   string // the repository's path
-	mirror bool
-}
+	c       *Client
+	host    string         // host:port as go-containerregistry names it (index.docker.io for Docker Hub)
+	path    string         // the API root, "/v2" unless a hosts.toml override_path says otherwise
+	repo    string         // the repository's path there
+	logical name.Reference // the reference it serves, as the store names it
+	mirror  bool
+	resolve bool         // may resolve a tag (else only content by digest)
+	pull    bool         // may serve content by digest
+	ns      string       // the registry a mirror stands for, sent as ?ns= (containerd's hosts.toml mirrors)
+	header  http.Header  // sent with every request to it
+	profile *hostProfile // TLS settings chosen for it, nil for its host's
+	connect time.Duration
+	// firstByte bounds each request until its response headers (0: the client's
+	// Timeouts).
+	firstByte time.Duration
+	oneShot   bool   // a later endpoint exists: a failed connection moves on at once
+	source    string // what chose it (a file and entry, an option), for Plan and errors
+	creds     CredentialsFunc
 
-// endpoints lists where ref's repository is looked for: its registry's mirrors, then the
-// registry itself (unless WithMirrorFallback(false)).
-func (c *Client) endpoints(r name.Reference) []*endpoint {
-	repo := r.Context()
-	origin := &endpoint{c: c, host: repo.RegistryStr(), repo: repo.RepositoryStr()}
-	mirrors := c.mirrors[repo.RegistryStr()]
-	if len(mirrors) == 0 {
-		return []*endpoint{origin}
-	}
-	out := make([]*endpoint, 0, len(mirrors)+1)
-	for _, m := range mirrors {
-		out = append(out, &endpoint{c: c, host: m, repo: repo.RepositoryStr(), mirror: true})
-	}
-	if !c.noFallback {
-		out = append(out, origin)
-	}
-	return out
+	credOnce sync.Once
+	cred     *credential
+	credErr  error
+	dead     atomic.Bool // could not be reached during this call: skipped from then on
 }
 
 // via names the endpoint when it is a mirror ("" for the origin).
@@ -58,7 +61,28 @@ func (ep *endpoint) via() string {
 }
 
 func (ep *endpoint) url(kind, ident string) string {
-	return ep.c.scheme(ep.host) + "://" + ep.host + "/v2/" + ep.repo + "/" + kind + "/" + ident
+	u := ep.c.scheme(ep.host) + "://" + ep.host + ep.path + "/" + ep.repo + "/" + kind + "/" + ident
+	if ep.ns != "" {
+		u += "?ns=" + url.QueryEscape(ep.ns)
+	}
+	return u
+}
+
+// markDead skips the endpoint for the rest of the call, and a mirror for the client's
+// later calls too, for MirrorTimeouts.Remember.
+func (ep *endpoint) markDead() {
+	ep.dead.Store(true)
+	if ep.mirror {
+		ep.c.noteDead(ep.host)
+	}
+}
+
+// credential resolves the endpoint's credential once per call.
+func (ep *endpoint) credential(ctx context.Context) (*credential, error) {
+	ep.credOnce.Do(func() {
+		ep.cred, ep.credErr = ep.c.credentialFor(ctx, ep.creds, ep.host, ep.repo)
+	})
+	return ep.cred, ep.credErr
 }
 
 // request runs one request against the endpoint (redirects followed) with info for the
@@ -66,29 +90,39 @@ func (ep *endpoint) url(kind, ident string) string {
 // TLS is asked again over HTTPS, and remembered so.
 func (ep *endpoint) request(ctx context.Context, method, u string, hdr http.Header, ri reqInfo) (*http.Response, *reqInfo, error) {
 	ri.origin, ri.repo = ep.host, ep.repo
+	ri.endpointHost, ri.profile, ri.connect, ri.firstByte, ri.oneShot = ep.host, ep.profile, ep.connect, ep.firstByte, ep.oneShot
+	if ep.oneShot {
+		ri.dead = ep.dead.Load
+	}
 	if ri.progress == nil {
 		ri.progress = progressOf(ctx)
 	}
-	for {
-		info := ri
-		req, err := http.NewRequestWithContext(withInfo(ctx, &info), method, u, nil)
-		if err != nil {
-			return nil, nil, &pullkit.InvalidError{What: "request", Reason: method + " " + text.Clean(u, 300), Err: err}
-		}
-		for k, v := range hdr {
-			req.Header[k] = v
-		}
-		resp, err := ep.c.hc.Do(req)
-		if err != nil && strings.HasPrefix(u, "http://") && !ep.c.plainHTTP && looksLikeTLS(err) {
-			ep.c.learnScheme(ep.host, "https")
-			u = "https://" + strings.TrimPrefix(u, "http://")
-			continue
-		}
-		if err != nil {
-			return nil, &info, requestError(ctx, err)
-		}
-		return resp, &info, nil
+	cred, err := ep.credential(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
+	ri.cred = cred
+	info := ri
+	req, err := http.NewRequestWithContext(withInfo(ctx, &info), method, u, nil)
+	if err != nil {
+		return nil, nil, &pullkit.InvalidError{What: "request", Reason: method + " " + text.Clean(u, 300), Err: err}
+	}
+	for k, v := range ep.header {
+		req.Header[k] = v
+		info.strip = append(info.strip, k)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := ep.c.hc.Do(req)
+	if err != nil {
+		err = requestError(ctx, err)
+		if errors.Is(err, pullkit.ErrUnreachable) && ctx.Err() == nil {
+			ep.markDead()
+		}
+		return nil, &info, err
+	}
+	return resp, &info, nil
 }
 
 // requestError is the error of a request that got no answer. The puller's own verdicts
@@ -118,12 +152,6 @@ func vocabulary(err error) bool {
 		}
 	}
 	return false
-}
-
-// looksLikeTLS reports a plain-HTTP request answered by a TLS server.
-func looksLikeTLS(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "malformed HTTP response") && strings.Contains(s, `\x15\x03`)
 }
 
 // manifestInfo is the reqInfo of a request for the manifest ident (a tag or a digest).

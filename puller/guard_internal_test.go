@@ -49,7 +49,7 @@ func TestDialerKeepsRegistriesOffLoopback(t *testing.T) {
 		}
 		return nil, &net.DNSError{Err: "no such host (test resolver)", Name: host, IsNotFound: true}
 	}
-	dial := newBaseTransport(DefaultTimeouts()).DialContext
+	dial := newBaseTransport(DefaultTimeouts(), nil, nil, nil).DialContext
 	for _, tc := range []struct {
 		origin, addr string
 		ok           bool
@@ -86,7 +86,11 @@ func TestDialerKeepsRegistriesOffLoopback(t *testing.T) {
 // loopback address only for a registry on one; never plain HTTP elsewhere; never
 // link-local.
 func TestRealmAllowed(t *testing.T) {
-	a := &authTransport{}
+	c, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &authTransport{c: c}
 	for _, tc := range []struct {
 		registry, realm string
 		ok              bool

@@ -114,11 +114,18 @@ func newRecorder() *recorder {
 	return &recorder{inner: http.DefaultTransport.(*http.Transport).Clone()}
 }
 
+// RoundTrip records the requests a server answered: a first HTTPS attempt that a
+// plain-HTTP loopback registry cannot answer (HTTPS first, everywhere) is not a request
+// the registry served.
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	r.mu.Lock()
-	r.reqs = append(r.reqs, req.Clone(req.Context()))
-	r.mu.Unlock()
-	return r.inner.RoundTrip(req)
+	clone := req.Clone(req.Context())
+	resp, err := r.inner.RoundTrip(req)
+	if err == nil {
+		r.mu.Lock()
+		r.reqs = append(r.reqs, clone)
+		r.mu.Unlock()
+	}
+	return resp, err
 }
 
 // lines returns "METHOD path" of every request so far.

@@ -25,6 +25,7 @@ type pullOptions struct {
 	jobsSet  bool
 	tees     func(i int, l manifest.Layer) layers.Tee
 	verified func(*trust.Result) // WithVerified
+	creds    CredentialsFunc
 }
 
 func callOptions(opts []PullOption) (*pullOptions, error) {

@@ -23,8 +23,9 @@ type tree struct {
 	named   *manifest.Manifest
 	served  digest.Digest // the digest the registry answers to for named
 	images  []treeImage
-	primary int         // the image the matcher prefers
-	eps     []*endpoint // the endpoint that served the tree, then the later ones
+	primary int            // the image the matcher prefers
+	eps     []*endpoint    // where content is fetched from, in order (contentFrom)
+	logical name.Reference // the reference the store names it by (a short name's candidate)
 }
 
 type treeImage struct {
@@ -33,13 +34,21 @@ type treeImage struct {
 }
 
 // fetchTree fetches what r names on the endpoints, in order, until one serves it.
+//
+// A tag is resolved only by endpoints that may resolve it; the manifests it leads to and
+// every blob are then fetched by digest from the endpoints that may pull (contentFrom),
+// mirrors first.
 func (c *Client) fetchTree(ctx context.Context, ref string, r name.Reference, o *pullOptions) (*tree, error) {
-	eps := c.endpoints(r)
+	eps, err := c.endpoints(ref, r, o)
+	if err != nil {
+		return nil, pullkit.Wrap(ref, "fetch manifest", "", err)
+	}
 	var last error
-	for i, ep := range eps {
-		t, err := c.fetchTreeOn(ctx, ep, r, o)
+	for _, ep := range alive(askable(eps, r)) {
+		content := contentFrom(eps, ep, r)
+		t, err := c.fetchTreeOn(ctx, ep, content, r, o)
 		if err == nil {
-			t.eps = eps[i:]
+			t.eps, t.logical = content, ep.logical
 			return t, nil
 		}
 		last = pullkit.Wrap(ref, "fetch manifest"+ep.via(), "", err)
@@ -50,7 +59,7 @@ func (c *Client) fetchTree(ctx context.Context, ref string, r name.Reference, o 
 	return nil, last
 }
 
-func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, r name.Reference, o *pullOptions) (*tree, error) {
+func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, content []*endpoint, r name.Reference, o *pullOptions) (*tree, error) {
 	t := &tree{}
 	var err error
 	switch r := r.(type) {
@@ -78,7 +87,7 @@ func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, r name.Reference
 		return t, nil
 	}
 	if o.all {
-		return t, c.fetchAll(ctx, ep, t, o)
+		return t, c.fetchAll(ctx, content, t, o)
 	}
 	idx := t.named
 	for depth := 0; ; depth++ {
@@ -89,7 +98,7 @@ func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, r name.Reference
 		if err != nil {
 			return nil, pullkit.Wrap("", "choose platform", "", err)
 		}
-		m, err := c.child(ctx, ep, d, o)
+		m, err := c.child(ctx, content, d, o)
 		if err != nil {
 			return nil, err
 		}
@@ -101,13 +110,20 @@ func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, r name.Reference
 	}
 }
 
-// child fetches the manifest an index entry names, checking its size against the entry.
-func (c *Client) child(ctx context.Context, ep *endpoint, d manifest.Descriptor, o *pullOptions) (*manifest.Manifest, error) {
+// child fetches the manifest an index entry names from the content endpoints in order,
+// checking its size against the entry.
+func (c *Client) child(ctx context.Context, content []*endpoint, d manifest.Descriptor, o *pullOptions) (*manifest.Manifest, error) {
 	op := "fetch manifest for " + platformString(d.Platform)
 	if d.Size > c.maxManifest {
 		return nil, pullkit.Wrap("", op, d.Digest, &pullkit.TooLargeError{What: "manifest", Limit: c.maxManifest, Size: d.Size})
 	}
-	m, err := ep.manifestByDigest(ctx, d.Digest)
+	var m *manifest.Manifest
+	var err error
+	for _, ep := range alive(content) {
+		if m, err = ep.manifestByDigest(ctx, d.Digest); err == nil || !nextEndpoint(ctx, err) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, pullkit.Wrap("", op, d.Digest, err)
 	}
@@ -126,7 +142,7 @@ func platformString(p *platforms.Platform) string {
 }
 
 // fetchAll fetches every image of an index (attestations and other non-images aside).
-func (c *Client) fetchAll(ctx context.Context, ep *endpoint, t *tree, o *pullOptions) error {
+func (c *Client) fetchAll(ctx context.Context, content []*endpoint, t *tree, o *pullOptions) error {
 	var entries []manifest.Descriptor
 	for _, d := range t.named.Manifests {
 		if d.Platform == nil || d.Annotations["vnd.docker.reference.type"] != "" ||
@@ -147,7 +163,7 @@ func (c *Client) fetchAll(ctx context.Context, ep *endpoint, t *tree, o *pullOpt
 	for i := range entries {
 		d := entries[i]
 		g.Go(func() error {
-			m, err := c.child(gctx, ep, d, o)
+			m, err := c.child(gctx, content, d, o)
 			if err != nil {
 				return err
 			}
@@ -176,12 +192,11 @@ func (c *Client) configOf(ctx context.Context, t *tree, m *manifest.Manifest, o 
 	desc := *m.Config
 	var raw []byte
 	var err error
-	for _, ep := range t.eps {
+	for _, ep := range alive(t.eps) {
 		// The next endpoint is asked when one lacks the config, cannot be reached, or
 		// kept serving bytes that do not verify.
 		raw, err = ep.document(ctx, desc, "config")
-		if err == nil || ctx.Err() != nil || !(errors.Is(err, pullkit.ErrNotFound) || errors.Is(err, pullkit.ErrUnreachable) ||
-			errors.Is(err, pullkit.ErrDigestMismatch) || errors.Is(err, pullkit.ErrSizeMismatch)) {
+		if err == nil || !nextEndpoint(ctx, err) {
 			break
 		}
 	}
@@ -214,7 +229,7 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := c.verifyTree(ctx, ref, r, t, o); err != nil {
+	if err := c.verifyTree(ctx, ref, t.logical, t, o); err != nil {
 		return nil, err
 	}
 	imgs := make([]*manifest.Image, len(t.images))
@@ -304,10 +319,10 @@ func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...P
 	if err != nil {
 		return nil, err
 	}
-	if err := c.verifyTree(ctx, ref, r, t, o); err != nil {
+	if err := c.verifyTree(ctx, ref, t.logical, t, o); err != nil {
 		return nil, err
 	}
-	p := &pull{c: c, o: o, t: t, st: st, ref: ref, r: r}
+	p := &pull{c: c, o: o, t: t, st: st, ref: ref, r: t.logical}
 	img, err := p.run(ctx)
 	if err != nil {
 		return nil, pullkit.Wrap(ref, "", "", err)
@@ -341,6 +356,9 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 				return nil, pullkit.Wrap("", "check platform", ti.m.Digest, err)
 			}
 		}
+	}
+	if err := p.checkFormat(); err != nil {
+		return nil, err
 	}
 	lease, err := p.st.Lease(ctx)
 	if err != nil {
@@ -415,6 +433,30 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 		return nil, pullkit.Wrap("", "name image "+img.Name, target.Digest, err)
 	}
 	return img, nil
+}
+
+// checkFormat refuses, before any blob is fetched, a format that an image manifest
+// cannot be converted to (a zstd layer has no Docker schema 2 spelling), rather than
+// after every layer was downloaded. Schema 1 images convert to either format.
+func (p *pull) checkFormat() error {
+	to := ""
+	switch p.o.format {
+	case FormatOCI:
+		to = manifest.MediaTypeOCIManifest
+	case FormatDocker:
+		to = manifest.MediaTypeDockerSchema2
+	default:
+		return nil
+	}
+	for _, ti := range p.t.images {
+		if ti.m.Schema1 != nil {
+			continue
+		}
+		if _, err := manifest.ConvertImage(ti.m, to); err != nil {
+			return pullkit.Wrap("", "convert manifest to "+p.o.format.String(), ti.m.Digest, err)
+		}
+	}
+	return nil
 }
 
 // digests lists every blob the pull will read or write that is known now.

@@ -544,7 +544,9 @@ func (s *stubTransport) urls() []string {
 }
 
 // TestPlainHTTPOnlyForLoopback never lets a plain-HTTP request leave for a host that is
-// not loopback unless WithPlainHTTP.
+// not loopback unless WithPlainHTTP; loopback registries are asked over HTTPS first too,
+// and get plain HTTP only when their answer is not TLS (which this transport never
+// gives).
 func TestPlainHTTPOnlyForLoopback(t *testing.T) {
 	for _, tc := range []struct {
 		ref       string
@@ -557,7 +559,8 @@ func TestPlainHTTPOnlyForLoopback(t *testing.T) {
 		{"registry.example:5000/app:v1", false, false, true},
 		{"registry.example:5000/app:v1", true, true, false},
 		{"reg.localhost:5000/app:v1", false, false, true},
-		{"localhost:5000/app:v1", false, true, false},
+		{"localhost:5000/app:v1", false, false, true},
+		{"localhost:5000/app:v1", true, true, false},
 	} {
 		stub := &stubTransport{}
 		_, err := newClient(t, puller.WithTransport(stub), puller.WithPlainHTTP(tc.plain)).Pull(t.Context(), tc.ref, store.NewMemory())

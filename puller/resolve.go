@@ -109,14 +109,19 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 	if err != nil {
 		return Resolved{}, err
 	}
+	eps, err := c.endpoints(ref, r, o)
+	if err != nil {
+		return Resolved{}, pullkit.Wrap(ref, "resolve", "", err)
+	}
 	var last error
-	eps := c.endpoints(r)
-	for i, ep := range eps {
+	for _, ep := range alive(askable(eps, r)) {
 		res, err := c.resolveOn(ctx, ep, r, o)
 		if err == nil {
-			res.Reference, res.Name, res.Repository = ref, fullName(r), repositoryName(r.Context())
-			// The verdict is the image's, not the endpoint's: a refusal is final.
-			if res.Trust, err = c.verify(ctx, subjectOf(ref, r, res.Descriptor, []manifest.Descriptor{res.Manifest}), eps[i:], o); err != nil {
+			res.Reference, res.Name, res.Repository = ref, fullName(ep.logical), repositoryName(ep.logical.Context())
+			// The verdict is the image's, not the endpoint's: a refusal is final. The
+			// signatures are read where the content is (contentFrom).
+			subject := subjectOf(ref, ep.logical, res.Descriptor, []manifest.Descriptor{res.Manifest})
+			if res.Trust, err = c.verify(ctx, subject, contentFrom(eps, ep, r), o); err != nil {
 				return Resolved{}, err
 			}
 			return res, nil

@@ -201,9 +201,13 @@ func TestSoak(t *testing.T) {
 	tr.MaxIdleConnsPerHost = 16
 	tr.ResponseHeaderTimeout = 2 * time.Second
 	c := soakClient(t, tr)
-	// The clean round counts requests: its client has the default deadlines, so that a
-	// loaded machine's pause in an honest body is not taken for a stall and resumed.
-	clean := newFaultClient(t, puller.WithTransport(tr), puller.WithRetry(quickRetry(soakAttempts)))
+	// The clean round counts requests: its client has the default deadlines (and a
+	// transport without the soak's 2 s header timeout), so that a loaded machine's pause
+	// in an honest answer is not taken for a stall and asked again.
+	cleanTr := http.DefaultTransport.(*http.Transport).Clone()
+	cleanTr.MaxIdleConnsPerHost = 16
+	cleanTr.ResponseHeaderTimeout = puller.DefaultTimeouts().ResponseHeader
+	clean := newFaultClient(t, puller.WithTransport(cleanTr), puller.WithRetry(quickRetry(soakAttempts)))
 	baseline := runtime.NumGoroutine()
 	mem := watchMemory()
 
@@ -354,6 +358,7 @@ func TestSoak(t *testing.T) {
 	deadline := time.Now().Add(time.Minute) // a bound for a loaded machine; it ends as soon as they are gone
 	for {
 		tr.CloseIdleConnections()
+		cleanTr.CloseIdleConnections()
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 		if runtime.NumGoroutine() <= baseline || time.Now().After(deadline) {
 			break

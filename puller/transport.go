@@ -22,11 +22,13 @@ import (
 )
 
 // The HTTP stack every request goes through, outermost first: the user agent; retries
-// (retryTransport); authentication (authTransport); the body deadlines (watchTransport);
-// the plain-HTTP and address guards (guardTransport); the base transport, whose dialer
-// refuses loopback and link-local addresses for registries that are not on them, and
-// whose own timeouts bound connecting, the TLS handshake and the wait for response
-// headers.
+// (retryTransport); authentication (authTransport); the scheme a registry speaks, HTTPS
+// first (schemeTransport); the body deadlines (watchTransport); the plain-HTTP and
+// address guards (guardTransport); the per-host seam (routeTransport, profile.go),
+// which picks the base transport of the request's host profile: its TLS settings, a
+// dialer that refuses loopback and link-local addresses for registries that are not on
+// them (proxies the user configured aside), the proxy, and timeouts that bound
+// connecting, the TLS handshake and the wait for response headers.
 
 // Timeouts bounds every phase of every request, so that a registry that stops answering
 // fails the pull instead of hanging it. The defaults let a slow but honest registry
@@ -81,6 +83,16 @@ type reqInfo struct {
 	noRetry  bool // the caller retries (blob bodies)
 	progress func(pullkit.Event)
 	credSent bool // set by authTransport when it sent credentials
+
+	// Set by the endpoint a request is for (endpoint.request).
+	endpointHost string        // the endpoint's host[:port]; profile applies to requests there
+	profile      *hostProfile  // TLS settings for the endpoint's host, nil for the default
+	connect      time.Duration // dial deadline for the endpoint, 0 for the client's
+	firstByte    time.Duration // deadline for the response headers, 0 for the client's
+	oneShot      bool          // a failed connection is not tried again: a later endpoint is
+	dead         func() bool   // reports the endpoint found dead meanwhile (nil: never skipped)
+	cred         *credential   // what to authenticate with, nil for none
+	strip        []string      // headers of the endpoint's configuration, dropped when a redirect leaves it
 }
 
 type infoKey struct{}
@@ -122,18 +134,24 @@ const maxIdlePerHost = 16
 // package's tests, which resolve test names to loopback).
 var lookupIPAddr = net.DefaultResolver.LookupIPAddr
 
-// newBaseTransport is the default transport: a clone of net/http's with the client's
-// timeouts, more idle connections, and a dialer that keeps registries off addresses they
-// have no business sending the puller to.
-func newBaseTransport(t Timeouts) *http.Transport {
+// newBaseTransport is the base transport of one host profile: a clone of net/http's
+// with the client's timeouts, the profile's TLS configuration, the client's proxy, more
+// idle connections, and a dialer that keeps registries off addresses they have no
+// business sending the puller to (a proxy the user configured is trusted, whatever its
+// address; the registry's name is then resolved by the proxy).
+func newBaseTransport(t Timeouts, tlsCfg *tls.Config, proxy func(*http.Request) (*url.URL, error), trusted func(addr string) bool) *http.Transport {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = maxIdlePerHost
 	tr.TLSHandshakeTimeout = t.TLSHandshake
 	tr.ResponseHeaderTimeout = t.ResponseHeader
 	tr.ExpectContinueTimeout = time.Second
-	tr.Proxy = nil // a proxy would hide where connections go; a WithTransport may set one
-	d := &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}
+	tr.TLSClientConfig = tlsCfg
+	tr.Proxy = proxy
 	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := &net.Dialer{Timeout: dialTimeout(ctx, t.Connect), KeepAlive: 30 * time.Second}
+		if trusted != nil && trusted(addr) {
+			return d.DialContext(ctx, network, addr)
+		}
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, err
@@ -239,11 +257,14 @@ func isPrivateName(hostport string) bool {
 type guardTransport struct {
 	inner     http.RoundTripper
 	plainHTTP bool
+	// insecure reports hosts named insecure, to which plain HTTP is allowed too (nil:
+	// none).
+	insecure func(host string) bool
 }
 
 func (g *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && !g.plainHTTP && !isLoopbackName(req.URL.Host) {
-		return nil, fmt.Errorf("%w: plain HTTP to %s (only loopback registries are spoken to over plain HTTP unless that is allowed)", pullkit.ErrDenied, text.Clean(req.URL.Host, 100))
+	if req.URL.Scheme == "http" && !g.plainHTTP && !isLoopbackName(req.URL.Host) && (g.insecure == nil || !g.insecure(req.URL.Host)) {
+		return nil, fmt.Errorf("%w: plain HTTP to %s (only loopback registries and registries named insecure are spoken to over plain HTTP unless that is allowed)", pullkit.ErrDenied, text.Clean(req.URL.Host, 100))
 	}
 	if origin := infoOf(req.Context()).origin; !sameHostname(req.URL.Host, origin) {
 		ip := hostIP(req.URL.Host)
@@ -278,6 +299,9 @@ func (w *watchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// default one bounds each phase itself, a transport given with WithTransport may
 	// bound none (a connection kept alive to a server that went silent waits for ever).
 	limit := w.t.Connect + w.t.TLSHandshake + w.t.ResponseHeader
+	if fb := infoOf(req.Context()).firstByte; fb > 0 {
+		limit = fb // the endpoint's own deadline (a mirror's)
+	}
 	timer := time.AfterFunc(limit, func() {
 		cancel(&StallError{Step: step, Reason: fmt.Sprintf("no response headers within %v", limit)})
 	})
@@ -421,7 +445,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, ctx.Err()
 		}
-		if !retryable(resp, err) {
+		if !retryable(resp, err) || (err != nil && ri.oneShot) {
 			return resp, err
 		}
 		wait := t.policy.Delay(attempt)
@@ -541,6 +565,10 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 	}
 	if len(via) > 0 && canonicalHost(req.URL) != canonicalHost(via[0].URL) {
 		req.Header.Del("Authorization")
+		// Headers from the endpoint's configuration are for it alone.
+		for _, h := range infoOf(req.Context()).strip {
+			req.Header.Del(h)
+		}
 	}
 	if req.URL.Scheme != "https" && req.URL.Scheme != "http" {
 		return fmt.Errorf("%w: redirect to a %q URL", pullkit.ErrDenied, text.Clean(req.URL.Scheme, 20))

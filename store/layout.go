@@ -32,8 +32,10 @@ const (
 	// BlobsDir holds the committed blobs, as blobs/<algorithm>/<encoded digest>.
 	BlobsDir = "blobs"
 	// IngestDir holds the partial files of writers that were closed without committing,
-	// and of writers at work. It is not part of the OCI layout (readers ignore it), and it
-	// is empty once every pull into the layout has finished.
+	// and of writers at work. It is not part of the OCI layout (readers ignore it). A pull
+	// that succeeds leaves nothing of its own there; one that failed or was interrupted
+	// leaves its partial files for a later pull of the same blobs to resume, until GC
+	// expires them (DefaultIngestExpiry, or WithIngestExpiry).
 	IngestDir = "ingest"
 	// StateDir holds the lock files and leases through which several processes share one
 	// layout. It is not part of the OCI layout either.

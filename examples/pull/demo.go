@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	digest "github.com/opencontainers/go-digest"
@@ -42,6 +44,9 @@ type demoImage struct {
 	tag   string
 	title string
 	note  string
+	// only is the platform of an image that is not in an index: the only one it can be
+	// pulled for. nil for a list or an index.
+	only *platforms.Platform
 }
 
 // demoRegistry is pullkit's own test registry (pullkittest, which answers as the CNCF
@@ -169,12 +174,14 @@ func (d *demoRegistry) seed() error {
 		return err
 	}
 
+	amd64Only := &platforms.Platform{OS: "linux", Architecture: "amd64"}
+	arm64Only := &platforms.Platform{OS: "linux", Architecture: "arm64"}
 	d.images = []demoImage{
-		{"schema1", "Docker schema 1, signed", "layers newest first in the manifest, base first here; canonical digest = sha256 of the signed payload; no config blob"},
-		{"schema2", "Docker schema 2", "Docker Hub's hello-world linux/amd64 manifest, bytes as served"},
-		{"list", "Docker manifest list", "linux/amd64 and linux/arm64/v8; the platform is chosen, then its manifest fetched by digest and verified"},
-		{"oci", "OCI image manifest", "written by Docker 25's docker save; uncompressed layer"},
-		{"index", "OCI image index", "linux/amd64 and linux/arm64/v8"},
+		{"schema1", "Docker schema 1, signed", "layers newest first in the manifest, base first here; canonical digest = sha256 of the signed payload; no config blob", amd64Only},
+		{"schema2", "Docker schema 2", "Docker Hub's hello-world linux/amd64 manifest, bytes as served", amd64Only},
+		{"list", "Docker manifest list", "linux/amd64 and linux/arm64/v8; the platform is chosen, then its manifest fetched by digest and verified", nil},
+		{"oci", "OCI image manifest", "written by Docker 25's docker save for linux/arm64; uncompressed layer", arm64Only},
+		{"index", "OCI image index", "linux/amd64 and linux/arm64/v8", nil},
 	}
 	return nil
 }
@@ -198,21 +205,34 @@ func (d *demoRegistry) putManifest(ident, mediaType string, b []byte) error {
 	return nil
 }
 
-// runDemo serves the demo images and pulls each one as o asks.
+// runDemo serves the demo images and pulls each one as o asks: for the platform given
+// with --platform (refusing, as it should, an image that is not for it), or else for
+// this machine's platform, and an image that exists for one other platform only for
+// that one, as a user would ask for it with --platform.
 func runDemo(ctx context.Context, o *options, popts []puller.Option, call []puller.PullOption, stdout io.Writer) error {
 	d, err := startDemo()
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	note := ""
+	explicit := o.platform != ""
 	want := platforms.Default()
-	if o.platform != "" {
+	note := ""
+	if explicit {
 		want, _ = platforms.Parse(o.platform)
 	} else if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
 		want = platforms.Platform{OS: "linux", Architecture: "amd64"}
 		call = append(call, puller.WithPlatform(want))
 		note = fmt.Sprintf(" (this machine is %s; the demo images are for amd64 and arm64, so linux/amd64 is chosen)", runtime.GOARCH)
+	}
+	// own marks the images pulled for their own platform rather than want.
+	own := make([]bool, len(d.images))
+	var others []string
+	for i, im := range d.images {
+		if !explicit && im.only != nil && !platforms.Only(want).Match(*im.only) {
+			own[i] = true
+			others = append(others, fmt.Sprintf("%s exists only for %s, so it is pulled for that platform", im.tag, im.only))
+		}
 	}
 	// The demo registry needs no credentials; never consult the user's.
 	c, err := puller.New(append(popts, puller.WithKeychain(authn.NewMultiKeychain()))...)
@@ -220,15 +240,28 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, call []pull
 		return err
 	}
 	if !o.json && !o.resolve {
+		how := fmt.Sprintf("for %s%s", want, note)
+		if explicit {
+			how += " (an image that is not for it is refused)"
+		}
+		if len(others) > 0 {
+			how += "; " + strings.Join(others, "; ")
+		}
 		fmt.Fprintf(stdout, "pull: no reference given, so this serves testdata's hello-world images in every manifest format\n"+
-			"from pullkit's test registry (pullkittest) on %s and pulls each one for %s%s.\n", d.host, want, note)
+			"from pullkit's test registry (pullkittest) on %s and pulls each one %s.\n", d.host, how)
 	}
 	var imgs []*manifest.Image
-	var failed []string
-	for _, im := range d.images {
+	var failed, refused []string
+	pulled := map[string][]string{} // platform -> tags pulled for it
+	var order []string
+	for i, im := range d.images {
 		ref := d.host + "/" + demoRepo + ":" + im.tag
+		icall := call
+		if own[i] {
+			icall = append(slices.Clone(call), puller.WithPlatform(*im.only))
+		}
 		if o.resolve {
-			res, err := c.Resolve(ctx, ref, call...)
+			res, err := c.Resolve(ctx, ref, icall...)
 			if err != nil {
 				return err
 			}
@@ -240,22 +273,14 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, call []pull
 		}
 		var img *manifest.Image
 		var written string
-		if o.output != "" {
-			// One OCI layout holds every image; docker-archive writes one tar per image
-			// into the directory o.output.
-			path := o.output
-			if o.format == "docker-archive" {
-				if err := os.MkdirAll(o.output, 0o755); err != nil {
-					return err
-				}
-				path = filepath.Join(o.output, im.tag+".tar")
-			}
-			img, written, err = writeOutput(ctx, o, c, call, ref, path)
+		if o.output != "" || o.unpack != "" || o.snapshots != "" {
+			img, written, err = demoOutput(ctx, o, c, icall, ref, im.tag)
 		} else {
-			img, err = c.Inspect(ctx, ref, call...)
+			img, err = c.Inspect(ctx, ref, icall...)
 		}
-		if errors.Is(err, pullkit.ErrNoMatch) && o.platform != "" {
+		if errors.Is(err, pullkit.ErrNoMatch) && explicit {
 			// A single-platform image for another platform is refused, as it should be.
+			refused = append(refused, im.tag)
 			if !o.json {
 				fmt.Fprintf(stdout, "%s\n  refused, as asked: %s\n", ref, oneLine(err.Error()))
 			}
@@ -269,6 +294,14 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, call []pull
 			failed = append(failed, im.tag)
 			continue
 		}
+		plat := "an unknown platform"
+		if img.Platform != nil {
+			plat = img.Platform.String()
+		}
+		if _, ok := pulled[plat]; !ok {
+			order = append(order, plat)
+		}
+		pulled[plat] = append(pulled[plat], im.tag)
 		if o.json {
 			imgs = append(imgs, img)
 			continue
@@ -276,6 +309,8 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, call []pull
 		printImage(stdout, img)
 		if written != "" {
 			fmt.Fprintln(stdout, "  written    "+written)
+		} else {
+			fmt.Fprintln(stdout, "  "+notDownloaded)
 		}
 	}
 	if o.json {
@@ -290,8 +325,64 @@ func runDemo(ctx context.Context, o *options, popts []puller.Option, call []pull
 	if len(failed) > 0 {
 		return fmt.Errorf("demo: %d of %d pulls failed: %v", len(failed), len(d.images), failed)
 	}
-	if !o.resolve {
-		fmt.Fprintf(stdout, "\nAll %d formats pulled and verified. Try also: pull --platform linux/arm64, pull --json, pull --resolve, pull --output DIR.\n", len(d.images))
+	if o.resolve {
+		return nil
 	}
+	var per []string
+	for _, plat := range order {
+		per = append(per, fmt.Sprintf("%s for %s", strings.Join(pulled[plat], ", "), plat))
+	}
+	n := len(d.images) - len(refused)
+	if len(refused) == 0 {
+		fmt.Fprintf(stdout, "\nAll %d formats pulled and verified: %s.\n", n, strings.Join(per, "; "))
+	} else {
+		fmt.Fprintf(stdout, "\n%d of %d formats pulled and verified: %s. Refused, as asked: %s (not for %s).\n",
+			n, len(d.images), strings.Join(per, "; "), strings.Join(refused, ", "), want)
+	}
+	other := "linux/arm64"
+	if want.Architecture == "arm64" {
+		other = "linux/amd64"
+	}
+	self := selfCommand()
+	fmt.Fprintf(stdout, "Try also:\n  %s --platform %s\n  %s --json\n  %s --resolve\n  %s --output %s\n",
+		self, other, self, self, self, filepath.Join(os.TempDir(), "pull-demo"))
 	return nil
+}
+
+// demoOutput writes one demo image as o asks: into the one OCI layout o.output, as one
+// docker-archive tar per image in the directory o.output, or unpacked into a directory
+// per image under the directory given.
+func demoOutput(ctx context.Context, o *options, c *puller.Client, call []puller.PullOption, ref, tag string) (*manifest.Image, string, error) {
+	switch {
+	case o.unpack != "" || o.snapshots != "":
+		per := *o
+		if o.unpack != "" {
+			if err := os.MkdirAll(o.unpack, 0o755); err != nil {
+				return nil, "", err
+			}
+			per.unpack = filepath.Join(o.unpack, tag)
+		}
+		img, written, err := unpackOutput(ctx, &per, c, call, ref)
+		o.partial = per.partial
+		return img, written, err
+	case o.format == "docker-archive":
+		if err := os.MkdirAll(o.output, 0o755); err != nil {
+			return nil, "", err
+		}
+		return writeOutput(ctx, o, c, call, ref, filepath.Join(o.output, tag+".tar"))
+	}
+	return writeOutput(ctx, o, c, call, ref, o.output)
+}
+
+// selfCommand is how the user can run this command again: "go run" with the package
+// when it was built by go run (or go test), else the program as it was invoked.
+func selfCommand() string {
+	exe := os.Args[0]
+	if !strings.Contains(filepath.ToSlash(exe), "/go-build") {
+		return exe
+	}
+	if _, err := os.Stat(filepath.Join("examples", "pull", "main.go")); err == nil {
+		return "go run ./examples/pull"
+	}
+	return "go run github.com/pullkit/pullkit/examples/pull"
 }

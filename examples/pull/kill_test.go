@@ -49,16 +49,23 @@ func TestKillHelperProcess(t *testing.T) {
 // pullChild starts the CLI in a child process (the test binary re-executed).
 func pullChild(t *testing.T, stdout, stderr io.Writer, args ...string) *exec.Cmd {
 	t.Helper()
+	cmd := childCommand(t, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// childCommand is the CLI as a child process (the test binary re-executed), not started.
+func childCommand(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
 	raw, err := json.Marshal(args)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelperProcess$")
 	cmd.Env = append(os.Environ(), killChildArgs+"="+string(raw), "DOCKER_CONFIG="+t.TempDir())
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	return cmd
 }
 

@@ -2,16 +2,18 @@
 // reference, negotiates and verifies the manifests, picks the platform, verifies the
 // config, and prints the normalised model, or writes the image to disk.
 //
-//	pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N]
-//	     [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR]
-//	     [--json] [--resolve] [--plain-http] [--policy FILE | --verify-key FILE] REFERENCE
+//	pull [flags] REFERENCE
 //	pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)
-//	pull        # no reference: start an in-process registry seeded from testdata, pull each
+//	pull [flags]   # no reference: start an in-process registry seeded from testdata, pull each
+//
+// pull --help lists every flag, grouped. Build it with go build -o pull ./examples/pull.
 //
 // It is a thin shell over the library: puller.Client's Resolve, Inspect and Pull, and
 // store.Layout's names, GC and Check.
 //
-// It exits 0 on success and non-zero with one line on stderr otherwise.
+// It exits 0 on success; otherwise one line on stderr and 1 when the pull failed, 2 for
+// a usage error (an invalid reference too), 128 plus the signal's number when SIGINT
+// (130) or SIGTERM (143) interrupted it.
 package main
 
 import (
@@ -27,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/text"
@@ -35,7 +38,6 @@ import (
 	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
 	"github.com/pullkit/pullkit/store"
-	"github.com/pullkit/pullkit/trust"
 )
 
 func main() {
@@ -67,12 +69,17 @@ type options struct {
 	ingestExpiry    time.Duration
 	// formatSet and manifestFormatSet record whether the flags were given.
 	formatSet, manifestFormatSet bool
-	// progressOut is where progress is drawn: stderr when it is a terminal, else nil.
-	progressOut io.Writer
-
-	// Trust (issue 21): a containers-policy.json, or one public key; what was verified.
-	policy, verifyKey string
-	verified          *trust.Result
+	// term is stderr when it is a terminal (progress is drawn on it), else nil.
+	term *os.File
+	// help prints --help.
+	help *flagHelp
+	// partial is where the pull keeps its partial downloads (an OCI layout), for the
+	// message of an interrupted or failed pull; "" when nothing was kept.
+	partial string
+	// net are the network flags (network.go).
+	net networkFlags
+	// trust are --policy and --verify-key, and what they verified (trust.go).
+	trust trustFlags
 }
 
 // usageError is a command-line mistake (exit status 2).
@@ -80,42 +87,97 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = "usage: pull [--platform os/arch[/variant] | --all] [--output PATH --format oci|docker-archive] [--jobs N] [--manifest-format oci|v2s2|v2s1] [--check-diffids] [--direct-io=false] [--unpack DIR | --snapshots DIR] [--json] [--resolve] [--plain-http] [--policy FILE | --verify-key FILE] [REFERENCE]\n" +
-	"       pull --output DIR (--list | --delete NAME | --gc [--ingest-expiry DURATION] | --check)"
+// errHelp is --help: the help goes to stdout and the exit status is 0.
+var errHelp = errors.New("help requested")
+
+// synopsis heads --help; the flags follow it, grouped.
+const synopsis = `Usage:
+  pull [flags] REFERENCE
+      Resolve REFERENCE, verify its manifests and config, and print the image.
+      The layers are downloaded only with --output, --unpack or --snapshots.
+  pull --output DIR (--list | --delete NAME | --gc | --check)
+      Work on the OCI image layout DIR that --output wrote.
+  pull [flags]
+      No reference: pull one image of every manifest format from an in-process
+      demo registry.
+
+REFERENCE is [registry/]repository[:tag|@digest], e.g. docker.io/library/alpine.
+Exit status: 0 done; 1 the pull failed; 2 a usage error or an invalid reference;
+130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.
+`
+
+// defineFlags registers every flag on fs, each in its --help group. A new flag is one
+// line in its group (or in a new group).
+func defineFlags(fs *flag.FlagSet, o *options) *flagHelp {
+	h := newFlagHelp(fs)
+
+	img := h.group("Choosing the image")
+	img.StringVar(&o.platform, "platform", "", "the platform, `OS/ARCH[/VARIANT]`, to choose from a list or index (default: linux on this machine's architecture); checked against a single image's config too")
+	img.BoolVar(&o.all, "all", false, "with --output DIR, pull every platform of an index and store the index under the name")
+	img.BoolVar(&o.resolve, "resolve", false, "print the digest of the platform's manifest that the registry answers to, and download no blob")
+
+	out := h.group("Output")
+	out.StringVar(&o.output, "output", "", "store the image at `PATH`: an OCI image layout directory, or a tar with --format docker-archive")
+	out.StringVar(&o.format, "format", "oci", "what --output writes, `FORMAT`: oci (an image layout that skopeo, umoci and crane read) or docker-archive (what docker save writes)")
+	out.StringVar(&o.manifestFormat, "manifest-format", "oci", "the image manifest written into an OCI layout, `FORMAT`: oci, v2s2 (Docker schema 2, the registry's digest kept; skopeo's oci: and umoci do not read it) or v2s1 (a signed schema 1 conversion)")
+	out.BoolVar(&o.json, "json", false, "print the image model as JSON instead of the summary")
+
+	unp := h.group("Unpacking")
+	unp.StringVar(&o.unpack, "unpack", "", "apply the layers, while they download, to a new root filesystem `DIR` (the blobs go to --output when given)")
+	unp.StringVar(&o.snapshots, "snapshots", "", "apply the layers, while they download, to overlay snapshots by chain ID in `DIR` (a base shared with an image unpacked before is reused)")
+
+	xfer := h.group("Transfer")
+	xfer.IntVar(&o.jobs, "jobs", layers.DefaultJobs, "at most `N` requests in flight for the whole pull")
+	xfer.BoolVar(&o.checkDiffIDs, "check-diffids", false, "decompress each layer while it downloads and check it against the config's rootfs.diff_ids")
+	xfer.BoolVar(&o.directIO, "direct-io", true, "write blobs of 1 MiB and more with O_DIRECT where the file system allows it; false writes through the page cache")
+
+	reg := h.group("Registries")
+	reg.BoolVar(&o.plainHTTP, "plain-http", false, "speak plain HTTP to every registry (default: HTTPS first; plain HTTP only to loopback or --insecure-registry hosts that do not speak TLS)")
+	o.net.register(reg)
+
+	o.trust.register(h.group("Trust"))
+
+	lay := h.group("Layout commands (with --output DIR and no reference)")
+	lay.BoolVar(&o.list, "list", false, "list the images named in the layout, and any whose blobs are missing or damaged")
+	lay.StringVar(&o.deleteName, "delete", "", "remove the name `NAME` from the layout (its blobs stay until --gc)")
+	lay.BoolVar(&o.gc, "gc", false, "remove every blob no name reaches, and partial downloads older than --ingest-expiry")
+	lay.DurationVar(&o.ingestExpiry, "ingest-expiry", store.DefaultIngestExpiry, "with --gc, how long (a `DURATION`: 24h, 90m) a partial download is kept for a later pull to resume")
+	lay.BoolVar(&o.check, "check", false, "hash every blob again, remove the damaged ones and name the images that used them")
+	return h
+}
+
+// flagError rewrites an error of the flag package as one short line in this command's
+// spelling (--name).
+func flagError(fs *flag.FlagSet, err error) *usageError {
+	msg := strings.TrimSpace(err.Error())
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		name = strings.TrimLeft(name, "-")
+		msg = "unknown flag --" + name
+		if near := closestFlag(fs, name); near != "" {
+			msg += ": did you mean --" + near + "?"
+		}
+	} else if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		msg = "--" + strings.TrimLeft(name, "-") + " needs a value"
+	} else {
+		msg = strings.Replace(msg, "for flag -", "for --", 1)
+	}
+	return &usageError{msg}
+}
 
 // parseArgs reads the flags; flags may come before or after the reference.
 func parseArgs(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.platform, "platform", "", "platform to choose from a list or index, os/arch[/variant]")
-	fs.BoolVar(&o.all, "all", false, "with --output, pull every platform of an index and store the index")
-	fs.StringVar(&o.output, "output", "", "write the image to PATH")
-	fs.StringVar(&o.format, "format", "oci", "format of --output: oci or docker-archive")
-	fs.IntVar(&o.jobs, "jobs", layers.DefaultJobs, "requests in flight at most for --output")
-	fs.StringVar(&o.manifestFormat, "manifest-format", "oci", "image manifest written into an OCI layout: oci, v2s2 or v2s1")
-	fs.BoolVar(&o.json, "json", false, "print the image model as JSON")
-	fs.BoolVar(&o.resolve, "resolve", false, "print the platform manifest's digest; download no blob")
-	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to a registry that is not on loopback")
-	fs.BoolVar(&o.checkDiffIDs, "check-diffids", false, "with --output, decompress each layer and check it against the config's diff_ids")
-	fs.BoolVar(&o.directIO, "direct-io", true, "with --output, write blobs of 1 MiB and more with O_DIRECT where the file system allows it (false: through the page cache)")
-	fs.StringVar(&o.unpack, "unpack", "", "apply the layers, while they download, to a new root filesystem directory DIR")
-	fs.StringVar(&o.snapshots, "snapshots", "", "apply the layers, while they download, to overlay snapshots by chain ID in DIR (shared layers are unpacked once)")
-	fs.BoolVar(&o.list, "list", false, "list the images named in the OCI layout --output DIR")
-	fs.StringVar(&o.deleteName, "delete", "", "remove the name NAME from the OCI layout --output DIR (its blobs stay until --gc)")
-	fs.BoolVar(&o.gc, "gc", false, "remove from the OCI layout --output DIR every blob no name reaches, and stale partial downloads")
-	fs.DurationVar(&o.ingestExpiry, "ingest-expiry", store.DefaultIngestExpiry, "with --gc, how old a partial download must be to be removed")
-	fs.BoolVar(&o.check, "check", false, "re-hash every blob of the OCI layout --output DIR and remove the damaged ones")
-	// Trust (issue 21).
-	fs.StringVar(&o.policy, "policy", "", "verify the image with the containers-policy.json FILE before any layer is fetched")
-	fs.StringVar(&o.verifyKey, "verify-key", "", "verify the image is signed (cosign, bundle or .sig) by the public key in FILE before any layer is fetched")
+	help := defineFlags(fs, o)
+	o.help = help
 	var refs []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, &usageError{usage}
+				return o, errHelp
 			}
-			return nil, &usageError{fmt.Sprintf("%s (%s)", strings.TrimSpace(err.Error()), usage)}
+			return nil, flagError(fs, err)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -170,15 +232,71 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--unpack and --snapshots apply one platform's layers: not with --resolve, --all or --format docker-archive"}
 	case o.ingestExpiry < 0:
 		return nil, &usageError{"--ingest-expiry must not be negative"}
-	case o.policy != "" && o.verifyKey != "":
-		return nil, &usageError{"--policy and --verify-key are one or the other (put the key in the policy)"}
-	case (o.policy != "" || o.verifyKey != "") && storeCmds > 0:
-		return nil, &usageError{"--policy and --verify-key verify a pull: not with --list, --delete, --gc or --check"}
+	case o.net.check() != "":
+		return nil, &usageError{o.net.check()}
+	case o.net.plan && len(refs) != 1:
+		return nil, &usageError{"--plan needs a reference"}
+	case o.trust.check(storeCmds > 0) != "":
+		return nil, &usageError{o.trust.check(storeCmds > 0)}
 	}
 	if len(refs) == 1 {
 		o.reference = refs[0]
 	}
 	return o, nil
+}
+
+// interrupted is the cause of a context cancelled by a signal.
+type interrupted struct{ sig os.Signal }
+
+func (i *interrupted) Error() string { return "interrupted by " + signalName(i.sig) }
+
+// status is the exit status for a command ended by sig: 128 plus its number, as shells
+// report it.
+func (i *interrupted) status() int {
+	if s, ok := i.sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return 130
+}
+
+func signalName(sig os.Signal) string {
+	switch sig {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
+}
+
+// withSignals returns a context cancelled, with an *interrupted cause, by the first
+// SIGINT or SIGTERM; a second one ends the process at once, as if no handler were set.
+func withSignals() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			signal.Reset(os.Interrupt, syscall.SIGTERM)
+			cancel(&interrupted{s})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel(nil)
+	}
+}
+
+// isUsage reports whether err is the user's mistake on the command line: a usage error,
+// or a reference that does not parse (nothing was asked of a registry).
+func isUsage(err error) bool {
+	var ue *usageError
+	var ie *pullkit.InvalidError
+	return errors.As(err, &ue) || (errors.As(err, &ie) && ie.What == "reference")
 }
 
 // run is the whole program, callable from tests.
@@ -188,21 +306,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	term := stderr
 	stdout, stderr = newSafeWriter(stdout), newSafeWriter(stderr)
 	o, err := parseArgs(args)
+	if errors.Is(err, errHelp) {
+		o.help.write(stdout, synopsis)
+		return 0
+	}
 	if err != nil {
-		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error())+" (see pull --help)")
 		return 2
 	}
 	if f, ok := term.(*os.File); ok && isTerminal(f) {
-		o.progressOut = term
+		o.term = f
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := withSignals()
 	defer stop()
 
 	var call []puller.PullOption
 	if o.platform != "" {
 		p, err := platforms.Parse(o.platform)
 		if err != nil {
-			fmt.Fprintln(stderr, "pull: --platform: "+oneLine(err.Error()))
+			fmt.Fprintln(stderr, "pull: --platform: "+oneLine(err.Error())+" (see pull --help)")
 			return 2
 		}
 		call = append(call, puller.WithPlatform(p))
@@ -212,17 +334,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs), puller.WithJobs(o.jobs))
 	copts := []puller.Option{puller.WithPlainHTTP(o.plainHTTP)}
-	if v, err := verifierFor(o); err != nil {
+	netOpts, err := o.net.options(o.reference)
+	if err != nil {
 		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
 		return 2
-	} else if v != nil {
-		copts = append(copts, puller.WithVerifier(v))
-		call = append(call, puller.WithVerified(func(r *trust.Result) { o.verified = r }))
 	}
+	copts = append(copts, netOpts...)
+	trustOpts, trustCall, err := o.trust.options()
+	if err != nil {
+		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		return 2
+	}
+	copts, call = append(copts, trustOpts...), append(call, trustCall...)
 
 	switch {
 	case o.list || o.gc || o.check || o.deleteName != "":
 		err = storeCommand(ctx, o, stdout)
+	case o.net.plan:
+		var c *puller.Client
+		if c, err = puller.New(copts...); err == nil {
+			var plan *puller.Plan
+			if plan, err = c.Plan(o.reference); err == nil {
+				_, err = io.WriteString(stdout, plan.String())
+			}
+		}
 	case o.reference == "":
 		err = runDemo(ctx, o, copts, call, stdout)
 	default:
@@ -231,19 +366,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = pullOne(ctx, o, c, call, o.reference, stdout)
 		}
 	}
-	if err != nil {
-		msg := oneLine(err.Error())
-		if errors.Is(err, pullkit.ErrDenied) && strings.Contains(msg, "plain HTTP") {
-			msg += " (use --plain-http to allow it)"
-		}
-		fmt.Fprintln(stderr, "pull: "+msg)
-		return 1
+	if err == nil {
+		return 0
 	}
-	return 0
+	var sig *interrupted
+	if errors.As(context.Cause(ctx), &sig) {
+		msg := "pull: " + sig.Error()
+		if o.partial != "" {
+			msg += "; the partial downloads in " + o.partial + " are kept, and the same command resumes them"
+		}
+		fmt.Fprintln(stderr, msg)
+		return sig.status()
+	}
+	msg := oneLine(err.Error())
+	if errors.Is(err, pullkit.ErrDenied) && strings.Contains(msg, "plain HTTP") {
+		msg += " (use --plain-http to allow it)"
+	}
+	if isUsage(err) {
+		fmt.Fprintln(stderr, "pull: "+msg+" (a reference is [registry/]repository[:tag|@digest])")
+		return 2
+	}
+	if o.partial != "" {
+		msg += " (the partial downloads in " + o.partial + " are kept for the next run)"
+	}
+	fmt.Fprintln(stderr, "pull: "+msg)
+	return 1
 }
 
 // pullOne pulls ref and prints it as o asks.
 func pullOne(ctx context.Context, o *options, c *puller.Client, call []puller.PullOption, ref string, stdout io.Writer) error {
+	if _, err := name.ParseReference(ref); err != nil {
+		// Not a reference: the client says why, before any request or any file is made.
+		_, err = c.Resolve(ctx, ref)
+		return err
+	}
 	if o.resolve {
 		res, err := c.Resolve(ctx, ref, call...)
 		if err != nil {
@@ -270,22 +426,30 @@ func pullOne(ctx context.Context, o *options, c *puller.Client, call []puller.Pu
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		m := jsonModel(img)
-		m.Verified = jsonTrust(o.verified)
+		m.Verified = jsonTrust(o.trust.verified)
 		return enc.Encode(m)
 	}
 	printImage(stdout, img)
-	printTrust(stdout, o.verified)
+	printTrust(stdout, o.trust.verified)
 	if written != "" {
 		_, err = fmt.Fprintln(stdout, "  written    "+written)
+	} else {
+		_, err = fmt.Fprintln(stdout, "  "+notDownloaded)
 	}
 	return err
 }
+
+// notDownloaded ends the summary of an image that was only inspected.
+const notDownloaded = "layers     not downloaded: only the manifests and config were fetched (--output PATH, --unpack DIR or --snapshots DIR downloads them)"
 
 // printImage writes the human summary of img. Every string in it came from the network
 // (or the user) and is escaped and bounded as it is printed.
 func printImage(w io.Writer, img *manifest.Image) {
 	fmt.Fprintf(w, "%s\n", clean(img.Reference))
 	fmt.Fprintf(w, "  digest     %s  %s\n", clean(string(img.Digest)), clean(img.MediaType))
+	if img.RegistryDigest != "" && img.RegistryDigest != img.Digest {
+		fmt.Fprintf(w, "  registry   %s  (the digest this registry answers to: pin by it here)\n", clean(string(img.RegistryDigest)))
+	}
 	if img.Manifest.Digest != img.Digest {
 		fmt.Fprintf(w, "  manifest   %s  %s, %d bytes\n", clean(string(img.Manifest.Digest)), clean(img.Manifest.MediaType), img.Manifest.Size)
 	}
@@ -304,21 +468,21 @@ func printImage(w io.Writer, img *manifest.Image) {
 		if l.Empty {
 			empty++
 		}
-		if l.Size < 0 {
+		if size := layerSize(l); size < 0 {
 			known = false
 		} else {
-			total += l.Size
+			total += size
 		}
 	}
 	size := fmt.Sprintf("%d bytes", total)
 	if !known {
-		size = "sizes not in the manifest (schema 1)"
+		size = "sizes not in the manifest (schema 1: known once downloaded)"
 	}
 	fmt.Fprintf(w, "  layers     %d (%d empty), %s, base first\n", len(img.Layers), empty, size)
 	for i, l := range img.Layers {
 		line := fmt.Sprintf("    %d  %s  %s", i+1, clean(string(l.Digest)), clean(l.MediaType))
-		if l.Size >= 0 {
-			line += fmt.Sprintf(", %d bytes", l.Size)
+		if size := layerSize(l); size >= 0 {
+			line += fmt.Sprintf(", %d bytes", size)
 		}
 		if l.DiffID != "" {
 			line += ", diffID " + clean(l.DiffID.String())
@@ -330,6 +494,16 @@ func printImage(w io.Writer, img *manifest.Image) {
 	}
 }
 
+// layerSize is l's size: the manifest's, or the one a pull learnt; schema 1's empty
+// layer (the well-known empty gzip, which a pull does not fetch) is 32 bytes; -1 when
+// unknown (schema 1, inspected).
+func layerSize(l manifest.Layer) int64 {
+	if l.Size < 0 && l.Digest == manifest.EmptyGzipLayer {
+		return int64(len(emptyGzipLayer))
+	}
+	return l.Size
+}
+
 // clean escapes and bounds a string from the network for printing.
 func clean(s string) string { return text.Clean(s, 300) }
 
@@ -338,15 +512,20 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// jsonImage is the --json contract (DESIGN.md): the model, layers base first.
+// jsonImage is the --json contract (README, "The CLI"): the model, layers base first.
+// RegistryDigest is the digest the registry answers to when it is not Digest (signed
+// schema 1 on a registry that indexes manifests by the sha256 of their bytes). Config is
+// left out when the image has none yet (schema 1 inspected: its config is synthesised
+// when it is written).
 type jsonImage struct {
-	Reference string              `json:"reference"`
-	Digest    digest.Digest       `json:"digest"`
-	MediaType string              `json:"mediaType"`
-	Manifest  jsonRef             `json:"manifest"`
-	Platform  *platforms.Platform `json:"platform,omitempty"`
-	Config    jsonRef             `json:"config"`
-	Layers    []manifest.Layer    `json:"layers"`
+	Reference      string              `json:"reference"`
+	Digest         digest.Digest       `json:"digest"`
+	RegistryDigest digest.Digest       `json:"registryDigest,omitempty"`
+	MediaType      string              `json:"mediaType"`
+	Manifest       jsonRef             `json:"manifest"`
+	Platform       *platforms.Platform `json:"platform,omitempty"`
+	Config         *jsonRef            `json:"config,omitempty"`
+	Layers         []jsonLayer         `json:"layers"`
 	// Verified is what --policy or --verify-key accepted (absent without them).
 	Verified *jsonVerified `json:"verified,omitempty"`
 }
@@ -358,16 +537,38 @@ type jsonRef struct {
 	Size      int64         `json:"size"`
 }
 
+// jsonLayer is a layer as --json prints it: manifest.Layer with the size left out while
+// it is unknown (schema 1 states no sizes; a pull with --output learns them).
+type jsonLayer struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	Size      *int64        `json:"size,omitempty"`
+	DiffID    digest.Digest `json:"diffID,omitempty"`
+	URLs      []string      `json:"urls,omitempty"`
+	Empty     bool          `json:"empty"`
+}
+
 func ref(d manifest.Descriptor) jsonRef {
 	return jsonRef{Digest: d.Digest, MediaType: d.MediaType, Size: d.Size}
 }
 
 // jsonModel is img in the --json shape.
 func jsonModel(img *manifest.Image) jsonImage {
-	layers := img.Layers
-	if layers == nil {
-		layers = []manifest.Layer{}
+	out := jsonImage{Reference: img.Reference, Digest: img.Digest, MediaType: img.MediaType,
+		Manifest: ref(img.Manifest), Platform: img.Platform, Layers: []jsonLayer{}}
+	if img.RegistryDigest != img.Digest {
+		out.RegistryDigest = img.RegistryDigest
 	}
-	return jsonImage{Reference: img.Reference, Digest: img.Digest, MediaType: img.MediaType,
-		Manifest: ref(img.Manifest), Platform: img.Platform, Config: ref(img.Config), Layers: layers}
+	if img.Config.Digest != "" {
+		c := ref(img.Config)
+		out.Config = &c
+	}
+	for _, l := range img.Layers {
+		jl := jsonLayer{Digest: l.Digest, MediaType: l.MediaType, DiffID: l.DiffID, URLs: l.URLs, Empty: l.Empty}
+		if size := layerSize(l); size >= 0 {
+			jl.Size = &size
+		}
+		out.Layers = append(out.Layers, jl)
+	}
+	return out
 }

@@ -95,7 +95,7 @@ func TestDemoJSON(t *testing.T) {
 	}
 }
 
-// TestJSONShape checks the --json contract of DESIGN.md, key by key.
+// TestJSONShape checks the --json contract (README, "The CLI"), key by key.
 func TestJSONShape(t *testing.T) {
 	host := demoHost(t)
 	ref := host + "/demo/hello-world:list"
@@ -186,12 +186,15 @@ func TestResolvePrintsPlatformManifestDigest(t *testing.T) {
 func TestErrorsAreOneLine(t *testing.T) {
 	host := demoHost(t)
 	list := host + "/demo/hello-world:list"
+	noDir := filepath.Join(t.TempDir(), "no", "such", "dir")
 	for _, tc := range []struct {
 		args     []string
 		code     int
 		mentions []string
 	}{
-		{[]string{"--bogus", list}, 2, []string{"-bogus", "usage:"}},
+		{[]string{"--bogus", list}, 2, []string{"unknown flag --bogus", "--help"}},
+		{[]string{"--outptu", t.TempDir(), list}, 2, []string{"unknown flag --outptu", "did you mean --output?"}},
+		{[]string{list, "--output"}, 2, []string{"--output needs a value"}},
 		{[]string{"--format", "oci", list}, 2, []string{"--format needs --output"}},
 		{[]string{"--output", t.TempDir(), "--format", "tar", list}, 2, []string{`"tar"`, "oci or docker-archive"}},
 		{[]string{"--jobs", "0", list}, 2, []string{"--jobs 0"}},
@@ -202,8 +205,9 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{[]string{host + "/demo/hello-world:nope"}, 1, []string{host + "/demo/hello-world:nope", `tag "nope"`, "404"}},
 		{[]string{host + "/demo/hello-world@" + digest.FromString("x").String()}, 1, []string{digest.FromString("x").String(), "MANIFEST_UNKNOWN"}},
 		{[]string{"--platform", "linux/s390x", list}, 1, []string{list, "linux/s390x", "linux/amd64", "linux/arm64"}},
-		{[]string{"Not A Reference"}, 1, []string{"Not A Reference", "invalid reference"}},
-		{[]string{"--output", filepath.Join(t.TempDir(), "no", "such", "dir", "x.tar"), "--format", "docker-archive", list}, 1, []string{list, "docker-archive", "x.tar"}},
+		{[]string{"Not A Reference"}, 2, []string{"Not A Reference", "invalid reference", "[registry/]repository[:tag|@digest]"}},
+		{[]string{"--output", t.TempDir(), "registry.example/UPPER:case"}, 2, []string{"registry.example/UPPER:case", "invalid reference"}},
+		{[]string{"--output", filepath.Join(noDir, "x.tar"), "--format", "docker-archive", list}, 1, []string{list, "docker-archive", "x.tar", "cannot create files in " + noDir + ": no such file"}},
 	} {
 		code, out, errOut := runCLI(t, tc.args...)
 		if code != tc.code || out != "" {
@@ -216,6 +220,14 @@ func TestErrorsAreOneLine(t *testing.T) {
 			if !strings.Contains(errOut, m) {
 				t.Errorf("pull %v: stderr %q does not mention %q", tc.args, errOut, m)
 			}
+		}
+		// A usage error is short (the synopsis is --help's, not every error's), and no
+		// error names a scratch file of the command's own.
+		if tc.code == 2 && len(errOut) > 240 {
+			t.Errorf("pull %v: a usage error of %d characters: %q", tc.args, len(errOut), errOut)
+		}
+		if strings.Contains(errOut, ".pull-blobs") || strings.Contains(errOut, ".tmp-") {
+			t.Errorf("pull %v: stderr names an internal file: %q", tc.args, errOut)
 		}
 	}
 }
@@ -234,7 +246,7 @@ func TestOutputOCI(t *testing.T) {
 		t.Fatal(err)
 	}
 	const diffID = "sha256:e07ee1baac5fae6a26f30cabfe54a36d3402f96afda318fe0a96cec4ca393359"
-	if len(img.Layers) != 2 || img.Layers[0].DiffID != diffID || img.Layers[0].Size != 2479 || !img.Layers[1].Empty {
+	if len(img.Layers) != 2 || img.Layers[0].DiffID != diffID || img.Layers[0].Size == nil || *img.Layers[0].Size != 2479 || !img.Layers[1].Empty {
 		t.Errorf("layers %+v, want the base layer with diffID %s and size 2479", img.Layers, diffID)
 	}
 	if img.Config.Digest == "" || img.Config.MediaType != manifest.MediaTypeOCIConfig {

@@ -8,23 +8,57 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/pullkit/pullkit/puller"
 	"github.com/pullkit/pullkit/trust"
 	"github.com/pullkit/pullkit/trust/policy"
 )
 
-// verifierFor builds the verifier --policy or --verify-key asks for, or nil. --verify-key
+// trustFlags are --policy and --verify-key (issue 21), and what they verified.
+type trustFlags struct {
+	policy, verifyKey string
+	verified          *trust.Result
+}
+
+// register adds the flags to fs (the "Trust" group of --help).
+func (f *trustFlags) register(fs flagAdder) {
+	fs.StringVar(&f.policy, "policy", "", "verify the image against the containers-policy.json `FILE` before any config or layer is fetched (sigstoreSigned: cosign's bundle and .sig formats, keys, Fulcio and Rekor)")
+	fs.StringVar(&f.verifyKey, "verify-key", "", "verify the image is signed (cosign, bundle or .sig) by the public key in the PEM `FILE`, identity in its own repository, before any config or layer is fetched")
+}
+
+// check reports a usage error in the flags, or "".
+func (f *trustFlags) check(storeCommand bool) string {
+	switch {
+	case f.policy != "" && f.verifyKey != "":
+		return "--policy and --verify-key are one or the other (put the key in the policy)"
+	case (f.policy != "" || f.verifyKey != "") && storeCommand:
+		return "--policy and --verify-key verify a pull: not with --list, --delete, --gc or --check"
+	}
+	return ""
+}
+
+// options are the client and call options the flags ask for: a verifier, and a
+// callback that keeps what it verified for the output.
+func (f *trustFlags) options() ([]puller.Option, []puller.PullOption, error) {
+	v, err := f.verifier()
+	if err != nil || v == nil {
+		return nil, nil, err
+	}
+	return []puller.Option{puller.WithVerifier(v)}, []puller.PullOption{puller.WithVerified(func(r *trust.Result) { f.verified = r })}, nil
+}
+
+// verifier builds the verifier --policy or --verify-key asks for, or nil. --verify-key
 // FILE is the policy "every image signed by this key, identity in its own repository"
 // (cosign signs a repository, not a tag: matchRepository is what its signatures meet).
-func verifierFor(o *options) (trust.Verifier, error) {
+func (f *trustFlags) verifier() (trust.Verifier, error) {
 	var p *policy.Policy
 	switch {
-	case o.policy != "":
+	case f.policy != "":
 		var err error
-		if p, err = policy.Load(o.policy); err != nil {
+		if p, err = policy.Load(f.policy); err != nil {
 			return nil, fmt.Errorf("--policy: %w", err)
 		}
-	case o.verifyKey != "":
-		key, err := os.ReadFile(o.verifyKey)
+	case f.verifyKey != "":
+		key, err := os.ReadFile(f.verifyKey)
 		if err != nil {
 			return nil, fmt.Errorf("--verify-key: %w", err)
 		}
@@ -37,7 +71,7 @@ func verifierFor(o *options) (trust.Verifier, error) {
 	v, err := policy.NewVerifier(p)
 	if err != nil {
 		flag := "--policy"
-		if o.verifyKey != "" {
+		if f.verifyKey != "" {
 			flag = "--verify-key"
 		}
 		return nil, fmt.Errorf("%s: %w", flag, err)

@@ -16,6 +16,7 @@ package regtest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -51,15 +52,39 @@ type Registry struct {
 	// V3 says it is distribution v3 (no schema 1) rather than 2.8.
 	V3 bool
 
+	// TLS is set for a registry started WithTLS: how a client trusts it (and, with
+	// mutual TLS, the client certificate it presents).
+	TLS *tls.Config
+
 	cmd  *exec.Cmd
 	log  *lockedBuffer
 	done chan struct{}
+}
+
+// scheme is "https" for a registry started WithTLS, else "http".
+func (r *Registry) scheme() string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// client is an HTTP client that reaches the registry.
+func (r *Registry) client() *http.Client {
+	if r.TLS == nil {
+		return &http.Client{Timeout: 10 * time.Second}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = r.TLS.Clone()
+	tr.Proxy = nil
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
 }
 
 // Option configures Start.
 type Option func(*settings)
 
 type settings struct {
+	tls      *TLSFiles
 	htpasswd bool
 	token    *TokenServer
 	proxy    string
@@ -88,6 +113,21 @@ func V3Binary() string {
 	}
 	return lookPath(filepath.Join(gopath, "bin", "distribution-v3"), "distribution-v3")
 }
+
+// TLSFiles are what a registry started WithTLS serves and trusts.
+type TLSFiles struct {
+	// Cert and Key are the server's certificate and key (PEM files).
+	Cert, Key string
+	// ClientCAs, when set, makes the registry require client certificates issued by
+	// one of these CAs (distribution's http.tls.clientcas: mutual TLS).
+	ClientCAs []string
+	// Client is how the test's own requests (readiness, seeding) reach it: its roots,
+	// and for mutual TLS its client certificate.
+	Client *tls.Config
+}
+
+// WithTLS makes the registry serve HTTPS only, with f (distribution's http.tls).
+func WithTLS(f TLSFiles) Option { return func(s *settings) { s.tls = &f } }
 
 // WithHtpasswd makes the registry require basic auth as User / Password.
 func WithHtpasswd() Option { return func(s *settings) { s.htpasswd = true } }
@@ -183,10 +223,25 @@ http:
   addr: %s
   secret: regtest-secret
 `, storage, host)
+	if s.tls != nil {
+		fmt.Fprintf(&cfg, "  tls:\n    certificate: %s\n    key: %s\n", s.tls.Cert, s.tls.Key)
+		if len(s.tls.ClientCAs) > 0 {
+			cfg.WriteString("    clientcas:\n")
+			for _, ca := range s.tls.ClientCAs {
+				fmt.Fprintf(&cfg, "      - %s\n", ca)
+			}
+		}
+	}
 	if !s.v3 {
 		cfg.WriteString("compatibility:\n  schema1:\n    enabled: true\n")
 	}
 	r := &Registry{Host: host, Dir: dir, V3: s.v3, log: &lockedBuffer{}, done: make(chan struct{})}
+	if s.tls != nil {
+		r.TLS = s.tls.Client
+		if r.TLS == nil {
+			r.TLS = &tls.Config{}
+		}
+	}
 	switch {
 	case s.htpasswd:
 		pw := filepath.Join(dir, "htpasswd")
@@ -232,7 +287,8 @@ http:
 
 // waitReady polls /v2/ until the registry answers (200, or 401 when it wants auth).
 func (r *Registry) waitReady() error {
-	client := &http.Client{Timeout: 2 * time.Second}
+	client := r.client()
+	client.Timeout = 2 * time.Second
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -240,7 +296,7 @@ func (r *Registry) waitReady() error {
 			return fmt.Errorf("docker-registry exited before it was ready")
 		default:
 		}
-		resp, err := client.Get("http://" + r.Host + "/v2/")
+		resp, err := client.Get(r.scheme() + "://" + r.Host + "/v2/")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
@@ -278,7 +334,7 @@ func (r *Registry) Log() string { return r.log.String() }
 // to see the registry's own answer.
 func (r *Registry) Get(t testing.TB, method, path, accept string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(context.Background(), method, "http://"+r.Host+path, nil)
+	req, err := http.NewRequestWithContext(context.Background(), method, r.scheme()+"://"+r.Host+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +344,7 @@ func (r *Registry) Get(t testing.TB, method, path, accept string) (*http.Respons
 	if r.Auth == "htpasswd" {
 		req.SetBasicAuth(User, Password)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := r.client().Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

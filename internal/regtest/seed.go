@@ -62,6 +62,9 @@ func (r *Registry) remoteOptions() []remote.Option {
 	if r.Auth != "" {
 		opts = append(opts, remote.WithAuth(&authn.Basic{Username: User, Password: Password}))
 	}
+	if r.TLS != nil {
+		opts = append(opts, remote.WithTransport(r.client().Transport))
+	}
 	return opts
 }
 
