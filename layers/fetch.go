@@ -104,7 +104,7 @@ func Fetch(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, opts .
 	}
 	for _, b := range blobs {
 		if err := b.Desc.Digest.Validate(); err != nil {
-			return nil, pullkit.Wrap("", "fetch "+what(b), b.Desc.Digest, &pullkit.InvalidError{What: "descriptor", Reason: "digest " + fmt.Sprintf("%q", string(b.Desc.Digest)), Err: err})
+			return nil, pullkit.WrapDetail("", pullkit.OpFetchBlob, "("+what(b)+")", b.Desc.Digest, &pullkit.InvalidError{What: "descriptor", Reason: "digest " + fmt.Sprintf("%q", string(b.Desc.Digest)), Err: err})
 		}
 	}
 	return run(ctx, f, s, blobs, o)

@@ -111,7 +111,7 @@ func (e *engine) newXfer(j *job, w store.Writer) *xfer {
 	e.active = append(e.active, x)
 	e.mu.Unlock()
 	e.partsAdd(1)
-	e.emit(pullkit.Event{Kind: pullkit.EventStarted, What: j.what, Digest: j.desc.Digest, Done: x.next, Total: x.size})
+	e.started(j, x.next)
 	e.writers.Add(1)
 	go func() {
 		defer e.writers.Done()
@@ -208,7 +208,7 @@ func (x *xfer) deliver(p *part, off int64, b []byte) error {
 		}
 		x.putBlock(p, b)
 		if err != nil {
-			return &pullkit.Error{Op: "park out-of-order bytes", Err: err}
+			return &pullkit.Error{Op: pullkit.OpWriteBlob, Detail: "(parking out-of-order bytes)", Err: err}
 		}
 		blk.b = nil
 		x.mu.Lock()
@@ -224,13 +224,21 @@ func (x *xfer) deliver(p *part, off int64, b []byte) error {
 	x.mu.Unlock()
 	x.e.recv.Add(int64(len(b)))
 	if show {
-		x.e.emit(pullkit.Event{Kind: pullkit.EventProgress, What: x.j.what, Digest: x.j.desc.Digest, Done: done, Total: x.size})
+		x.e.report(x.j, pullkit.Event{Kind: pullkit.EventProgress, Done: done, Total: x.size})
 	}
 	select {
 	case x.arrived <- struct{}{}:
 	default:
 	}
 	return nil
+}
+
+// received is how many bytes of the blob have arrived (with what the writer held), as
+// its events report them.
+func (x *xfer) received() int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.recvd
 }
 
 // progressStep is how often a blob's progress is reported.
@@ -293,13 +301,13 @@ func (x *xfer) write() {
 			}
 			data = back[:blk.n]
 			if _, err = x.spill.ReadAt(data, blk.off); err != nil {
-				err = &pullkit.Error{Op: "read back parked bytes", Err: err}
+				err = &pullkit.Error{Op: pullkit.OpReadBlob, Detail: "(reading back parked bytes)", Err: err}
 			}
 		}
 		if err == nil {
 			t := time.Now()
 			if _, err = x.w.Write(data); err != nil {
-				err = blobErr(x.j, "store", err)
+				err = blobErr(x.j, pullkit.OpWriteBlob, err)
 			}
 			x.busy.Add(int64(time.Since(t)))
 		}
@@ -339,7 +347,7 @@ func (x *xfer) finish() {
 			res = Result{Desc: j.desc, Fetched: true}
 			res.DiffID, err = x.taps.close(nil)
 		} else {
-			err = blobErr(j, "verify", err)
+			err = blobErr(j, pullkit.OpVerifyBlob, err)
 			x.taps.close(err)
 		}
 	} else {
@@ -360,7 +368,7 @@ func (x *xfer) finish() {
 	e.mu.Unlock()
 	switch {
 	case err == nil:
-		e.emit(pullkit.Event{Kind: pullkit.EventVerified, What: j.what, Digest: j.desc.Digest, Done: x.size, Total: x.size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventVerified, Done: x.size, Total: x.size})
 		e.done(j, res)
 	case e.restart(j, err):
 	default:
@@ -378,12 +386,13 @@ func (e *engine) restart(j *job, err error) bool {
 	if j.attempt >= e.o.retry.Attempts {
 		return false
 	}
-	e.emit(pullkit.Event{Kind: pullkit.EventRetrying, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	e.startOver(j, err)
 	if r, ok := e.f.(Restarter); ok {
 		r.Restart(j.desc, err)
 	}
-	if err := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); err != nil {
-		return false
+	if serr := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); serr != nil {
+		e.failJob(j, serr) // cancelled while it waited: not the mismatch's failure
+		return true
 	}
 	e.again(j)
 	return true
@@ -438,7 +447,7 @@ func (p *part) receive(ctx context.Context) error {
 			body, err = e.f.Fetch(ctx, j.desc, pos, length)
 			if err != nil {
 				body = nil
-				if err := tries.failed(e, j, ctx, 0, pos, err); err != nil {
+				if err := tries.failed(e, j, ctx, 0, x.received(), err); err != nil {
 					return err
 				}
 				continue
@@ -458,7 +467,7 @@ func (p *part) receive(ctx context.Context) error {
 			// The last block: a body that goes on is not this blob.
 			if extra, _ := readFull(ctx, body, make([]byte, 1)); extra > 0 {
 				x.putBlock(p, b)
-				return blobErr(j, "fetch", &pullkit.SizeMismatchError{What: j.what, Want: x.size, Got: x.size + 1, Source: "body (at least)"})
+				return blobErr(j, pullkit.OpFetchBlob, &pullkit.SizeMismatchError{What: j.what, Want: x.size, Got: x.size + 1, Source: "body (at least)"})
 			}
 		}
 		if n > 0 {
@@ -487,7 +496,7 @@ func (p *part) receive(ctx context.Context) error {
 		if errors.Is(rerr, io.EOF) {
 			rerr = fmt.Errorf("body ended at byte %d of %d: %w", p.pos.Load(), p.end.Load(), io.ErrUnexpectedEOF)
 		}
-		if err := tries.failed(e, j, ctx, p.pos.Load()-from, p.pos.Load(), rerr); err != nil {
+		if err := tries.failed(e, j, ctx, p.pos.Load()-from, x.received(), rerr); err != nil {
 			return err
 		}
 	}

@@ -16,7 +16,6 @@ type PullOption func(*pullOptions) error
 
 type pullOptions struct {
 	matcher  platforms.Matcher
-	explicit bool // the caller asked for a platform
 	all      bool
 	diffIDs  bool
 	format   Format
@@ -51,31 +50,40 @@ func (o *pullOptions) emit(ev pullkit.Event) {
 	}
 }
 
-// WithPlatform chooses p from lists and indexes (default: platforms.Default(), linux on
-// this machine's architecture), with the rules of platforms.Only. Asked for explicitly,
-// it is also checked against an image that is not in an index: a config that says
-// another platform fails the pull with a *platforms.NoMatchError naming both.
+// WithPlatform chooses p from lists and indexes, with the rules of platforms.Only. The
+// platform a call is for (p, or by default platforms.Default(): linux on this machine's
+// architecture) is also checked against the image itself, as containerd does: a config
+// (or a schema 1 manifest) that names another platform fails the call with a
+// *platforms.NoMatchError naming both (Op pullkit.OpCheckPlatform), whether the image
+// was chosen from an index or is the only one the reference names. An engine that
+// takes whatever platform a reference names opts out with
+// WithMatcher(platforms.Any()).
 func WithPlatform(p platforms.Platform) PullOption {
 	return func(o *pullOptions) error {
 		if p.OS == "" || p.Architecture == "" {
 			return &pullkit.InvalidError{What: "option WithPlatform", Reason: "os and architecture are required"}
 		}
-		o.matcher, o.explicit = platforms.Only(p), true
+		o.matcher = platforms.Only(p)
 		return nil
 	}
 }
 
 // WithMatcher chooses from lists and indexes with m, as an engine with its own policy
-// needs; like WithPlatform it is checked against a single image's config.
+// needs; like WithPlatform it is checked against the image's config.
+// WithMatcher(platforms.Any()) takes an image for any platform, and checks nothing.
 func WithMatcher(m platforms.Matcher) PullOption {
 	return func(o *pullOptions) error {
 		if m == nil {
 			return &pullkit.InvalidError{What: "option WithMatcher", Reason: "nil matcher"}
 		}
-		o.matcher, o.explicit = m, true
+		o.matcher = m
 		return nil
 	}
 }
+
+// anyPlatform reports whether the call takes every platform (platforms.Any): nothing to
+// check, nothing to fetch for the check.
+func (o *pullOptions) anyPlatform() bool { return o.matcher == platforms.Any() }
 
 // WithAllPlatforms pulls every platform of an index (attestations aside) and stores the
 // index (converted to the stored format) as well as each platform's image. The image

@@ -31,7 +31,7 @@ const tmpExpiry = time.Hour
 // instead, and files under blobs/ whose names are not digests are left alone: GC only
 // removes what it has a reason to.
 func (l *Layout) GC(ctx context.Context, opts ...GCOption) (GCResult, error) {
-	const op = "gc"
+	const op = pullkit.OpGC
 	var res GCResult
 	o, err := gcConfig(opts)
 	if err != nil {
@@ -164,7 +164,7 @@ func (l *Layout) removeOldTemps() {
 // reports those whose content does not match their name: truncated or damaged on disk.
 // With repair, it removes them, so that a later pull fetches them again.
 func (l *Layout) Check(ctx context.Context, repair bool) (CheckResult, error) {
-	const op = "check"
+	const op = pullkit.OpCheck
 	var res CheckResult
 	err := l.Walk(ctx, func(i Info) error {
 		ok, err := l.verify(ctx, i.Digest)

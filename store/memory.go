@@ -64,7 +64,7 @@ func (m *Memory) Info(ctx context.Context, d digest.Digest) (Info, error) {
 	b, ok := m.blobs[d]
 	m.mu.Unlock()
 	if !ok {
-		return Info{}, blobErr("stat blob", d, pullkit.ErrNotFound)
+		return Info{}, blobErr(pullkit.OpStatBlob, d, pullkit.ErrNotFound)
 	}
 	return Info{Digest: d, Size: int64(len(b.data)), Committed: b.committed}, nil
 }
@@ -78,7 +78,7 @@ func (m *Memory) ReaderAt(ctx context.Context, d digest.Digest) (ReaderAt, error
 	b, ok := m.blobs[d]
 	m.mu.Unlock()
 	if !ok {
-		return nil, blobErr("open blob", d, pullkit.ErrNotFound)
+		return nil, blobErr(pullkit.OpReadBlob, d, pullkit.ErrNotFound)
 	}
 	return memReader{bytes.NewReader(b.data)}, nil
 }
@@ -114,7 +114,7 @@ func (m *Memory) Delete(ctx context.Context, d digest.Digest) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.blobs[d]; !ok {
-		return blobErr("delete blob", d, pullkit.ErrNotFound)
+		return blobErr(pullkit.OpDeleteBlob, d, pullkit.ErrNotFound)
 	}
 	delete(m.blobs, d)
 	return nil
@@ -124,7 +124,7 @@ func (m *Memory) Delete(ctx context.Context, d digest.Digest) error {
 // open; see Ingester. A writer closed without committing leaves its bytes for the next
 // writer of the digest, until GC expires them.
 func (m *Memory) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, error) {
-	const op = "open writer"
+	const op = pullkit.OpOpenWriter
 	d := desc.Digest
 	if err := checkDigest(op, d); err != nil {
 		return nil, err
@@ -144,6 +144,9 @@ func (m *Memory) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, 
 	}
 	w := &memWriter{m: m, d: d, size: desc.Size, h: d.Algorithm().Digester(), release: release}
 	if resumed && (desc.Size < 0 || int64(len(in.data)) <= desc.Size) {
+		if len(in.data) > 0 {
+			ReportWriterWait(ctx, WaitRehash, int64(len(in.data)))
+		}
 		w.data = in.data
 		w.h.Hash().Write(w.data)
 	}
@@ -162,7 +165,7 @@ type memWriter struct {
 }
 
 func (w *memWriter) Write(p []byte) (int, error) {
-	const op = "write blob"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return 0, blobErr(op, w.d, errClosed)
 	}
@@ -177,7 +180,7 @@ func (w *memWriter) Write(p []byte) (int, error) {
 func (w *memWriter) Offset() int64 { return int64(len(w.data)) }
 
 func (w *memWriter) Truncate(n int64) error {
-	const op = "truncate blob"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return blobErr(op, w.d, errClosed)
 	}
@@ -191,7 +194,7 @@ func (w *memWriter) Truncate(n int64) error {
 }
 
 func (w *memWriter) Commit(ctx context.Context, size int64, expected digest.Digest) error {
-	const op = "commit blob"
+	const op = pullkit.OpCommitBlob
 	if w.closed {
 		return blobErr(op, w.d, errClosed)
 	}
@@ -250,7 +253,7 @@ func (w *memWriter) finish() {
 
 // PutImage names img.Target img.Name, replacing that name's entry.
 func (m *Memory) PutImage(ctx context.Context, img Image) error {
-	const op = "put image"
+	const op = pullkit.OpPutImage
 	if err := checkName(op, img.Name); err != nil {
 		return err
 	}
@@ -273,7 +276,7 @@ func (m *Memory) Image(ctx context.Context, name string) (Image, error) {
 	img, ok := m.images[name]
 	m.mu.Unlock()
 	if !ok {
-		return Image{}, nameErr("look up image", name, pullkit.ErrNotFound)
+		return Image{}, nameErr(pullkit.OpLookUpImage, name, pullkit.ErrNotFound)
 	}
 	return copyImage(img), nil
 }
@@ -301,14 +304,20 @@ func (m *Memory) Images(ctx context.Context) ([]Image, error) {
 	return out, nil
 }
 
-// DeleteImage removes name's entry.
+// DeleteImage removes name's entry and those of its platform names (PlatformName).
 func (m *Memory) DeleteImage(ctx context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.images[name]; !ok {
-		return nameErr("delete image", name, pullkit.ErrNotFound)
+	found := false
+	for n := range m.images {
+		if n == name || isPlatformNameOf(n, name) {
+			delete(m.images, n)
+			found = true
+		}
 	}
-	delete(m.images, name)
+	if !found {
+		return nameErr(pullkit.OpDeleteImage, name, pullkit.ErrNotFound)
+	}
 	return nil
 }
 
@@ -329,7 +338,7 @@ type memLease struct {
 }
 
 func (ls *memLease) Add(ctx context.Context, ds ...digest.Digest) error {
-	const op = "add to lease"
+	const op = pullkit.OpLease
 	for _, d := range ds {
 		if err := checkDigest(op, d); err != nil {
 			return err
@@ -387,7 +396,7 @@ func (m *Memory) GC(ctx context.Context, opts ...GCOption) (GCResult, error) {
 		}
 	}
 	if err := mk.run(ctx); err != nil {
-		return res, &pullkit.Error{Op: "gc", Err: err}
+		return res, &pullkit.Error{Op: pullkit.OpGC, Err: err}
 	}
 	for d, b := range m.blobs {
 		if !mk.marked[d] {
@@ -417,7 +426,7 @@ func (m *Memory) Check(ctx context.Context, repair bool) (CheckResult, error) {
 	defer m.mu.Unlock()
 	for d, b := range m.blobs {
 		if err := ctx.Err(); err != nil {
-			return res, &pullkit.Error{Op: "check", Err: err}
+			return res, &pullkit.Error{Op: pullkit.OpCheck, Err: err}
 		}
 		res.Checked++
 		res.Bytes += int64(len(b.data))

@@ -36,7 +36,7 @@ import (
 // does not match its digest (a file truncated or damaged on disk), it is removed and
 // the writer writes it anew.
 func (l *Layout) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, error) {
-	const op = "open writer"
+	const op = pullkit.OpOpenWriter
 	d := desc.Digest
 	if err := checkDigest(op, d); err != nil {
 		return nil, err
@@ -57,7 +57,7 @@ func (l *Layout) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, 
 // openWriter opens the file of a writer of desc, holding the in-process slot of its
 // digest.
 func (l *Layout) openWriter(ctx context.Context, desc manifest.Descriptor) (*layoutWriter, error) {
-	const op = "open writer"
+	const op = pullkit.OpOpenWriter
 	d := desc.Digest
 	partial := l.partialPath(d)
 	if desc.Size >= 0 && desc.Size < smallBlob && l.tmpfileOK() {
@@ -75,7 +75,7 @@ func (l *Layout) openWriter(ctx context.Context, desc manifest.Descriptor) (*lay
 			// ingest/ is gone, or the file system changed: the named file recreates it.
 		}
 	}
-	f, err := lockPath(ctx, partial, os.O_CREATE, false)
+	f, err := lockPathWaiting(ctx, partial, os.O_CREATE, false, func() { ReportWriterWait(ctx, WaitOtherWriter, 0) })
 	if err != nil {
 		return nil, blobErr(op, d, err)
 	}
@@ -106,6 +106,7 @@ func (l *Layout) openWriter(ctx context.Context, desc manifest.Descriptor) (*lay
 		n = 0
 	}
 	if n > 0 {
+		ReportWriterWait(ctx, WaitRehash, n)
 		if err := w.rehash(ctx, n); err != nil {
 			w.abandon()
 			return nil, blobErr(op, d, err)
@@ -123,7 +124,7 @@ func (l *Layout) committed(ctx context.Context, d digest.Digest, size int64) (bo
 		return false, nil
 	}
 	if err != nil {
-		return false, blobErr("open writer", d, err)
+		return false, blobErr(pullkit.OpOpenWriter, d, err)
 	}
 	if size < 0 || fi.Size() == size {
 		return true, nil
@@ -133,7 +134,7 @@ func (l *Layout) committed(ctx context.Context, d digest.Digest, size int64) (bo
 		return ok, err
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, blobErr("remove damaged blob", d, err)
+		return false, blobErr(pullkit.OpOpenWriter, d, err)
 	}
 	return false, nil
 }
@@ -142,12 +143,12 @@ func (l *Layout) committed(ctx context.Context, d digest.Digest, size int64) (bo
 func (l *Layout) verify(ctx context.Context, d digest.Digest) (bool, error) {
 	f, err := os.Open(l.Path(d))
 	if err != nil {
-		return false, statErr("verify blob", d, err)
+		return false, statErr(pullkit.OpOpenWriter, d, err)
 	}
 	defer f.Close()
 	got, err := hashReader(ctx, d.Algorithm(), f)
 	if err != nil {
-		return false, blobErr("verify blob", d, err)
+		return false, blobErr(pullkit.OpOpenWriter, d, err)
 	}
 	return got == d, nil
 }
@@ -227,7 +228,7 @@ type wreq struct {
 // A Write that would take the blob past its descriptor's size writes nothing and
 // fails with pullkit.ErrSizeMismatch.
 func (w *layoutWriter) Write(p []byte) (int, error) {
-	const op = "write blob"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return 0, blobErr(op, w.d, errClosed)
 	}
@@ -346,7 +347,7 @@ func (w *layoutWriter) Offset() int64 { return w.off }
 // Truncate keeps the first n bytes (n at most Offset), hashing them again, and clears
 // a failed write.
 func (w *layoutWriter) Truncate(n int64) error {
-	const op = "truncate blob"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return blobErr(op, w.d, errClosed)
 	}
@@ -393,7 +394,7 @@ func (w *layoutWriter) rehash(ctx context.Context, n int64) error {
 // partial file, or a link of the unnamed one, after an fsync when the layout was
 // opened WithSync. A blob that fails verification is discarded.
 func (w *layoutWriter) Commit(ctx context.Context, size int64, expected digest.Digest) error {
-	const op = "commit blob"
+	const op = pullkit.OpCommitBlob
 	if w.closed {
 		return blobErr(op, w.d, errClosed)
 	}
@@ -521,7 +522,7 @@ func (w *layoutWriter) finish() {
 // resumes and must give its taps the bytes an earlier writer left.
 func (w *layoutWriter) ReadAt(p []byte, off int64) (int, error) {
 	if w.closed {
-		return 0, blobErr("read back blob", w.d, errClosed)
+		return 0, blobErr(pullkit.OpReadBlob, w.d, errClosed)
 	}
 	if off >= w.off {
 		return 0, io.EOF

@@ -34,7 +34,8 @@ import (
 )
 
 // Run runs every test of the suite, each against a new, empty store from open. Tests of
-// garbage collection run when the store is a store.Collector.
+// garbage collection run when the store is a store.Collector, of Check when it is a
+// store.Checker. The rules it checks are those the store package's interfaces state.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
@@ -52,6 +53,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"InfoWalkDelete", testInfoWalkDelete},
 		{"InvalidDigest", testInvalidDigest},
 		{"Names", testNames},
+		{"PlatformNames", testPlatformNames},
+		{"Load", testLoad},
+		{"Check", testCheck},
 		{"GC", testGC},
 		{"GCLease", testGCLease},
 		{"GCIngests", testGCIngests},
@@ -702,6 +706,104 @@ func testNames(t *testing.T, s store.Store) {
 	wg.Wait()
 	if got := imageNames(t, s); len(got) != 11 {
 		t.Errorf("%d images after 10 concurrent PutImage, want 11: %v", len(got), got)
+	}
+}
+
+// DeleteImage of a name removes the names PlatformName derives from it too, and only
+// those.
+func testPlatformNames(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	m := manifestOf([]byte(`{"n":3}`))
+	put(t, s, m)
+	tg := target(m, manifest.MediaTypeOCIManifest)
+	const name = "registry.example/team/app:1.0"
+	arm := store.PlatformName(name, platforms.Platform{OS: "linux", Architecture: "arm64"})
+	if arm != name+"@linux/arm64/v8" {
+		t.Fatalf("PlatformName = %q", arm)
+	}
+	if store.PlatformName(name, platforms.Platform{OS: "linux\x1b[2J", Architecture: "amd64"}) != "" {
+		t.Error("PlatformName of a platform with control characters is not empty")
+	}
+	for _, n := range []string{name, arm, name + "@other", "registry.example/team/app:1.0x@linux/amd64"} {
+		if err := s.PutImage(ctx, store.Image{Name: n, Target: tg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteImage(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{name + "@other=" + string(tg.Digest), "registry.example/team/app:1.0x@linux/amd64=" + string(tg.Digest)}
+	if got := imageNames(t, s); !slices.Equal(got, want) {
+		t.Errorf("Images after DeleteImage(%s) = %v, want %v", name, got, want)
+	}
+	// Only platform names left: DeleteImage of the name removes them, and succeeds.
+	if err := s.PutImage(ctx, store.Image{Name: arm, Target: tg}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteImage(ctx, name); err != nil {
+		t.Errorf("DeleteImage of a name with only platform names left: %v", err)
+	}
+	if _, err := s.Image(ctx, arm); !errors.Is(err, pullkit.ErrNotFound) {
+		t.Errorf("Image(%s) after DeleteImage(%s): %v, want ErrNotFound", arm, name, err)
+	}
+}
+
+// store.Load reads an image back from the store alone: layers base first with the
+// config's diffIDs, the runtime config, the registry's digest from the annotation.
+func testLoad(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	l1, _ := blob(500, smallSize)
+	l2, _ := blob(501, smallSize)
+	d1, d2 := digest.FromString("diff 1"), digest.FromString("diff 2")
+	config := []byte(`{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/app"],"Env":["A=1"]},` +
+		`"rootfs":{"type":"layers","diff_ids":["` + string(d1) + `","` + string(d2) + `"]}}`)
+	p := pull(t, s, "registry.example/team/app:1.0", false, config, l1, l2)
+	img, err := s.Image(ctx, p.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := digest.FromString("as the registry served it")
+	img.Target.Annotations = map[string]string{store.AnnotationRegistryDigest: string(served)}
+	if err := s.PutImage(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Load(ctx, s, p.name)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got.Name != p.name || got.RegistryDigest != served || got.Digest != served || got.Stored.Digest != img.Target.Digest {
+		t.Errorf("Load: name %q, registry digest %s, digest %s, stored %s; want %q, %s, %s", got.Name, got.RegistryDigest, got.Digest, got.Stored.Digest, p.name, served, img.Target.Digest)
+	}
+	if len(got.Layers) != 2 || got.Layers[0].Digest != digest.FromBytes(l1) || got.Layers[0].DiffID != d1 || got.Layers[1].DiffID != d2 {
+		t.Errorf("Load: layers %+v, want base first with the config's diffIDs", got.Layers)
+	}
+	if !slices.Equal(got.Runtime.Cmd, []string{"/bin/app"}) || got.Platform == nil || got.Platform.Architecture != "amd64" {
+		t.Errorf("Load: runtime %+v, platform %v", got.Runtime, got.Platform)
+	}
+	if _, err := store.Load(ctx, s, "registry.example/absent:1"); !errors.Is(err, pullkit.ErrNotFound) {
+		t.Errorf("Load of an absent name: %v, want ErrNotFound", err)
+	}
+}
+
+// A healthy store's Check hashes every blob and finds nothing damaged.
+func testCheck(t *testing.T, s store.Store) {
+	c, ok := s.(store.Checker)
+	if !ok {
+		t.Skip("the store does not check its blobs")
+	}
+	ctx := ctxT(t)
+	var total int64
+	for i, n := range []int{0, smallSize, largeSize} {
+		b, _ := blob(uint64(600+i), n)
+		put(t, s, b)
+		total += int64(n)
+	}
+	res, err := c.Check(ctx, true)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if res.Checked != 3 || res.Bytes != total || len(res.Damaged) != 0 || len(res.Removed) != 0 {
+		t.Errorf("Check = %+v, want 3 blobs of %d bytes, none damaged", res, total)
 	}
 }
 
