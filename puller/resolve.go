@@ -141,15 +141,24 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 	}
 	var last error
 	for _, ep := range alive(askable(eps, r)) {
-		res, err := c.resolveOn(ctx, ep, contentFrom(eps, ep, r), r, o)
+		content := contentFrom(eps, ep, r)
+		// The verifier runs once the digests are known and before any config is fetched
+		// (for a platform check); its verdict is the image's, not the endpoint's, so a
+		// refusal is final. The signatures are read where the content is.
+		var trustRes *trust.Result
+		var refused error
+		verify := func(res Resolved) error {
+			subject := subjectOf(ref, ep.logical, res.Descriptor, []manifest.Descriptor{res.Manifest})
+			trustRes, refused = c.verify(ctx, subject, content, o)
+			return refused
+		}
+		res, err := c.resolveOn(ctx, ep, content, r, o, verify)
+		if refused != nil {
+			return Resolved{}, refused
+		}
 		if err == nil {
 			res.Reference, res.Name, res.Repository = ref, fullName(ep.logical), repositoryName(ep.logical.Context())
-			// The verdict is the image's, not the endpoint's: a refusal is final. The
-			// signatures are read where the content is (contentFrom).
-			subject := subjectOf(ref, ep.logical, res.Descriptor, []manifest.Descriptor{res.Manifest})
-			if res.Trust, err = c.verify(ctx, subject, contentFrom(eps, ep, r), o); err != nil {
-				return Resolved{}, err
-			}
+			res.Trust = trustRes
 			return res, nil
 		}
 		last = pullkit.WrapDetail(ref, pullkit.OpResolve, ep.via(), "", err)
@@ -162,7 +171,10 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 
 // resolveOn resolves r on ep; what a platform check fetches by digest comes from content,
 // the endpoints that may pull, as Pull fetches it.
-func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoint, r name.Reference, o *pullOptions) (Resolved, error) {
+//
+// verify, called once the digests are known and before any config is fetched, may
+// refuse the image.
+func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoint, r name.Reference, o *pullOptions, verify func(Resolved) error) (Resolved, error) {
 	var res Resolved
 	var idx *manifest.Manifest
 	var image *manifest.Manifest // the image manifest, when it was fetched on the way
@@ -237,6 +249,9 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoin
 		if idx, err = ep.manifestByDigest(ctx, d.Digest); err != nil {
 			return res, pullkit.WrapDetail("", pullkit.OpFetchManifest, "(an index in an index)", d.Digest, err)
 		}
+	}
+	if err := verify(res); err != nil {
+		return res, err
 	}
 	if check && !o.anyPlatform() {
 		if err := c.checkResolved(ctx, content, res.Manifest, image, o); err != nil {
