@@ -80,7 +80,7 @@ func subjectKey(s trust.Subject) string {
 
 // verify runs the client's verifier on subject with the endpoints eps (the one that
 // served the manifests first). It returns (nil, nil) when the client has no verifier.
-// Errors are *pullkit.Error values naming the reference, "verify" and the digest.
+// Errors are *pullkit.Error values naming the reference, pullkit.OpVerify and the digest.
 func (c *Client) verify(ctx context.Context, subject trust.Subject, eps []*endpoint, o *pullOptions) (*trust.Result, error) {
 	if c.verifier == nil {
 		return nil, nil
@@ -101,7 +101,7 @@ func (c *Client) verify(ctx context.Context, subject trust.Subject, eps []*endpo
 			select {
 			case <-f.wait:
 			case <-ctx.Done():
-				return nil, pullkit.Wrap(subject.Reference, "verify", subject.Digest, ctx.Err())
+				return nil, pullkit.Wrap(subject.Reference, pullkit.OpVerify, subject.Digest, ctx.Err())
 			}
 			if f.err != nil && ctx.Err() == nil && errors.Is(f.err, context.Canceled) {
 				continue // the other caller gave up, not this one: verify anew
@@ -149,7 +149,7 @@ func (c *Client) runVerifier(ctx context.Context, subject trust.Subject, eps []*
 			res, err = nil, trust.Refuse(subject, trust.Requirement{Type: "verifier", Reason: fmt.Sprintf("the verifier panicked: %v", p)})
 		}
 		if err != nil {
-			err = pullkit.Wrap(subject.Reference, "verify", subject.Digest, err)
+			err = pullkit.Wrap(subject.Reference, pullkit.OpVerify, subject.Digest, err)
 		}
 	}()
 	res, err = c.verifier.Verify(ctx, subject, &trustSource{c: c, eps: eps})
@@ -223,7 +223,7 @@ func (s *trustSource) Referrers(ctx context.Context, d digest.Digest, artifactTy
 			}
 			continue
 		}
-		last = pullkit.Wrap("", "list referrers"+ep.via(), d, err)
+		last = pullkit.WrapDetail("", pullkit.OpReferrers, ep.via(), d, err)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -255,7 +255,7 @@ func (s *trustSource) Manifest(ctx context.Context, tagOrDigest string) (*trust.
 		if err == nil {
 			return doc, nil
 		}
-		last = pullkit.Wrap("", "fetch manifest "+text.Clean(tagOrDigest, 140)+ep.via(), "", err)
+		last = pullkit.WrapDetail("", pullkit.OpFetchManifest, "(signature) "+text.Clean(tagOrDigest, 140)+ep.via(), "", err)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -311,7 +311,7 @@ func (s *trustSource) Blob(ctx context.Context, desc manifest.Descriptor) ([]byt
 		if err == nil {
 			return raw, nil
 		}
-		last = pullkit.Wrap("", "fetch signature blob"+ep.via(), desc.Digest, err)
+		last = pullkit.WrapDetail("", pullkit.OpFetchBlob, "(signature)"+ep.via(), desc.Digest, err)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

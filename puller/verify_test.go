@@ -109,7 +109,7 @@ func checkUntrusted(t *testing.T, err error, ref string, d digest.Digest) {
 		t.Fatalf("err = %v, want ErrUntrusted", err)
 	}
 	var pe *pullkit.Error
-	if !errors.As(err, &pe) || pe.Reference != ref || pe.Digest != d || pe.Op != "verify" {
+	if !errors.As(err, &pe) || pe.Reference != ref || pe.Digest != d || pe.Op != pullkit.OpVerify {
 		t.Errorf("err = %#v, want a *pullkit.Error naming %s, verify, %s", pe, ref, d)
 	}
 	var ue *trust.UntrustedError
