@@ -54,6 +54,11 @@ var (
 	ErrUnreachable = errors.New("unreachable")
 	// ErrAlreadyExists: a store already holds the blob a writer was asked for.
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrUntrusted: a trust policy refused the image: a signature or attestation it
+	// requires is missing, does not verify, signs another digest or identity, or comes
+	// from a signer it does not trust (trust.UntrustedError names each requirement
+	// unmet). Nothing of a refused image is fetched past its manifests, or stored.
+	ErrUntrusted = errors.New("untrusted")
 )
 
 // Error is the error of an operation on an image: the reference being pulled (when there

@@ -52,6 +52,9 @@ const (
 	// OpPlan: Client.Plan could not work out where a reference is fetched from (the
 	// configuration refuses it, say).
 	OpPlan = "plan"
+	// OpVerify: the client's trust.Verifier refused the image (ErrUntrusted), or could
+	// not decide; nothing past its manifests and signatures was fetched.
+	OpVerify = "verify"
 
 	// Steps of a transfer (package layers; Detail says "layer" or "config").
 

@@ -81,6 +81,11 @@ func (ep *endpoint) referrers(ctx context.Context, r name.Reference, artifactTyp
 	if err != nil {
 		return nil, err
 	}
+	return ep.referrersOf(ctx, subject, artifactType)
+}
+
+// referrersOf lists the referrers of subject on the endpoint (the API, or its tag schema).
+func (ep *endpoint) referrersOf(ctx context.Context, subject digest.Digest, artifactType string) ([]manifest.Descriptor, error) {
 	u := ep.url("referrers", subject.String())
 	if artifactType != "" {
 		u += "?artifactType=" + url.QueryEscape(artifactType)

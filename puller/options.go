@@ -7,6 +7,7 @@ import (
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
+	"github.com/pullkit/pullkit/trust"
 )
 
 // PullOption configures one call (Pull, Inspect, Resolve, ResolveAll, PullArtifact); it
@@ -22,6 +23,7 @@ type pullOptions struct {
 	jobs     int
 	jobsSet  bool
 	tees     func(i int, l manifest.Layer) layers.Tee
+	verified func(*trust.Result) // WithVerified
 	creds    CredentialsFunc
 
 	// The transfer (issue 19): ranges on or off, connections per host.

@@ -213,7 +213,8 @@ func (c *Client) configOf(ctx context.Context, t *tree, m *manifest.Manifest, o 
 
 // Inspect returns the model of the image ref names (the platform's, or with
 // WithAllPlatforms every platform's) from its manifests and config, downloading no
-// layer and storing nothing.
+// layer and storing nothing. With a verifier, the image is verified before its config
+// is fetched.
 func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*manifest.Image, error) {
 	o, err := callOptions(opts)
 	if err != nil {
@@ -226,6 +227,9 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 	}
 	t, err := c.fetchTree(ctx, ref, r, o)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.verifyTree(ctx, ref, t.logical, t, o); err != nil {
 		return nil, err
 	}
 	imgs := make([]*manifest.Image, len(t.images))
@@ -299,6 +303,10 @@ func primary(t *tree, imgs []*manifest.Image, o *pullOptions) *manifest.Image {
 // The model has the layers base first with sizes and (when known) diffIDs, what was
 // served (Digest, Manifest) and what was stored (Stored, Name). Errors are a
 // *pullkit.Error naming the reference, the step and the digest.
+//
+// With a verifier (WithVerifier), the image is verified once its manifests are, before
+// the lease, the config or any layer: a refused image (pullkit.ErrUntrusted) leaves
+// nothing in st.
 func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...PullOption) (*manifest.Image, error) {
 	o, err := callOptions(opts)
 	if err != nil {
@@ -317,6 +325,9 @@ func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...P
 	}
 	t, err := c.fetchTree(ctx, ref, r, o)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.verifyTree(ctx, ref, t.logical, t, o); err != nil {
 		return nil, err
 	}
 	p := &pull{c: c, o: o, t: t, st: st, ref: ref, r: t.logical}

@@ -14,6 +14,7 @@ import (
 	"github.com/pullkit/pullkit/internal/text"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
+	"github.com/pullkit/pullkit/trust"
 )
 
 // maxIndexDepth bounds indexes nested in indexes.
@@ -36,6 +37,8 @@ type Resolved struct {
 	// the reference named one), with the digest the registry answers to and, when the
 	// index says, its platform.
 	Manifest manifest.Descriptor
+	// Trust is what the client's verifier accepted (WithVerifier), or nil without one.
+	Trust *trust.Result
 }
 
 // Pinned returns the reference that always names this image on its registry, e.g.
@@ -118,6 +121,10 @@ func repositoryName(repo name.Repository) string {
 //
 // With mirrors, they are asked first, in order; when every endpoint fails, the last
 // error is returned.
+//
+// With a verifier (WithVerifier), the resolved digests are verified before Resolve
+// returns: a refusal is an error wrapping pullkit.ErrUntrusted, an acceptance is in
+// Resolved.Trust.
 func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (Resolved, error) {
 	o, err := callOptions(opts)
 	if err != nil {
@@ -134,9 +141,24 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 	}
 	var last error
 	for _, ep := range alive(askable(eps, r)) {
-		res, err := c.resolveOn(ctx, ep, contentFrom(eps, ep, r), r, o)
+		content := contentFrom(eps, ep, r)
+		// The verifier runs once the digests are known and before any config is fetched
+		// (for a platform check); its verdict is the image's, not the endpoint's, so a
+		// refusal is final. The signatures are read where the content is.
+		var trustRes *trust.Result
+		var refused error
+		verify := func(res Resolved) error {
+			subject := subjectOf(ref, ep.logical, res.Descriptor, []manifest.Descriptor{res.Manifest})
+			trustRes, refused = c.verify(ctx, subject, content, o)
+			return refused
+		}
+		res, err := c.resolveOn(ctx, ep, content, r, o, verify)
+		if refused != nil {
+			return Resolved{}, refused
+		}
 		if err == nil {
 			res.Reference, res.Name, res.Repository = ref, fullName(ep.logical), repositoryName(ep.logical.Context())
+			res.Trust = trustRes
 			return res, nil
 		}
 		last = pullkit.WrapDetail(ref, pullkit.OpResolve, ep.via(), "", err)
@@ -149,7 +171,10 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 
 // resolveOn resolves r on ep; what a platform check fetches by digest comes from content,
 // the endpoints that may pull, as Pull fetches it.
-func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoint, r name.Reference, o *pullOptions) (Resolved, error) {
+//
+// verify, called once the digests are known and before any config is fetched, may
+// refuse the image.
+func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoint, r name.Reference, o *pullOptions, verify func(Resolved) error) (Resolved, error) {
 	var res Resolved
 	var idx *manifest.Manifest
 	var image *manifest.Manifest // the image manifest, when it was fetched on the way
@@ -224,6 +249,9 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoin
 		if idx, err = ep.manifestByDigest(ctx, d.Digest); err != nil {
 			return res, pullkit.WrapDetail("", pullkit.OpFetchManifest, "(an index in an index)", d.Digest, err)
 		}
+	}
+	if err := verify(res); err != nil {
+		return res, err
 	}
 	if check && !o.anyPlatform() {
 		if err := c.checkResolved(ctx, content, res.Manifest, image, o); err != nil {
@@ -314,7 +342,8 @@ type ResolveResult struct {
 
 // ResolveAll resolves many references at once, with at most WithJobs of them (8 by
 // default) in flight, and returns one result per reference, in order. Each reference
-// succeeds or fails on its own.
+// succeeds or fails on its own; with a verifier, each is verified as Resolve does (so at
+// most as many verifications run at once), one refusal failing only its reference.
 func (c *Client) ResolveAll(ctx context.Context, refs []string, opts ...PullOption) []ResolveResult {
 	out := make([]ResolveResult, len(refs))
 	o, err := callOptions(opts)

@@ -78,6 +78,8 @@ type options struct {
 	partial string
 	// net are the network flags (network.go).
 	net networkFlags
+	// trust are --policy and --verify-key, and what they verified (trust.go).
+	trust trustFlags
 	// xfer are the transfer's flags (transfer.go).
 	xfer transferFlags
 }
@@ -135,6 +137,8 @@ func defineFlags(fs *flag.FlagSet, o *options) *flagHelp {
 	reg := h.group("Registries")
 	reg.BoolVar(&o.plainHTTP, "plain-http", false, "speak plain HTTP to every registry (default: HTTPS first; plain HTTP only to loopback or --insecure-registry hosts that do not speak TLS)")
 	o.net.register(reg)
+
+	o.trust.register(h.group("Trust"))
 
 	lay := h.group("Layout commands (with --output DIR and no reference)")
 	lay.BoolVar(&o.list, "list", false, "list the images named in the layout, and any whose blobs are missing or damaged")
@@ -237,6 +241,8 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{o.xfer.check()}
 	case o.net.plan && len(refs) != 1:
 		return nil, &usageError{"--plan needs a reference"}
+	case o.trust.check(storeCmds > 0) != "":
+		return nil, &usageError{o.trust.check(storeCmds > 0)}
 	}
 	if len(refs) == 1 {
 		o.reference = refs[0]
@@ -340,6 +346,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	copts = append(copts, netOpts...)
+	trustOpts, trustCall, err := o.trust.options()
+	if err != nil {
+		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		return 2
+	}
+	copts, call = append(copts, trustOpts...), append(call, trustCall...)
 
 	switch {
 	case o.list || o.gc || o.check || o.deleteName != "":
@@ -419,9 +431,12 @@ func pullOne(ctx context.Context, o *options, c *puller.Client, call []puller.Pu
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(jsonModel(img))
+		m := jsonModel(img)
+		m.Verified = jsonTrust(o.trust.verified)
+		return enc.Encode(m)
 	}
 	printImage(stdout, img)
+	printTrust(stdout, o.trust.verified)
 	if written != "" {
 		_, err = fmt.Fprintln(stdout, "  written    "+written)
 	} else {
@@ -517,6 +532,8 @@ type jsonImage struct {
 	Platform       *platforms.Platform `json:"platform,omitempty"`
 	Config         *jsonRef            `json:"config,omitempty"`
 	Layers         []jsonLayer         `json:"layers"`
+	// Verified is what --policy or --verify-key accepted (absent without them).
+	Verified *jsonVerified `json:"verified,omitempty"`
 }
 
 // jsonRef is a manifest or config as --json prints it.
