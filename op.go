@@ -73,11 +73,11 @@ const (
 	OpOpenStore = "open store"
 	// OpStatBlob: Info of a blob.
 	OpStatBlob = "stat blob"
-	// OpReadBlob: opening or reading a blob.
+	// OpReadBlob: opening or reading a blob (and a writer's Absorb of the bytes it holds).
 	OpReadBlob = "read blob"
 	// OpOpenWriter: Writer, the start of a blob's ingest.
 	OpOpenWriter = "open writer"
-	// OpWriteBlob: Write or Truncate of a writer (a write past a known size, say).
+	// OpWriteBlob: Write, WriteAt or Truncate of a writer (a write past a known size, say).
 	OpWriteBlob = "write blob"
 	// OpCommitBlob: Commit of a writer (the bytes do not verify, say).
 	OpCommitBlob = "commit blob"

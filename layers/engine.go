@@ -60,6 +60,8 @@ type engine struct {
 	ready   []func() // parts of a split waiting for a worker
 	err     error    // the first failure
 
+	noRanges bool // the Fetcher's LinkMemory says the server does not serve ranges
+
 	writers sync.WaitGroup // the writer goroutines of large transfers
 
 	recv    atomic.Int64 // bytes received, all transfers
@@ -103,6 +105,26 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 		} else {
 			total = -1
 		}
+	}
+	// What earlier calls learnt of the link, and what this one learns, for a Fetcher
+	// that remembers (the link of the first large blob stands for the call's).
+	lm, _ := f.(LinkMemory)
+	var linked *job
+	for _, j := range jobs {
+		if j.large() && j.desc.Size >= 0 {
+			linked = j
+			break
+		}
+	}
+	if lm != nil && linked != nil {
+		l := lm.Link(linked.desc)
+		e.ctl.start(l)
+		e.noRanges = l.NoRanges
+		defer func() {
+			if l, ok := e.ctl.learnt(); ok && l.RTT > 0 {
+				lm.Learnt(linked.desc, l)
+			}
+		}()
 	}
 	e.emit(pullkit.Event{Kind: pullkit.EventPlanned, Total: total, Blobs: len(jobs)})
 	for _, j := range jobs {

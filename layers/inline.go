@@ -65,7 +65,13 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 		if *size >= 0 && off == *size {
 			return nil
 		}
-		body, err := e.f.Fetch(ctx, j.desc, off, -1)
+		body, from, _, err := openBody(ctx, e.f, j.desc, off, -1)
+		if err == nil && from < off {
+			// The whole blob for a resume: what the writer has is read past.
+			if err = skip(ctx, body, off-from); err != nil {
+				body.Close()
+			}
+		}
 		if err != nil {
 			if err := tries.failed(e, j, ctx, 0, off, err); err != nil {
 				return err

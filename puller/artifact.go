@@ -263,8 +263,7 @@ func (c *Client) storeArtifact(ctx context.Context, eps []*endpoint, st store.St
 	if err := lease.Add(ctx, ds...); err != nil {
 		return pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
-	if _, err := layers.Fetch(ctx, &blobSource{eps: eps, progress: o.progress}, st, blobs,
-		layers.WithJobs(o.jobs), layers.WithProgress(o.progress), layers.WithRetry(c.retry)); err != nil {
+	if _, err := layers.Fetch(ctx, &blobSource{eps: eps, progress: o.progress, conns: o.conns}, st, blobs, o.transfer(c.retry, o.progress)...); err != nil {
 		return err
 	}
 	desc := manifest.Descriptor{MediaType: a.MediaType, Digest: a.Digest, Size: int64(len(a.Raw)), ArtifactType: a.ArtifactType}

@@ -62,6 +62,9 @@ type Client struct {
 	tlsOptions     bool // a TLS option was given
 	proxySet       bool // WithProxy was given
 
+	// What is learnt of each host's link, for the client's life (link.go).
+	links sync.Map // host:port -> *hostLink
+
 	// Credentials (creds.go).
 	static      map[string]Credential
 	credFunc    CredentialsFunc

@@ -25,6 +25,40 @@ type pullOptions struct {
 	tees     func(i int, l manifest.Layer) layers.Tee
 	verified func(*trust.Result) // WithVerified
 	creds    CredentialsFunc
+
+	// The transfer (issue 19): ranges on or off, connections per host.
+	noRanges bool
+	conns    int
+}
+
+// transfer returns the options of the call's layers.Fetch, its events going to progress.
+func (o *pullOptions) transfer(retry pullkit.RetryPolicy, progress func(pullkit.Event)) []layers.Option {
+	return []layers.Option{layers.WithJobs(o.jobs), layers.WithProgress(progress), layers.WithRetry(retry), layers.WithRanges(!o.noRanges)}
+}
+
+// WithRanges says whether a large blob may be fetched as parallel ranged requests when
+// its one stream is what limits the transfer (default true; see layers.WithRanges).
+// Without them each blob is one request, resumed from the byte it reached: for a
+// registry or a proxy that serves ranges badly.
+func WithRanges(on bool) PullOption {
+	return func(o *pullOptions) error {
+		o.noRanges = !on
+		return nil
+	}
+}
+
+// WithConnsPerHost caps the blob requests the call keeps in flight to any one host
+// (the registry, a mirror, the blob storage they redirect to), each of them a
+// connection (default: no cap of its own, WithJobs bounds them all). For a registry
+// or CDN that limits connections per client.
+func WithConnsPerHost(n int) PullOption {
+	return func(o *pullOptions) error {
+		if n < 1 {
+			return &pullkit.InvalidError{What: "option WithConnsPerHost", Reason: fmt.Sprintf("%d: want at least 1", n)}
+		}
+		o.conns = n
+		return nil
+	}
 }
 
 func callOptions(opts []PullOption) (*pullOptions, error) {

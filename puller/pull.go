@@ -424,8 +424,8 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 		shareConfigs()
 		p.addTees(blobs, at)
 	}
-	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress}
-	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, layers.WithJobs(p.o.jobs), layers.WithProgress(p.layerProgress()), layers.WithRetry(p.c.retry))
+	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress, conns: p.o.conns}
+	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, p.o.transfer(p.c.retry, p.layerProgress())...)
 	wg.Wait()
 	if cfgErr != nil {
 		return nil, cfgErr

@@ -81,6 +81,7 @@ type reqInfo struct {
 	what     string // what it fetches, as events name it ("manifest", "config", "layer", "token")
 	digest   digest.Digest
 	noRetry  bool // the caller retries (blob bodies)
+	blob     bool // a blob's bytes: spread over a host's lanes under HTTP/2 (link.go)
 	progress func(pullkit.Event)
 	credSent bool // set by authTransport when it sent credentials
 
@@ -591,6 +592,11 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("%w: redirect to a %q URL", pullkit.ErrDenied, text.Clean(req.URL.Scheme, 20))
 	}
 	return nil
+}
+
+// canonicalHostOf is host (host[:port]) as canonicalHost names it under scheme.
+func canonicalHostOf(scheme, host string) string {
+	return canonicalHost(&url.URL{Scheme: scheme, Host: host})
 }
 
 // canonicalHost is host:port with the scheme's default port filled in.

@@ -114,6 +114,13 @@ type CheckResult struct {
 	Damaged []digest.Digest
 	// Removed are the damaged blobs that were removed (all of them, with repair).
 	Removed []digest.Digest
+	// Partials is how many partial ingests (that no writer held) were looked at.
+	Partials int
+	// PartialsDamaged is how many of them had a record of held stretches that does not
+	// read whole or lists bytes the partial does not have, or a record without a
+	// partial; PartialsRepaired how many of those were repaired (the record rewritten
+	// to what it validly lists, or removed), with repair.
+	PartialsDamaged, PartialsRepaired int
 }
 
 // manifestLimit is the largest blob the garbage collector reads as a manifest, the cap

@@ -104,6 +104,36 @@ type Writer interface {
 	Close() error
 }
 
+// Range is a stretch of a blob's bytes: [Start, End).
+type Range struct{ Start, End int64 }
+
+// RangeWriter is a Writer that also keeps bytes that arrive out of order (the parallel
+// ranges of a large blob), so that an interrupted transfer resumes with every stretch
+// it received, not only the prefix it had hashed. Layout's and Memory's writers are
+// RangeWriters; storetest checks these rules for any store whose writers are.
+//
+// Offset stays what has been taken in order and hashed: held bytes count towards the
+// blob once Absorb (or a Write over them) has taken them, and Commit still verifies
+// the whole blob. A writer of a digest opened later starts with the prefix and with
+// every stretch an earlier writer held when it was closed (a Layout: when its process
+// ended, however it ended). A stretch is recorded as held only once its bytes are
+// written, so an interruption loses at most the stretches written last, and a writer
+// never starts with bytes its store does not have. Truncate drops every held stretch;
+// Commit first takes in order what is held from Offset on.
+type RangeWriter interface {
+	Writer
+	// WriteAt keeps p at off, which must be at or beyond Offset and, for a descriptor
+	// of known size, end within it (an error wrapping pullkit.ErrInvalid otherwise).
+	// Stretches may overlap each other: the bytes written last are kept.
+	WriteAt(p []byte, off int64) (int, error)
+	// Held lists the stretches kept beyond Offset: sorted, disjoint, not touching.
+	Held() []Range
+	// Absorb takes held bytes at Offset in order, as Write would take them: it reads up
+	// to len(p) of them into p, hashes them, moves Offset past them, and returns how
+	// many it took (0 when no held stretch starts at Offset).
+	Absorb(p []byte) (int, error)
+}
+
 // Content is a store of blobs.
 type Content interface {
 	Provider

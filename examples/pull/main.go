@@ -80,6 +80,8 @@ type options struct {
 	net networkFlags
 	// trust are --policy and --verify-key, and what they verified (trust.go).
 	trust trustFlags
+	// xfer are the transfer's flags (transfer.go).
+	xfer transferFlags
 }
 
 // usageError is a command-line mistake (exit status 2).
@@ -130,6 +132,7 @@ func defineFlags(fs *flag.FlagSet, o *options) *flagHelp {
 	xfer.IntVar(&o.jobs, "jobs", layers.DefaultJobs, "at most `N` requests in flight for the whole pull")
 	xfer.BoolVar(&o.checkDiffIDs, "check-diffids", false, "decompress each layer while it downloads and check it against the config's rootfs.diff_ids")
 	xfer.BoolVar(&o.directIO, "direct-io", true, "write blobs of 1 MiB and more with O_DIRECT where the file system allows it; false writes through the page cache")
+	o.xfer.register(xfer)
 
 	reg := h.group("Registries")
 	reg.BoolVar(&o.plainHTTP, "plain-http", false, "speak plain HTTP to every registry (default: HTTPS first; plain HTTP only to loopback or --insecure-registry hosts that do not speak TLS)")
@@ -234,6 +237,8 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--ingest-expiry must not be negative"}
 	case o.net.check() != "":
 		return nil, &usageError{o.net.check()}
+	case o.xfer.check() != "":
+		return nil, &usageError{o.xfer.check()}
 	case o.net.plan && len(refs) != 1:
 		return nil, &usageError{"--plan needs a reference"}
 	case o.trust.check(storeCmds > 0) != "":
@@ -333,6 +338,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		call = append(call, puller.WithAllPlatforms())
 	}
 	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs), puller.WithJobs(o.jobs))
+	call = append(call, o.xfer.options()...)
 	copts := []puller.Option{puller.WithPlainHTTP(o.plainHTTP)}
 	netOpts, err := o.net.options(o.reference)
 	if err != nil {
