@@ -13,7 +13,10 @@
 // archive and puller, none of which imports another of those three; pullkittest imports
 // only pullkit, platforms and manifest; the configuration parsers (config/hosts,
 // config/registries, config/auth), which puller reads users' files with, import none of
-// pullkit's packages. So an engine can take the transfer, the store or
+// pullkit's packages; trust (what a verifier is given and returns) imports only pullkit
+// and manifest, puller imports it, and trust/policy (the policy engine, with
+// sigstore-go) imports trust and manifest, never puller, so that a program that never
+// verifies links no cryptography stack. So an engine can take the transfer, the store or
 // the unpacker without the HTTP client, and the model without any I/O (go list -deps
 // shows it; TestImportOrder checks it).
 //
@@ -60,7 +63,7 @@
 // Every error a pullkit package returns wraps one of this package's sentinels
 // (ErrNotFound, ErrUnauthorized, ErrDenied, ErrTooManyRequests, ErrDigestMismatch,
 // ErrSizeMismatch, ErrNoMatch, ErrUnsupported, ErrInvalid, ErrTooLarge, ErrUnreachable,
-// ErrAlreadyExists), a context error, or, when the local file system fails, the
+// ErrAlreadyExists, ErrUntrusted), a context error, or, when the local file system fails, the
 // operating system's own error (errors.Is(err, fs.ErrPermission) and syscall.ENOSPC
 // work); the typed errors carry the details.
 //

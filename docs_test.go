@@ -79,6 +79,9 @@ func TestImportOrder(t *testing.T) {
 		"unpack": 5, "archive": 5, "puller": 5,
 		// The configuration parsers import none of pullkit's packages.
 		"config/hosts": -1, "config/registries": -1, "config/auth": -1,
+		// trust is what a verifier is given and returns; trust/policy (sigstore-go) is
+		// never imported by puller.
+		"trust": 3, "trust/policy": 4,
 	}
 	allowed := func(pkg, imp string) bool {
 		if strings.HasPrefix(imp, "internal/") {
@@ -90,7 +93,7 @@ func TestImportOrder(t *testing.T) {
 		ri, ok := rank[imp]
 		return ok && ri < rank[pkg]
 	}
-	for _, pkg := range []string{"", "platforms", "manifest", "store", "layers", "unpack", "archive", "puller", "pullkittest", "config/hosts", "config/registries", "config/auth"} {
+	for _, pkg := range []string{"", "platforms", "manifest", "store", "layers", "unpack", "archive", "puller", "pullkittest", "config/hosts", "config/registries", "config/auth", "trust", "trust/policy"} {
 		dir := pkg
 		if dir == "" {
 			dir = "."

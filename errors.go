@@ -54,6 +54,11 @@ var (
 	ErrUnreachable = errors.New("unreachable")
 	// ErrAlreadyExists: a store already holds the blob a writer was asked for.
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrUntrusted: a trust policy refused the image: a signature or attestation it
+	// requires is missing, does not verify, signs another digest or identity, or comes
+	// from a signer it does not trust (trust.UntrustedError names each requirement
+	// unmet). Nothing of a refused image is fetched past its manifests, or stored.
+	ErrUntrusted = errors.New("untrusted")
 )
 
 // Error is the error of an operation on an image: the reference being pulled (when there
@@ -63,8 +68,13 @@ var (
 type Error struct {
 	// Reference is the image reference as the caller gave it, or "".
 	Reference string
-	// Op is the step that failed, e.g. "resolve", "fetch manifest", "fetch blob".
+	// Op is the step that failed: one of the Op constants (OpResolve,
+	// OpFetchManifest, OpFetchBlob, …), for a program to compare.
 	Op string
+	// Detail says more of the step, for people: the platform of an index's entry, the
+	// mirror asked, the image name, "layer" or "config". It is printed after Op; it is
+	// not for comparing.
+	Detail string
 	// Digest is the manifest or blob involved, or "".
 	Digest digest.Digest
 	// Err is the cause; it wraps one of the sentinels above.
@@ -81,6 +91,9 @@ func (e *Error) Error() string {
 		parts = append(parts, text.Clean(e.Reference, 300))
 	}
 	head := e.Op
+	if e.Detail != "" {
+		head = strings.TrimSpace(head + " " + text.Clean(e.Detail, 300))
+	}
 	// The digest beside the step; a later mention (in a URL, say) is shortened below, and
 	// a reference that names it already (repo@digest) is not repeated.
 	if d := string(e.Digest); d != "" && !strings.Contains(e.Reference, d) {
@@ -120,6 +133,12 @@ func (e *Error) Unwrap() error { return e.Err }
 // filled in (its empty Reference, Op or Digest) instead of wrapped, so that no digest or
 // reference is printed twice. A nil err stays nil.
 func Wrap(reference, op string, d digest.Digest, err error) error {
+	return WrapDetail(reference, op, "", d, err)
+}
+
+// WrapDetail is Wrap with the step's Detail, which is filled in with Op: an Error that
+// has its step already keeps its own.
+func WrapDetail(reference, op, detail string, d digest.Digest, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -129,13 +148,13 @@ func Wrap(reference, op string, d digest.Digest, err error) error {
 		if c.Reference == "" {
 			c.Reference = reference
 		}
-		if c.Op == "" {
-			c.Op = op
+		if c.Op == "" && c.Detail == "" {
+			c.Op, c.Detail = op, detail
 		}
 		if c.Digest == "" {
 			c.Digest = d
 		}
-		if c.Reference == e.Reference && c.Op == e.Op && c.Digest == e.Digest {
+		if c.Reference == e.Reference && c.Op == e.Op && c.Detail == e.Detail && c.Digest == e.Digest {
 			return err
 		}
 		if e == err {
@@ -150,7 +169,7 @@ func Wrap(reference, op string, d digest.Digest, err error) error {
 			reference = ""
 		}
 	}
-	return &Error{Reference: reference, Op: op, Digest: d, Err: err}
+	return &Error{Reference: reference, Op: op, Detail: detail, Digest: d, Err: err}
 }
 
 // DigestMismatchError reports content that does not hash to the digest it was asked by.

@@ -155,7 +155,7 @@ if has pk-local-unpack || has pk-local-snapshots; then
 fi
 
 # containerd 2.4 on private sockets, roots and state, one daemon tuned and one with its
-# defaults (see start_containerd24 in lib.sh): overlayfs snapshots, content isolated per
+# defaults (see start_containerd24_overlay in lib.sh): overlayfs snapshots, content isolated per
 # namespace. Every run ends with the images removed with --sync (content and snapshots
 # collected), and the script checks that nothing is left, so every run downloads and
 # unpacks everything.
@@ -163,7 +163,7 @@ declare -A ctrsock
 for mode in tuned default; do
   if has ctr24-$mode; then
     ctrsock[$mode]=$work/containerd-$mode.sock
-    start_containerd24 "$bin" "$scratch/containerd-$mode" "${ctrsock[$mode]}" "$mode"
+    start_containerd24_overlay "$bin" "$scratch/containerd-$mode" "${ctrsock[$mode]}" "$mode"
     pids+=($ctrd24pid)
     eval "ctrdpid_$mode=$ctrd24pid"
   fi

@@ -1,14 +1,9 @@
 package layers
 
 import (
-	"errors"
-	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/pullkit/pullkit"
 )
 
 // The controller decides when more connections go to the large blobs of a Fetch: a
@@ -21,17 +16,17 @@ import (
 //     connection is then what limits them (a long or capped link), whereas on a fast link
 //     one stream already delivers about what sha256 can hash, and more connections only
 //     cost CPU and the server's work;
-//   - the first split halves the part with the most left to receive: the new part asks
-//     for the second half in one request, so that a server without ranges costs one
-//     request and nothing is cut before it answers;
-//   - once the server has served a range, the blob is received in chunks from the front
-//     (4 MiB, or eight round trips' worth of bytes when that is more): every part keeps
-//     its next chunk, the rest is queued, and each free connection takes the next chunk,
-//     so the parts advance together and the writer, which hashes in order, keeps up with
-//     them instead of hashing most of the blob after its last byte;
-//   - when the queue is empty, a free connection halves the part with the most left, as
-//     long as each half takes longer to receive than the round trip the new part waits
-//     (two round trips' worth of bytes, 1 MiB at least), so the last parts end together;
+//   - a split starts a new part, which asks for the next stretch of the blob that no
+//     request has asked for: requests are never cut short, so nothing the server sends
+//     is thrown away, and no byte is asked for twice. Only a blob whose server has
+//     answered a range with that range is split (its first request is a range);
+//   - a split blob is received in chunks from the front (4 MiB, or eight round trips'
+//     worth of bytes when that is more): each part that ends its request takes the next
+//     chunk, so the parts advance together and the writer, which hashes in order, keeps
+//     up with them instead of hashing most of the blob after its last byte;
+//   - near the end a request asks for a share of what is left rather than a whole
+//     chunk (two round trips' worth of bytes, 1 MiB at least), so the last parts end
+//     together;
 //   - no more connections than add throughput: the rate one connection gets is measured
 //     over steady stretches (half a second or more with the same connections flowing),
 //     and once the rate per connection falls under 60% of the best one seen, the link
@@ -54,6 +49,7 @@ type controller struct {
 	mu       sync.Mutex
 	samples  []sample
 	best     float64 // the best rate per connection over a steady stretch
+	hint     float64 // the rate per connection an earlier call measured (LinkMemory)
 	maxParts int     // the most connections worth using; 0 until the link is found full
 }
 
@@ -66,6 +62,31 @@ type sample struct {
 func (c *controller) init(j judgement) {
 	c.judge = j
 	c.samples = make([]sample, 0, 256)
+}
+
+// start takes what an earlier call measured of the link: its round trip and rate per
+// connection size the first requests and chunks until this call has measured its own.
+// Pinned, the controller takes nothing.
+func (c *controller) start(l Link) {
+	if !c.measured() {
+		return
+	}
+	if l.RTT > 0 {
+		c.noteRTT(l.RTT)
+	}
+	c.mu.Lock()
+	c.hint = l.ConnRate
+	c.mu.Unlock()
+}
+
+// learnt is what this call measured of its link (nothing when pinned).
+func (c *controller) learnt() (Link, bool) {
+	if !c.measured() {
+		return Link{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Link{RTT: time.Duration(c.rtt.Load()), ConnRate: c.best, MaxConns: c.maxParts}, true
 }
 
 // measured reports whether the controller decides by measurement rather than as pinned.
@@ -169,7 +190,48 @@ func (c *controller) moreStreams(e *engine) bool {
 	return c.room(e, now)
 }
 
-// split returns a task that splits a part, or nil (under e.mu).
+// sizes are the request sizes of a split blob: a chunk (4 MiB, or eight round trips'
+// worth of bytes at the best rate one connection got, when that is more), and the least
+// a request asks for (1 MiB, or two round trips' worth), so that each request takes
+// longer than the round trip that starts it.
+func (c *controller) sizes() (chunk, minPart int64) {
+	rtt := c.rttNow()
+	c.mu.Lock()
+	perPart := c.best // 0 unless measured
+	if perPart == 0 {
+		perPart = c.hint
+	}
+	c.mu.Unlock()
+	minPart = max(int64(minPartSize), int64(2*perPart*rtt.Seconds()))
+	chunk = max(int64(chunkSize), int64(8*perPart*rtt.Seconds())) / blockSize * blockSize
+	return chunk, minPart
+}
+
+// prefetchAt is how many bytes before the end of its request a part asks for its next
+// one: twice what one connection receives in a round trip at the best rate seen, so
+// that the next answer's first bytes come as the last ones of this answer are read, 1
+// MiB at least; 2 MiB while nothing is measured, and when the judgement is pinned.
+func (c *controller) prefetchAt() int64 {
+	const unknown = 2 << 20
+	if !c.measured() {
+		return unknown
+	}
+	c.mu.Lock()
+	rate := c.best
+	if rate == 0 {
+		rate = c.hint
+	}
+	c.mu.Unlock()
+	if rate == 0 {
+		return unknown
+	}
+	return max(blockSize, int64(2*rate*c.rttNow().Seconds()))
+}
+
+// split returns a task that starts another part of a blob whose streams limit it, or nil
+// (under e.mu). The new part asks for the next stretch nobody has asked for yet: no part
+// is cut, so no byte is asked for twice. Only a blob whose server has answered a range
+// with that range is split.
 func (c *controller) split(e *engine) func() {
 	if !e.o.ranges || len(e.active) == 0 {
 		return nil
@@ -177,171 +239,27 @@ func (c *controller) split(e *engine) func() {
 	now := time.Now()
 	rtt := c.rttNow()
 	c.mu.Lock()
-	perPart := c.best // 0 unless measured
 	room := c.room(e, now)
 	c.mu.Unlock()
-	minPart := max(int64(minPartSize), int64(2*perPart*rtt.Seconds()))
-	chunk := max(int64(chunkSize), int64(8*perPart*rtt.Seconds())) / blockSize * blockSize
 	if !room {
 		return nil
 	}
-	// The next chunk of a blob split already.
-	for _, x := range e.active {
-		x.mu.Lock()
-		if p := x.nextChunk(chunk); p != nil {
-			x.mu.Unlock()
-			e.partsAdd(1)
-			return func() { p.run(x.ctx) }
-		}
-		x.mu.Unlock()
-	}
-	// The part with the most left, of a blob that its one stream limits.
-	var victim *part
-	var vx *xfer
-	var most int64
 	for _, x := range e.active {
 		if !x.linkLimited(now, rtt) {
 			continue
 		}
 		x.mu.Lock()
-		for _, p := range x.parts {
-			if left := p.end.Load() - p.pos.Load(); left > most && !p.splitting {
-				victim, vx, most = p, x, left
-			}
+		var p *part
+		if x.rangesOK && !x.noRanges {
+			p = x.newPart()
 		}
 		x.mu.Unlock()
-	}
-	if victim == nil || most < 2*minPart+blockSize {
-		return nil
-	}
-	vx.mu.Lock()
-	defer vx.mu.Unlock()
-	if vx.rangesOK {
-		// The server serves ranges: the parts' stretches beyond a chunk go to the queue,
-		// and every free connection (that there is room for) takes a chunk at once. Once
-		// the queue is empty, a free connection halves the part with the most left.
-		for _, p := range vx.parts {
-			if !p.splitting {
-				vx.enqueue(p, chunk)
-			}
-		}
-		free := e.slots - e.busy
-		if c.maxParts > 0 {
-			free = min(free, c.maxParts-int(e.partsNow()))
-		}
-		var tasks []func()
-		for ; free > 0; free-- {
-			p := vx.nextChunk(chunk)
-			if p == nil {
-				if victim = vx.largest(2*minPart + blockSize); victim == nil {
-					break
-				}
-				cut := vx.cut(victim, 1, minPart)
-				if len(cut) == 0 {
-					break
-				}
-				p = cut[0]
-			}
-			tasks = append(tasks, func() { p.run(vx.ctx) })
-		}
-		if len(tasks) == 0 {
-			return nil
-		}
-		e.partsAdd(int64(len(tasks)))
-		e.ready = append(e.ready, tasks[1:]...)
-		return tasks[0]
-	}
-	victim.splitting = true
-	return func() { vx.splitPart(victim, minPart) }
-}
-
-// enqueue leaves the part v its next block and a chunk after it, and queues the rest of
-// its stretch, if that is a chunk or more (under x.mu).
-func (x *xfer) enqueue(v *part, chunk int64) {
-	pos, end := v.pos.Load(), v.end.Load()
-	keep := (pos/blockSize+1)*blockSize + chunk // v may be receiving the block at pos
-	if keep+chunk > end {
-		return
-	}
-	v.end.Store(keep)
-	i := sort.Search(len(x.rest), func(i int) bool { return x.rest[i][0] > keep })
-	x.rest = slices.Insert(x.rest, i, [2]int64{keep, end})
-	if !x.split {
-		x.split, x.window = true, splitWindow
-	}
-}
-
-// nextChunk returns a new part for the lowest chunk queued, or nil (under x.mu). A
-// stretch of less than half a chunk after it goes with it.
-func (x *xfer) nextChunk(chunk int64) *part {
-	if len(x.rest) == 0 || x.err != nil || x.finished {
-		return nil
-	}
-	r := &x.rest[0]
-	from, to := r[0], min(r[1], r[0]+chunk)
-	if r[1]-to < chunk/2 {
-		to = r[1]
-	}
-	if r[0] = to; r[0] >= r[1] {
-		x.rest = x.rest[1:]
-	}
-	p := &part{x: x}
-	p.pos.Store(from)
-	p.end.Store(to)
-	x.parts = append(x.parts, p)
-	return p
-}
-
-// largest returns the part with the most left to receive, if that is at least least
-// bytes and it is not being split (under x.mu).
-func (x *xfer) largest(least int64) *part {
-	var best *part
-	most := least - 1
-	for _, p := range x.parts {
-		if left := p.end.Load() - p.pos.Load(); left > most && !p.splitting {
-			best, most = p, left
+		if p != nil {
+			e.partsAdd(1)
+			return func() { p.run(x.ctx) }
 		}
 	}
-	return best
-}
-
-// cut gives the part v's stretch beyond its next block to k new parts, in equal pieces
-// of at least minPart (fewer pieces when there is less), and returns them (under x.mu).
-func (x *xfer) cut(v *part, k int, minPart int64) []*part {
-	pos, end := v.pos.Load(), v.end.Load()
-	from := (pos/blockSize + 1) * blockSize // v may be receiving the block at pos
-	if k < 1 || from >= end {
-		return nil
-	}
-	step := (end - from) / int64(k+1) / blockSize * blockSize
-	for k > 0 && step < minPart {
-		k--
-		if k > 0 {
-			step = (end - from) / int64(k+1) / blockSize * blockSize
-		}
-	}
-	if k == 0 {
-		return nil
-	}
-	cut := from + step
-	v.end.Store(cut)
-	out := make([]*part, k)
-	for i := range out {
-		p := &part{x: x}
-		p.pos.Store(cut)
-		next := cut + step
-		if i == k-1 {
-			next = end
-		}
-		p.end.Store(next)
-		out[i] = p
-		cut = next
-	}
-	x.parts = append(x.parts, out...)
-	if !x.split {
-		x.split, x.window = true, splitWindow
-	}
-	return out
+	return nil
 }
 
 // linkLimited reports whether the blob's streams, not its writer, limit it (see
@@ -373,53 +291,4 @@ func streamsLimit(el, rtt, busy, waited time.Duration, parts int) bool {
 	}
 	waited /= time.Duration(max(1, parts))
 	return busy*2 < el && waited*10 < el
-}
-
-// splitPart gives the second half of v's stretch to a new part, asked for in one request
-// before anything is cut, so that a server that will not serve it costs nothing.
-func (x *xfer) splitPart(v *part, minPart int64) {
-	e := x.e
-	defer func() {
-		x.mu.Lock()
-		v.splitting = false
-		x.mu.Unlock()
-	}()
-	pos, end := v.pos.Load(), v.end.Load()
-	cut := (pos + (end-pos)/2 + blockSize - 1) / blockSize * blockSize
-	if cut < pos+blockSize || end-cut < minPart {
-		return
-	}
-	body, err := e.f.Fetch(x.ctx, x.j.desc, cut, end-cut)
-	if err != nil {
-		switch {
-		case errors.Is(err, pullkit.ErrUnsupported):
-			x.mu.Lock()
-			x.noRanges = true
-			x.mu.Unlock()
-		case errors.Is(err, pullkit.ErrTooManyRequests):
-			e.mu.Lock()
-			e.ctl.backOff(e)
-			e.mu.Unlock()
-		}
-		return
-	}
-	x.mu.Lock()
-	if x.err != nil || x.finished || v.end.Load() != end || v.pos.Load()+blockSize > cut {
-		x.mu.Unlock()
-		body.Close()
-		return
-	}
-	v.end.Store(cut)
-	x.rangesOK = true
-	p := &part{x: x, body: body}
-	p.pos.Store(cut)
-	p.end.Store(end)
-	x.parts = append(x.parts, p)
-	if !x.split {
-		x.split, x.window = true, splitWindow
-	}
-	v.splitting = false
-	x.mu.Unlock()
-	e.partsAdd(1)
-	p.run(x.ctx)
 }

@@ -18,9 +18,15 @@
 //     at once) and to the blob's taps (the diffID, an unpacker); four large blobs start
 //     at once, more only while those running are limited by their link;
 //   - a transfer whose writer waits for its one stream (a long or capped link) is split
-//     into parallel ranged requests; bytes that arrive beyond its memory window are
-//     parked in a scratch file of the store until the bytes before them are written, so
-//     memory never grows with the blob, nor with what a registry declares;
+//     into parallel ranged requests, each asking for a stretch nobody has asked for:
+//     no request is ever cut short, so every byte is asked for, and sent, once; a
+//     server that answers a range with the whole blob has that answer taken as the
+//     whole fetch;
+//   - bytes that arrive ahead of the writer are held by the store's writer
+//     (store.RangeWriter: a Layout keeps them in the partial file, with a record) until
+//     the bytes before them are written, so memory never grows with the blob, nor with
+//     what a registry declares, and an interrupted transfer keeps every stretch it
+//     received;
 //   - connections are added only while they add throughput (see the controller), and a
 //     429 halves them.
 //
@@ -29,8 +35,8 @@
 // attempts that moved nothing. A blob the store has is skipped (one whose size is not the
 // descriptor's is taken for damaged and fetched again); another transfer of the same
 // digest into the same store, in this process or another, is waited for, not repeated.
-// What an interrupted transfer received stays in the store's writer for the next call
-// to resume. Every loop honours the context, decompression for diffIDs included.
+// What an interrupted transfer received (its prefix and every stretch beyond) stays in
+// the store's writer for the next call, which asks only for what is missing. Every loop honours the context, decompression for diffIDs included.
 //
 // Progress is reported as pullkit.Event values (WithProgress): the call's totals first,
 // then each blob queued, started, its progress, retries and waits, and its end.

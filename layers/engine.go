@@ -34,6 +34,7 @@ type job struct {
 	idx     []int
 	attempt int // starts from scratch so far (digest or size mismatches)
 	res     Result
+	ev      blobEvents
 }
 
 // large reports whether j gets a transfer of its own (rather than an inline receive).
@@ -59,6 +60,8 @@ type engine struct {
 	ready   []func() // parts of a split waiting for a worker
 	err     error    // the first failure
 
+	noRanges bool // the Fetcher's LinkMemory says the server does not serve ranges
+
 	writers sync.WaitGroup // the writer goroutines of large transfers
 
 	recv    atomic.Int64 // bytes received, all transfers
@@ -78,14 +81,13 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 	e.ctl.init(o.judge)
 
 	byDigest := make(map[digest.Digest]*job, len(blobs))
-	var total int64
+	var total int64 // -1 once a blob of unknown size is planned
 	for i, b := range blobs {
 		j := byDigest[b.Desc.Digest]
 		if j == nil {
 			j = &job{desc: b.Desc, what: what(b)}
 			byDigest[b.Desc.Digest] = j
 			e.queue = append(e.queue, j)
-			total += max(b.Desc.Size, 0)
 		} else if j.desc.Size < 0 && b.Desc.Size >= 0 {
 			j.desc = b.Desc
 		}
@@ -97,9 +99,36 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 	}
 	jobs := append([]*job(nil), e.queue...)
 	e.left = len(jobs)
+	for _, j := range jobs {
+		if total >= 0 && j.desc.Size >= 0 {
+			total += j.desc.Size
+		} else {
+			total = -1
+		}
+	}
+	// What earlier calls learnt of the link, and what this one learns, for a Fetcher
+	// that remembers (the link of the first large blob stands for the call's).
+	lm, _ := f.(LinkMemory)
+	var linked *job
+	for _, j := range jobs {
+		if j.large() && j.desc.Size >= 0 {
+			linked = j
+			break
+		}
+	}
+	if lm != nil && linked != nil {
+		l := lm.Link(linked.desc)
+		e.ctl.start(l)
+		e.noRanges = l.NoRanges
+		defer func() {
+			if l, ok := e.ctl.learnt(); ok && l.RTT > 0 {
+				lm.Learnt(linked.desc, l)
+			}
+		}()
+	}
 	e.emit(pullkit.Event{Kind: pullkit.EventPlanned, Total: total, Blobs: len(jobs)})
 	for _, j := range jobs {
-		e.emit(pullkit.Event{Kind: pullkit.EventQueued, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventQueued, Total: j.desc.Size})
 	}
 
 	// Wake idle workers when the call is cancelled, and while transfers run, so that they
@@ -121,6 +150,16 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 	// the call returns only once they are done with them.
 	e.writers.Wait()
 	close(stop)
+	e.mu.Lock()
+	cause := e.err
+	e.mu.Unlock()
+	if cause == nil {
+		cause = ctx.Err()
+	}
+	if cause == nil {
+		cause = context.Canceled
+	}
+	e.cancelUnfinished(jobs, cause)
 
 	results := make([]Result, len(blobs))
 	for _, j := range jobs {
@@ -277,18 +316,17 @@ func (e *engine) again(j *job) {
 	e.mu.Unlock()
 }
 
-// blobErr names the blob in err.
+// blobErr names the step (a pullkit.Op constant) and the blob in err.
 func blobErr(j *job, op string, err error) error {
-	return pullkit.Wrap("", op+" "+j.what, j.desc.Digest, err)
+	return pullkit.WrapDetail("", op, "("+j.what+")", j.desc.Digest, err)
 }
 
 // start begins a job: it skips a blob the store has, waits for another writer of it,
 // and otherwise receives it (inline, or as the first part of a transfer).
 func (e *engine) start(j *job) {
 	ctx := e.ctx
-	d := j.desc.Digest
 	if j.desc.Size > e.o.maxSize {
-		e.failJob(j, blobErr(j, "fetch", &pullkit.TooLargeError{What: j.what, Limit: e.o.maxSize, Size: j.desc.Size}))
+		e.failJob(j, blobErr(j, pullkit.OpFetchBlob, &pullkit.TooLargeError{What: j.what, Limit: e.o.maxSize, Size: j.desc.Size}))
 		return
 	}
 	if res, ok, err := e.present(ctx, j); err != nil || ok {
@@ -296,7 +334,7 @@ func (e *engine) start(j *job) {
 			e.failJob(j, err)
 			return
 		}
-		e.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: j.what, Digest: d, Done: res.Desc.Size, Total: res.Desc.Size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventSkipped, Done: res.Desc.Size, Total: res.Desc.Size})
 		e.done(j, res)
 		return
 	}
@@ -305,24 +343,24 @@ func (e *engine) start(j *job) {
 		// Another transfer stored it while this one waited for its writer.
 		res, ok, err := e.present(ctx, j)
 		if err == nil && !ok {
-			err = blobErr(j, "store", fmt.Errorf("%w: the store reported it present, then did not have it", pullkit.ErrNotFound))
+			err = blobErr(j, pullkit.OpOpenWriter, fmt.Errorf("%w: the store reported it present, then did not have it", pullkit.ErrNotFound))
 		}
 		if err != nil {
 			e.failJob(j, err)
 			return
 		}
-		e.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: j.what, Digest: d, Done: res.Desc.Size, Total: res.Desc.Size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventSkipped, Done: res.Desc.Size, Total: res.Desc.Size})
 		e.done(j, res)
 		return
 	}
 	if err != nil {
-		e.failJob(j, blobErr(j, "store", err))
+		e.failJob(j, blobErr(j, pullkit.OpOpenWriter, err))
 		return
 	}
 	if j.desc.Size >= 0 && w.Offset() > j.desc.Size {
 		if err := w.Truncate(0); err != nil {
 			w.Close()
-			e.failJob(j, blobErr(j, "store", err))
+			e.failJob(j, blobErr(j, pullkit.OpWriteBlob, err))
 			return
 		}
 	}
@@ -337,30 +375,6 @@ func (e *engine) start(j *job) {
 	x.parts[0].run(x.ctx)
 }
 
-// writerWait is how long the store's Writer may take before the wait is reported: past
-// it, another transfer (another pull, another process) is writing the blob.
-const writerWait = 200 * time.Millisecond
-
-// writer opens the store's writer for j, reporting EventWaiting (Wait 0: for as long as
-// the other transfer takes) when the store makes it wait for another writer of the blob.
-func (e *engine) writer(ctx context.Context, j *job) (store.Writer, error) {
-	var mu sync.Mutex
-	opened := false
-	t := time.AfterFunc(writerWait, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !opened {
-			e.emit(pullkit.Event{Kind: pullkit.EventWaiting, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size})
-		}
-	})
-	w, err := e.s.Writer(ctx, j.desc)
-	mu.Lock()
-	opened = true
-	mu.Unlock()
-	t.Stop()
-	return w, err
-}
-
 // present reports whether the store holds the job's blob (whole: one whose size is not
 // the descriptor's is removed as damaged), with its Result.
 func (e *engine) present(ctx context.Context, j *job) (Result, bool, error) {
@@ -369,12 +383,12 @@ func (e *engine) present(ctx context.Context, j *job) (Result, bool, error) {
 		return Result{}, false, nil
 	}
 	if err != nil {
-		return Result{}, false, blobErr(j, "store", err)
+		return Result{}, false, blobErr(j, pullkit.OpStatBlob, err)
 	}
 	if j.desc.Size >= 0 && info.Size != j.desc.Size {
 		// Damaged under its name (truncated on disk, say): remove it and fetch it again.
 		if err := e.s.Delete(ctx, j.desc.Digest); err != nil && !errors.Is(err, pullkit.ErrNotFound) {
-			return Result{}, false, blobErr(j, "store", err)
+			return Result{}, false, blobErr(j, pullkit.OpDeleteBlob, err)
 		}
 		return Result{}, false, nil
 	}
@@ -383,7 +397,7 @@ func (e *engine) present(ctx context.Context, j *job) (Result, bool, error) {
 	if j.diff || len(j.tees) > 0 {
 		ra, err := e.s.ReaderAt(ctx, j.desc.Digest)
 		if err != nil {
-			return Result{}, false, blobErr(j, "read", err)
+			return Result{}, false, blobErr(j, pullkit.OpReadBlob, err)
 		}
 		res.DiffID, err = replay(ctx, j, ra)
 		ra.Close()
@@ -400,6 +414,6 @@ func (e *engine) failJob(j *job, err error) {
 	if e.ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		kind = pullkit.EventCancelled
 	}
-	e.emit(pullkit.Event{Kind: kind, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	e.report(j, pullkit.Event{Kind: kind, Total: j.desc.Size, Err: err})
 	e.fail(err)
 }

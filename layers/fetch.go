@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -17,11 +18,65 @@ import (
 type Fetcher interface {
 	// Fetch returns the bytes of desc's blob from offset on: length of them, or to the
 	// end of the blob when length < 0. The reader must yield exactly those bytes (the
-	// transfer checks the count and the digest); it is closed by the caller. A fetcher
-	// that cannot give a range that ends before the blob does returns an error wrapping
-	// pullkit.ErrUnsupported; every fetcher must accept offset 0 with length < 0.
-	// Cancelling ctx must end the request and any read of its body.
+	// transfer checks the count and the digest), unless it is a Served body that says
+	// it yields the blob from an earlier offset to its end (a server that ignored the
+	// range); it is closed by the caller. A fetcher that cannot give a range that ends
+	// before the blob does returns an error wrapping pullkit.ErrUnsupported (or such a
+	// Served body); every fetcher must accept offset 0 with length < 0. Cancelling ctx
+	// must end the request and any read of its body.
 	Fetch(ctx context.Context, desc manifest.Descriptor, offset, length int64) (io.ReadCloser, error)
+}
+
+// Link is what is known of the link a call's blobs come over: the measurements that
+// size its requests and cap its connections, and whether the server serves ranges.
+type Link struct {
+	// RTT is the shortest request latency seen (to the response headers).
+	RTT time.Duration
+	// ConnRate is the best rate one connection got over a steady stretch, bytes/s.
+	ConnRate float64
+	// MaxConns is how many connections were flowing when the rate per connection fell
+	// under 60% of the best (the link was full), 0 when that was not seen.
+	MaxConns int
+	// NoRanges says the server answers a range with the whole blob (or refuses it).
+	NoRanges bool
+}
+
+// A LinkMemory is a Fetcher that remembers links between calls: a call starts from what
+// Link says of the link to its first large blob (its first requests and chunks sized
+// for it rather than for an unknown link; no ranges tried where the server does not
+// serve them), and tells Learnt what it measured once it ends. The puller keeps them per
+// host for a Client's life.
+type LinkMemory interface {
+	Link(desc manifest.Descriptor) Link
+	Learnt(desc manifest.Descriptor, l Link)
+}
+
+// Served is a body a Fetcher returns when the server sent other bytes than asked for: a
+// registry or CDN that ignores Range answers with the whole blob. The transfer then takes
+// it as the fetch of everything from the offset asked for to the blob's end (dropping
+// what comes before that offset, and asking for nothing more), rather than closing it
+// and paying for the blob a second time.
+type Served interface {
+	io.ReadCloser
+	// ServedFrom is the offset of the body's first byte; the body runs to the blob's
+	// end.
+	ServedFrom() int64
+}
+
+// openBody asks f for desc's bytes from offset (length of them, or to the end when
+// length < 0), and returns the body with the offset it really starts at, and whether it
+// runs to the blob's end whatever was asked (a Served body).
+func openBody(ctx context.Context, f Fetcher, desc manifest.Descriptor, offset, length int64) (rc io.ReadCloser, from int64, whole bool, err error) {
+	rc, err = f.Fetch(ctx, desc, offset, length)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if s, ok := rc.(Served); ok {
+		if from := s.ServedFrom(); from <= offset && from >= 0 {
+			return rc, from, true, nil
+		}
+	}
+	return rc, offset, false, nil
 }
 
 // A Restarter is a Fetcher that is told when the bytes it served for a blob did not
@@ -88,7 +143,7 @@ type Result struct {
 // On the first blob that fails for good the other transfers are cancelled and an error
 // naming the blob (a *pullkit.Error) is returned, with the Results of the blobs that
 // completed. What an interrupted transfer received stays in the store's writer for the
-// next call to resume.
+// next call to resume: the prefix, and with a store.RangeWriter every stretch beyond it.
 func Fetch(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, opts ...Option) ([]Result, error) {
 	if f == nil || s == nil {
 		return nil, &pullkit.InvalidError{What: "layers.Fetch", Reason: "nil Fetcher or store"}
@@ -104,7 +159,7 @@ func Fetch(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, opts .
 	}
 	for _, b := range blobs {
 		if err := b.Desc.Digest.Validate(); err != nil {
-			return nil, pullkit.Wrap("", "fetch "+what(b), b.Desc.Digest, &pullkit.InvalidError{What: "descriptor", Reason: "digest " + fmt.Sprintf("%q", string(b.Desc.Digest)), Err: err})
+			return nil, pullkit.WrapDetail("", pullkit.OpFetchBlob, "("+what(b)+")", b.Desc.Digest, &pullkit.InvalidError{What: "descriptor", Reason: "digest " + fmt.Sprintf("%q", string(b.Desc.Digest)), Err: err})
 		}
 	}
 	return run(ctx, f, s, blobs, o)

@@ -319,60 +319,79 @@ func TestJobsBoundRequests(t *testing.T) {
 }
 
 // TestSplitOnALimitedLink: a blob judged link-limited (pinned: the measurement that
-// decides it is TestStreamsLimit's) is split into parallel ranges and still verifies:
-// only the first split asks for the rest of the blob, later parts take chunks from the
-// front. A server without ranges keeps its one stream; WithRanges(false) never splits.
+// decides it is TestStreamsLimit's) is split into parallel ranges and still verifies,
+// and every byte is asked for once: no two requests overlap, no body is closed before
+// its end, and what the server sent adds up to the blob. After the first request (a
+// range), the parts take chunks from the front. A server that refuses ranges keeps one
+// stream; one that answers a range with the whole blob has that answer taken as the
+// whole fetch; WithRanges(false) never splits.
 func TestSplitOnALimitedLink(t *testing.T) {
-	b := randomBytes(t, 24<<20)
-	f := newFetcher(b)
-	f.rate = 8 << 20 // 8 MiB/s per connection
-	f.latency = 2 * time.Millisecond
-	f.holdUntilRanged(2 << 20)
-	s := newMemStore()
-	if _, err := Fetch(context.Background(), f, s, []Blob{{Desc: desc(b)}}, withJudgement(judgeAlways)); err != nil {
-		t.Fatal(err)
-	}
-	reqs := f.requests()
-	ranged, toEnd := 0, 0
-	for _, r := range reqs {
-		if r.length < 0 {
-			continue
+	for _, size := range []int{24 << 20, 9<<20 + 12345} {
+		b := randomBytes(t, size)
+		f := newFetcher(b)
+		f.rate = 8 << 20 // 8 MiB/s per connection
+		f.latency = 2 * time.Millisecond
+		f.holdUntilRanged(2 << 20)
+		s := newMemStore()
+		if _, err := Fetch(context.Background(), f, s, []Blob{{Desc: desc(b)}}, withJudgement(judgeAlways)); err != nil {
+			t.Fatal(err)
 		}
-		ranged++
-		// Only the first split asks for the rest of the blob; after it, the parts take
-		// chunks from the front (4 MiB, with at most half a chunk more at the end of a
-		// stretch) or halve what is left near the end.
-		if r.offset+r.length == int64(len(b)) && r.length > 6<<20 {
-			toEnd++
-		} else if r.length > 6<<20 {
-			t.Errorf("a range of %d bytes at %d: more than a chunk and a half", r.length, r.offset)
+		if got, _ := s.get(digest.FromBytes(b)); !bytes.Equal(got, b) {
+			t.Errorf("%d bytes: stored content differs", size)
 		}
-	}
-	if ranged == 0 {
-		t.Errorf("no ranged request for a link-limited blob (%d requests)", len(reqs))
-	}
-	if toEnd > 1 {
-		t.Errorf("%d ranges to the end of the blob, want the first split's only", toEnd)
-	}
-	if got, _ := s.get(digest.FromBytes(b)); !bytes.Equal(got, b) {
-		t.Errorf("stored content differs")
+		reqs := f.requests()
+		if len(reqs) < 3 {
+			t.Errorf("%d bytes: %d requests for a link-limited blob, want it split: %+v", size, len(reqs), reqs)
+		}
+		for _, r := range reqs {
+			if r.length < 0 {
+				r.length = int64(size) - r.offset // the last stretch
+			}
+			if r.length > chunkSize*3/2 {
+				t.Errorf("%d bytes: request %+v: not a range of at most a chunk and a half", size, r)
+			}
+		}
+		if o := f.overlaps(); len(o) > 0 {
+			t.Errorf("%d bytes: overlapping requests %+v (all: %+v)", size, o, reqs)
+		}
+		read, unread := f.sent()
+		d := digest.FromBytes(b)
+		if read[d] != int64(size) || unread[d] != 0 {
+			t.Errorf("%d bytes: the server sent %d bytes and %d more that were thrown away, want %d and none", size, read[d], unread[d], size)
+		}
 	}
 
-	b = b[:6<<20]
-	// A server without ranges keeps the one stream: the first split's request is
-	// refused, and no other is tried.
+	b := randomBytes(t, 6<<20)
+	d := digest.FromBytes(b)
+	// A server that refuses ranges: the first request (a range) is refused, the second
+	// is the whole blob, and nothing else is tried.
 	norange := newFetcher(b)
 	norange.rate, norange.noRanges = 8<<20, true
-	norange.holdUntilRanged(2 << 20)
-	s = newMemStore()
+	s := newMemStore()
 	if _, err := Fetch(context.Background(), norange, s, []Blob{{Desc: desc(b)}}, withJudgement(judgeAlways)); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.get(digest.FromBytes(b)); !bytes.Equal(got, b) {
+	if got, _ := s.get(d); !bytes.Equal(got, b) {
 		t.Errorf("without ranges: stored content differs")
 	}
-	if reqs := norange.requests(); len(reqs) != 2 || reqs[1].length < 0 {
-		t.Errorf("without ranges: requests %+v, want the whole blob and one refused range", reqs)
+	if reqs := norange.requests(); len(reqs) != 2 || reqs[0].length < 0 || reqs[1].offset != 0 || reqs[1].length >= 0 {
+		t.Errorf("without ranges: requests %+v, want one refused range and the whole blob", reqs)
+	}
+	// A server that answers a range with the whole blob: that answer is the fetch.
+	whole := newFetcher(b)
+	whole.rate, whole.ignoreRanges = 8<<20, true
+	s = newMemStore()
+	if _, err := Fetch(context.Background(), whole, s, []Blob{{Desc: desc(b)}}, withJudgement(judgeAlways)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.get(d); !bytes.Equal(got, b) {
+		t.Errorf("whole answers: stored content differs")
+	}
+	if reqs := whole.requests(); len(reqs) != 1 {
+		t.Errorf("whole answers: requests %+v, want the first one only", reqs)
+	}
+	if read, unread := whole.sent(); read[d] != int64(len(b)) || unread[d] != 0 {
+		t.Errorf("whole answers: sent %d (and %d thrown away), want %d", read[d], unread[d], len(b))
 	}
 	// And WithRanges(false) never splits, even a blob judged link-limited.
 	off := newFetcher(b)
@@ -380,8 +399,8 @@ func TestSplitOnALimitedLink(t *testing.T) {
 	if _, err := Fetch(context.Background(), off, newMemStore(), []Blob{{Desc: desc(b)}}, WithRanges(false), withJudgement(judgeAlways)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(off.requests()); n != 1 {
-		t.Errorf("WithRanges(false): %d requests, want 1", n)
+	if reqs := off.requests(); len(reqs) != 1 || reqs[0].length >= 0 {
+		t.Errorf("WithRanges(false): requests %+v, want the whole blob once", reqs)
 	}
 }
 
@@ -688,5 +707,87 @@ func TestRetryAfterIsHonouredOrRefused(t *testing.T) {
 	}
 	if time.Since(start) > 30*time.Second || len(f.requests()) != 1 { // a day's wait would hang it
 		t.Errorf("a day's Retry-After was waited for or retried (%d requests)", len(f.requests()))
+	}
+}
+
+// TestRequestSizes checks the sizes requests ask for, on made-up measurements: growing
+// while a blob is not split, chunks once it is (larger on a long fast link), shares of
+// what is left near the end, the whole stretch for one stream.
+func TestRequestSizes(t *testing.T) {
+	newX := func(judge judgement, best float64, rtt time.Duration, todo int64, parts int) *xfer {
+		e := &engine{o: defaultOptions()}
+		e.ctl.init(judge)
+		e.ctl.best = best
+		e.ctl.noteRTT(rtt)
+		x := &xfer{e: e, size: todo, grow: firstRequest}
+		x.todo = x.todo.Add(0, todo)
+		x.parts = make([]*part, parts)
+		return x
+	}
+	ms := time.Millisecond
+	// Not split: 4, 8, 16, 32, 64, 64 MiB.
+	x := newX(judgeMeasured, 0, ms, 1<<40, 1)
+	for i, want := range []int64{4 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20, 64 << 20} {
+		if got := x.request(x.todo[0]); got != want {
+			t.Errorf("unsplit request %d: %d, want %d", i, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		best      float64
+		rtt       time.Duration
+		todo      int64
+		parts     int
+		want      int64
+		wantChunk int64
+	}{
+		{"a chunk on a link measured slow", 1e6, 40 * ms, 1 << 30, 4, 4 << 20, 4 << 20},
+		{"eight round trips at 12.5 MB/s over 100 ms", 12.5e6, 100 * ms, 1 << 30, 4, 9 << 20, 9 << 20},
+		{"near the end: a share of what is left", 1e6, 40 * ms, 24 << 20, 4, 3 << 20, 4 << 20},
+		{"never under two round trips' worth", 12.5e6, 100 * ms, 8 << 20, 16, 2 << 20, 9 << 20},
+		{"never under a block", 0, ms, 100 << 10, 16, 1 << 20, 4 << 20},
+	} {
+		x := newX(judgeMeasured, tc.best, tc.rtt, tc.todo, tc.parts)
+		x.split = true
+		chunk, _ := x.e.ctl.sizes()
+		if got := x.request(x.todo[0]); got != tc.want || chunk != tc.wantChunk {
+			t.Errorf("%s: request %d (chunk %d), want %d (chunk %d)", tc.name, got, chunk, tc.want, tc.wantChunk)
+		}
+	}
+	// One stream: the whole stretch, whatever its size.
+	x = newX(judgeNever, 1e6, 40*ms, 100<<20, 1)
+	if got := x.request(x.todo[0]); got != 100<<20 {
+		t.Errorf("judged never to split: %d, want the whole stretch", got)
+	}
+	x = newX(judgeMeasured, 1e6, 40*ms, 100<<20, 1)
+	x.noRanges = true
+	if got := x.request(x.todo[0]); got != 100<<20 {
+		t.Errorf("no ranges: %d, want the whole stretch", got)
+	}
+}
+
+// TestPrefetchAt checks, on made-up measurements, how long before the end of its request
+// a part asks for its next one: two round trips' worth at the best rate per connection,
+// a MiB at least, 2 MiB when nothing is measured or the judgement is pinned.
+func TestPrefetchAt(t *testing.T) {
+	for _, tc := range []struct {
+		judge      judgement
+		best, hint float64
+		rtt        time.Duration
+		want       int64
+	}{
+		{judgeMeasured, 0, 0, 40 * time.Millisecond, 2 << 20},
+		{judgeMeasured, 12.5e6, 0, 40 * time.Millisecond, 1 << 20},
+		{judgeMeasured, 12.5e6, 0, 100 * time.Millisecond, 2.5e6},
+		{judgeMeasured, 0, 50e6, 100 * time.Millisecond, 10e6},
+		{judgeAlways, 50e6, 0, 100 * time.Millisecond, 2 << 20},
+	} {
+		var c controller
+		c.init(tc.judge)
+		c.best, c.hint = tc.best, tc.hint
+		c.noteRTT(tc.rtt)
+		if got := c.prefetchAt(); got != tc.want {
+			t.Errorf("judge %d, best %.0f, hint %.0f, rtt %v: prefetchAt %d, want %d", tc.judge, tc.best, tc.hint, tc.rtt, got, tc.want)
+		}
 	}
 }

@@ -197,31 +197,78 @@ type fakeFetcher struct {
 	// noRanges refuses what a server without ranges cannot serve: a range that starts
 	// after the first byte or ends before the last.
 	noRanges bool
+	// ignoreRanges answers every request with the whole blob, as a server that ignores
+	// Range does (a Served body from offset 0).
+	ignoreRanges bool
 	// latency is added before each answer; rate caps each body (bytes/s; 0: none).
 	latency time.Duration
 	rate    int64
 
 	mu       sync.Mutex
 	reqs     []fetchReq
+	bodies   []*slowBody
 	inFlight int
 	maxIn    int
-	ranged   chan struct{} // closed at the first request for a range (see holdUntilRanged)
+	ranged   chan struct{} // closed at the first request from an offset after 0 (see holdUntilRanged)
 }
 
-// holdUntilRanged makes the first request for the whole of a blob stop after n bytes
-// until a request for a range of it has been made (or, so that a broken engine fails
-// its test rather than hangs it, a minute has passed): the engine's decision to split
-// then meets a stream that has not finished, however fast the machine runs.
+// holdUntilRanged makes the first request of a blob stop after n bytes until a request
+// from a later offset has been made (or, so that a broken engine fails its test rather
+// than hangs it, a minute has passed): the engine's decision to split then meets a
+// stream that has not finished, however fast the machine runs.
 func (f *fakeFetcher) holdUntilRanged(n int64) {
 	f.mu.Lock()
 	f.ranged = make(chan struct{})
 	f.mu.Unlock()
 	f.fault = func(r fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
-		if r.n == 1 && r.offset == 0 && r.length < 0 {
+		if r.n == 1 && r.offset == 0 {
 			return &heldBody{ReadCloser: body, left: n, until: f.ranged}, nil
 		}
 		return body, nil
 	}
+}
+
+// sent is what the fake server sent for each blob: the bytes every body gave, and the
+// bytes bodies were closed with unread (a real server would have sent those too, into
+// the connection, before it saw the close: the waste of a request cut short).
+func (f *fakeFetcher) sent() (read, unread map[digest.Digest]int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	read, unread = map[digest.Digest]int64{}, map[digest.Digest]int64{}
+	for _, b := range f.bodies {
+		b.mu.Lock()
+		read[b.d] += b.n
+		if b.closedEarly {
+			unread[b.d] += b.size - b.n
+		}
+		b.mu.Unlock()
+	}
+	return read, unread
+}
+
+// requested is the union of the stretches asked for, per blob, and whether any two
+// requests of a blob overlapped.
+func (f *fakeFetcher) overlaps() []fetchReq {
+	var out []fetchReq
+	reqs := f.requests()
+	for i, a := range reqs {
+		for _, b := range reqs[:i] {
+			if a.d != b.d {
+				continue
+			}
+			ae, be := a.offset+a.length, b.offset+b.length
+			if a.length < 0 {
+				ae = 1 << 62
+			}
+			if b.length < 0 {
+				be = 1 << 62
+			}
+			if a.offset < be && b.offset < ae {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 // heldBody reads left bytes, then waits for until before it goes on.
@@ -233,8 +280,14 @@ type heldBody struct {
 
 func (h *heldBody) Read(p []byte) (int, error) {
 	if h.left <= 0 && h.until != nil {
+		var done <-chan struct{}
+		if sb, ok := h.ReadCloser.(*slowBody); ok {
+			done = sb.ctx.Done() // the request's end ends the wait
+		}
 		select {
 		case <-h.until:
+		case <-done:
+			return 0, sb0ctx(h.ReadCloser)
 		case <-time.After(time.Minute):
 		}
 		h.until = nil
@@ -297,6 +350,13 @@ func (f *fakeFetcher) Fetch(ctx context.Context, desc manifest.Descriptor, offse
 		done()
 		return nil, &pullkit.HTTPError{Method: "GET", URL: "fake/" + string(desc.Digest), StatusCode: 404}
 	}
+	if b == nil && f.fault != nil {
+		// A blob the fault makes up whole.
+		return f.fault(req, &slowBody{ctx: ctx, r: bytes.NewReader(nil), done: done})
+	}
+	if f.ignoreRanges {
+		offset, length = 0, -1
+	}
 	if f.noRanges && (offset > 0 || length >= 0 && offset+length < int64(len(b))) {
 		done()
 		return nil, fmt.Errorf("%w: no ranges here", pullkit.ErrUnsupported)
@@ -309,12 +369,24 @@ func (f *fakeFetcher) Fetch(ctx context.Context, desc manifest.Descriptor, offse
 		done()
 		return nil, &pullkit.HTTPError{Method: "GET", URL: "fake", StatusCode: 416}
 	}
-	var body io.ReadCloser = &slowBody{ctx: ctx, r: bytes.NewReader(b[offset:end]), rate: f.rate, done: done}
+	sb := &slowBody{ctx: ctx, r: bytes.NewReader(b[offset:end]), rate: f.rate, done: done, d: desc.Digest, size: end - offset}
+	f.mu.Lock()
+	f.bodies = append(f.bodies, sb)
+	f.mu.Unlock()
+	var body io.ReadCloser = sb
+	if f.ignoreRanges {
+		body = servedBody{body}
+	}
 	if f.fault != nil {
 		return f.fault(req, body)
 	}
 	return body, nil
 }
+
+// servedBody is the whole blob, whatever was asked for.
+type servedBody struct{ io.ReadCloser }
+
+func (servedBody) ServedFrom() int64 { return 0 }
 
 func (f *fakeFetcher) requests() []fetchReq {
 	f.mu.Lock()
@@ -328,9 +400,14 @@ type slowBody struct {
 	r      io.Reader
 	rate   int64
 	start  time.Time
-	n      int64
 	done   func()
 	closed atomic.Bool
+	d      digest.Digest
+	size   int64 // what the request asked for
+
+	mu          sync.Mutex
+	n           int64 // read so far
+	closedEarly bool  // closed before the end without a read error
 }
 
 func (s *slowBody) Read(p []byte) (int, error) {
@@ -350,12 +427,17 @@ func (s *slowBody) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := s.r.Read(p)
+	s.mu.Lock()
 	s.n += int64(n)
+	s.mu.Unlock()
 	return n, err
 }
 
 func (s *slowBody) Close() error {
 	if s.closed.CompareAndSwap(false, true) {
+		s.mu.Lock()
+		s.closedEarly = s.n < s.size && s.ctx.Err() == nil
+		s.mu.Unlock()
 		s.done()
 	}
 	return nil
@@ -429,4 +511,12 @@ func (l *eventLog) kinds(d digest.Digest) []pullkit.EventKind {
 		}
 	}
 	return out
+}
+
+// sb0ctx is the error of a request whose context ended.
+func sb0ctx(rc io.ReadCloser) error {
+	if sb, ok := rc.(*slowBody); ok && sb.ctx.Err() != nil {
+		return sb.ctx.Err()
+	}
+	return context.Canceled
 }

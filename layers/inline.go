@@ -22,11 +22,11 @@ func (e *engine) inline(ctx context.Context, j *job, w store.Writer) {
 		e.failJob(j, err)
 		return
 	}
-	e.emit(pullkit.Event{Kind: pullkit.EventStarted, What: j.what, Digest: j.desc.Digest, Done: w.Offset(), Total: size})
+	e.started(j, w.Offset())
 	err = e.receiveInline(ctx, j, w, taps, &size)
 	if err == nil {
 		if err = w.Commit(ctx, size, j.desc.Digest); err != nil {
-			err = blobErr(j, "verify", err)
+			err = blobErr(j, pullkit.OpVerifyBlob, err)
 			taps.close(err)
 		}
 	} else {
@@ -41,7 +41,7 @@ func (e *engine) inline(ctx context.Context, j *job, w store.Writer) {
 	}
 	switch {
 	case err == nil:
-		e.emit(pullkit.Event{Kind: pullkit.EventVerified, What: j.what, Digest: j.desc.Digest, Done: size, Total: size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventVerified, Done: size, Total: size})
 		e.done(j, res)
 	case e.restart(j, err):
 	default:
@@ -65,7 +65,13 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 		if *size >= 0 && off == *size {
 			return nil
 		}
-		body, err := e.f.Fetch(ctx, j.desc, off, -1)
+		body, from, _, err := openBody(ctx, e.f, j.desc, off, -1)
+		if err == nil && from < off {
+			// The whole blob for a resume: what the writer has is read past.
+			if err = skip(ctx, body, off-from); err != nil {
+				body.Close()
+			}
+		}
 		if err != nil {
 			if err := tries.failed(e, j, ctx, 0, off, err); err != nil {
 				return err
@@ -86,23 +92,23 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 				switch {
 				case *size >= 0 && end > *size:
 					body.Close()
-					return blobErr(j, "fetch", &pullkit.SizeMismatchError{What: j.what, Want: *size, Got: end, Source: "body (at least)"})
+					return blobErr(j, pullkit.OpFetchBlob, &pullkit.SizeMismatchError{What: j.what, Want: *size, Got: end, Source: "body (at least)"})
 				case *size < 0 && end > e.o.maxSize:
 					body.Close()
-					return blobErr(j, "fetch", &pullkit.TooLargeError{What: j.what + " of unknown size", Limit: e.o.maxSize, Size: -1})
+					return blobErr(j, pullkit.OpFetchBlob, &pullkit.TooLargeError{What: j.what + " of unknown size", Limit: e.o.maxSize, Size: -1})
 				}
 				if _, err := w.Write(buf[:n]); err != nil {
 					body.Close()
-					return blobErr(j, "store", err)
+					return blobErr(j, pullkit.OpWriteBlob, err)
 				}
 				if err := taps.write(buf[:n]); err != nil {
 					body.Close()
-					return blobErr(j, "tee", err)
+					return blobErr(j, pullkit.OpTee, err)
 				}
 				e.recv.Add(int64(n))
 				off, got = end, got+int64(n)
 				if *size < 0 || n >= smallBlob {
-					e.emit(pullkit.Event{Kind: pullkit.EventProgress, What: j.what, Digest: j.desc.Digest, Done: off, Total: *size})
+					e.report(j, pullkit.Event{Kind: pullkit.EventProgress, Done: off, Total: *size})
 				}
 			}
 			if rerr == nil && *size < 0 {

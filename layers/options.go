@@ -2,6 +2,7 @@ package layers
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/pullkit/pullkit"
 )
@@ -26,7 +27,10 @@ type options struct {
 	retry    pullkit.RetryPolicy
 	maxSize  int64
 	ranges   bool
-	judge    judgement
+	// writerWait is how long a store's Writer may make a blob wait, without saying why,
+	// before the wait is reported (a knob for tests; see writerWait).
+	writerWait time.Duration
+	judge      judgement
 }
 
 // judgement says how the transfer makes its timing-driven decisions: whether a large
@@ -57,7 +61,7 @@ func withJudgement(j judgement) Option {
 }
 
 func defaultOptions() options {
-	return options{jobs: DefaultJobs, retry: pullkit.DefaultRetryPolicy(), maxSize: DefaultMaxBlobSize, ranges: true}
+	return options{jobs: DefaultJobs, retry: pullkit.DefaultRetryPolicy(), maxSize: DefaultMaxBlobSize, ranges: true, writerWait: writerWait}
 }
 
 // WithJobs bounds how many requests are in flight at once, over all the blobs of the call

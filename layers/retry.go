@@ -26,7 +26,7 @@ func (t *tries) failed(e *engine, j *job, ctx context.Context, n, from int64, er
 		return ctx.Err()
 	}
 	if !retryable(err) {
-		return blobErr(j, "fetch", err)
+		return blobErr(j, pullkit.OpFetchBlob, err)
 	}
 	moved := n >= minProgress
 	if moved {
@@ -35,7 +35,7 @@ func (t *tries) failed(e *engine, j *job, ctx context.Context, n, from int64, er
 		t.none++
 	}
 	if t.none >= e.o.retry.Attempts {
-		return blobErr(j, "fetch", fmt.Errorf("gave up after %d attempts in a row without progress: %w", t.none, err))
+		return blobErr(j, pullkit.OpFetchBlob, fmt.Errorf("gave up after %d attempts in a row without progress: %w", t.none, err))
 	}
 	wait := e.o.retry.Delay(max(t.none, 1))
 	if moved {
@@ -44,14 +44,14 @@ func (t *tries) failed(e *engine, j *job, ctx context.Context, n, from int64, er
 	var he *pullkit.HTTPError
 	if errors.As(err, &he) && he.RetryAfter > 0 {
 		if he.RetryAfter > e.o.retry.MaxRetryAfter {
-			return blobErr(j, "fetch", err)
+			return blobErr(j, pullkit.OpFetchBlob, err)
 		}
 		wait = he.RetryAfter
 	}
 	if wait > 0 {
-		e.emit(pullkit.Event{Kind: pullkit.EventWaiting, What: j.what, Digest: j.desc.Digest, Done: from, Total: j.desc.Size, Wait: wait, Err: err})
+		e.report(j, pullkit.Event{Kind: pullkit.EventWaiting, Done: from, Total: j.desc.Size, Wait: wait, Err: err})
 	}
-	e.emit(pullkit.Event{Kind: pullkit.EventRetrying, What: j.what, Digest: j.desc.Digest, Done: from, Total: j.desc.Size, Err: err})
+	e.report(j, pullkit.Event{Kind: pullkit.EventRetrying, Done: from, Total: j.desc.Size, Err: err})
 	return pullkit.Sleep(ctx, wait)
 }
 

@@ -34,7 +34,7 @@ func (e *engine) openTaps(ctx context.Context, j *job, w store.Writer) (*taps, e
 		tw, err := tee.Open(j.desc)
 		if err != nil {
 			t.close(err)
-			return nil, blobErr(j, "open tee for", err)
+			return nil, blobErr(j, pullkit.OpTee, err)
 		}
 		t.tees = append(t.tees, tee)
 		t.ws = append(t.ws, tw)
@@ -46,13 +46,13 @@ func (e *engine) openTaps(ctx context.Context, j *job, w store.Writer) (*taps, e
 	if !ok {
 		if err := w.Truncate(0); err != nil {
 			t.close(err)
-			return nil, blobErr(j, "store", err)
+			return nil, blobErr(j, pullkit.OpWriteBlob, err)
 		}
 		return t, nil
 	}
 	if err := t.copyFrom(ctx, e, ra, w.Offset()); err != nil {
 		t.close(err)
-		return nil, blobErr(j, "read back", err)
+		return nil, blobErr(j, pullkit.OpReadBlob, err)
 	}
 	return t, nil
 }
@@ -91,7 +91,7 @@ func replay(ctx context.Context, j *job, ra store.ReaderAt) (digest.Digest, erro
 	}
 	if err := t.copyFrom(ctx, e, ra, ra.Size()); err != nil {
 		t.close(err)
-		return "", blobErr(j, "read", err)
+		return "", blobErr(j, pullkit.OpReadBlob, err)
 	}
 	d, err := t.close(nil)
 	if err != nil {
@@ -124,7 +124,7 @@ func (t *taps) close(err error) (digest.Digest, error) {
 		var derr error
 		d, derr = t.diff.finish()
 		if err == nil && derr != nil {
-			first = pullkit.Wrap("", "diffID of", "", derr)
+			first = pullkit.Wrap("", pullkit.OpCheckDiffID, "", derr)
 		}
 	}
 	for _, tee := range t.tees {

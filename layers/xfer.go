@@ -5,32 +5,50 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pullkit/pullkit"
-	"github.com/pullkit/pullkit/internal/scratch"
+	"github.com/pullkit/pullkit/internal/ranges"
 	"github.com/pullkit/pullkit/store"
 )
 
 // A large blob's transfer. Its parts receive the blob's bytes into blocks of blockSize,
 // aligned to the blob's offsets (so that the store can write them with O_DIRECT); its
-// writer goroutine (write) hands the blocks, in order, to the store's writer, which
-// hashes and writes them, and to the blob's taps. Only the writer goroutine touches the
-// store's writer.
+// writer goroutine (write) hands the blocks at its offset, in order, to the store's
+// writer, which hashes and writes them, and to the blob's taps, and gives the store's
+// writer every block that arrives ahead of that offset to hold (store.RangeWriter), to
+// take in order later. Only the writer goroutine touches the store's writer.
 //
-// Memory is bounded by the window: a single stream receives a block only when it starts
-// less than the window past what was written (the server is held back by TCP flow
-// control meanwhile); the parts of a split blob receive freely, and a block that arrives
-// beyond the window is parked in a spill file until the bytes before it are written.
-// Each part holds a few blocks at most, fewer when many parts share the memory budget.
+// Every byte is asked for once. A part receives one request at a time, and a request is
+// never cut short: what the server sends for it is what the part reads. What no request
+// has asked for yet is the transfer's todo list; a part that has read its request to the
+// end takes the next stretch from the front of it, and a new part (a split) takes one
+// too. So a split costs no bytes in flight, and the stretches are the same whatever the
+// timing that decided them.
+//
+// Memory is bounded by the blocks each part may hold before the writer goroutine has
+// taken them (a few, fewer when many parts share the budget); the server is held back by
+// flow control meanwhile. What the store's writer holds out of order survives an
+// interruption (a Layout keeps it in the partial file, with a record), so a later
+// transfer asks only for what is missing.
 const (
-	blockSize   = 1 << 20
-	seqWindow   = 4 << 20
-	splitWindow = 16 << 20
-	memBudget   = 32 << 20
+	blockSize = 1 << 20
+	seqWindow = 4 << 20
+	memBudget = 32 << 20
+)
+
+// Request sizes. A blob's first request asks for firstRequest bytes (unless the rest is
+// less): enough for the controller to judge its stream before the request ends, and
+// small enough that the part which received it does not end long after the parts a
+// split starts. While the blob is not split, each next request asks for twice the last,
+// up to maxRequest, so that a blob on a fast link costs a few requests, and a later
+// split still finds stretches nobody has asked for. Once it is split, each part asks
+// for a chunk (see the controller), smaller near the end so that the parts end together.
+const (
+	firstRequest = 4 << 20
+	maxRequest   = 64 << 20
 )
 
 type xfer struct {
@@ -38,25 +56,24 @@ type xfer struct {
 	j      *job
 	ctx    context.Context
 	cancel context.CancelFunc
-	w      store.Writer
+	w      store.Writer      // the store's writer, for taps' read-back
+	rw     store.RangeWriter // w, or w with a scratch file for what it cannot hold
 	size   int64
 	taps   *taps
 
 	mu       sync.Mutex
-	next     int64            // bytes handed to the writer
-	got      map[int64]*block // received blocks beyond next, by offset
+	next     int64            // bytes handed to the writer, in order
+	got      map[int64]*block // received blocks the writer goroutine has not taken, by offset
+	held     ranges.Set       // what the store's writer holds beyond next
+	todo     ranges.Set       // what no request has asked for yet
+	grow     int64            // the next request's size while the blob is not split
 	arrived  chan struct{}    // wakes the writer goroutine
 	moved    chan struct{}    // closed (and replaced) when next moves or the transfer fails
-	window   int64
 	parts    []*part
-	split    bool
-	noRanges bool
-	rangesOK bool // a ranged part was served: later splits need not try first
-	// rest holds, once the blob is split with ranges, the stretches no part has yet,
-	// lowest first: each new part takes the next chunk of them, so that the parts
-	// advance together from the front and the writer keeps up with them.
-	rest     [][2]int64
-	spill    *os.File
+	running  sync.WaitGroup // parts that have not ended
+	split    bool           // parts beyond the first were started
+	noRanges bool           // the server answers a range with the whole blob (or refuses it)
+	rangesOK bool           // the server answered a range with that range
 	err      error
 	finished bool
 	recvd    int64 // bytes received (with what the writer had), for progress
@@ -68,30 +85,28 @@ type xfer struct {
 	waited atomic.Int64 // nanoseconds receivers waited for room
 }
 
-// block is a received stretch of the blob: in memory, or parked in the spill file.
+// block is a received stretch of the blob.
 type block struct {
 	off int64
-	n   int
-	b   []byte // nil when parked
-	p   *part  // whose block it is
+	b   []byte
+	p   *part // whose block it is
 }
 
-// part receives the stretch [pos, end) of the blob over one request at a time.
+// part receives its stretches of the blob, one request at a time: [pos, end) is what its
+// request has yet to give.
 type part struct {
-	x         *xfer
-	pos       atomic.Int64
-	end       atomic.Int64
-	held      int           // blocks out (under x.mu)
-	splitting bool          // a split of it is being set up (under x.mu)
-	flowing   bool          // it has received a byte (counted in engine.flowing)
-	body      io.ReadCloser // a request opened for it before it started
+	x       *xfer
+	pos     atomic.Int64
+	end     atomic.Int64
+	held    int  // blocks out (under x.mu)
+	flowing bool // it has received a byte (counted in engine.flowing)
 }
 
-// newXfer starts the transfer of a large blob, with one part for all of it (run by the
-// caller), or returns nil after failing the job.
+// newXfer starts the transfer of a large blob, with one part (run by the caller) for
+// what the store's writer lacks, or returns nil after failing the job.
 func (e *engine) newXfer(j *job, w store.Writer) *xfer {
 	x := &xfer{e: e, j: j, w: w, size: j.desc.Size, got: map[int64]*block{},
-		arrived: make(chan struct{}, 1), moved: make(chan struct{}), window: seqWindow}
+		arrived: make(chan struct{}, 1), moved: make(chan struct{}), grow: firstRequest}
 	x.ctx, x.cancel = context.WithCancel(e.ctx)
 	taps, err := e.openTaps(x.ctx, j, w)
 	if err != nil {
@@ -101,17 +116,26 @@ func (e *engine) newXfer(j *job, w store.Writer) *xfer {
 		return nil
 	}
 	x.taps = taps
+	if rw, ok := w.(store.RangeWriter); ok {
+		x.rw = rw
+	} else {
+		x.rw = &spillWriter{Writer: w, s: e.s}
+	}
 	x.next = w.Offset()
-	x.recvd = x.next
+	x.noRanges = e.noRanges
+	for _, r := range x.rw.Held() {
+		x.held = x.held.Add(max(r.Start, x.next), min(r.End, x.size))
+	}
+	x.todo = x.held.Gaps(x.next, x.size)
+	x.recvd = x.next + x.held.Total()
 	p := &part{x: x}
-	p.pos.Store(x.next)
-	p.end.Store(x.size)
 	x.parts = []*part{p}
+	x.running.Add(1)
 	e.mu.Lock()
 	e.active = append(e.active, x)
 	e.mu.Unlock()
 	e.partsAdd(1)
-	e.emit(pullkit.Event{Kind: pullkit.EventStarted, What: j.what, Digest: j.desc.Digest, Done: x.next, Total: x.size})
+	e.started(j, x.recvd)
 	e.writers.Add(1)
 	go func() {
 		defer e.writers.Done()
@@ -130,6 +154,10 @@ func (x *xfer) fail(err error) {
 		x.moved = make(chan struct{})
 	}
 	x.mu.Unlock()
+	x.wake()
+}
+
+func (x *xfer) wake() {
 	select {
 	case x.arrived <- struct{}{}:
 	default:
@@ -139,18 +167,18 @@ func (x *xfer) fail(err error) {
 // limit is how many blocks a part may hold out at once.
 func (x *xfer) limit() int {
 	n := int(x.e.partsNow())
-	most := int(x.window/blockSize) + 1
+	most := seqWindow/blockSize + 1
 	if x.split {
 		most = 3
 	}
 	return max(2, min(most, memBudget/blockSize/max(n, 1)))
 }
 
-// getBlock returns a block for p to receive the bytes at off into, once there is room.
-func (x *xfer) getBlock(ctx context.Context, p *part, off int64) ([]byte, error) {
+// getBlock returns a block for p to receive into, once p holds fewer than its limit.
+func (x *xfer) getBlock(ctx context.Context, p *part) ([]byte, error) {
 	x.mu.Lock()
 	var t time.Time
-	for x.err == nil && ((!x.split && off >= x.next+x.window) || p.held >= x.limit()) {
+	for x.err == nil && p.held >= x.limit() {
 		if t.IsZero() {
 			t = time.Now()
 		}
@@ -176,12 +204,12 @@ func (x *xfer) getBlock(ctx context.Context, p *part, off int64) ([]byte, error)
 	return x.e.pool.get(), nil
 }
 
-// putBlock gives back a block of p's.
+// putBlock gives back a block of p's (under x.mu).
 func (x *xfer) putBlock(p *part, b []byte) {
-	x.mu.Lock()
 	p.held--
-	x.mu.Unlock()
 	x.e.pool.put(b)
+	close(x.moved)
+	x.moved = make(chan struct{})
 }
 
 // started starts the controller's measurements, when the first response comes (under
@@ -195,124 +223,185 @@ func (x *xfer) started() {
 	}
 }
 
-// deliver hands the writer goroutine the bytes b received at off by p: kept in memory
-// within the window, parked in the spill file beyond it.
+// deliver hands the writer goroutine the bytes b received at off by p. Once the transfer
+// has failed (or been cancelled) they are still taken, for the store's writer to hold,
+// and the error is returned so that p stops.
 func (x *xfer) deliver(p *part, off int64, b []byte) error {
-	blk := &block{off: off, n: len(b), b: b, p: p}
 	x.mu.Lock()
-	if x.split && off >= x.next+x.window {
-		f, err := x.spillFile()
-		x.mu.Unlock()
-		if err == nil {
-			_, err = f.WriteAt(b, off)
-		}
+	if x.finished {
 		x.putBlock(p, b)
-		if err != nil {
-			return &pullkit.Error{Op: "park out-of-order bytes", Err: err}
-		}
-		blk.b = nil
-		x.mu.Lock()
+		x.mu.Unlock()
+		return context.Canceled
 	}
-	x.got[off] = blk
+	stop := x.err
+	if old := x.got[off]; old != nil {
+		// The same offset again (a whole-blob answer over a range): the later wins.
+		x.putBlock(old.p, old.b)
+	}
+	x.got[off] = &block{off: off, b: b, p: p}
 	x.started()
 	x.recvd += int64(len(b))
 	show := x.recvd/progressStep != x.shown/progressStep
 	if show {
 		x.shown = x.recvd
 	}
-	done := x.recvd
+	done := min(x.recvd, x.size)
 	x.mu.Unlock()
 	x.e.recv.Add(int64(len(b)))
 	if show {
-		x.e.emit(pullkit.Event{Kind: pullkit.EventProgress, What: x.j.what, Digest: x.j.desc.Digest, Done: done, Total: x.size})
+		x.e.report(x.j, pullkit.Event{Kind: pullkit.EventProgress, Done: done, Total: x.size})
 	}
-	select {
-	case x.arrived <- struct{}{}:
-	default:
-	}
-	return nil
+	x.wake()
+	return stop
+}
+
+// received is how many bytes of the blob have arrived (with what the writer held), as
+// its events report them.
+func (x *xfer) received() int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return min(x.recvd, x.size)
 }
 
 // progressStep is how often a blob's progress is reported.
 const progressStep = 1 << 20
 
-// spillFile returns the transfer's spill file, creating it (under x.mu).
-func (x *xfer) spillFile() (*os.File, error) {
-	if x.spill != nil {
-		return x.spill, nil
+// work is one step of the writer goroutine.
+type work int
+
+const (
+	none    work = iota
+	inOrder      // the block at next
+	absorb       // held bytes at next
+	ahead        // a block beyond next, for the store's writer to hold
+)
+
+// pick chooses the writer goroutine's next step (under x.mu): the block at next first,
+// then, in turn, held bytes at next and a block ahead, so that the hash keeps moving
+// while what arrives ahead leaves memory.
+func (x *xfer) pick(turn bool) (work, *block) {
+	for off, blk := range x.got {
+		// A block that reaches no further than next was taken already (a whole-blob
+		// answer going over what the writer has): drop it.
+		if end := off + int64(len(blk.b)); end <= x.next {
+			delete(x.got, off)
+			x.putBlock(blk.p, blk.b)
+		}
 	}
-	var f *os.File
-	var err error
-	if t, ok := x.e.s.(interface{ TempFile() (*os.File, error) }); ok {
-		f, err = t.TempFile()
-	} else {
-		f, err = scratch.File("", "pullkit-spill-*")
+	if blk := x.got[x.next]; blk != nil {
+		delete(x.got, x.next)
+		return inOrder, blk
 	}
-	if err != nil {
-		return nil, err
+	var first *block
+	for _, blk := range x.got {
+		if first == nil || blk.off < first.off {
+			first = blk
+		}
 	}
-	x.spill = f
-	return f, nil
+	if first != nil && first.off < x.next {
+		// It straddles next: its part from next on is in order.
+		delete(x.got, first.off)
+		first.b = first.b[x.next-first.off:]
+		first.off = x.next
+		return inOrder, first
+	}
+	_, canAbsorb := x.held.At(x.next)
+	switch {
+	case canAbsorb && (first == nil || turn):
+		return absorb, nil
+	case first != nil:
+		delete(x.got, first.off)
+		return ahead, first
+	}
+	return none, nil
 }
 
-// write is the writer goroutine: it hands the blocks to the store's writer in order,
-// then commits the blob.
+// write is the writer goroutine: it hands the blob's bytes to the store's writer and the
+// taps in order, has the store's writer hold what arrives ahead, then commits the blob.
 func (x *xfer) write() {
-	var back []byte // for parked blocks
+	var buf []byte // for held bytes taken back
 	defer func() {
-		if back != nil {
-			x.e.pool.put(back)
+		if buf != nil {
+			x.e.pool.put(buf)
 		}
 	}()
+	turn := false
 	for {
 		x.mu.Lock()
-		for x.err == nil && x.next < x.size && x.got[x.next] == nil {
+		var w work
+		var blk *block
+		for {
+			if x.err == nil && x.ctx.Err() != nil {
+				x.err = x.ctx.Err()
+			}
+			if x.err != nil || x.next >= x.size {
+				break
+			}
+			if w, blk = x.pick(turn); w != none {
+				break
+			}
 			x.mu.Unlock()
 			select {
 			case <-x.arrived:
 			case <-x.ctx.Done():
 			}
 			x.mu.Lock()
-			if x.err == nil && x.ctx.Err() != nil {
-				x.err = x.ctx.Err()
-			}
 		}
-		if x.err != nil || x.next >= x.size {
+		if w == none {
 			x.mu.Unlock()
 			break
 		}
-		blk := x.got[x.next]
-		delete(x.got, x.next)
 		x.mu.Unlock()
+		turn = !turn
 
-		data := blk.b
+		var n int
 		var err error
-		if data == nil {
-			if back == nil {
-				back = x.e.pool.get()
+		t := time.Now()
+		switch w {
+		case inOrder:
+			if _, err = x.rw.Write(blk.b); err != nil {
+				err = blobErr(x.j, pullkit.OpWriteBlob, err)
 			}
-			data = back[:blk.n]
-			if _, err = x.spill.ReadAt(data, blk.off); err != nil {
-				err = &pullkit.Error{Op: "read back parked bytes", Err: err}
+			n = len(blk.b)
+		case ahead:
+			if _, err = x.rw.WriteAt(blk.b, blk.off); err != nil {
+				err = blobErr(x.j, pullkit.OpWriteBlob, err)
+			}
+		case absorb:
+			if buf == nil {
+				buf = x.e.pool.get()
+			}
+			if n, err = x.rw.Absorb(buf); err != nil {
+				err = blobErr(x.j, pullkit.OpReadBlob, err)
+			} else if n == 0 {
+				err = blobErr(x.j, pullkit.OpReadBlob, fmt.Errorf("%w: the store's writer holds no bytes at %d", pullkit.ErrInvalid, x.next))
 			}
 		}
-		if err == nil {
-			t := time.Now()
-			if _, err = x.w.Write(data); err != nil {
-				err = blobErr(x.j, "store", err)
-			}
-			x.busy.Add(int64(time.Since(t)))
-		}
-		if err == nil {
-			err = x.taps.write(data)
-		}
-		if blk.b != nil {
-			x.putBlock(blk.p, blk.b)
+		x.busy.Add(int64(time.Since(t)))
+		switch {
+		case err != nil:
+		case w == inOrder:
+			err = x.taps.write(blk.b)
+		case w == absorb:
+			err = x.taps.write(buf[:n])
 		}
 		x.mu.Lock()
-		x.next += int64(blk.n)
-		close(x.moved)
-		x.moved = make(chan struct{})
+		switch w {
+		case inOrder:
+			x.held = x.held.Sub(x.next, x.next+int64(n))
+			x.next += int64(n)
+			x.putBlock(blk.p, blk.b)
+		case absorb:
+			x.held = x.held.Sub(x.next, x.next+int64(n))
+			x.next += int64(n)
+			close(x.moved)
+			x.moved = make(chan struct{})
+		case ahead:
+			if err == nil {
+				x.held = x.held.Add(blk.off, blk.off+int64(len(blk.b)))
+			}
+			x.putBlock(blk.p, blk.b)
+		}
 		x.mu.Unlock()
 		if err != nil {
 			x.fail(err)
@@ -321,7 +410,35 @@ func (x *xfer) write() {
 	x.finish()
 }
 
-// finish ends the transfer: commit once every byte is written, or keep what was written
+// keep gives the store's writer, to hold for a later transfer, the blocks still in
+// memory when the transfer stops short (the writer goroutine's last step), once every
+// part has ended (they end at once: the transfer's context is done), so that what they
+// received last is kept too.
+func (x *xfer) keep() {
+	x.running.Wait()
+	x.mu.Lock()
+	blocks := make([]*block, 0, len(x.got))
+	for off, blk := range x.got {
+		delete(x.got, off)
+		blocks = append(blocks, blk)
+	}
+	next := x.next
+	x.mu.Unlock()
+	for _, blk := range blocks {
+		b, off := blk.b, blk.off
+		if end := off + int64(len(b)); end > next {
+			if off < next {
+				b, off = b[next-off:], next
+			}
+			x.rw.WriteAt(b, off) // best effort: a failure costs a later transfer these bytes
+		}
+		x.mu.Lock()
+		x.putBlock(blk.p, blk.b)
+		x.mu.Unlock()
+	}
+}
+
+// finish ends the transfer: commit once every byte is written, or keep what was received
 // for a later resume.
 func (x *xfer) finish() {
 	e, j := x.e, x.j
@@ -330,26 +447,29 @@ func (x *xfer) finish() {
 	if err == nil && x.next < x.size {
 		err = x.ctx.Err()
 	}
+	x.mu.Unlock()
+	if err != nil {
+		x.cancel()
+		x.keep()
+	}
+	x.mu.Lock()
 	x.finished = true
 	x.mu.Unlock()
 	var res Result
 	if err == nil {
-		err = x.w.Commit(x.ctx, x.size, j.desc.Digest)
+		err = x.rw.Commit(x.ctx, x.size, j.desc.Digest)
 		if err == nil {
 			res = Result{Desc: j.desc, Fetched: true}
 			res.DiffID, err = x.taps.close(nil)
 		} else {
-			err = blobErr(j, "verify", err)
+			err = blobErr(j, pullkit.OpVerifyBlob, err)
 			x.taps.close(err)
 		}
 	} else {
-		x.w.Close()
+		x.rw.Close()
 		x.taps.close(err)
 	}
 	x.cancel() // parts still checking for trailing bytes, or waiting
-	if x.spill != nil {
-		x.spill.Close()
-	}
 	e.mu.Lock()
 	for i, a := range e.active {
 		if a == x {
@@ -360,7 +480,7 @@ func (x *xfer) finish() {
 	e.mu.Unlock()
 	switch {
 	case err == nil:
-		e.emit(pullkit.Event{Kind: pullkit.EventVerified, What: j.what, Digest: j.desc.Digest, Done: x.size, Total: x.size})
+		e.report(j, pullkit.Event{Kind: pullkit.EventVerified, Done: x.size, Total: x.size})
 		e.done(j, res)
 	case e.restart(j, err):
 	default:
@@ -378,21 +498,82 @@ func (e *engine) restart(j *job, err error) bool {
 	if j.attempt >= e.o.retry.Attempts {
 		return false
 	}
-	e.emit(pullkit.Event{Kind: pullkit.EventRetrying, What: j.what, Digest: j.desc.Digest, Total: j.desc.Size, Err: err})
+	e.startOver(j, err)
 	if r, ok := e.f.(Restarter); ok {
 		r.Restart(j.desc, err)
 	}
-	if err := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); err != nil {
-		return false
+	if serr := pullkit.Sleep(e.ctx, e.o.retry.Delay(j.attempt)); serr != nil {
+		e.failJob(j, serr) // cancelled while it waited: not the mismatch's failure
+		return true
 	}
 	e.again(j)
 	return true
 }
 
+// newPart adds a part to a split transfer, with the next stretch to ask for (under
+// x.mu), or returns nil when nothing is left to ask for.
+func (x *xfer) newPart() *part {
+	if len(x.todo) == 0 || x.err != nil || x.finished {
+		return nil
+	}
+	p := &part{x: x}
+	x.split = true
+	x.running.Add(1)
+	r := x.assign()
+	p.pos.Store(r.Start)
+	p.end.Store(r.End)
+	x.parts = append(x.parts, p)
+	return p
+}
+
+// assign takes the next stretch to ask for from the front of the todo list (under x.mu;
+// the list is not empty). How much, the policy says: see request.
+func (x *xfer) assign() ranges.Range {
+	r := x.todo[0]
+	n := x.request(r)
+	end := min(r.End, r.Start+n)
+	if r.End-end < n/2 {
+		end = r.End // not a sliver for later
+	}
+	x.todo = x.todo.Sub(r.Start, end)
+	return ranges.Range{Start: r.Start, End: end}
+}
+
+// request is how many bytes the next request asks for, from stretch r of the todo list
+// (under x.mu). One stream (ranges off, a server without them, the judgement pinned to
+// never split): the whole stretch. A blob not split yet: growing requests (firstRequest,
+// doubled each time up to maxRequest). A split blob: a chunk, the controller's size, or
+// a share of what is left when that is less, so that the last requests end together.
+func (x *xfer) request(r ranges.Range) int64 {
+	e := x.e
+	switch {
+	case !e.o.ranges || x.noRanges || e.ctl.judge == judgeNever:
+		return r.Len()
+	case !x.split:
+		n := x.grow
+		x.grow = min(2*x.grow, maxRequest)
+		return n
+	}
+	chunk, minPart := e.ctl.sizes()
+	share := x.todo.Total() / int64(2*max(1, len(x.parts)))
+	return max(blockSize, max(minPart, min(chunk, share))/blockSize*blockSize)
+}
+
+// wholeFrom takes a body that runs from offset from to the end of the blob (a server
+// that answered a range with the whole blob) as the fetch of everything from there:
+// nothing is asked for any more, the part's request ends at the blob's end, and the
+// transfer is not split again (under x.mu).
+func (x *xfer) wholeFrom(p *part) {
+	x.noRanges = true
+	x.todo = nil
+	p.end.Store(x.size)
+}
+
 // run receives the part, then leaves the transfer.
 func (p *part) run(ctx context.Context) {
-	err := p.receive(ctx)
 	x := p.x
+	defer x.running.Done()
+	err := p.receive(ctx)
 	x.mu.Lock()
 	for i, q := range x.parts {
 		if q == p {
@@ -410,14 +591,46 @@ func (p *part) run(ctx context.Context) {
 	}
 }
 
-// receive brings the part's stretch in, resuming after broken bodies.
+// receive brings the part's stretches in, one request at a time, taking the next from
+// the todo list when one ends, and resuming a request whose body breaks from the byte it
+// reached.
 func (p *part) receive(ctx context.Context) error {
 	x, e, j := p.x, p.x.e, p.x.j
-	body := p.body
-	p.body = nil
+	// The requests outlive ctx by drainGrace: see drain.
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer rcancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(drainGrace, rcancel) })
+	defer stop()
+	var body io.ReadCloser
+	var next *nextReq // the next request, opened before this one ends
 	defer func() {
 		if body != nil {
+			if ctx.Err() != nil {
+				p.drain(rctx, body)
+			}
 			body.Close()
+		}
+		if next != nil {
+			if ctx.Err() != nil {
+				// The next request's answer holds bytes of a stretch nobody else asks
+				// for: keep what it already has, as for the body in hand.
+				select {
+				case o := <-next.done:
+					if o.err == nil && !o.whole {
+						p.pos.Store(next.r.Start)
+						p.end.Store(next.r.End)
+						p.drain(rctx, o.body)
+					}
+					if o.body != nil {
+						o.body.Close()
+					}
+					next = nil
+				case <-rctx.Done():
+				}
+			}
+			if next != nil {
+				next.drop()
+			}
 		}
 	}()
 	var tries tries
@@ -425,7 +638,47 @@ func (p *part) receive(ctx context.Context) error {
 	for {
 		pos, end := p.pos.Load(), p.end.Load()
 		if pos >= end {
-			return nil
+			if body != nil {
+				body.Close() // read to the end of its request
+				body = nil
+			}
+			if next != nil {
+				// The next request was asked for before this one ended: its answer is
+				// on its way, or here.
+				a := next
+				next = nil
+				p.pos.Store(a.r.Start)
+				p.end.Store(a.r.End)
+				tries.none = 0
+				var o opened
+				select {
+				case o = <-a.done:
+				case <-ctx.Done():
+					next = a // dropped on the way out
+					return ctx.Err()
+				}
+				if o.err != nil {
+					continue // asked again below, within the retry policy
+				}
+				from = a.r.Start
+				if err := p.took(rctx, o, a.r.Start, a.r.End); err != nil {
+					o.body.Close()
+					continue
+				}
+				body = o.body
+				continue
+			}
+			x.mu.Lock()
+			if len(x.todo) == 0 || x.err != nil || x.finished {
+				x.mu.Unlock()
+				return nil
+			}
+			r := x.assign()
+			x.mu.Unlock()
+			p.pos.Store(r.Start)
+			p.end.Store(r.End)
+			tries.none = 0 // the last request moved the blob: a fresh count
+			continue
 		}
 		if body == nil {
 			from = pos
@@ -434,31 +687,60 @@ func (p *part) receive(ctx context.Context) error {
 				length = end - pos
 			}
 			t := time.Now()
-			var err error
-			body, err = e.f.Fetch(ctx, j.desc, pos, length)
+			b, served, whole, err := openBody(rctx, e.f, j.desc, pos, length)
+			if err == nil && whole {
+				// The whole blob for a range: it is the fetch of everything from pos on.
+				x.mu.Lock()
+				x.wholeFrom(p)
+				x.mu.Unlock()
+				end = x.size
+				err = skip(rctx, b, pos-served)
+				if err != nil {
+					b.Close()
+				}
+			}
 			if err != nil {
-				body = nil
-				if err := tries.failed(e, j, ctx, 0, pos, err); err != nil {
+				if errors.Is(err, pullkit.ErrUnsupported) && length >= 0 {
+					// No range that ends before the blob does: one stream from here to
+					// the end, which covers everything not received.
+					x.mu.Lock()
+					x.wholeFrom(p)
+					x.mu.Unlock()
+					continue
+				}
+				if errors.Is(err, pullkit.ErrTooManyRequests) {
+					// The registry says too many: half the connections from now on.
+					e.mu.Lock()
+					e.ctl.backOff(e)
+					e.mu.Unlock()
+				}
+				if err := tries.failed(e, j, ctx, 0, x.received(), err); err != nil {
 					return err
 				}
 				continue
 			}
+			body = b
 			e.ctl.noteRTT(time.Since(t))
 			x.mu.Lock()
+			if length >= 0 && !x.noRanges {
+				x.rangesOK = true
+			}
 			x.started()
 			x.mu.Unlock()
 		}
-		b, err := x.getBlock(ctx, p, pos)
+		b, err := x.getBlock(ctx, p)
 		if err != nil {
 			return err
 		}
 		lim := min(blockSize-pos%blockSize, end-pos)
-		n, rerr := readFull(ctx, body, b[:lim])
+		n, rerr := readFull(rctx, body, b[:lim])
 		if rerr == nil && pos+int64(n) == x.size {
 			// The last block: a body that goes on is not this blob.
-			if extra, _ := readFull(ctx, body, make([]byte, 1)); extra > 0 {
+			if extra, _ := readFull(rctx, body, make([]byte, 1)); extra > 0 {
+				x.mu.Lock()
 				x.putBlock(p, b)
-				return blobErr(j, "fetch", &pullkit.SizeMismatchError{What: j.what, Want: x.size, Got: x.size + 1, Source: "body (at least)"})
+				x.mu.Unlock()
+				return blobErr(j, pullkit.OpFetchBlob, &pullkit.SizeMismatchError{What: j.what, Want: x.size, Got: x.size + 1, Source: "body (at least)"})
 			}
 		}
 		if n > 0 {
@@ -466,12 +748,18 @@ func (p *part) receive(ctx context.Context) error {
 				p.flowing = true
 				e.flowing.Add(1)
 			}
-			if err := x.deliver(p, pos, b[:n]); err != nil {
+			err := x.deliver(p, pos, b[:n])
+			p.pos.Add(int64(n)) // delivered, kept even when err stops the part
+			if err != nil {
 				return err
 			}
-			p.pos.Add(int64(n))
+			if next == nil && rerr == nil && end < x.size && end-p.pos.Load() <= e.ctl.prefetchAt() {
+				next = x.openNext(rctx)
+			}
 		} else {
+			x.mu.Lock()
 			x.putBlock(p, b)
+			x.mu.Unlock()
 		}
 		if rerr == nil {
 			continue
@@ -487,10 +775,131 @@ func (p *part) receive(ctx context.Context) error {
 		if errors.Is(rerr, io.EOF) {
 			rerr = fmt.Errorf("body ended at byte %d of %d: %w", p.pos.Load(), p.end.Load(), io.ErrUnexpectedEOF)
 		}
-		if err := tries.failed(e, j, ctx, p.pos.Load()-from, p.pos.Load(), rerr); err != nil {
+		if err := tries.failed(e, j, ctx, p.pos.Load()-from, x.received(), rerr); err != nil {
 			return err
 		}
 	}
+}
+
+// drainGrace is how long a part's requests outlive the transfer's context: once it is
+// done (a cancel, a failure elsewhere), the part keeps the bytes its answer already
+// holds (in the process under HTTP/2, in the socket) rather than throw away what the
+// server has sent; see drain.
+const drainGrace = 50 * time.Millisecond
+
+// drain takes, once the transfer's context is done, what body yields up to the next
+// block boundary within drainGrace (rctx ends then), and hands it to the transfer, which
+// gives it to the store's writer to keep.
+func (p *part) drain(rctx context.Context, body io.Reader) {
+	x := p.x
+	pos, end := p.pos.Load(), p.end.Load()
+	if pos >= end || rctx.Err() != nil {
+		return
+	}
+	x.mu.Lock()
+	if x.finished {
+		x.mu.Unlock()
+		return
+	}
+	p.held++
+	x.mu.Unlock()
+	b := x.e.pool.get()
+	n, _ := readFull(rctx, body, b[:min(blockSize-pos%blockSize, end-pos)])
+	if n > 0 {
+		x.deliver(p, pos, b[:n]) // taken even though the transfer has stopped
+		p.pos.Add(int64(n))
+		return
+	}
+	x.mu.Lock()
+	x.putBlock(p, b)
+	x.mu.Unlock()
+}
+
+// nextReq is a request a part opens before its current one ends, so that its connection
+// does not wait a round trip between requests (a new connection under HTTP/1.1, another
+// stream under HTTP/2). Its stretch is taken from the todo list when it is asked for, so
+// it is never asked for twice.
+type nextReq struct {
+	r    ranges.Range
+	done chan opened
+}
+
+// opened is what a request gave.
+type opened struct {
+	body  io.ReadCloser
+	from  int64
+	whole bool
+	err   error
+	took  time.Duration
+}
+
+// openNext asks for the next stretch of the todo list in the background, or returns nil
+// when there is none to ask for, or the transfer is one stream (under the judgement
+// pinned never to split, with ranges off, or a server without them).
+func (x *xfer) openNext(ctx context.Context) *nextReq {
+	e := x.e
+	x.mu.Lock()
+	if len(x.todo) == 0 || x.err != nil || x.finished || x.noRanges || !x.rangesOK || !e.o.ranges || e.ctl.judge == judgeNever {
+		x.mu.Unlock()
+		return nil
+	}
+	r := x.assign()
+	x.mu.Unlock()
+	a := &nextReq{r: r, done: make(chan opened, 1)}
+	length := int64(-1)
+	if r.End < x.size {
+		length = r.Len()
+	}
+	go func() {
+		t := time.Now()
+		b, from, whole, err := openBody(ctx, e.f, x.j.desc, r.Start, length)
+		a.done <- opened{body: b, from: from, whole: whole, err: err, took: time.Since(t)}
+	}()
+	return a
+}
+
+// drop closes the answer of a request that will not be read (the part stopped).
+func (a *nextReq) drop() {
+	go func() {
+		if o := <-a.done; o.body != nil {
+			o.body.Close()
+		}
+	}()
+}
+
+// took takes the answer o of a request for [start, end) as the part's body: a whole-blob
+// answer is the fetch of everything from start on (its bytes before start skipped).
+func (p *part) took(ctx context.Context, o opened, start, end int64) error {
+	x := p.x
+	x.e.ctl.noteRTT(o.took)
+	x.mu.Lock()
+	if o.whole {
+		x.wholeFrom(p)
+	}
+	x.mu.Unlock()
+	if o.whole {
+		return skip(ctx, o.body, start-o.from)
+	}
+	return nil
+}
+
+// skip reads and drops n bytes of body, honouring ctx.
+func skip(ctx context.Context, body io.Reader, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	buf := make([]byte, min(n, 64<<10))
+	for n > 0 {
+		k, err := readFull(ctx, body, buf[:min(n, int64(len(buf)))])
+		n -= int64(k)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("skip to the byte asked for in a whole-blob answer: %w", err)
+		}
+	}
+	return nil
 }
 
 // readFull reads until b is full, the body ends (io.EOF, also after a partial read), it

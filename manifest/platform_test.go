@@ -493,3 +493,36 @@ func TestChooseZeroWantIsDefault(t *testing.T) {
 		t.Errorf("amd64 host got %s", got.Digest)
 	}
 }
+
+// TestChooseArtifacts: an entry whose artifactType is not an image config's is an
+// artifact, never chosen; an index of artifacts only is ErrUnsupported (nothing to pull),
+// not a platform mismatch; an image entry with its config's media type as artifactType
+// (as go-containerregistry writes it) is an image.
+func TestChooseArtifacts(t *testing.T) {
+	sig := desc(10, MediaTypeOCIManifest, nil, nil)
+	sig.ArtifactType = "application/vnd.dev.cosign.artifact.sig.v1+json"
+	sbom := desc(11, MediaTypeOCIManifest, plat("linux/amd64"), nil)
+	sbom.ArtifactType = "application/spdx+json"
+	img := desc(12, MediaTypeOCIManifest, plat("linux/amd64"), nil)
+	img.ArtifactType = MediaTypeOCIConfig
+	dockerImg := desc(13, MediaTypeDockerSchema2, plat("linux/amd64"), nil)
+	dockerImg.ArtifactType = MediaTypeDockerConfig
+	index := func(ds ...Descriptor) *Manifest {
+		return &Manifest{Kind: KindIndex, MediaType: MediaTypeOCIIndex, Digest: digest.FromString("index"), Manifests: ds}
+	}
+	amd64 := platforms.Only(mustParse(t, "linux/amd64"))
+
+	_, err := Choose(index(sig), amd64)
+	if !errors.Is(err, pullkit.ErrUnsupported) || !strings.Contains(err.Error(), sig.ArtifactType) {
+		t.Errorf("an index of one artifact without a platform: %v, want ErrUnsupported naming its artifactType", err)
+	}
+	if _, err := Choose(index(sig, sbom), platforms.Any()); !errors.Is(err, pullkit.ErrUnsupported) {
+		t.Errorf("an index of artifacts, any platform: %v, want ErrUnsupported", err)
+	}
+	for _, want := range []Descriptor{img, dockerImg} {
+		got, err := Choose(index(sbom, want, sig), amd64)
+		if err != nil || got.Digest != want.Digest {
+			t.Errorf("an image entry with artifactType %s among artifacts: got %s, %v; want %s", want.ArtifactType, got.Digest, err, want.Digest)
+		}
+	}
+}

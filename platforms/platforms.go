@@ -77,6 +77,28 @@ func (m only) Match(p Platform) bool   { return satisfies(Normalize(p), m.want) 
 func (m only) Less(a, b Platform) bool { return better(Normalize(a), Normalize(b)) }
 func (m only) String() string          { return m.want.String() }
 
+// Any returns the Matcher that takes an image for any platform (but "unknown" ones, which
+// are attestations), preferring the ones Only(Default()) takes, then the first offered.
+// It is how an engine opts out of the platform check (a mirror, a scanner, a copy of
+// every platform's image): given to puller.WithMatcher, a single image is pulled
+// whatever platform its config names, and Resolve fetches nothing to check it. Its
+// String is "any".
+func Any() Matcher { return anyPlatform{} }
+
+type anyPlatform struct{}
+
+func (anyPlatform) Match(p Platform) bool { return !isUnknown(p) }
+
+func (anyPlatform) Less(a, b Platform) bool {
+	host := Only(Default())
+	if am, bm := host.Match(a), host.Match(b); am != bm || !am {
+		return am && !bm
+	}
+	return host.Less(a, b)
+}
+
+func (anyPlatform) String() string { return "any" }
+
 // NoMatchError reports that none of the platforms offered matches the one wanted.
 type NoMatchError struct {
 	// Want describes what was asked for (the matcher's String, or the platform).

@@ -266,3 +266,30 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestAny: every platform but an attestation's matches; the host's is preferred, then
+// the first offered.
+func TestAny(t *testing.T) {
+	m := Any()
+	for _, p := range []Platform{{OS: "linux", Architecture: "s390x"}, {OS: "windows", Architecture: "amd64"}, {OS: "linux", Architecture: "riscv64"}} {
+		if !m.Match(p) {
+			t.Errorf("Any does not match %v", p)
+		}
+	}
+	if m.Match(Platform{OS: "unknown", Architecture: "unknown"}) {
+		t.Error("Any matches an attestation's unknown/unknown")
+	}
+	host, other := Default(), Platform{OS: "linux", Architecture: "s390x"}
+	if host.Architecture == "s390x" {
+		other.Architecture = "ppc64le"
+	}
+	if !m.Less(host, other) || m.Less(other, host) {
+		t.Errorf("Any does not prefer the host's %v over %v", host, other)
+	}
+	if m.Less(other, Platform{OS: "linux", Architecture: "mips64"}) {
+		t.Error("Any ranks two foreign platforms: the first offered should win")
+	}
+	if Describe(m) != "any" {
+		t.Errorf("Describe(Any()) = %q", Describe(m))
+	}
+}

@@ -38,7 +38,7 @@ func (c *Client) Referrers(ctx context.Context, ref string, artifactType string)
 	}
 	eps, err := c.endpoints(ref, r, nil)
 	if err != nil {
-		return nil, pullkit.Wrap(ref, "list referrers", "", err)
+		return nil, pullkit.Wrap(ref, pullkit.OpReferrers, "", err)
 	}
 	var last error
 	for _, ep := range alive(askable(eps, r)) {
@@ -46,7 +46,7 @@ func (c *Client) Referrers(ctx context.Context, ref string, artifactType string)
 		if err == nil {
 			return list, nil
 		}
-		last = pullkit.Wrap(ref, "list referrers"+ep.via(), "", err)
+		last = pullkit.WrapDetail(ref, pullkit.OpReferrers, ep.via(), "", err)
 		if ctx.Err() != nil {
 			break
 		}
@@ -81,6 +81,11 @@ func (ep *endpoint) referrers(ctx context.Context, r name.Reference, artifactTyp
 	if err != nil {
 		return nil, err
 	}
+	return ep.referrersOf(ctx, subject, artifactType)
+}
+
+// referrersOf lists the referrers of subject on the endpoint (the API, or its tag schema).
+func (ep *endpoint) referrersOf(ctx context.Context, subject digest.Digest, artifactType string) ([]manifest.Descriptor, error) {
 	u := ep.url("referrers", subject.String())
 	if artifactType != "" {
 		u += "?artifactType=" + url.QueryEscape(artifactType)
@@ -101,7 +106,7 @@ func (ep *endpoint) referrers(ctx context.Context, r name.Reference, artifactTyp
 			err = &pullkit.InvalidError{What: idx.MediaType, Reason: "the referrers API answered with a manifest, not an index"}
 		}
 		if err != nil {
-			return nil, pullkit.Wrap("", "read referrers", subject, err)
+			return nil, pullkit.Wrap("", pullkit.OpReferrers, subject, err)
 		}
 		filtered := false
 		for _, v := range resp.Header.Values("OCI-Filters-Applied") {
@@ -138,7 +143,7 @@ func (ep *endpoint) referrersTag(ctx context.Context, subject digest.Digest, art
 		err = &pullkit.InvalidError{What: idx.MediaType, Reason: "the referrers tag " + tag + " names a manifest, not an index"}
 	}
 	if err != nil {
-		return nil, pullkit.Wrap("", "read referrers tag "+tag, "", err)
+		return nil, pullkit.WrapDetail("", pullkit.OpReferrers, "(tag "+tag+")", "", err)
 	}
 	return ofType(idx.Manifests, artifactType), nil
 }
@@ -176,13 +181,13 @@ func (c *Client) PullArtifact(ctx context.Context, ref string, st store.Store, o
 	}
 	eps, err := c.endpoints(ref, r, o)
 	if err != nil {
-		return nil, pullkit.Wrap(ref, "fetch artifact manifest", "", err)
+		return nil, pullkit.WrapDetail(ref, pullkit.OpFetchManifest, "of artifact", "", err)
 	}
 	var last error
 	for _, ep := range alive(askable(eps, r)) {
 		a, err := ep.artifact(ctx, r)
 		if err != nil {
-			last = pullkit.Wrap(ref, "fetch artifact manifest"+ep.via(), "", err)
+			last = pullkit.WrapDetail(ref, pullkit.OpFetchManifest, strings.TrimSpace("of artifact "+ep.via()), "", err)
 			if ctx.Err() != nil {
 				break
 			}
@@ -241,7 +246,7 @@ func (ep *endpoint) artifact(ctx context.Context, r name.Reference) (*manifest.A
 func (c *Client) storeArtifact(ctx context.Context, eps []*endpoint, st store.Store, a *manifest.Artifact, o *pullOptions) error {
 	lease, err := st.Lease(ctx)
 	if err != nil {
-		return pullkit.Wrap("", "lease", "", err)
+		return pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
 	defer lease.Release()
 	var blobs []layers.Blob
@@ -256,18 +261,17 @@ func (c *Client) storeArtifact(ctx context.Context, eps []*endpoint, st store.St
 		ds = append(ds, b.Desc.Digest)
 	}
 	if err := lease.Add(ctx, ds...); err != nil {
-		return pullkit.Wrap("", "lease", "", err)
+		return pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
-	if _, err := layers.Fetch(ctx, &blobSource{eps: eps, progress: o.progress}, st, blobs,
-		layers.WithJobs(o.jobs), layers.WithProgress(o.progress), layers.WithRetry(c.retry)); err != nil {
+	if _, err := layers.Fetch(ctx, &blobSource{eps: eps, progress: o.progress, conns: o.conns}, st, blobs, o.transfer(c.retry, o.progress)...); err != nil {
 		return err
 	}
 	desc := manifest.Descriptor{MediaType: a.MediaType, Digest: a.Digest, Size: int64(len(a.Raw)), ArtifactType: a.ArtifactType}
 	if err := store.WriteBlob(ctx, st, desc, a.Raw); err != nil {
-		return pullkit.Wrap("", "store manifest", a.Digest, err)
+		return pullkit.Wrap("", pullkit.OpStoreManifest, a.Digest, err)
 	}
 	if err := st.PutImage(ctx, store.Image{Name: a.Name, Target: desc}); err != nil {
-		return pullkit.Wrap("", "name artifact "+a.Name, a.Digest, err)
+		return pullkit.WrapDetail("", pullkit.OpNameImage, a.Name, a.Digest, err)
 	}
 	return nil
 }

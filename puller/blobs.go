@@ -27,10 +27,17 @@ import (
 type blobSource struct {
 	eps      []*endpoint
 	progress func(pullkit.Event)
+	// conns caps the blob requests in flight to one host (0: no cap of its own).
+	conns int
+
+	locs locations // where blobs were redirected to (redirect.go)
 
 	mu    sync.Mutex
-	first map[digest.Digest]int // the endpoint a blob is asked of first, after restarts
+	first map[digest.Digest]int    // the endpoint a blob is asked of first, after restarts
+	slots map[string]chan struct{} // per host, when conns caps them
 }
+
+var _ layers.LinkMemory = (*blobSource)(nil)
 
 var _ layers.Restarter = (*blobSource)(nil)
 
@@ -71,13 +78,13 @@ func (b *blobSource) Fetch(ctx context.Context, desc manifest.Descriptor, offset
 	var err error
 	for _, ep := range b.order(desc) {
 		var rc io.ReadCloser
-		rc, err = ep.blob(ctx, ep.url("blobs", desc.Digest.String()), desc, offset, length, b.progress, false)
+		rc, err = b.fetchFrom(ctx, ep, desc, offset, length)
 		if err == nil {
 			if len(b.eps) > 1 {
 				// A body that breaks on one of several endpoints marks it dead for the
 				// call: the transfer's resume (a Range from the byte it reached) then
 				// goes to the next.
-				rc = &markingBody{ReadCloser: rc, ep: ep}
+				rc = keepServed(rc, &markingBody{ReadCloser: rc, ep: ep})
 			}
 			return rc, nil
 		}
@@ -91,6 +98,136 @@ func (b *blobSource) Fetch(ctx context.Context, desc manifest.Descriptor, offset
 	return nil, err
 }
 
+// fetchFrom asks ep for the blob's bytes: at the URL ep redirected it to earlier in the
+// call while that URL is usable, else at ep (whose redirect, if it makes one, is kept).
+// A kept URL that blob storage refuses (403 or 401: expired, or signed for someone
+// else) or that fails is dropped, and ep is asked again for a fresh one.
+func (b *blobSource) fetchFrom(ctx context.Context, ep *endpoint, desc manifest.Descriptor, offset, length int64) (io.ReadCloser, error) {
+	if loc := b.locs.get(ep, desc.Digest); loc != nil {
+		if loc.usable(ep.c.now()) {
+			release, err := b.slot(ctx, canonicalHost(loc.u))
+			if err != nil {
+				return nil, err
+			}
+			rc, _, err := ep.blob(ctx, loc.u.String(), desc, offset, length, b.progress, true)
+			if err == nil {
+				return releasing(rc, release), nil
+			}
+			release()
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			var he *pullkit.HTTPError
+			if errors.As(err, &he) && b.progress != nil && (he.StatusCode == http.StatusForbidden || he.StatusCode == http.StatusUnauthorized) {
+				b.progress(pullkit.Event{Kind: pullkit.EventRetrying, What: "layer", Digest: desc.Digest, Done: offset, Total: desc.Size, Err: fmt.Errorf("blob storage refused the URL the registry gave (%w): asking the registry again", err)})
+			}
+		}
+		b.locs.forget(ep, desc.Digest, loc)
+	}
+	host := canonicalHostOf(ep.c.scheme(ep.host), ep.host)
+	if to := ep.c.link(host).redirectHost(); to != "" {
+		host = to
+	}
+	release, err := b.slot(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	u := ep.url("blobs", desc.Digest.String())
+	rc, final, err := ep.blob(ctx, u, desc, offset, length, b.progress, false)
+	if err != nil && refusedElsewhere(err, u) && ctx.Err() == nil {
+		// Blob storage refused the URL the registry had just given (it expired on the
+		// way, or the clocks disagree): once more, for a fresh one.
+		rc, final, err = ep.blob(ctx, u, desc, offset, length, b.progress, false)
+	}
+	if err != nil {
+		release()
+		return nil, err
+	}
+	if final != nil {
+		if orig, perr := url.Parse(u); perr == nil && canonicalHost(final) != canonicalHost(orig) {
+			b.locs.put(ep, desc.Digest, final, ep.c.now())
+			hl := ep.c.link(canonicalHost(orig))
+			hl.mu.Lock()
+			hl.redirect = canonicalHost(final)
+			hl.mu.Unlock()
+		}
+	}
+	return releasing(rc, release), nil
+}
+
+// refusedElsewhere reports a 403 or 401 from another host than the one u names: blob
+// storage refusing the URL the registry redirected to.
+func refusedElsewhere(err error, u string) bool {
+	var he *pullkit.HTTPError
+	if !errors.As(err, &he) || (he.StatusCode != http.StatusForbidden && he.StatusCode != http.StatusUnauthorized) {
+		return false
+	}
+	at, err1 := url.Parse(he.URL)
+	orig, err2 := url.Parse(u)
+	return err1 == nil && err2 == nil && at.Host != "" && canonicalHost(at) != canonicalHost(orig)
+}
+
+// slot waits for room for one more blob request to host, when the call caps them
+// (WithConnsPerHost), and returns what gives it back.
+func (b *blobSource) slot(ctx context.Context, host string) (func(), error) {
+	if b.conns <= 0 {
+		return func() {}, nil
+	}
+	b.mu.Lock()
+	if b.slots == nil {
+		b.slots = map[string]chan struct{}{}
+	}
+	ch := b.slots[host]
+	if ch == nil {
+		ch = make(chan struct{}, b.conns)
+		b.slots[host] = ch
+	}
+	b.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-ch }) }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// releasing calls release when rc is closed, keeping what rc says it serves.
+func releasing(rc io.ReadCloser, release func()) io.ReadCloser {
+	return keepServed(rc, &releaseBody{ReadCloser: rc, release: release})
+}
+
+type releaseBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (r *releaseBody) Close() error {
+	err := r.ReadCloser.Close()
+	r.release()
+	return err
+}
+
+// wholeBody is a whole-blob answer to a request for a range (layers.Served).
+type wholeBody struct{ io.ReadCloser }
+
+func (wholeBody) ServedFrom() int64 { return 0 }
+
+// keepServed returns wrapped, still a layers.Served when inner was one.
+func keepServed(inner, wrapped io.ReadCloser) io.ReadCloser {
+	if s, ok := inner.(layers.Served); ok && s.ServedFrom() == 0 {
+		return wholeBody{wrapped}
+	}
+	return wrapped
+}
+
+// redirectHost is where the host's blob GETs were last redirected, or "".
+func (hl *hostLink) redirectHost() string {
+	hl.mu.Lock()
+	defer hl.mu.Unlock()
+	return hl.redirect
+}
+
 // foreign fetches a foreign layer from its URLs, without the registry's credentials. The
 // error names what the registry said and every URL tried, not the pages they answered.
 func (b *blobSource) foreign(ctx context.Context, desc manifest.Descriptor, offset, length int64, regErr error) (io.ReadCloser, error) {
@@ -102,7 +239,7 @@ func (b *blobSource) foreign(ctx context.Context, desc manifest.Descriptor, offs
 			tried = append(tried, text.Clean(u, 100)+" (not an http(s) URL)")
 			continue
 		}
-		rc, err := ep.blob(ctx, pu.String(), desc, offset, length, b.progress, true)
+		rc, _, err := ep.blob(ctx, pu.String(), desc, offset, length, b.progress, true)
 		if err == nil {
 			return rc, nil
 		}
@@ -123,8 +260,12 @@ func (b *blobSource) foreign(ctx context.Context, desc manifest.Descriptor, offs
 }
 
 // blob does one blob request on u for [offset, offset+length) (to the end when length <
-// 0) and checks the answer.
-func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor, offset, length int64, progress func(pullkit.Event), foreign bool) (io.ReadCloser, error) {
+// 0) and checks the answer. It returns the body, and the URL that answered (the last of
+// the redirects). A server that answers a range with the whole blob gets its answer
+// taken as the whole fetch: the body is a layers.Served from offset 0. A foreign request
+// (a foreign layer's URL, or blob storage the registry redirected to) carries none of
+// the registry's credentials or headers.
+func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor, offset, length int64, progress func(pullkit.Event), foreign bool) (io.ReadCloser, *url.URL, error) {
 	size := desc.Size
 	end := int64(-1) // inclusive last byte asked for, when known
 	if length >= 0 {
@@ -140,7 +281,7 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 	default:
 		hdr.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, end))
 	}
-	ri := reqInfo{step: "blob " + desc.Digest.String(), what: "layer", digest: desc.Digest, noRetry: true, progress: progress}
+	ri := reqInfo{step: "blob " + desc.Digest.String(), what: "layer", digest: desc.Digest, noRetry: true, progress: progress, blob: true}
 	send := func(h http.Header) (*http.Response, *reqInfo, error) {
 		if foreign {
 			info := ri
@@ -162,32 +303,42 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 	}
 	resp, info, err := send(hdr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && length < 0 && size >= 0 && offset < size {
 		// Some registries (go-containerregistry's) refuse an open-ended range: close it.
 		resp.Body.Close()
 		hdr.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, size-1))
 		if resp, info, err = send(hdr); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+	}
+	final := resp.Request.URL
+	served := func(ok bool) {
+		// What the host that answered does with ranges, for the client's life.
+		hl := ep.c.link(canonicalHost(final))
+		hl.mu.Lock()
+		if ok {
+			hl.ranges = 1
+		} else {
+			hl.ranges = -1
+		}
+		hl.mu.Unlock()
 	}
 	expected := "" // the URL says what was asked for
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if size >= 0 && resp.ContentLength >= 0 && resp.ContentLength != size {
 			resp.Body.Close()
-			return nil, &pullkit.SizeMismatchError{What: "blob", Want: size, Got: resp.ContentLength, Source: "Content-Length"}
+			return nil, nil, &pullkit.SizeMismatchError{What: "blob", Want: size, Got: resp.ContentLength, Source: "Content-Length"}
 		}
-		if offset == 0 && (length < 0 || length == size) {
-			return resp.Body, nil
+		if hdr.Get("Range") == "" {
+			return resp.Body, final, nil
 		}
-		if length >= 0 {
-			resp.Body.Close()
-			return nil, fmt.Errorf("%w: %s answered a range request with the whole blob", pullkit.ErrUnsupported, text.Clean(resp.Request.URL.Host, 100))
-		}
-		// The server ignored the range: read past what was asked for.
-		return skipTo(ctx, resp.Body, offset)
+		// The server ignored the range: its answer is the whole blob, taken as the
+		// fetch of everything from the offset asked for (never asked for again).
+		served(false)
+		return wholeBody{resp.Body}, final, nil
 	case http.StatusPartialContent:
 		cr := resp.Header.Get("Content-Range")
 		start, last, total, perr := parseContentRange(cr)
@@ -203,39 +354,31 @@ func (ep *endpoint) blob(ctx context.Context, u string, desc manifest.Descriptor
 			bad = "not the range asked for"
 		case total >= 0 && size >= 0 && total != size:
 			resp.Body.Close()
-			return nil, &pullkit.SizeMismatchError{What: "blob", Want: size, Got: total, Source: "Content-Range total"}
+			return nil, nil, &pullkit.SizeMismatchError{What: "blob", Want: size, Got: total, Source: "Content-Range total"}
 		case resp.ContentLength >= 0 && resp.ContentLength != last-start+1:
 			bad = fmt.Sprintf("Content-Length %d does not match it", resp.ContentLength)
 		}
 		if bad == "" {
-			return resp.Body, nil
+			if hdr.Get("Range") != "" {
+				served(true)
+			}
+			return resp.Body, final, nil
 		}
 		resp.Body.Close()
-		if length >= 0 {
-			return nil, fmt.Errorf("%w: %s answered %s with Content-Range %q: %s", pullkit.ErrUnsupported, text.Clean(resp.Request.URL.Host, 100), hdr.Get("Range"), text.Clean(cr, 100), bad)
+		if offset == 0 && length < 0 {
+			return nil, nil, fmt.Errorf("%w: Content-Range %q: %s", pullkit.ErrInvalid, text.Clean(cr, 100), bad)
 		}
-		if offset == 0 {
-			return nil, fmt.Errorf("%w: Content-Range %q: %s", pullkit.ErrInvalid, text.Clean(cr, 100), bad)
-		}
-		// A botched range: read the whole blob, past what was asked for.
-		rc, err := ep.blob(ctx, u, desc, 0, -1, progress, foreign)
+		// A botched range: the whole blob instead, taken as the fetch of everything
+		// from the offset asked for.
+		served(false)
+		rc, final, err := ep.blob(ctx, u, desc, 0, -1, progress, foreign)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return skipTo(ctx, rc, offset)
+		return wholeBody{rc}, final, nil
 	}
 	defer resp.Body.Close()
-	return nil, statusError(resp, info, expected, ep.c.now())
-}
-
-// skipTo discards the first offset bytes of a whole-blob body, so that it yields what a
-// request from offset asked for.
-func skipTo(ctx context.Context, body io.ReadCloser, offset int64) (io.ReadCloser, error) {
-	if _, err := io.CopyN(io.Discard, body, offset); err != nil {
-		body.Close()
-		return nil, connError(ctx, fmt.Errorf("skip to byte %d of a whole-blob answer: %w", offset, err))
-	}
-	return body, nil
+	return nil, nil, statusError(resp, info, expected, ep.c.now())
 }
 
 // parseContentRange parses a 206 answer's Content-Range (RFC 9110 section 14.4):

@@ -19,6 +19,7 @@ import (
 	"github.com/pullkit/pullkit/config/auth"
 	"github.com/pullkit/pullkit/config/registries"
 	"github.com/pullkit/pullkit/internal/text"
+	"github.com/pullkit/pullkit/trust"
 )
 
 // DefaultMaxManifestSize caps a manifest, index or config (4 MiB, as containerd and
@@ -38,6 +39,8 @@ type Client struct {
 	userAgent   string
 	mirrors     map[string][]string // registry → mirror hosts, in order
 	noFallback  bool
+	verifier    trust.Verifier // nil: no verification (WithVerifier)
+	trust       trustCache
 
 	// sleep and now are replaced by tests to observe waits without waiting.
 	sleep func(ctx context.Context, d time.Duration) error
@@ -58,6 +61,9 @@ type Client struct {
 	route          *routeTransport
 	tlsOptions     bool // a TLS option was given
 	proxySet       bool // WithProxy was given
+
+	// What is learnt of each host's link, for the client's life (link.go).
+	links sync.Map // host:port -> *hostLink
 
 	// Credentials (creds.go).
 	static      map[string]Credential

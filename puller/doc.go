@@ -41,7 +41,10 @@
 //   - mirrors (WithMirrors, or from those files): a tag resolved only by endpoints that
 //     may resolve it, content by digest from every endpoint that may pull, mirrors first,
 //     each mirror with its own deadlines and skipped for the rest of a call once dead;
-//     the registry stays the last resort unless WithMirrorFallback(false).
+//     the registry stays the last resort unless WithMirrorFallback(false);
+//   - trust (WithVerifier): a trust.Verifier called once the manifests are verified and
+//     before any config or layer blob, reading signatures through the same endpoints;
+//     a refusal wraps pullkit.ErrUntrusted and stores nothing.
 //
 // Every error wraps one sentinel of the module's vocabulary (pullkit.ErrNotFound,
 // pullkit.ErrUnauthorized, …) for errors.Is, or is the context's error when the caller

@@ -49,15 +49,15 @@ type endpoint struct {
 	dead     atomic.Bool // could not be reached during this call: skipped from then on
 }
 
-// via names the endpoint when it is a mirror ("" for the origin).
+// via names the endpoint when it is a mirror ("" for the origin), as an Error's Detail.
 func (ep *endpoint) via() string {
 	if !ep.mirror {
 		return ""
 	}
 	if ep.c.noFallback {
-		return " via mirror " + ep.host + " (no fallback to the registry)"
+		return "via mirror " + ep.host + " (no fallback to the registry)"
 	}
-	return " via mirror " + ep.host
+	return "via mirror " + ep.host
 }
 
 func (ep *endpoint) url(kind, ident string) string {
@@ -265,6 +265,8 @@ func (ep *endpoint) get(ctx context.Context, ident, expected string) (*served, e
 		if err == nil || !broken || attempt >= ep.c.retry.Attempts || ctx.Err() != nil {
 			return s, err
 		}
+		ri := manifestInfo(ident)
+		retrying(ctx, ri.what, ri.digest, -1, err)
 		if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
 			return nil, err
 		}
@@ -310,6 +312,7 @@ func (ep *endpoint) manifestByDigest(ctx context.Context, want digest.Digest) (*
 		if err == nil || !errors.Is(err, pullkit.ErrDigestMismatch) || attempt >= ep.c.retry.Attempts {
 			return m, err
 		}
+		retrying(ctx, "manifest", want, -1, err)
 		if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
 			return nil, err
 		}
@@ -345,9 +348,18 @@ func (ep *endpoint) manifestByTag(ctx context.Context, tag string) (*manifest.Ma
 			return nil, "", fmt.Errorf("tag %q, checked against its Docker-Content-Digest: %w", text.Clean(tag, 128), err)
 		}
 		// Damage in transit passes: fetch it again.
+		retrying(ctx, "manifest", "", -1, err)
 		if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
 			return nil, "", err
 		}
+	}
+}
+
+// retrying reports to the call's progress that a manifest or config is fetched again
+// from the start (EventRetrying, Done 0), for why.
+func retrying(ctx context.Context, what string, d digest.Digest, size int64, why error) {
+	if fn := progressOf(ctx); fn != nil {
+		fn(pullkit.Event{Kind: pullkit.EventRetrying, What: what, Digest: d, Total: size, Err: why})
 	}
 }
 
@@ -390,6 +402,7 @@ func (ep *endpoint) document(ctx context.Context, desc manifest.Descriptor, what
 			if errors.Is(err, pullkit.ErrTooLarge) || attempt >= ep.c.retry.Attempts || ctx.Err() != nil {
 				return nil, connError(ctx, err)
 			}
+			retrying(ctx, what, desc.Digest, desc.Size, err)
 			if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
 				return nil, err
 			}
@@ -397,6 +410,7 @@ func (ep *endpoint) document(ctx context.Context, desc manifest.Descriptor, what
 		}
 		if got := desc.Digest.Algorithm().FromBytes(raw); got != desc.Digest {
 			if attempt < ep.c.retry.Attempts {
+				retrying(ctx, what, desc.Digest, desc.Size, &pullkit.DigestMismatchError{What: what, Want: desc.Digest, Got: got})
 				if err := ep.c.sleep(ctx, ep.c.retry.Delay(attempt)); err != nil {
 					return nil, err
 				}

@@ -269,9 +269,10 @@ func ExampleClient_PullArtifact() {
 }
 
 // pin is the code under test in the example below: a service's helper that pins a tag to
-// the digest of its image.
+// the digest of whatever image it names (platforms.Any: no platform to check, so a tag is
+// one HEAD).
 func pin(ctx context.Context, c *puller.Client, ref string) (string, error) {
-	res, err := c.Resolve(ctx, ref)
+	res, err := c.Resolve(ctx, ref, puller.WithMatcher(platforms.Any()))
 	if err != nil {
 		return "", fmt.Errorf("pin %s: %w", ref, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -226,4 +227,30 @@ func mediaTypeFor(path string) string {
 		return manifest.MediaTypeOCIManifest
 	}
 	return "application/json"
+}
+
+// FuzzNextPage reads a registry's Link header (tags list pagination): no panic, and a
+// next page is never on another host or scheme than the page that named it.
+func FuzzNextPage(f *testing.F) {
+	for _, s := range []string{
+		`</v2/app/tags/list?n=2&last=b>; rel="next"`,
+		`<https://r.example/v2/app/tags/list?last=c>; rel=next`,
+		`</a>; rel="prev", </b>; rel="next"`,
+		`<http://other.example/x>; rel="next"`,
+		`<//other.example/x>; rel="next"`,
+		`<%zz>; rel="next"`, `<>; rel=next`, `garbage`, `;;;,,,<`,
+	} {
+		f.Add(s)
+	}
+	base, _ := url.Parse("https://r.example/v2/app/tags/list?n=2")
+	f.Fuzz(func(t *testing.T, link string) {
+		next, err := nextPage(base, link)
+		if err != nil || next == "" {
+			return
+		}
+		u, perr := url.Parse(next)
+		if perr != nil || u.Host != base.Host || u.Scheme != base.Scheme {
+			t.Fatalf("nextPage(%q) = %q: not on %s", link, next, base.Host)
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
+	"github.com/pullkit/pullkit/trust"
 )
 
 // PullOption configures one call (Pull, Inspect, Resolve, ResolveAll, PullArtifact); it
@@ -15,7 +16,6 @@ type PullOption func(*pullOptions) error
 
 type pullOptions struct {
 	matcher  platforms.Matcher
-	explicit bool // the caller asked for a platform
 	all      bool
 	diffIDs  bool
 	format   Format
@@ -24,7 +24,42 @@ type pullOptions struct {
 	jobsSet  bool
 	tees     func(i int, l manifest.Layer) layers.Tee
 	skip     func(i int, l manifest.Layer) bool
+	verified func(*trust.Result) // WithVerified
 	creds    CredentialsFunc
+
+	// The transfer (issue 19): ranges on or off, connections per host.
+	noRanges bool
+	conns    int
+}
+
+// transfer returns the options of the call's layers.Fetch, its events going to progress.
+func (o *pullOptions) transfer(retry pullkit.RetryPolicy, progress func(pullkit.Event)) []layers.Option {
+	return []layers.Option{layers.WithJobs(o.jobs), layers.WithProgress(progress), layers.WithRetry(retry), layers.WithRanges(!o.noRanges)}
+}
+
+// WithRanges says whether a large blob may be fetched as parallel ranged requests when
+// its one stream is what limits the transfer (default true; see layers.WithRanges).
+// Without them each blob is one request, resumed from the byte it reached: for a
+// registry or a proxy that serves ranges badly.
+func WithRanges(on bool) PullOption {
+	return func(o *pullOptions) error {
+		o.noRanges = !on
+		return nil
+	}
+}
+
+// WithConnsPerHost caps the blob requests the call keeps in flight to any one host
+// (the registry, a mirror, the blob storage they redirect to), each of them a
+// connection (default: no cap of its own, WithJobs bounds them all). For a registry
+// or CDN that limits connections per client.
+func WithConnsPerHost(n int) PullOption {
+	return func(o *pullOptions) error {
+		if n < 1 {
+			return &pullkit.InvalidError{What: "option WithConnsPerHost", Reason: fmt.Sprintf("%d: want at least 1", n)}
+		}
+		o.conns = n
+		return nil
+	}
 }
 
 func callOptions(opts []PullOption) (*pullOptions, error) {
@@ -50,31 +85,40 @@ func (o *pullOptions) emit(ev pullkit.Event) {
 	}
 }
 
-// WithPlatform chooses p from lists and indexes (default: platforms.Default(), linux on
-// this machine's architecture), with the rules of platforms.Only. Asked for explicitly,
-// it is also checked against an image that is not in an index: a config that says
-// another platform fails the pull with a *platforms.NoMatchError naming both.
+// WithPlatform chooses p from lists and indexes, with the rules of platforms.Only. The
+// platform a call is for (p, or by default platforms.Default(): linux on this machine's
+// architecture) is also checked against the image itself, as containerd does: a config
+// (or a schema 1 manifest) that names another platform fails the call with a
+// *platforms.NoMatchError naming both (Op pullkit.OpCheckPlatform), whether the image
+// was chosen from an index or is the only one the reference names. An engine that
+// takes whatever platform a reference names opts out with
+// WithMatcher(platforms.Any()).
 func WithPlatform(p platforms.Platform) PullOption {
 	return func(o *pullOptions) error {
 		if p.OS == "" || p.Architecture == "" {
 			return &pullkit.InvalidError{What: "option WithPlatform", Reason: "os and architecture are required"}
 		}
-		o.matcher, o.explicit = platforms.Only(p), true
+		o.matcher = platforms.Only(p)
 		return nil
 	}
 }
 
 // WithMatcher chooses from lists and indexes with m, as an engine with its own policy
-// needs; like WithPlatform it is checked against a single image's config.
+// needs; like WithPlatform it is checked against the image's config.
+// WithMatcher(platforms.Any()) takes an image for any platform, and checks nothing.
 func WithMatcher(m platforms.Matcher) PullOption {
 	return func(o *pullOptions) error {
 		if m == nil {
 			return &pullkit.InvalidError{What: "option WithMatcher", Reason: "nil matcher"}
 		}
-		o.matcher, o.explicit = m, true
+		o.matcher = m
 		return nil
 	}
 }
+
+// anyPlatform reports whether the call takes every platform (platforms.Any): nothing to
+// check, nothing to fetch for the check.
+func (o *pullOptions) anyPlatform() bool { return o.matcher == platforms.Any() }
 
 // WithAllPlatforms pulls every platform of an index (attestations aside) and stores the
 // index (converted to the stored format) as well as each platform's image. The image

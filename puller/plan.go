@@ -65,7 +65,7 @@ func (c *Client) Plan(ref string) (*Plan, error) {
 	}
 	eps, err := c.endpoints(ref, r, nil)
 	if err != nil {
-		return nil, pullkit.Wrap(ref, "plan", "", err)
+		return nil, pullkit.Wrap(ref, pullkit.OpPlan, "", err)
 	}
 	_, byDigest := r.(name.Digest)
 	p := &Plan{Reference: ref}

@@ -1,10 +1,13 @@
 package puller_test
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
@@ -94,17 +97,22 @@ func TestPlatformOfASingleImage(t *testing.T) {
 						t.Errorf("%s %s: %d blob requests for a schema 1 image of another platform", call.name, asked.name, n)
 					}
 				}
-				// The default platform: pulled, and the model says what it is for.
-				img, st, err := call.run()
+				// The default platform is enforced as an explicit one is (containerd refuses
+				// an image of another platform too).
+				if _, _, err := call.run(); !errors.Is(err, pullkit.ErrNoMatch) || !strings.Contains(oneLine(t, err), other.String()) {
+					t.Errorf("%s with the default platform: %v, want ErrNoMatch naming %v", call.name, err, other)
+				}
+				// Any platform: pulled, and the model says what it is for.
+				img, st, err := call.run(puller.WithMatcher(platforms.Any()))
 				if err != nil {
-					t.Fatalf("%s with the default platform: %v", call.name, err)
+					t.Fatalf("%s with any platform: %v", call.name, err)
 				}
 				if img.Platform == nil || img.Platform.String() != other.String() {
-					t.Errorf("%s with the default platform: model platform %v, want %v", call.name, img.Platform, other)
+					t.Errorf("%s with any platform: model platform %v, want %v", call.name, img.Platform, other)
 				}
 				if st != nil {
 					if _, err := st.Image(t.Context(), ref); err != nil {
-						t.Errorf("%s with the default platform: not named: %v", call.name, err)
+						t.Errorf("%s with any platform: not named: %v", call.name, err)
 					}
 				}
 				// Asked for explicitly, the image's own platform is fine.
@@ -121,4 +129,89 @@ func TestPlatformOfASingleImage(t *testing.T) {
 			t.Fatalf("Inspect = %+v, %v; want the %v entry", img, err, host)
 		}
 	})
+}
+
+// TestResolveRefusesWhatPullRefuses (issue 22): Resolve's answer is one Pull would pull,
+// and what Pull refuses Resolve refuses with the same sentinel and step: an image of
+// another platform (asked for, or the default one), an index of artifacts only, and an
+// index whose only entry, without a platform, is an artifact. platforms.Any() opts out
+// of the platform check for both.
+func TestResolveRefusesWhatPullRefuses(t *testing.T) {
+	reg := pullkittest.NewRegistry(t)
+	host := platforms.Default()
+	other := platforms.Platform{OS: "linux", Architecture: "s390x"}
+	if host.Architecture == "s390x" {
+		other = platforms.Platform{OS: "linux", Architecture: "ppc64le"}
+	}
+	reg.PushImage("foreign", "v1", pullkittest.OCI, pullkittest.Platform(other), pullkittest.Layers(1, 64))
+	reg.PushImage("native", "v1", pullkittest.Schema2, pullkittest.Platform(host), pullkittest.Layers(1, 64))
+	subject := reg.PushImage("signed", "v1", pullkittest.OCI, pullkittest.Layers(1, 64))
+	art := reg.PushArtifact("signed", subject.Descriptor(), "application/vnd.example.signature")
+	withType := art.Descriptor()
+	idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": manifest.MediaTypeOCIIndex, "manifests": []manifest.Descriptor{withType}})
+	reg.PutManifest("signed", "artifacts", manifest.MediaTypeOCIIndex, idx)
+	withoutType := art.Descriptor()
+	withoutType.ArtifactType = ""
+	lone, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": manifest.MediaTypeOCIIndex, "manifests": []manifest.Descriptor{withoutType}})
+	reg.PutManifest("signed", "lone", manifest.MediaTypeOCIIndex, lone)
+
+	c := newClient(t)
+	for _, tc := range []struct {
+		name string
+		ref  string
+		opts []puller.PullOption
+		want error  // nil: both succeed
+		op   string // the step both name
+	}{
+		{"another platform asked for", "native:v1", []puller.PullOption{puller.WithPlatform(other)}, pullkit.ErrNoMatch, pullkit.OpCheckPlatform},
+		{"another platform than the default", "foreign:v1", nil, pullkit.ErrNoMatch, pullkit.OpCheckPlatform},
+		{"another platform than the default, by digest", "foreign@" + string(mustResolveAny(t, c, reg.Ref("foreign:v1"))), nil, pullkit.ErrNoMatch, pullkit.OpCheckPlatform},
+		{"its own platform asked for", "foreign:v1", []puller.PullOption{puller.WithPlatform(other)}, nil, ""},
+		{"any platform", "foreign:v1", []puller.PullOption{puller.WithMatcher(platforms.Any())}, nil, ""},
+		{"the default platform", "native:v1", nil, nil, ""},
+		{"an index of artifacts", "signed:artifacts", nil, pullkit.ErrUnsupported, pullkit.OpChoosePlatform},
+		{"an index of artifacts, any platform", "signed:artifacts", []puller.PullOption{puller.WithMatcher(platforms.Any())}, pullkit.ErrUnsupported, pullkit.OpChoosePlatform},
+		{"an index's only entry, an artifact without a platform", "signed:lone", nil, pullkit.ErrUnsupported, pullkit.OpFetchManifest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := reg.Ref(tc.ref)
+			res, rerr := c.Resolve(t.Context(), ref, tc.opts...)
+			img, perr := c.Pull(t.Context(), ref, store.NewMemory(), tc.opts...)
+			for _, call := range []struct {
+				name string
+				err  error
+			}{{"Resolve", rerr}, {"Pull", perr}} {
+				if tc.want == nil {
+					if call.err != nil {
+						t.Fatalf("%s: %v", call.name, call.err)
+					}
+					continue
+				}
+				var pe *pullkit.Error
+				if !errors.Is(call.err, tc.want) || !errors.As(call.err, &pe) || pe.Op != tc.op || pe.Reference != ref {
+					t.Errorf("%s: %v (step %q), want %v at step %q naming %s", call.name, call.err, opOf(call.err), tc.want, tc.op, ref)
+				}
+			}
+			if tc.want == nil && res.Manifest.Digest != img.Manifest.Digest {
+				t.Errorf("Resolve chose %s, Pull pulled %s", res.Manifest.Digest, img.Manifest.Digest)
+			}
+		})
+	}
+}
+
+func mustResolveAny(t *testing.T, c *puller.Client, ref string) digest.Digest {
+	t.Helper()
+	res, err := c.Resolve(t.Context(), ref, puller.WithMatcher(platforms.Any()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Manifest.Digest
+}
+
+func opOf(err error) string {
+	var pe *pullkit.Error
+	if errors.As(err, &pe) {
+		return pe.Op
+	}
+	return ""
 }

@@ -131,6 +131,7 @@ type routeTransport struct {
 
 	mu    sync.Mutex
 	bases map[*hostProfile]*http.Transport
+	h1    map[*hostProfile]*http.Transport // HTTP/1.1-only variants (link.go)
 }
 
 func (rt *routeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -139,7 +140,7 @@ func (rt *routeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	return tr.RoundTrip(req)
+	return rt.viaLink(p, tr, req)
 }
 
 func (rt *routeTransport) base(p *hostProfile) (*http.Transport, error) {
@@ -157,13 +158,26 @@ func (rt *routeTransport) base(p *hostProfile) (*http.Transport, error) {
 	return tr, nil
 }
 
-// CloseIdleConnections closes the idle connections of every profile's transport.
+// CloseIdleConnections closes the idle connections of every profile's transport (and
+// of their variants).
 func (rt *routeTransport) CloseIdleConnections() {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	for _, tr := range rt.bases {
 		tr.CloseIdleConnections()
 	}
+	for _, tr := range rt.h1 {
+		tr.CloseIdleConnections()
+	}
+	rt.c.links.Range(func(_, v any) bool {
+		hl := v.(*hostLink)
+		hl.mu.Lock()
+		for _, ln := range hl.lanes {
+			ln.tr.CloseIdleConnections()
+		}
+		hl.mu.Unlock()
+		return true
+	})
 }
 
 // profileOf is the profile for req: its endpoint's when it goes to the endpoint's host

@@ -41,7 +41,7 @@ type treeImage struct {
 func (c *Client) fetchTree(ctx context.Context, ref string, r name.Reference, o *pullOptions) (*tree, error) {
 	eps, err := c.endpoints(ref, r, o)
 	if err != nil {
-		return nil, pullkit.Wrap(ref, "fetch manifest", "", err)
+		return nil, pullkit.Wrap(ref, pullkit.OpFetchManifest, "", err)
 	}
 	var last error
 	for _, ep := range alive(askable(eps, r)) {
@@ -51,7 +51,7 @@ func (c *Client) fetchTree(ctx context.Context, ref string, r name.Reference, o 
 			t.eps, t.logical = content, ep.logical
 			return t, nil
 		}
-		last = pullkit.Wrap(ref, "fetch manifest"+ep.via(), "", err)
+		last = pullkit.WrapDetail(ref, pullkit.OpFetchManifest, ep.via(), "", err)
 		if ctx.Err() != nil {
 			break
 		}
@@ -69,7 +69,7 @@ func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, content []*endpo
 			return nil, &pullkit.InvalidError{What: "reference", Reason: "digest " + r.DigestStr(), Err: perr}
 		}
 		if t.named, err = ep.manifestByDigest(ctx, d); err != nil {
-			return nil, pullkit.Wrap("", "fetch manifest", d, err)
+			return nil, pullkit.Wrap("", pullkit.OpFetchManifest, d, err)
 		}
 		t.served = d
 	default:
@@ -92,11 +92,11 @@ func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, content []*endpo
 	idx := t.named
 	for depth := 0; ; depth++ {
 		if depth >= maxIndexDepth {
-			return nil, pullkit.Wrap("", "choose platform", idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
+			return nil, pullkit.Wrap("", pullkit.OpChoosePlatform, idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
 		}
 		d, err := manifest.Choose(idx, o.matcher)
 		if err != nil {
-			return nil, pullkit.Wrap("", "choose platform", "", err)
+			return nil, pullkit.Wrap("", pullkit.OpChoosePlatform, "", err)
 		}
 		m, err := c.child(ctx, content, d, o)
 		if err != nil {
@@ -113,9 +113,9 @@ func (c *Client) fetchTreeOn(ctx context.Context, ep *endpoint, content []*endpo
 // child fetches the manifest an index entry names from the content endpoints in order,
 // checking its size against the entry.
 func (c *Client) child(ctx context.Context, content []*endpoint, d manifest.Descriptor, o *pullOptions) (*manifest.Manifest, error) {
-	op := "fetch manifest for " + platformString(d.Platform)
+	op, detail := pullkit.OpFetchManifest, "for "+platformString(d.Platform)
 	if d.Size > c.maxManifest {
-		return nil, pullkit.Wrap("", op, d.Digest, &pullkit.TooLargeError{What: "manifest", Limit: c.maxManifest, Size: d.Size})
+		return nil, pullkit.WrapDetail("", op, detail, d.Digest, &pullkit.TooLargeError{What: "manifest", Limit: c.maxManifest, Size: d.Size})
 	}
 	var m *manifest.Manifest
 	var err error
@@ -125,10 +125,10 @@ func (c *Client) child(ctx context.Context, content []*endpoint, d manifest.Desc
 		}
 	}
 	if err != nil {
-		return nil, pullkit.Wrap("", op, d.Digest, err)
+		return nil, pullkit.WrapDetail("", op, detail, d.Digest, err)
 	}
 	if d.Size > 0 && int64(len(m.Raw)) != d.Size {
-		return nil, pullkit.Wrap("", op, d.Digest, &pullkit.SizeMismatchError{What: "manifest", Want: d.Size, Got: int64(len(m.Raw)), Source: "body (the index's entry says " + fmt.Sprint(d.Size) + ")"})
+		return nil, pullkit.WrapDetail("", op, detail, d.Digest, &pullkit.SizeMismatchError{What: "manifest", Want: d.Size, Got: int64(len(m.Raw)), Source: "body (the index's entry says " + fmt.Sprint(d.Size) + ")"})
 	}
 	o.emit(pullkit.Event{Kind: pullkit.EventVerified, What: "manifest", Digest: d.Digest, Done: int64(len(m.Raw)), Total: int64(len(m.Raw))})
 	return m, nil
@@ -155,7 +155,7 @@ func (c *Client) fetchAll(ctx context.Context, content []*endpoint, t *tree, o *
 		}
 	}
 	if len(entries) == 0 {
-		return pullkit.Wrap("", "choose platforms", t.named.Digest, &pullkit.UnsupportedError{What: "index", Reason: "no image entries with a platform"})
+		return pullkit.Wrap("", pullkit.OpChoosePlatform, t.named.Digest, &pullkit.UnsupportedError{What: "index", Reason: "no image entries with a platform"})
 	}
 	t.images = make([]treeImage, len(entries))
 	g, gctx := errgroup.WithContext(ctx)
@@ -168,7 +168,7 @@ func (c *Client) fetchAll(ctx context.Context, content []*endpoint, t *tree, o *
 				return err
 			}
 			if m.Kind != manifest.KindImage {
-				return pullkit.Wrap("", "fetch manifest", d.Digest, &pullkit.UnsupportedError{What: m.MediaType, Reason: "an index inside an index, pulled with every platform"})
+				return pullkit.Wrap("", pullkit.OpFetchManifest, d.Digest, &pullkit.UnsupportedError{What: m.MediaType, Reason: "an index inside an index, pulled with every platform"})
 			}
 			t.images[i] = treeImage{m: m, entry: &d}
 			return nil
@@ -201,11 +201,11 @@ func (c *Client) configOf(ctx context.Context, t *tree, m *manifest.Manifest, o 
 		}
 	}
 	if err != nil {
-		return nil, nil, pullkit.Wrap("", "fetch config", desc.Digest, err)
+		return nil, nil, pullkit.Wrap("", pullkit.OpFetchConfig, desc.Digest, err)
 	}
 	cfg, err := manifest.ParseConfig(raw)
 	if err != nil {
-		return nil, nil, pullkit.Wrap("", "parse config", desc.Digest, err)
+		return nil, nil, pullkit.Wrap("", pullkit.OpParseConfig, desc.Digest, err)
 	}
 	o.emit(pullkit.Event{Kind: pullkit.EventVerified, What: "config", Digest: desc.Digest, Done: int64(len(raw)), Total: int64(len(raw))})
 	return raw, cfg, nil
@@ -213,7 +213,8 @@ func (c *Client) configOf(ctx context.Context, t *tree, m *manifest.Manifest, o 
 
 // Inspect returns the model of the image ref names (the platform's, or with
 // WithAllPlatforms every platform's) from its manifests and config, downloading no
-// layer and storing nothing.
+// layer and storing nothing. With a verifier, the image is verified before its config
+// is fetched.
 func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*manifest.Image, error) {
 	o, err := callOptions(opts)
 	if err != nil {
@@ -228,6 +229,9 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 	if err != nil {
 		return nil, err
 	}
+	if err := c.verifyTree(ctx, ref, t.logical, t, o); err != nil {
+		return nil, err
+	}
 	imgs := make([]*manifest.Image, len(t.images))
 	for i, ti := range t.images {
 		var cfgDesc *manifest.Descriptor
@@ -240,24 +244,24 @@ func (c *Client) Inspect(ctx context.Context, ref string, opts ...PullOption) (*
 		}
 		if !o.all {
 			if err := checkImagePlatform(o, ti.m, cfg); err != nil {
-				return nil, pullkit.Wrap(ref, "check platform", ti.m.Digest, err)
+				return nil, pullkit.Wrap(ref, pullkit.OpCheckPlatform, ti.m.Digest, err)
 			}
 		}
 		if imgs[i], err = manifest.NewImage(ref, t.named, ti.m, ti.entry, cfgDesc, cfg); err != nil {
-			return nil, pullkit.Wrap(ref, "build image model", ti.m.Digest, err)
+			return nil, pullkit.Wrap(ref, pullkit.OpBuildModel, ti.m.Digest, err)
 		}
 		imgs[i].RegistryDigest = t.served
 	}
 	return primary(t, imgs, o), nil
 }
 
-// checkImagePlatform checks an image against an explicit platform: its config's, or a
-// schema 1 manifest's own.
+// checkImagePlatform checks an image against the platform the call is for: its
+// config's, or a schema 1 manifest's own.
 func checkImagePlatform(o *pullOptions, m *manifest.Manifest, cfg *manifest.ImageConfig) error {
 	if cfg != nil {
 		return checkPlatform(o, cfg)
 	}
-	if o.explicit && m.Platform != nil && !o.matcher.Match(*m.Platform) {
+	if m.Platform != nil && !o.matcher.Match(*m.Platform) {
 		return &platforms.NoMatchError{Want: platforms.Describe(o.matcher), Offered: []platforms.Platform{*m.Platform}}
 	}
 	return nil
@@ -288,9 +292,21 @@ func primary(t *tree, imgs []*manifest.Image, o *pullOptions) *manifest.Image {
 // with every platform the index too; and names it by the full reference
 // (registry/repository:tag, or @digest), replacing only that name's entry.
 //
+// When the reference names an index (a multi-platform tag), each platform's image pulled
+// is also named by its platform name (store.PlatformName: "registry/repo:tag@linux/arm64/v8"),
+// so that a pull of a second platform, which moves the reference's name, leaves the first
+// reachable; a pull of every platform names the index by the reference and each image by
+// its platform name (what umoci unpacks). Every entry carries, in
+// store.AnnotationRegistryDigest and store.AnnotationRegistryManifest, the digests the
+// registry served, which a conversion to OCI changes; store.Load reads it all back.
+//
 // The model has the layers base first with sizes and (when known) diffIDs, what was
 // served (Digest, Manifest) and what was stored (Stored, Name). Errors are a
 // *pullkit.Error naming the reference, the step and the digest.
+//
+// With a verifier (WithVerifier), the image is verified once its manifests are, before
+// the lease, the config or any layer: a refused image (pullkit.ErrUntrusted) leaves
+// nothing in st.
 func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...PullOption) (*manifest.Image, error) {
 	o, err := callOptions(opts)
 	if err != nil {
@@ -309,6 +325,9 @@ func (c *Client) Pull(ctx context.Context, ref string, st store.Store, opts ...P
 	}
 	t, err := c.fetchTree(ctx, ref, r, o)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.verifyTree(ctx, ref, t.logical, t, o); err != nil {
 		return nil, err
 	}
 	p := &pull{c: c, o: o, t: t, st: st, ref: ref, r: t.logical}
@@ -342,7 +361,7 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 	for _, ti := range p.t.images {
 		if ti.m.Schema1 != nil && !p.o.all {
 			if err := checkImagePlatform(p.o, ti.m, nil); err != nil {
-				return nil, pullkit.Wrap("", "check platform", ti.m.Digest, err)
+				return nil, pullkit.Wrap("", pullkit.OpCheckPlatform, ti.m.Digest, err)
 			}
 		}
 	}
@@ -351,13 +370,19 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 	}
 	lease, err := p.st.Lease(ctx)
 	if err != nil {
-		return nil, pullkit.Wrap("", "lease", "", err)
+		return nil, pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
 	defer lease.Release()
 	p.lease = lease
 	if err := lease.Add(ctx, p.digests()...); err != nil {
-		return nil, pullkit.Wrap("", "lease", "", err)
+		return nil, pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
+
+	// The plan: every config (each digest once) and every layer. The transfer's own
+	// plan, of the layers alone, is replaced by it (see pullkit.Event).
+	blobs, at := p.layerBlobs()
+	firstOf := p.configOwners()
+	p.plan(blobs, firstOf)
 
 	// Configs and layers at once: a config that fails (or names another platform)
 	// cancels the layers.
@@ -368,7 +393,7 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 	var wg sync.WaitGroup
 	var once sync.Once
 	for i, ti := range p.t.images {
-		if ti.m.Config == nil {
+		if ti.m.Config == nil || firstOf[i] != i {
 			continue
 		}
 		wg.Add(1)
@@ -381,17 +406,31 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 			}
 		}()
 	}
+	shareConfigs := func() {
+		for i, f := range firstOf {
+			if f >= 0 && f != i {
+				p.configs[i] = p.configs[f]
+			}
+		}
+	}
 	if p.o.tees != nil || p.o.skip != nil {
 		// Tees and skips want the diffIDs up front (snapshots are named by chain ID): the
 		// configs first, then the layers.
 		wg.Wait()
 		if cfgErr != nil {
+			p.cancelPlanned(blobs, cfgErr)
 			return nil, cfgErr
 		}
+		shareConfigs()
+		if p.o.tees != nil {
+			p.addTees(blobs, at)
+		}
+		if p.o.skip != nil {
+			blobs, at = p.skipLayers(blobs, at)
+		}
 	}
-	blobs, at := p.layerBlobs()
-	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress}
-	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, layers.WithJobs(p.o.jobs), layers.WithProgress(p.o.progress), layers.WithRetry(p.c.retry))
+	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress, conns: p.o.conns}
+	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, p.o.transfer(p.c.retry, p.layerProgress())...)
 	wg.Wait()
 	if cfgErr != nil {
 		return nil, cfgErr
@@ -399,6 +438,7 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 	if ferr != nil {
 		return nil, ferr
 	}
+	shareConfigs()
 
 	imgs := make([]*manifest.Image, len(p.t.images))
 	stored := make([]manifest.Descriptor, len(p.t.images))
@@ -416,12 +456,47 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 		}
 	}
 	img := primary(p.t, imgs, p.o)
-	img.Stored = target
 	img.Name = fullName(p.r)
-	if err := p.st.PutImage(ctx, store.Image{Name: img.Name, Target: target}); err != nil {
-		return nil, pullkit.Wrap("", "name image "+img.Name, target.Digest, err)
+	// When the reference names an index, each platform's image by its platform name,
+	// then the reference's name: a second platform of a tag moves the reference's name,
+	// never the first one's own.
+	for i, pi := range imgs {
+		if pi.Platform == nil || p.t.named.Kind != manifest.KindIndex {
+			continue
+		}
+		if n := store.PlatformName(img.Name, *pi.Platform); n != "" {
+			if err := p.name(ctx, n, p.registryAnnotations(stored[i], pi)); err != nil {
+				return nil, err
+			}
+		}
 	}
+	target = p.registryAnnotations(target, img)
+	if err := p.name(ctx, img.Name, target); err != nil {
+		return nil, err
+	}
+	img.Stored = target
 	return img, nil
+}
+
+// registryAnnotations returns d with the annotations that keep what the registry served
+// (store.AnnotationRegistryDigest, store.AnnotationRegistryManifest) for image img.
+func (p *pull) registryAnnotations(d manifest.Descriptor, img *manifest.Image) manifest.Descriptor {
+	a := make(map[string]string, len(d.Annotations)+2)
+	for k, v := range d.Annotations {
+		a[k] = v
+	}
+	a[store.AnnotationRegistryDigest] = p.t.served.String()
+	a[store.AnnotationRegistryManifest] = img.Manifest.Digest.String()
+	d.Annotations = a
+	return d
+}
+
+// name names target in the store.
+func (p *pull) name(ctx context.Context, name string, target manifest.Descriptor) error {
+	if err := p.st.PutImage(ctx, store.Image{Name: name, Target: target}); err != nil {
+		return pullkit.WrapDetail("", pullkit.OpNameImage, name, target.Digest, err)
+	}
+	return nil
 }
 
 // checkFormat refuses, before any blob is fetched, a format that an image manifest
@@ -442,7 +517,7 @@ func (p *pull) checkFormat() error {
 			continue
 		}
 		if _, err := manifest.ConvertImage(ti.m, to); err != nil {
-			return pullkit.Wrap("", "convert manifest to "+p.o.format.String(), ti.m.Digest, err)
+			return pullkit.WrapDetail("", pullkit.OpConvert, "to "+p.o.format.String(), ti.m.Digest, err)
 		}
 	}
 	return nil
@@ -463,29 +538,127 @@ func (p *pull) digests() []digest.Digest {
 	return out
 }
 
+// configOwners returns, for each image, the index of the first image with the same
+// config digest (itself, most often), or -1 for an image without a config: a config two
+// platforms share is fetched once.
+func (p *pull) configOwners() []int {
+	out := make([]int, len(p.t.images))
+	seen := map[digest.Digest]int{}
+	for i, ti := range p.t.images {
+		out[i] = -1
+		if ti.m.Config == nil {
+			continue
+		}
+		if f, ok := seen[ti.m.Config.Digest]; ok {
+			out[i] = f
+			continue
+		}
+		seen[ti.m.Config.Digest] = i
+		out[i] = i
+	}
+	return out
+}
+
+// plan reports the pull's EventPlanned, over the configs the pull fetches and the
+// layers of blobs (each digest once), then the configs' EventQueued (the transfer
+// reports the layers').
+func (p *pull) plan(blobs []layers.Blob, firstOf []int) {
+	if p.o.progress == nil {
+		return
+	}
+	seen := map[digest.Digest]bool{}
+	var total int64
+	n := 0
+	add := func(d manifest.Descriptor) {
+		if seen[d.Digest] {
+			return
+		}
+		seen[d.Digest] = true
+		n++
+		if total >= 0 && d.Size >= 0 {
+			total += d.Size
+		} else {
+			total = -1
+		}
+	}
+	for i, f := range firstOf {
+		if f == i {
+			add(*p.t.images[i].m.Config)
+		}
+	}
+	for _, b := range blobs {
+		add(b.Desc)
+	}
+	p.o.emit(pullkit.Event{Kind: pullkit.EventPlanned, Total: total, Blobs: n})
+	for i, f := range firstOf {
+		if f == i {
+			c := p.t.images[i].m.Config
+			p.o.emit(pullkit.Event{Kind: pullkit.EventQueued, What: "config", Digest: c.Digest, Total: c.Size})
+		}
+	}
+}
+
+// layerProgress is the progress function given to the transfer: the pull's own, without
+// the transfer's plan (the pull reported its own, with the configs).
+func (p *pull) layerProgress() func(pullkit.Event) {
+	fn := p.o.progress
+	if fn == nil {
+		return nil
+	}
+	return func(ev pullkit.Event) {
+		if ev.Kind != pullkit.EventPlanned {
+			fn(ev)
+		}
+	}
+}
+
+// cancelPlanned reports the end of the layers of the plan when the pull fails before
+// their transfer starts: each queued, then cancelled by cause.
+func (p *pull) cancelPlanned(blobs []layers.Blob, cause error) {
+	seen := map[digest.Digest]bool{}
+	for _, b := range blobs {
+		if seen[b.Desc.Digest] {
+			continue
+		}
+		seen[b.Desc.Digest] = true
+		p.o.emit(pullkit.Event{Kind: pullkit.EventQueued, What: "layer", Digest: b.Desc.Digest, Total: b.Desc.Size})
+		p.o.emit(pullkit.Event{Kind: pullkit.EventCancelled, What: "layer", Digest: b.Desc.Digest, Total: b.Desc.Size, Err: cause})
+	}
+}
+
 // config fetches image i's config (or reads it from the store, which has it verified
-// under its name), checks its platform and stores it.
+// under its name), checks its platform and stores it. Its events end with
+// EventSkipped, EventVerified, EventFailed or EventCancelled.
 func (p *pull) config(ctx context.Context, i int) error {
 	ti := p.t.images[i]
+	c := *ti.m.Config
 	var raw []byte
 	var cfg *manifest.ImageConfig
 	var err error
-	if b, rerr := store.ReadBlob(ctx, p.st, ti.m.Config.Digest, p.c.maxManifest); rerr == nil && int64(len(b)) == ti.m.Config.Size {
-		if cfg, err = manifest.ParseConfig(b); err != nil {
-			return pullkit.Wrap("", "parse config", ti.m.Config.Digest, err)
-		}
+	if b, rerr := store.ReadBlob(ctx, p.st, c.Digest, p.c.maxManifest); rerr == nil && int64(len(b)) == c.Size {
 		raw = b
-		p.o.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: "config", Digest: ti.m.Config.Digest, Done: int64(len(b)), Total: int64(len(b))})
-	} else if raw, cfg, err = p.c.configOf(ctx, p.t, ti.m, p.o); err != nil {
-		return err
+		p.o.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: "config", Digest: c.Digest, Done: int64(len(b)), Total: int64(len(b))})
+		if cfg, err = manifest.ParseConfig(b); err != nil {
+			return pullkit.Wrap("", pullkit.OpParseConfig, c.Digest, err)
+		}
+	} else {
+		p.o.emit(pullkit.Event{Kind: pullkit.EventStarted, What: "config", Digest: c.Digest, Total: c.Size})
+		if raw, cfg, err = p.c.configOf(ctx, p.t, ti.m, p.o); err != nil {
+			kind := pullkit.EventFailed
+			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				kind = pullkit.EventCancelled
+			}
+			p.o.emit(pullkit.Event{Kind: kind, What: "config", Digest: c.Digest, Total: c.Size, Err: err})
+			return err
+		}
 	}
 	if !p.o.all {
 		if err := checkImagePlatform(p.o, ti.m, cfg); err != nil {
-			return pullkit.Wrap("", "check platform", ti.m.Digest, err)
+			return pullkit.Wrap("", pullkit.OpCheckPlatform, ti.m.Digest, err)
 		}
 	}
 	if err := store.WriteBlob(ctx, p.st, *ti.m.Config, raw); err != nil {
-		return pullkit.Wrap("", "store config", ti.m.Config.Digest, err)
+		return pullkit.Wrap("", pullkit.OpStoreConfig, ti.m.Config.Digest, err)
 	}
 	p.configs[i] = configResult{raw: raw, cfg: cfg}
 	return nil
@@ -499,29 +672,66 @@ func (p *pull) layerBlobs() ([]layers.Blob, [][2]int) {
 	var at [][2]int
 	for i, ti := range p.t.images {
 		s1 := ti.m.Schema1
-		known := ti.m.Layers // what tees are told of the layers: with diffIDs, from the config
-		if (p.o.tees != nil || p.o.skip != nil) && p.configs[i].cfg != nil {
-			cfg := p.configs[i].cfg
-			if img, err := manifest.NewImage(p.ref, p.t.named, ti.m, ti.entry, ti.m.Config, cfg); err == nil {
-				known = img.Layers
-			}
-		}
 		for k, l := range ti.m.Layers {
 			if s1 != nil && p.o.format != FormatSchema1 && k < len(s1.History) && s1.History[k].Throwaway {
 				continue
 			}
-			b := layers.Blob{Desc: l.Descriptor(), DiffID: s1 != nil || p.o.diffIDs}
-			if p.o.tees != nil {
-				b.Tee = p.o.tees(k, known[k])
-			}
-			if p.o.skip != nil && p.o.skip(k, known[k]) {
-				continue
-			}
-			blobs = append(blobs, b)
+			blobs = append(blobs, layers.Blob{Desc: l.Descriptor(), DiffID: s1 != nil || p.o.diffIDs})
 			at = append(at, [2]int{i, k})
 		}
 	}
 	return blobs, at
+}
+
+// addTees gives each layer of blobs its tee, once the configs are known: tees are told
+// of the layers with their diffIDs, from the config.
+func (p *pull) addTees(blobs []layers.Blob, at [][2]int) {
+	known := p.knownLayers()
+	for n := range blobs {
+		i, k := at[n][0], at[n][1]
+		blobs[n].Tee = p.o.tees(k, known[i][k])
+	}
+}
+
+// knownLayers is what tees and skips are told of each image's layers: with diffIDs, from
+// the config when there is one.
+func (p *pull) knownLayers() [][]manifest.Layer {
+	known := make([][]manifest.Layer, len(p.t.images))
+	for i, ti := range p.t.images {
+		known[i] = ti.m.Layers
+		if cfg := p.configs[i].cfg; cfg != nil {
+			if img, err := manifest.NewImage(p.ref, p.t.named, ti.m, ti.entry, ti.m.Config, cfg); err == nil {
+				known[i] = img.Layers
+			}
+		}
+	}
+	return known
+}
+
+// skipLayers leaves out of the transfer the layers WithSkipLayers's fn says are not
+// needed (after the tees, which it may depend on). They were planned: each is reported
+// queued and then skipped, nothing downloaded, as the progress contract wants every
+// planned blob to end.
+func (p *pull) skipLayers(blobs []layers.Blob, at [][2]int) ([]layers.Blob, [][2]int) {
+	known := p.knownLayers()
+	var keptB []layers.Blob
+	var keptAt [][2]int
+	seen := map[digest.Digest]bool{}
+	for n, b := range blobs {
+		i, k := at[n][0], at[n][1]
+		if p.o.skip(k, known[i][k]) {
+			if seen[b.Desc.Digest] {
+				continue
+			}
+			seen[b.Desc.Digest] = true
+			p.o.emit(pullkit.Event{Kind: pullkit.EventQueued, What: "layer", Digest: b.Desc.Digest, Total: b.Desc.Size})
+			p.o.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: "layer", Digest: b.Desc.Digest, Done: b.Desc.Size, Total: b.Desc.Size})
+			continue
+		}
+		keptB = append(keptB, b)
+		keptAt = append(keptAt, at[n])
+	}
+	return keptB, keptAt
 }
 
 // store builds image i's model from what the transfer learnt and stores its manifest in
@@ -536,7 +746,7 @@ func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][
 	}
 	img, err := manifest.NewImage(p.ref, p.t.named, m, ti.entry, cfgDesc, cr.cfg)
 	if err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "build image model", m.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", pullkit.OpBuildModel, m.Digest, err)
 	}
 	img.RegistryDigest = p.t.served
 	for k, res := range results {
@@ -551,7 +761,7 @@ func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][
 			continue
 		}
 		if l.DiffID != "" && l.DiffID != res.DiffID {
-			return nil, manifest.Descriptor{}, pullkit.Wrap("", "check diffID of layer "+fmt.Sprint(at[k][1]+1), l.Digest,
+			return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpCheckDiffID, "of layer "+fmt.Sprint(at[k][1]+1), l.Digest,
 				&pullkit.DigestMismatchError{What: "uncompressed layer", Want: l.DiffID, Got: res.DiffID})
 		}
 		l.DiffID = res.DiffID
@@ -576,7 +786,7 @@ func (p *pull) store(ctx context.Context, i int, results []layers.Result, at [][
 		raw, err = manifest.ToSchema1(m, cr.raw, repo, tag, nil)
 	}
 	if err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "convert manifest to "+p.o.format.String(), m.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpConvert, "to "+p.o.format.String(), m.Digest, err)
 	}
 	desc, err := p.put(ctx, mediaType, raw, img.Platform)
 	return img, desc, err
@@ -597,7 +807,7 @@ func (p *pull) storeSchema1(ctx context.Context, img *manifest.Image, m *manifes
 		}
 		mt, err := sniffLayerType(ctx, p.st, l.Digest)
 		if err != nil {
-			return nil, manifest.Descriptor{}, pullkit.Wrap("", "read stored layer", l.Digest, err)
+			return nil, manifest.Descriptor{}, pullkit.Wrap("", pullkit.OpReadBlob, l.Digest, err)
 		}
 		l.MediaType = mt
 	}
@@ -607,21 +817,21 @@ func (p *pull) storeSchema1(ctx context.Context, img *manifest.Image, m *manifes
 	}
 	mraw, craw, err := manifest.FromSchema1(m, img.Layers, to)
 	if err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "convert schema 1", m.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpConvert, "from schema 1", m.Digest, err)
 	}
 	cdesc := manifest.Descriptor{MediaType: manifest.MediaTypeOCIConfig, Digest: digest.FromBytes(craw), Size: int64(len(craw))}
 	if to == manifest.MediaTypeDockerSchema2 {
 		cdesc.MediaType = manifest.MediaTypeDockerConfig
 	}
 	if err := p.lease.Add(ctx, cdesc.Digest); err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "lease", "", err)
+		return nil, manifest.Descriptor{}, pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
 	if err := store.WriteBlob(ctx, p.st, cdesc, craw); err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "store synthesised config", cdesc.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpStoreConfig, "(synthesised)", cdesc.Digest, err)
 	}
 	cfg, err := manifest.ParseConfig(craw)
 	if err != nil {
-		return nil, manifest.Descriptor{}, pullkit.Wrap("", "parse synthesised config", cdesc.Digest, err)
+		return nil, manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpParseConfig, "(synthesised)", cdesc.Digest, err)
 	}
 	img.Config = cdesc
 	img.Runtime = cfg.Runtime
@@ -654,10 +864,10 @@ func sniffLayerType(ctx context.Context, st store.Provider, d digest.Digest) (st
 func (p *pull) put(ctx context.Context, mediaType string, raw []byte, plat *platforms.Platform) (manifest.Descriptor, error) {
 	desc := manifest.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(raw), Size: int64(len(raw))}
 	if err := p.lease.Add(ctx, desc.Digest); err != nil {
-		return desc, pullkit.Wrap("", "lease", "", err)
+		return desc, pullkit.Wrap("", pullkit.OpLease, "", err)
 	}
 	if err := store.WriteBlob(ctx, p.st, desc, raw); err != nil {
-		return desc, pullkit.Wrap("", "store manifest", desc.Digest, err)
+		return desc, pullkit.Wrap("", pullkit.OpStoreManifest, desc.Digest, err)
 	}
 	if plat != nil {
 		pl := plat.Clone()
@@ -688,7 +898,7 @@ func (p *pull) storeIndex(ctx context.Context, stored []manifest.Descriptor) (ma
 	}
 	raw, err := manifest.NewIndex(mt, stored)
 	if err != nil {
-		return manifest.Descriptor{}, pullkit.Wrap("", "write index", "", err)
+		return manifest.Descriptor{}, pullkit.WrapDetail("", pullkit.OpConvert, "to an index", "", err)
 	}
 	return p.put(ctx, mt, raw, nil)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pullkit/pullkit/internal/text"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
+	"github.com/pullkit/pullkit/trust"
 )
 
 // maxIndexDepth bounds indexes nested in indexes.
@@ -36,6 +37,8 @@ type Resolved struct {
 	// the reference named one), with the digest the registry answers to and, when the
 	// index says, its platform.
 	Manifest manifest.Descriptor
+	// Trust is what the client's verifier accepted (WithVerifier), or nil without one.
+	Trust *trust.Result
 }
 
 // Pinned returns the reference that always names this image on its registry, e.g.
@@ -43,7 +46,25 @@ type Resolved struct {
 func (r Resolved) Pinned() string { return r.Repository + "@" + r.Manifest.Digest.String() }
 
 // parse reads ref as go-containerregistry does (docker.io and library/ implied).
-func (c *Client) parse(ref string) (name.Reference, error) {
+func (c *Client) parse(ref string) (name.Reference, error) { return parseRef(ref) }
+
+// StorageName returns the name Pull stores ref's image under, as Resolved.Name and
+// manifest.Image.Name give it after a call: the full reference,
+// registry/repository:tag (":latest" when ref names no tag) or
+// registry/repository@digest, with Docker Hub written "docker.io/library/…" as containerd
+// and nerdctl write it. It sends no request. A reference that does not parse is a
+// *pullkit.Error with Op pullkit.OpParseReference wrapping pullkit.ErrInvalid. A pull of
+// a reference that names an index also names each platform's image by
+// store.PlatformName(StorageName(ref), platform).
+func StorageName(ref string) (string, error) {
+	r, err := parseRef(ref)
+	if err != nil {
+		return "", err
+	}
+	return fullName(r), nil
+}
+
+func parseRef(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		// ParseReference says only that it could not, naming ref again: ask the parser of
@@ -57,7 +78,7 @@ func (c *Client) parse(ref string) (name.Reference, error) {
 		if why == nil {
 			why = err
 		}
-		return nil, pullkit.Wrap(ref, "parse reference", "", &pullkit.InvalidError{What: "reference", Reason: text.Clean(why.Error(), 300)})
+		return nil, pullkit.Wrap(ref, pullkit.OpParseReference, "", &pullkit.InvalidError{What: "reference", Reason: text.Clean(why.Error(), 300)})
 	}
 	return r, nil
 }
@@ -87,11 +108,23 @@ func repositoryName(repo name.Repository) string {
 // the protocol allows: for a tag, a HEAD gives the digest and media type (one request;
 // for an index, a second fetches and verifies it and takes the platform's entry); for a
 // digest, one verified GET. A 429 is waited for as its Retry-After says, never turned
-// into a GET. The manifest of a single image is not fetched, so its config's platform is
-// not checked here (Pull and Inspect check it).
+// into a GET.
+//
+// Resolve refuses what Pull refuses, with the same error: an index with no entry for the
+// platform (pullkit.ErrNoMatch), an index of artifacts only (pullkit.ErrUnsupported),
+// and an image for another platform than the one the call is for (WithPlatform, or by
+// default platforms.Default(); pullkit.ErrNoMatch, Op pullkit.OpCheckPlatform). An index
+// entry's platform is taken as the index says it; an image that no entry vouches for (a
+// tag naming one image, or an index's only entry without a platform) costs its manifest
+// and its config (two more requests for a tag, one for a digest) to check, unless the
+// call takes any platform (WithMatcher(platforms.Any())), which keeps the one HEAD.
 //
 // With mirrors, they are asked first, in order; when every endpoint fails, the last
 // error is returned.
+//
+// With a verifier (WithVerifier), the resolved digests are verified before Resolve
+// returns: a refusal is an error wrapping pullkit.ErrUntrusted, an acceptance is in
+// Resolved.Trust.
 func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (Resolved, error) {
 	o, err := callOptions(opts)
 	if err != nil {
@@ -104,16 +137,31 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 	}
 	eps, err := c.endpoints(ref, r, o)
 	if err != nil {
-		return Resolved{}, pullkit.Wrap(ref, "resolve", "", err)
+		return Resolved{}, pullkit.Wrap(ref, pullkit.OpResolve, "", err)
 	}
 	var last error
 	for _, ep := range alive(askable(eps, r)) {
-		res, err := c.resolveOn(ctx, ep, r, o)
+		content := contentFrom(eps, ep, r)
+		// The verifier runs once the digests are known and before any config is fetched
+		// (for a platform check); its verdict is the image's, not the endpoint's, so a
+		// refusal is final. The signatures are read where the content is.
+		var trustRes *trust.Result
+		var refused error
+		verify := func(res Resolved) error {
+			subject := subjectOf(ref, ep.logical, res.Descriptor, []manifest.Descriptor{res.Manifest})
+			trustRes, refused = c.verify(ctx, subject, content, o)
+			return refused
+		}
+		res, err := c.resolveOn(ctx, ep, content, r, o, verify)
+		if refused != nil {
+			return Resolved{}, refused
+		}
 		if err == nil {
 			res.Reference, res.Name, res.Repository = ref, fullName(ep.logical), repositoryName(ep.logical.Context())
+			res.Trust = trustRes
 			return res, nil
 		}
-		last = pullkit.Wrap(ref, "resolve"+ep.via(), "", err)
+		last = pullkit.WrapDetail(ref, pullkit.OpResolve, ep.via(), "", err)
 		if ctx.Err() != nil {
 			break
 		}
@@ -121,9 +169,15 @@ func (c *Client) Resolve(ctx context.Context, ref string, opts ...PullOption) (R
 	return Resolved{}, last
 }
 
-func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, o *pullOptions) (Resolved, error) {
+// resolveOn resolves r on ep; what a platform check fetches by digest comes from content,
+// the endpoints that may pull, as Pull fetches it.
+//
+// verify, called once the digests are known and before any config is fetched, may
+// refuse the image.
+func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoint, r name.Reference, o *pullOptions, verify func(Resolved) error) (Resolved, error) {
 	var res Resolved
 	var idx *manifest.Manifest
+	var image *manifest.Manifest // the image manifest, when it was fetched on the way
 	switch r := r.(type) {
 	case name.Digest:
 		d, err := digest.Parse(r.DigestStr())
@@ -132,11 +186,13 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 		}
 		m, err := ep.manifestByDigest(ctx, d)
 		if err != nil {
-			return res, pullkit.Wrap("", "fetch manifest", d, err)
+			return res, pullkit.Wrap("", pullkit.OpFetchManifest, d, err)
 		}
 		res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(m.Raw))}
 		if m.Kind == manifest.KindIndex {
 			idx = m
+		} else {
+			image = m
 		}
 	default:
 		desc, err := ep.head(ctx, r.Identifier(), fmt.Sprintf("a manifest for tag %q", r.Identifier()))
@@ -152,6 +208,8 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 			res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(m.Raw))}
 			if m.Kind == manifest.KindIndex {
 				idx = m
+			} else {
+				image = m
 			}
 		case isImageType(desc.MediaType):
 			res.Descriptor = desc
@@ -161,32 +219,89 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, r name.Reference, 
 			// gave tells what it is.
 			m, err := ep.manifestByDigest(ctx, desc.Digest)
 			if err != nil {
-				return res, pullkit.Wrap("", "fetch manifest", desc.Digest, err)
+				return res, pullkit.Wrap("", pullkit.OpFetchManifest, desc.Digest, err)
 			}
 			res.Descriptor = manifest.Descriptor{MediaType: m.MediaType, Digest: desc.Digest, Size: int64(len(m.Raw))}
 			if m.Kind == manifest.KindIndex {
 				idx = m
+			} else {
+				image = m
 			}
 		}
 	}
 	res.Manifest = res.Descriptor
+	// An image that no index entry's platform vouches for (the reference named it, or it
+	// is an index's only entry, without a platform) is checked as Pull checks it.
+	check := idx == nil
 	for depth := 0; idx != nil; depth++ {
 		if depth >= maxIndexDepth {
-			return res, pullkit.Wrap("", "choose platform", idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
+			return res, pullkit.Wrap("", pullkit.OpChoosePlatform, idx.Digest, &pullkit.InvalidError{What: "index", Reason: fmt.Sprintf("indexes nested more than %d deep", maxIndexDepth)})
 		}
 		d, err := manifest.Choose(idx, o.matcher)
 		if err != nil {
-			return res, pullkit.Wrap("", "choose platform", "", err)
+			return res, pullkit.Wrap("", pullkit.OpChoosePlatform, "", err)
 		}
 		res.Manifest = d
 		if !isIndexType(d.MediaType) {
+			check = d.Platform == nil
 			break
 		}
 		if idx, err = ep.manifestByDigest(ctx, d.Digest); err != nil {
-			return res, pullkit.Wrap("", "fetch index", d.Digest, err)
+			return res, pullkit.WrapDetail("", pullkit.OpFetchManifest, "(an index in an index)", d.Digest, err)
+		}
+	}
+	if err := verify(res); err != nil {
+		return res, err
+	}
+	if check && !o.anyPlatform() {
+		if err := c.checkResolved(ctx, content, res.Manifest, image, o); err != nil {
+			return res, err
 		}
 	}
 	return res, nil
+}
+
+// checkResolved checks the image Resolve chose against the platform the call is for, as
+// Pull would: its manifest (fetched unless image holds it already), then its config, or
+// a schema 1 manifest's own platform. An artifact fails as Pull fails it.
+func (c *Client) checkResolved(ctx context.Context, content []*endpoint, d manifest.Descriptor, image *manifest.Manifest, o *pullOptions) error {
+	if image == nil {
+		var err error
+		for _, ep := range alive(content) {
+			if image, err = ep.manifestByDigest(ctx, d.Digest); err == nil || !nextEndpoint(ctx, err) {
+				break
+			}
+		}
+		if err == nil && image == nil {
+			err = fmt.Errorf("%w: no endpoint may pull it", pullkit.ErrDenied)
+		}
+		if err != nil {
+			return pullkit.Wrap("", pullkit.OpFetchManifest, d.Digest, err)
+		}
+	}
+	if image.Kind != manifest.KindImage {
+		return pullkit.Wrap("", pullkit.OpFetchManifest, d.Digest, &pullkit.UnsupportedError{What: image.MediaType, Reason: "an index's only entry is not an image manifest"})
+	}
+	var cfg *manifest.ImageConfig
+	if image.Config != nil {
+		var raw []byte
+		var err error
+		for _, ep := range alive(content) {
+			if raw, err = ep.document(ctx, *image.Config, "config"); err == nil || !nextEndpoint(ctx, err) {
+				break
+			}
+		}
+		if err != nil {
+			return pullkit.Wrap("", pullkit.OpFetchConfig, image.Config.Digest, err)
+		}
+		if cfg, err = manifest.ParseConfig(raw); err != nil {
+			return pullkit.Wrap("", pullkit.OpParseConfig, image.Config.Digest, err)
+		}
+	}
+	if err := checkImagePlatform(o, image, cfg); err != nil {
+		return pullkit.Wrap("", pullkit.OpCheckPlatform, d.Digest, err)
+	}
+	return nil
 }
 
 // headRefused reports whether a failed HEAD is worth a GET: a registry that does not
@@ -227,7 +342,8 @@ type ResolveResult struct {
 
 // ResolveAll resolves many references at once, with at most WithJobs of them (8 by
 // default) in flight, and returns one result per reference, in order. Each reference
-// succeeds or fails on its own.
+// succeeds or fails on its own; with a verifier, each is verified as Resolve does (so at
+// most as many verifications run at once), one refusal failing only its reference.
 func (c *Client) ResolveAll(ctx context.Context, refs []string, opts ...PullOption) []ResolveResult {
 	out := make([]ResolveResult, len(refs))
 	o, err := callOptions(opts)
@@ -250,7 +366,7 @@ func (c *Client) ResolveAll(ctx context.Context, refs []string, opts ...PullOpti
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				out[i].Err = pullkit.Wrap(ref, "resolve", "", ctx.Err())
+				out[i].Err = pullkit.Wrap(ref, pullkit.OpResolve, "", ctx.Err())
 				return
 			}
 			defer func() { <-sem }()
@@ -262,9 +378,9 @@ func (c *Client) ResolveAll(ctx context.Context, refs []string, opts ...PullOpti
 }
 
 // checkPlatform fails an image whose config names another platform than the one the
-// caller asked for, naming both.
+// call is for, naming both. A config that names none passes.
 func checkPlatform(o *pullOptions, cfg *manifest.ImageConfig) error {
-	if !o.explicit || cfg == nil || cfg.OS == "" || cfg.Architecture == "" {
+	if cfg == nil || cfg.OS == "" || cfg.Architecture == "" {
 		return nil
 	}
 	p := cfg.Platform()

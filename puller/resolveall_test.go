@@ -66,9 +66,10 @@ func (b *barrier) max() int {
 func TestResolveAll(t *testing.T) {
 	const jobs = 3
 	reg := pullkittest.NewRegistry(t)
+	arm64 := platforms.Platform{OS: "linux", Architecture: "arm64"}
 	var tags []*pullkittest.Image
 	for i := range 6 {
-		tags = append(tags, reg.PushImage("app", "v"+strconv.Itoa(i), pullkittest.OCI, pullkittest.Layers(1, 64)))
+		tags = append(tags, reg.PushImage("app", "v"+strconv.Itoa(i), pullkittest.OCI, pullkittest.Layers(1, 64), pullkittest.Platform(arm64)))
 	}
 	idx := reg.PushIndex("multi", "v1", pullkittest.OCIIndex, pullkittest.Layers(1, 64))
 	refs := []string{reg.Ref("app:v0"), reg.Ref("app:nope"), reg.Ref("Bad/Ref"), reg.Ref("multi:v1")}
@@ -80,12 +81,12 @@ func TestResolveAll(t *testing.T) {
 	c := newClient(t)
 	// The client's first request to a registry goes alone (it learns how the registry
 	// authenticates); then the batch is held until jobs requests are in flight at once.
-	if _, err := c.Resolve(t.Context(), refs[0]); err != nil {
+	if _, err := c.Resolve(t.Context(), refs[0], puller.WithPlatform(arm64)); err != nil {
 		t.Fatal(err)
 	}
 	b := newBarrier(jobs)
 	reg.Inject(&pullkittest.Rule{Match: pullkittest.Match{Route: pullkittest.RouteManifest}, Fault: b})
-	results := c.ResolveAll(t.Context(), refs, puller.WithJobs(jobs), puller.WithPlatform(platforms.Platform{OS: "linux", Architecture: "arm64"}))
+	results := c.ResolveAll(t.Context(), refs, puller.WithJobs(jobs), puller.WithPlatform(arm64))
 	if len(results) != len(refs) {
 		t.Fatalf("%d results for %d references", len(results), len(refs))
 	}

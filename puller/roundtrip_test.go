@@ -135,19 +135,28 @@ func TestRoundTrips(t *testing.T) {
 	c, w := testClient(t)
 	ctx := t.Context()
 	onARM := WithPlatform(platforms.Platform{OS: "linux", Architecture: "arm64"})
+	onAMD := WithPlatform(platforms.Platform{OS: "linux", Architecture: "amd64"})
+	anyPlatform := WithMatcher(platforms.Any())
+	appConfig := "GET /v2/app/blobs/" + app.config.String() + " 200"
 
 	for _, tc := range []struct {
 		name   string
 		ref    string
+		opt    PullOption
 		want   []string
 		chosen digest.Digest
 	}{
-		{"tag naming one manifest: one HEAD", "app:v1", []string{"HEAD /v2/app/manifests/v1 200"}, app.manifest},
-		{"tag naming an index: HEAD and the index", "multi:v1", []string{"HEAD /v2/multi/manifests/v1 200", "GET /v2/multi/manifests/" + idxDigest.String() + " 200"}, arm.manifest},
-		{"index digest: one GET", "multi@" + idxDigest.String(), []string{"GET /v2/multi/manifests/" + idxDigest.String() + " 200"}, arm.manifest},
-		{"image digest: one GET", "app@" + app.manifest.String(), []string{"GET /v2/app/manifests/" + app.manifest.String() + " 200"}, app.manifest},
+		{"tag naming one manifest, any platform: one HEAD", "app:v1", anyPlatform, []string{"HEAD /v2/app/manifests/v1 200"}, app.manifest},
+		// An image no index entry vouches for is checked as Pull checks it.
+		{"tag naming one manifest, its platform checked: HEAD, manifest, config", "app:v1", onAMD,
+			[]string{"HEAD /v2/app/manifests/v1 200", "GET /v2/app/manifests/" + app.manifest.String() + " 200", appConfig}, app.manifest},
+		{"tag naming an index: HEAD and the index", "multi:v1", onARM, []string{"HEAD /v2/multi/manifests/v1 200", "GET /v2/multi/manifests/" + idxDigest.String() + " 200"}, arm.manifest},
+		{"index digest: one GET", "multi@" + idxDigest.String(), onARM, []string{"GET /v2/multi/manifests/" + idxDigest.String() + " 200"}, arm.manifest},
+		{"image digest, any platform: one GET", "app@" + app.manifest.String(), anyPlatform, []string{"GET /v2/app/manifests/" + app.manifest.String() + " 200"}, app.manifest},
+		{"image digest, its platform checked: the GET and the config", "app@" + app.manifest.String(), onAMD,
+			[]string{"GET /v2/app/manifests/" + app.manifest.String() + " 200", appConfig}, app.manifest},
 	} {
-		res, err := c.Resolve(ctx, cnt.host+"/"+tc.ref, onARM)
+		res, err := c.Resolve(ctx, cnt.host+"/"+tc.ref, tc.opt)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -161,11 +170,20 @@ func TestRoundTrips(t *testing.T) {
 		}
 	}
 
+	t.Run("an image of another platform: refused as Pull refuses it", func(t *testing.T) {
+		_, err := c.Resolve(ctx, cnt.host+"/app:v1", onARM)
+		var pe *pullkit.Error
+		if !errors.Is(err, pullkit.ErrNoMatch) || !errors.As(err, &pe) || pe.Op != pullkit.OpCheckPlatform {
+			t.Fatalf("Resolve of the amd64 image for arm64: %v, want ErrNoMatch at %q", err, pullkit.OpCheckPlatform)
+		}
+		cnt.take()
+	})
+
 	t.Run("429 on HEAD: waited for, retried as a HEAD", func(t *testing.T) {
 		faults.Reset()
 		faults.Add(&faultproxy.Rule{Method: http.MethodHead, PathContains: "/manifests/v1", Times: 1, Fault: faultproxy.TooManyRequests("7")})
 		before := len(w.all())
-		if _, err := c.Resolve(ctx, cnt.host+"/app:v1"); err != nil {
+		if _, err := c.Resolve(ctx, cnt.host+"/app:v1", anyPlatform); err != nil {
 			t.Fatal(err)
 		}
 		want := []string{"HEAD /v2/app/manifests/v1 429", "HEAD /v2/app/manifests/v1 200"}
@@ -181,7 +199,7 @@ func TestRoundTrips(t *testing.T) {
 		faults.Reset()
 		faults.Add(&faultproxy.Rule{Method: http.MethodHead, PathContains: "/manifests/v1", Fault: faultproxy.TooManyRequests("2")})
 		before := len(w.all())
-		_, err := c.Resolve(ctx, cnt.host+"/app:v1")
+		_, err := c.Resolve(ctx, cnt.host+"/app:v1", anyPlatform)
 		var he *pullkit.HTTPError
 		if !errors.Is(err, pullkit.ErrTooManyRequests) || !errors.As(err, &he) || he.RetryAfter != 2*time.Second {
 			t.Fatalf("err = %v, want ErrTooManyRequests carrying Retry-After 2s", err)
@@ -244,6 +262,7 @@ func TestRoundTripsTokenAuth(t *testing.T) {
 	cnt := newCounter(t, "http://"+reg.Host)
 	c, _ := testClient(t, WithKeychain(basicKeychain{regtest.User, regtest.Password}))
 	ctx := t.Context()
+	anyPlatform := WithMatcher(platforms.Any()) // Resolve's one HEAD: no platform to check
 
 	for _, tc := range []struct {
 		name   string
@@ -252,16 +271,16 @@ func TestRoundTripsTokenAuth(t *testing.T) {
 		tokens []string // the scopes of the token requests it costs
 	}{
 		{"first Resolve: the challenge from a 401, one token",
-			func() error { _, err := c.Resolve(ctx, cnt.host+"/app:v1"); return err },
+			func() error { _, err := c.Resolve(ctx, cnt.host+"/app:v1", anyPlatform); return err },
 			[]string{"HEAD /v2/app/manifests/v1 401", "HEAD /v2/app/manifests/v1 200"}, []string{"repository:app:pull"}},
 		{"another tag of the repository: no token request",
-			func() error { _, err := c.Resolve(ctx, cnt.host+"/app:v2"); return err },
+			func() error { _, err := c.Resolve(ctx, cnt.host+"/app:v2", anyPlatform); return err },
 			[]string{"HEAD /v2/app/manifests/v2 200"}, nil},
 		{"a Pull in the repository: no token request, no 401",
 			func() error { _, err := c.Pull(ctx, cnt.host+"/app:v2", store.NewMemory()); return err },
 			append([]string{"GET /v2/app/manifests/v2 200"}, blobGETs("app", app)...), nil},
 		{"a new repository: one token request, no 401",
-			func() error { _, err := c.Resolve(ctx, cnt.host+"/other:v1"); return err },
+			func() error { _, err := c.Resolve(ctx, cnt.host+"/other:v1", anyPlatform); return err },
 			[]string{"HEAD /v2/other/manifests/v1 200"}, []string{"repository:other:pull"}},
 	} {
 		before := len(ts.Scopes())

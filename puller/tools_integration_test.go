@@ -110,8 +110,19 @@ func TestRealToolsReadWhatPullStores(t *testing.T) {
 				t.Fatalf("every platform: %d images, want 2", len(all.Platforms))
 			}
 			// skopeo picks the host's platform out of the stored index; umoci 0.4.7 does not
-			// choose platforms (an index of two is "ambiguous" to it), so it is not asked.
+			// choose platforms (an index of two is "ambiguous" to it), so it is asked for
+			// each platform's image by its platform name (issue 22), as skopeo is.
 			checkTools(t, skopeo, "", dir, all.Name, []string{string(all.Layers[0].Digest)})
+			for _, p := range all.Platforms {
+				checkTools(t, skopeo, umoci, dir, store.PlatformName(all.Name, *p.Platform), []string{string(p.Layers[0].Digest)})
+			}
+			// A second platform of a tag pulled alone: the first keeps its platform name.
+			arm, err := c.Pull(ctx, r.Ref("tools/idx:v1"), st, puller.WithPlatform(platforms.Platform{OS: "linux", Architecture: "arm64"}))
+			if err != nil {
+				t.Fatalf("pull arm64: %v", err)
+			}
+			checkTools(t, skopeo, umoci, dir, store.PlatformName(arm.Name, regtestAMD64), []string{string(all.Platforms[0].Layers[0].Digest)})
+			checkTools(t, skopeo, umoci, dir, store.PlatformName(arm.Name, *arm.Platform), []string{string(arm.Layers[0].Digest)})
 			if left, _ := os.ReadDir(filepath.Join(dir, store.IngestDir)); len(left) != 0 {
 				t.Errorf("ingest/ holds %d files after the pulls", len(left))
 			}

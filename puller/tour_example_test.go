@@ -50,6 +50,13 @@ func Example_tour() {
 	named, _ := st.Image(ctx, img.Name) // what skopeo's oci:DIR:NAME and umoci read
 	fmt.Println(named.Target.Digest == img.Stored.Digest)
 
+	// After a restart: the model back from the store by name, no registry needed.
+	loaded, err := store.Load(ctx, st, img.Name)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(len(loaded.Layers), "layers,", loaded.RegistryDigest == res.Descriptor.Digest)
+
 	// Unpack while downloading: a root filesystem, committed once every layer verified.
 	rootfs, err := unpack.NewRootfs(filepath.Join(dir, "rootfs"))
 	if err != nil {
@@ -80,5 +87,6 @@ func Example_tour() {
 	// linux/arm64/v8 true
 	// application/vnd.oci.image.manifest.v1+json 2 layers, base first
 	// true
+	// 2 layers, true
 	// collected 4 blobs
 }

@@ -81,6 +81,7 @@ type reqInfo struct {
 	what     string // what it fetches, as events name it ("manifest", "config", "layer", "token")
 	digest   digest.Digest
 	noRetry  bool // the caller retries (blob bodies)
+	blob     bool // a blob's bytes: spread over a host's lanes under HTTP/2 (link.go)
 	progress func(pullkit.Event)
 	credSent bool // set by authTransport when it sent credentials
 
@@ -305,7 +306,7 @@ func (w *watchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	timer := time.AfterFunc(limit, func() {
 		cancel(&StallError{Step: step, Reason: fmt.Sprintf("no response headers within %v", limit)})
 	})
-	resp, err := w.inner.RoundTrip(req.WithContext(ctx))
+	resp, err := w.inner.RoundTrip(identityEncoding(req.WithContext(ctx)))
 	fired := !timer.Stop()
 	if fired {
 		if err == nil {
@@ -319,6 +320,23 @@ func (w *watchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = newWatchedBody(resp.Body, w.t, cancel, step)
 	return resp, nil
+}
+
+// identityEncoding asks for bodies as they are stored (Accept-Encoding: identity): with
+// the header set, no http.Transport decodes a Content-Encoding itself, so a body a
+// server encodes anyway is the bytes verified against the digest, and a gzip bomb costs
+// what it weighs on the wire, never its expansion.
+func identityEncoding(req *http.Request) *http.Request {
+	if req.Header.Get("Accept-Encoding") != "" {
+		return req
+	}
+	r := *req
+	r.Header = req.Header.Clone()
+	if r.Header == nil {
+		r.Header = http.Header{}
+	}
+	r.Header.Set("Accept-Encoding", "identity")
+	return &r
 }
 
 // StallError reports a response body that broke the Idle or MinRate rule. It wraps
@@ -574,6 +592,11 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("%w: redirect to a %q URL", pullkit.ErrDenied, text.Clean(req.URL.Scheme, 20))
 	}
 	return nil
+}
+
+// canonicalHostOf is host (host[:port]) as canonicalHost names it under scheme.
+func canonicalHostOf(scheme, host string) string {
+	return canonicalHost(&url.URL{Scheme: scheme, Host: host})
 }
 
 // canonicalHost is host:port with the scheme's default port filled in.

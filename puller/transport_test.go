@@ -24,6 +24,7 @@ import (
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/regtest"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/platforms"
 )
 
 // waits records the backoffs a client asks for instead of sleeping them.
@@ -140,7 +141,7 @@ func TestRetries(t *testing.T) {
 			// Fresh connections only: net/http silently resends an idempotent request
 			// once when a reused connection hangs up, which would blur the count.
 			c, w := testClient(t, policy(tc.attempts), WithTransport(&http.Transport{DisableKeepAlives: true}))
-			_, err := c.Resolve(t.Context(), strings.TrimPrefix(srv.URL, "http://")+"/r@"+d.String())
+			_, err := c.Resolve(t.Context(), strings.TrimPrefix(srv.URL, "http://")+"/r@"+d.String(), WithMatcher(platforms.Any()))
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
 			}
@@ -230,7 +231,7 @@ func TestManifestBodyCutShortIsRefetched(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	c, w := testClient(t, policy(3))
-	res, err := c.Resolve(t.Context(), strings.TrimPrefix(srv.URL, "http://")+"/r@"+m.String())
+	res, err := c.Resolve(t.Context(), strings.TrimPrefix(srv.URL, "http://")+"/r@"+m.String(), WithMatcher(platforms.Any()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -29,16 +30,34 @@ func (r *Registry) serveAPI(w http.ResponseWriter, req *http.Request) {
 	route, repo, ref := parsePath(req.URL.Path)
 	switch route {
 	case RoutePing:
-		if !methodIs(w, req, http.MethodGet, http.MethodHead) || !r.authorize(w, req, "") {
+		// Any method: distribution's base route takes them all.
+		if !r.authorize(w, req, "") {
 			return
 		}
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Header().Set("Content-Type", jsonType(w))
 		w.Header().Set("Content-Length", "2")
-		if req.Method == http.MethodGet {
+		if req.Method != http.MethodHead {
 			_, _ = w.Write([]byte("{}"))
 		}
 		return
-	case RouteManifest, RouteBlob, RouteTags, RouteReferrers:
+	case RouteCatalog:
+		if req.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		if r.authorize(w, req, "") {
+			r.serveCatalog(w, req)
+		}
+		return
+	case RouteTags:
+		if req.Method != http.MethodGet {
+			// distribution's router: the route takes GET alone.
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+	case RouteManifest, RouteBlob, RouteReferrers:
 	default:
 		http.NotFound(w, req)
 		return
@@ -60,7 +79,7 @@ func (r *Registry) serveAPI(w http.ResponseWriter, req *http.Request) {
 				if !r.authorize(w, req, repo) {
 					return
 				}
-				writeError(w, CodeDigestInvalid, "", struct{}{})
+				writeError(w, CodeDigestInvalid, "", detail28(w, struct{}{}, err.Error()))
 				return
 			}
 			dgst = d
@@ -141,7 +160,7 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 		}
 		if !ok {
 			r.mu.Unlock()
-			writeError(w, CodeManifestUnknown, "", map[string]string{"Tag": tag})
+			writeError(w, CodeManifestUnknown, "", detail28(w, map[string]string{"Tag": tag}, "unknown tag="+tag))
 			return
 		}
 		dgst = d
@@ -157,7 +176,7 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 		return
 	}
 	if m == nil {
-		writeError(w, CodeManifestUnknown, "", map[string]string{"Name": repo, "Revision": dgst.String()})
+		writeError(w, CodeManifestUnknown, "", unknownRevision(w, repo, dgst))
 		return
 	}
 	kind := baseType(m.mediaType)
@@ -165,7 +184,8 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 	case kind == manifest.MediaTypeOCIManifest && !supports.oci:
 		writeError(w, CodeManifestUnknown, "OCI manifest found, but accept header does not support OCI manifests", nil)
 		return
-	case kind == manifest.MediaTypeOCIIndex && !supports.index:
+	case kind == manifest.MediaTypeOCIIndex && !supports.index && r.cfg.v28:
+		// 2.8 checks an index against Accept; 3 serves it to any client.
 		writeError(w, CodeManifestUnknown, "OCI index found, but accept header does not support OCI indexes", nil)
 		return
 	}
@@ -188,7 +208,7 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 		// An old client: serve the linux/amd64 entry instead, as distribution does.
 		child, missing := r.defaultChild(repo, m)
 		if missing != "" {
-			writeError(w, CodeManifestUnknown, "", map[string]string{"Name": repo, "Revision": missing.String()})
+			writeError(w, CodeManifestUnknown, "", unknownRevision(w, repo, missing))
 			return
 		}
 		if child == nil {
@@ -217,6 +237,65 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	_, _ = w.Write(body)
+}
+
+// unknownRevision is the detail of a MANIFEST_UNKNOWN for a digest, as 2.8 or 3 writes it.
+func unknownRevision(w http.ResponseWriter, repo string, d digest.Digest) any {
+	return detail28(w, map[string]string{"Name": repo, "Revision": d.String()}, "unknown manifest name="+repo+" revision="+d.String())
+}
+
+// serveCatalog is distribution's catalog: the repositories, sorted, paginated by n and
+// last as tags are (a Link to the next page while more are left).
+func (r *Registry) serveCatalog(w http.ResponseWriter, req *http.Request) {
+	q := req.URL.Query()
+	limit := -1
+	if n := q.Get("n"); n != "" {
+		v, err := strconv.Atoi(n)
+		if err != nil || v < 0 {
+			writeError(w, CodePaginationNumberInvalid, "", map[string]int{"n": v})
+			return
+		}
+		limit = v
+	}
+	last := q.Get("last")
+	r.mu.Lock()
+	var all []string
+	for name, rp := range r.repos {
+		if len(rp.manifests) > 0 || len(rp.blobs) > 0 {
+			all = append(all, name)
+		}
+	}
+	r.mu.Unlock()
+	sort.Strings(all)
+	page := []string{}
+	more := false
+	for _, name := range all {
+		if limit == 0 {
+			break
+		}
+		if last != "" && name <= last {
+			continue
+		}
+		if limit > 0 && len(page) == limit {
+			more = true // as distribution's catalog: a Link only while repositories are left
+			break
+		}
+		page = append(page, name)
+	}
+	w.Header().Set("Content-Type", jsonType(w))
+	if more {
+		v := url.Values{}
+		v.Add("n", strconv.Itoa(limit))
+		v.Add("last", page[len(page)-1])
+		next := url.URL{Path: req.URL.Path, RawQuery: v.Encode()}
+		w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next"`, next.String()))
+	}
+	body, _ := json.Marshal(struct {
+		Repositories []string `json:"repositories"`
+	}{page})
+	body = append(body, '\n')
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
 }
 
@@ -345,6 +424,9 @@ func (r *Registry) serveStorage(w http.ResponseWriter, req *http.Request) {
 // a page was filled (even when it holds the last tag).
 func (r *Registry) serveTags(w http.ResponseWriter, req *http.Request, repo string) {
 	q := req.URL.Query()
+	if r.cfg.v28 {
+		q = url.Values{} // 2.8 as Debian ships it answers every tag, whatever n and last say
+	}
 	limit := -1
 	if n := q.Get("n"); n != "" {
 		v, err := strconv.Atoi(n)
@@ -380,7 +462,7 @@ func (r *Registry) serveTags(w http.ResponseWriter, req *http.Request, repo stri
 			}
 		}
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Type", jsonType(w))
 	if more {
 		v := url.Values{}
 		v.Add("n", strconv.Itoa(limit))

@@ -15,8 +15,8 @@ import (
 // The comparison tests ask the kit and the real registry (Debian's docker-registry,
 // distribution 2.8, started by internal/regtest: skipped when it is not installed unless
 // CI is set) the same questions, seeded with the same bytes, and compare the answers.
-// The kit runs WithSchema1Conversion, WithSchema1Resigning and WithoutReferrersAPI, as
-// 2.8 behaves.
+// The kit runs WithDistribution28 against 2.8, and its defaults against distribution v3
+// (built by .ci/run).
 
 // mirrorTo pushes what the kit holds in repo (blobs, then image manifests, then
 // indexes, by digest, then the tags) into the real registry through its push API.
@@ -176,19 +176,49 @@ func codes(body []byte) string {
 	return strings.Join(cs, ",")
 }
 
-func TestCompareWithDistribution(t *testing.T) {
-	real := regtest.Start(t)
-	k := NewRegistry(t, WithSchema1Conversion(), WithSchema1Resigning(), WithoutReferrersAPI())
+func TestCompareWithDistribution(t *testing.T) { compareWithDistribution(t, false) }
+
+// TestCompareWithDistributionV3 asks the kit with its defaults and distribution v3 (built
+// by .ci/run) the same questions: the kit's defaults are distribution 3's, but for the
+// OCI 1.1 referrers API, which distribution does not serve and the kit does by default
+// (WithoutReferrersAPI turns it off), so it is not asked here.
+func TestCompareWithDistributionV3(t *testing.T) { compareWithDistribution(t, true) }
+
+func compareWithDistribution(t *testing.T, v3 bool) {
+	var real *regtest.Registry
+	var k *Registry
+	if v3 {
+		real = regtest.Start(t, regtest.WithV3())
+		k = NewRegistry(t)
+	} else {
+		real = regtest.Start(t)
+		k = NewRegistry(t, WithDistribution28())
+	}
 	s2 := k.PushImage("cmp/schema2", "latest", Schema2, Layers(2, 3000))
+	k.PushImage("cmp/schema2", "v2", Schema2, Layers(1, 100))
+	k.PushImage("cmp/schema2", "v3", Schema2, Layers(1, 200))
 	oci := k.PushImage("cmp/oci", "latest", OCI)
-	s1 := k.PushImage("cmp/schema1", "latest", Schema1)
 	list := k.PushIndex("cmp/list", "latest", ManifestList)
 	index := k.PushIndex("cmp/index", "latest", OCIIndex, Attestations())
-	for _, repo := range []string{"cmp/schema2", "cmp/oci", "cmp/schema1", "cmp/list", "cmp/index"} {
-		mirrorTo(t, real, k, repo)
+	repos := []string{"cmp/schema2", "cmp/oci", "cmp/list", "cmp/index"}
+	type named struct {
+		name, repo string
+		digest     digest.Digest
 	}
-	if s1.Digest == digest.FromBytes(s1.Raw) {
-		t.Fatal("schema 1 digest is sha256 of the bytes")
+	images := []named{{"schema2", "cmp/schema2", s2.Digest}, {"oci", "cmp/oci", oci.Digest},
+		{"list", "cmp/list", list.Digest}, {"index", "cmp/index", index.Digest}}
+	var s1 *Image
+	if !v3 {
+		// distribution 3 has no schema 1 at all: it refuses the push.
+		s1 = k.PushImage("cmp/schema1", "latest", Schema1)
+		repos = append(repos, "cmp/schema1")
+		images = append(images, named{"schema1", "cmp/schema1", s1.Digest})
+		if s1.Digest == digest.FromBytes(s1.Raw) {
+			t.Fatal("schema 1 digest is sha256 of the bytes")
+		}
+	}
+	for _, repo := range repos {
+		mirrorTo(t, real, k, repo)
 	}
 
 	layer := s2.Layers[0]
@@ -203,11 +233,9 @@ func TestCompareWithDistribution(t *testing.T) {
 	add("ping", "GET", "/v2/", true)
 	add("ping HEAD", "HEAD", "/v2/", true)
 	add("ping without the slash", "GET", "/v2", true)
-	for _, tc := range []struct {
-		name, repo string
-		digest     digest.Digest
-	}{{"schema2", "cmp/schema2", s2.Digest}, {"oci", "cmp/oci", oci.Digest}, {"schema1", "cmp/schema1", s1.Digest},
-		{"list", "cmp/list", list.Digest}, {"index", "cmp/index", index.Digest}} {
+	add("ping POST", "POST", "/v2/", true)
+	add("ping OPTIONS", "OPTIONS", "/v2/", true)
+	for _, tc := range images {
 		for _, ref := range []string{"latest", tc.digest.String()} {
 			refName := map[bool]string{true: "tag", false: "digest"}[ref == "latest"]
 			for _, acc := range []struct {
@@ -221,9 +249,9 @@ func TestCompareWithDistribution(t *testing.T) {
 				{"oci manifest only", []string{acceptOCI}},
 				{"schema1 only", []string{acceptSchema1}},
 			} {
-				// Schema 1 (stored, or a rewrite) is signed anew on every request:
+				// Schema 1 (stored, or a 2.8 rewrite) is signed anew on every request:
 				// compare its digest (the payload's), not its bytes.
-				converted := tc.name == "schema1" || ref == "latest" && (tc.name == "schema2" || tc.name == "list") && !strings.Contains(strings.Join(acc.accept, ","), manifest.MediaTypeDockerSchema2)
+				converted := tc.name == "schema1" || !v3 && ref == "latest" && (tc.name == "schema2" || tc.name == "list") && !strings.Contains(strings.Join(acc.accept, ","), manifest.MediaTypeDockerSchema2)
 				name := tc.name + " by " + refName + ", " + acc.name
 				add(name, "GET", m(tc.repo, ref), !converted, acc.accept...)
 				add(name+", HEAD", "HEAD", m(tc.repo, ref), !converted, acc.accept...)
@@ -241,6 +269,7 @@ func TestCompareWithDistribution(t *testing.T) {
 	add("blob bytes=N-", "GET", blob, true, "Range: bytes=100-")
 	add("blob bytes=N-M", "GET", blob, true, "Range: bytes=100-199")
 	add("blob bytes=-N", "GET", blob, true, "Range: bytes=-10")
+	add("blob bytes=0-0", "GET", blob, true, "Range: bytes=0-0")
 	add("blob last byte", "GET", blob, true, "Range: bytes="+strconv.Itoa(size-1)+"-")
 	add("blob range past the end", "GET", blob, true, "Range: bytes=100-"+strconv.Itoa(size+100))
 	add("blob unsatisfiable", "GET", blob, false, "Range: bytes="+strconv.Itoa(size)+"-")
@@ -253,12 +282,28 @@ func TestCompareWithDistribution(t *testing.T) {
 	add("manifest digest as a blob", "GET", "/v2/cmp/schema2/blobs/"+s2.Digest.String(), true)
 	add("config blob", "GET", "/v2/cmp/schema2/blobs/"+s2.Config.Digest.String(), true)
 	add("short digest", "GET", "/v2/cmp/schema2/blobs/sha256:abc", true)
+	add("unsupported digest algorithm", "GET", "/v2/cmp/schema2/blobs/md5:"+strings.Repeat("0", 32), true)
 	add("not a digest", "GET", "/v2/cmp/schema2/blobs/latest", true)
 	add("uppercase name", "GET", "/v2/CMP/manifests/latest", true)
 	add("tags", "GET", "/v2/cmp/schema2/tags/list", true)
+	add("tags, a final slash", "GET", "/v2/cmp/schema2/tags/list/", true)
+	add("tags HEAD", "HEAD", "/v2/cmp/schema2/tags/list", true)
+	add("tags n=1", "GET", "/v2/cmp/schema2/tags/list?n=1", true)
+	add("tags n=2 after latest", "GET", "/v2/cmp/schema2/tags/list?n=2&last=latest", true)
+	add("tags n=0", "GET", "/v2/cmp/schema2/tags/list?n=0", true)
+	add("tags n=-1", "GET", "/v2/cmp/schema2/tags/list?n=-1", true)
+	add("tags after v2", "GET", "/v2/cmp/schema2/tags/list?last=v2", true)
 	add("tags of a missing repository", "GET", "/v2/cmp/nosuch/tags/list", true)
-	add("referrers (2.8 has no such API)", "GET", "/v2/cmp/oci/referrers/"+oci.Digest.String(), true)
+	add("catalog", "GET", "/v2/_catalog", true)
+	add("catalog n=2", "GET", "/v2/_catalog?n=2", true)
+	add("catalog n=2 after cmp/list", "GET", "/v2/_catalog?n=2&last=cmp/list", true)
+	if !v3 {
+		add("referrers (2.8 has no such API)", "GET", "/v2/cmp/oci/referrers/"+oci.Digest.String(), true)
+	}
 	compare(t, k.URL(), "http://"+real.Host, probes)
+	if v3 {
+		return
+	}
 
 	// Schema 1, stored or rewritten: the same canonical digest (the same payload,
 	// signed by another key), and bytes that change from one request to the next.
@@ -327,7 +372,7 @@ func basicHeader(user, pass string) string {
 
 func TestCompareBasicAuthWithDistribution(t *testing.T) {
 	real := regtest.Start(t, regtest.WithHtpasswd())
-	k := NewRegistry(t, WithBasicAuth(regtest.User, regtest.Password))
+	k := NewRegistry(t, WithBasicAuth(regtest.User, regtest.Password), WithDistribution28())
 	for _, tc := range []struct {
 		name, path, auth string
 		// kitMessage is the kit's message where it says more than distribution's
@@ -365,7 +410,7 @@ func TestCompareBasicAuthWithDistribution(t *testing.T) {
 func TestCompareTokenAuthWithDistribution(t *testing.T) {
 	ts := regtest.NewTokenServer(t)
 	real := regtest.Start(t, regtest.WithToken(ts))
-	k := NewRegistry(t, WithTokenAuth(TokenAuth{User: regtest.User, Password: regtest.Password}))
+	k := NewRegistry(t, WithTokenAuth(TokenAuth{User: regtest.User, Password: regtest.Password}), WithDistribution28())
 	realURL := "http://" + real.Host
 	token := func(base, path string) string {
 		resp, _ := get(t, http.MethodGet, base+path)

@@ -103,10 +103,34 @@ func errorBody(code ErrorCode, message string, detail any) []byte {
 	return append(b, '\n')
 }
 
+// is28 reports whether w answers for a registry WithDistribution28.
+func is28(w http.ResponseWriter) bool {
+	lw, ok := w.(*logWriter)
+	return ok && lw.r.cfg.v28
+}
+
+// jsonType is the Content-Type of a JSON answer: distribution 3 sends no charset, 2.8
+// does.
+func jsonType(w http.ResponseWriter) string {
+	if is28(w) {
+		return "application/json; charset=utf-8"
+	}
+	return "application/json"
+}
+
+// detail28 returns the error detail 2.8 writes (d28) or 3's (d3), as w's registry
+// answers.
+func detail28(w http.ResponseWriter, d28, d3 any) any {
+	if is28(w) {
+		return d28
+	}
+	return d3
+}
+
 // writeError answers with distribution's error body for code; message "" is the code's
 // own message.
 func writeError(w http.ResponseWriter, code ErrorCode, message string, detail any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Type", jsonType(w))
 	w.WriteHeader(code.Status())
 	_, _ = w.Write(errorBody(code, message, detail))
 }

@@ -25,6 +25,13 @@ func fetchImage(ctx context.Context, base, repo, tag string) (mediaType string, 
 	if err != nil {
 		return "", 0, err
 	}
+	switch ct := resp.Header.Get("Content-Type"); ct {
+	case manifest.MediaTypeOCIManifest, manifest.MediaTypeDockerSchema2:
+	default:
+		// A registry may serve what was not asked for: distribution 3 serves an index
+		// whatever the Accept header says.
+		return "", 0, fmt.Errorf("%s: got a %s, not an image manifest", req.URL.Path, ct)
+	}
 	if got := digest.FromBytes(raw).String(); got != resp.Header.Get("Docker-Content-Digest") {
 		return "", 0, fmt.Errorf("manifest is %s, registry says %s", got, resp.Header.Get("Docker-Content-Digest"))
 	}
@@ -83,7 +90,8 @@ func Example() {
 	fmt.Println("manifest requests:", reg.Count(pullkittest.Match{Route: pullkittest.RouteManifest}))
 	fmt.Println("blob requests:", reg.Count(pullkittest.Match{Route: pullkittest.RouteBlob}))
 
-	// A manifest type the helper did not accept is what distribution answers it.
+	// An index, which the helper did not accept, is served anyway, as distribution 3
+	// serves it: the helper must look at what it got.
 	reg.PushIndex("demo/multi", "v1", pullkittest.OCIIndex)
 	_, _, err = fetchImage(ctx, reg.URL(), "demo/multi", "v1")
 	fmt.Println(err)
@@ -91,5 +99,5 @@ func Example() {
 	// application/vnd.oci.image.manifest.v1+json 3 <nil>
 	// manifest requests: 1
 	// blob requests: 3
-	// /v2/demo/multi/manifests/v1: 404 Not Found
+	// /v2/demo/multi/manifests/v1: got a application/vnd.oci.image.index.v1+json, not an image manifest
 }

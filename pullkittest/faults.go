@@ -90,14 +90,17 @@ func wait(ctx context.Context, d time.Duration, gone <-chan struct{}) bool {
 
 type resetAfter struct{ n int64 }
 
-// ResetAfter sends the headers and n bytes of the real body, then resets the
-// connection (TCP RST).
+// ResetAfter sends the headers and exactly n bytes of the real body, then resets the
+// connection (TCP RST): the client receives those n bytes, then a reset, so a resume
+// test can assert the offset it asks for next. (On Linux the reset waits until the
+// client has acknowledged the n bytes; elsewhere it waits a moment for them.)
 func ResetAfter(n int64) Fault { return resetAfter{n} }
 
 func (f resetAfter) Name() string { return fmt.Sprintf("reset after %d bytes", f.n) }
 
 func (f resetAfter) Apply(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	writePrefixThen(w, record(r, next), f.n, func(c net.Conn) {
+		drained(c, 10*time.Second)
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0)
 		}

@@ -303,3 +303,27 @@ func TestCloseEndsStalls(t *testing.T) {
 	}
 	r.Close() // twice is fine
 }
+
+// TestResetAfterDeliversExactlyN (issue 22): the client receives exactly the n bytes
+// ResetAfter promises, then a reset (not an end of file), whatever n and however fast
+// it reads, so that a resume test can assert the offset it asks for next.
+func TestResetAfterDeliversExactlyN(t *testing.T) {
+	r := NewRegistry(t)
+	img := r.PushImage("f", "big", OCI, Layers(1, 6<<20))
+	url := r.URL() + "/v2/f/blobs/" + img.Layers[0].Digest.String()
+	for _, n := range []int64{1, 100 << 10, 1<<20 + 7, 4 << 20} {
+		for round := range 5 {
+			r.ClearFaults()
+			r.Inject(&Rule{Match: Match{Route: RouteBlob}, Fault: ResetAfter(n)})
+			resp, err := http.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if got != n || err == nil || errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("ResetAfter(%d), round %d: %d bytes, then %v; want %d, then a reset", n, round, got, err, n)
+			}
+		}
+	}
+}

@@ -25,8 +25,10 @@ const (
 	RouteReferrers
 	// RouteToken is a request to the token realm.
 	RouteToken
-	// RouteOther is any other path (uploads, the catalog, garbage).
+	// RouteOther is any other path (uploads, garbage).
 	RouteOther
+	// RouteCatalog is /v2/_catalog.
+	RouteCatalog
 )
 
 // String names the route as the constants do, without the prefix ("manifest").
@@ -46,6 +48,8 @@ func (r Route) String() string {
 		return "referrers"
 	case RouteToken:
 		return "token"
+	case RouteCatalog:
+		return "catalog"
 	}
 	return "other"
 }

@@ -64,12 +64,27 @@ type config struct {
 	schema1Resign     bool
 	noReferrers       bool
 	nameUnknown       bool
+	v28               bool
 	rules             []*Rule
 }
 
 // Option configures a Registry. An option given a value it cannot honour makes
 // NewRegistry fail the test and Start return an error.
 type Option func(*config) error
+
+// WithDistribution28 makes the registry answer as Debian's docker-registry
+// (distribution 2.8) does, which the kit's comparison test checks it against: schema 1
+// conversion and re-signing (WithSchema1Conversion, WithSchema1Resigning), no referrers
+// API (WithoutReferrersAPI), an OCI index served only to clients that accept it, error
+// details as 2.8 writes them ({"Tag":"v1"} rather than "unknown tag=v1"), JSON served as
+// "application/json; charset=utf-8", and tags/list answered whole, whatever its n and
+// last say (2.8 as Debian ships it does not paginate tags).
+func WithDistribution28() Option {
+	return func(c *config) error {
+		c.v28, c.schema1Conversion, c.schema1Resign, c.noReferrers = true, true, true, true
+		return nil
+	}
+}
 
 // WithSchema1Conversion makes the registry rewrite a schema 2 manifest asked for by tag
 // into a signed schema 1 manifest when the client's Accept header lacks schema 2 (and a
@@ -340,11 +355,15 @@ func parsePath(path string) (Route, string, string) {
 	if path == "/v2/" || path == "/v2" {
 		return RoutePing, "", ""
 	}
+	if path == "/v2/_catalog" {
+		return RouteCatalog, "", ""
+	}
 	rest, ok := strings.CutPrefix(path, "/v2/")
 	if !ok {
 		return RouteOther, "", ""
 	}
-	if name, ok := strings.CutSuffix(rest, "/tags/list"); ok && name != "" {
+	// distribution's router takes tags/list with or without a final slash.
+	if name, ok := strings.CutSuffix(strings.TrimSuffix(rest, "/"), "/tags/list"); ok && name != "" {
 		return RouteTags, name, ""
 	}
 	best, bestAt, bestLen := RouteOther, -1, 0

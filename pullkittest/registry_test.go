@@ -66,7 +66,9 @@ func TestManifestNegotiation(t *testing.T) {
 		message   string
 	}
 	unknownOCI := want{status: 404, code: "MANIFEST_UNKNOWN", message: "OCI manifest found, but accept header does not support OCI manifests"}
-	unknownIndex := want{status: 404, code: "MANIFEST_UNKNOWN", message: "OCI index found, but accept header does not support OCI indexes"}
+	// Distribution 3 serves an OCI index whatever Accept says (2.8 does not: see
+	// TestIndexNegotiation28).
+	servedIndex := want{200, manifest.MediaTypeOCIIndex, s.index.Digest, "", ""}
 	for _, tc := range []struct {
 		name   string
 		path   string
@@ -81,8 +83,8 @@ func TestManifestNegotiation(t *testing.T) {
 		{"oci accept with q", "fmt/oci/manifests/latest", []string{"Accept: " + manifest.MediaTypeOCIManifest + ";q=0.5"}, want{200, manifest.MediaTypeOCIManifest, s.oci.Digest, "", ""}},
 		{"oci accept in second header", "fmt/oci/manifests/latest", []string{acceptSchema2, acceptOCI}, want{200, manifest.MediaTypeOCIManifest, s.oci.Digest, "", ""}},
 		{"index all", "fmt/index/manifests/latest", []string{acceptAll}, want{200, manifest.MediaTypeOCIIndex, s.index.Digest, "", ""}},
-		{"index without index type", "fmt/index/manifests/latest", []string{acceptOCI, acceptList}, unknownIndex},
-		{"index no accept", "fmt/index/manifests/latest", nil, unknownIndex},
+		{"index without index type", "fmt/index/manifests/latest", []string{acceptOCI, acceptList}, servedIndex},
+		{"index no accept", "fmt/index/manifests/latest", nil, servedIndex},
 		{"list all", "fmt/list/manifests/latest", []string{acceptAll}, want{200, manifest.MediaTypeDockerManifestList, s.list.Digest, "", ""}},
 		// An old client gets the linux/amd64 entry of a list asked for by tag...
 		{"list by tag schema2 only", "fmt/list/manifests/latest", []string{acceptSchema2}, want{200, manifest.MediaTypeDockerSchema2, s.list.Images[0].Digest, "", ""}},
@@ -150,7 +152,7 @@ func TestHeadManifest(t *testing.T) {
 	}
 	// HEAD of what does not exist: 404, no body, but the headers the error would have.
 	resp, body := get(t, http.MethodHead, s.r.URL()+"/v2/fmt/schema2/manifests/nosuch")
-	if resp.StatusCode != 404 || len(body) != 0 || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" {
+	if resp.StatusCode != 404 || len(body) != 0 || resp.Header.Get("Content-Type") != "application/json" {
 		t.Errorf("HEAD of a missing tag: %d, %d bytes, %v", resp.StatusCode, len(body), resp.Header)
 	}
 }
@@ -165,13 +167,42 @@ func TestManifestETag(t *testing.T) {
 	}
 }
 
+// TestIndexNegotiation28: WithDistribution28 serves an OCI index only to a client that
+// accepts it, as 2.8 does.
+func TestIndexNegotiation28(t *testing.T) {
+	s := seed(t, WithDistribution28())
+	resp, body := get(t, http.MethodGet, s.r.URL()+"/v2/fmt/index/manifests/latest", acceptOCI, acceptList)
+	if e := errorsOf(body); resp.StatusCode != 404 || len(e) != 1 || e[0].Message != "OCI index found, but accept header does not support OCI indexes" {
+		t.Errorf("index without its type: %d %s, want 404 MANIFEST_UNKNOWN", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+		t.Errorf("2.8's error Content-Type %q", ct)
+	}
+	if resp, _ := get(t, http.MethodGet, s.r.URL()+"/v2/fmt/index/manifests/latest", acceptAll); resp.StatusCode != 200 {
+		t.Errorf("index with its type: %d", resp.StatusCode)
+	}
+}
+
 func TestNotFound(t *testing.T) {
-	for _, nameUnknown := range []bool{false, true} {
+	for _, mode := range []struct {
+		nameUnknown, v28 bool
+	}{{false, false}, {true, false}, {false, true}} {
+		nameUnknown := mode.nameUnknown
 		var opts []Option
 		if nameUnknown {
 			opts = append(opts, WithNameUnknown())
 		}
+		if mode.v28 {
+			opts = append(opts, WithDistribution28())
+		}
 		s := seed(t, opts...)
+		// The details distribution 3 writes as strings, 2.8 as objects.
+		d := func(d3, d28 string) string {
+			if mode.v28 {
+				return d28
+			}
+			return d3
+		}
 		missingRepoCode := map[bool]string{false: "MANIFEST_UNKNOWN", true: "NAME_UNKNOWN"}[nameUnknown]
 		missingRepoBlob := map[bool]string{false: "BLOB_UNKNOWN", true: "NAME_UNKNOWN"}[nameUnknown]
 		zero := "sha256:" + strings.Repeat("0", 64)
@@ -181,15 +212,15 @@ func TestNotFound(t *testing.T) {
 			code       string
 			detail     string
 		}{
-			{"missing tag", "fmt/schema2/manifests/nosuch", 404, "MANIFEST_UNKNOWN", `{"Tag":"nosuch"}`},
-			{"missing digest", "fmt/schema2/manifests/" + zero, 404, "MANIFEST_UNKNOWN", `{"Name":"fmt/schema2","Revision":"` + zero + `"}`},
-			{"missing repo tag", "no/such/manifests/latest", 404, missingRepoCode, map[bool]string{false: `{"Tag":"latest"}`, true: `{"name":"no/such"}`}[nameUnknown]},
+			{"missing tag", "fmt/schema2/manifests/nosuch", 404, "MANIFEST_UNKNOWN", d(`"unknown tag=nosuch"`, `{"Tag":"nosuch"}`)},
+			{"missing digest", "fmt/schema2/manifests/" + zero, 404, "MANIFEST_UNKNOWN", d(`"unknown manifest name=fmt/schema2 revision=`+zero+`"`, `{"Name":"fmt/schema2","Revision":"`+zero+`"}`)},
+			{"missing repo tag", "no/such/manifests/latest", 404, missingRepoCode, map[bool]string{false: d(`"unknown tag=latest"`, `{"Tag":"latest"}`), true: `{"name":"no/such"}`}[nameUnknown]},
 			{"missing repo blob", "no/such/blobs/" + zero, 404, missingRepoBlob, map[bool]string{false: `"` + zero + `"`, true: `{"name":"no/such"}`}[nameUnknown]},
 			{"missing blob", "fmt/schema2/blobs/" + zero, 404, "BLOB_UNKNOWN", `"` + zero + `"`},
 			{"blob of another repo", "fmt/oci/blobs/" + s.s2.Layers[0].Digest.String(), 404, "BLOB_UNKNOWN", `"` + s.s2.Layers[0].Digest.String() + `"`},
 			{"tags of missing repo", "no/such/tags/list", 404, "NAME_UNKNOWN", `{"name":"no/such"}`},
-			{"short digest", "fmt/schema2/blobs/sha256:abc", 400, "DIGEST_INVALID", `{}`},
-			{"bad digest manifest", "fmt/schema2/manifests/sha256:abc", 400, "DIGEST_INVALID", `{}`},
+			{"short digest", "fmt/schema2/blobs/sha256:abc", 400, "DIGEST_INVALID", d(`"invalid checksum digest length"`, `{}`)},
+			{"bad digest manifest", "fmt/schema2/manifests/sha256:abc", 400, "DIGEST_INVALID", d(`"invalid checksum digest length"`, `{}`)},
 			{"not a digest", "fmt/schema2/blobs/latest", 404, "", ""},
 			{"bad name", "UPPER/manifests/latest", 404, "", ""},
 			{"bad tag", "fmt/schema2/manifests/-x", 404, "", ""},

@@ -14,10 +14,16 @@ import (
 	"github.com/pullkit/pullkit/manifest"
 )
 
-// Collector is a store that collects garbage: Layout and Memory are.
+// Collector is a store that collects garbage: Layout and Memory are. storetest runs its
+// GC tests on a store that is one.
 type Collector interface {
-	// GC removes the blobs that no name (or unnamed index entry) reaches and no lease
-	// holds, and expires partial ingests.
+	// GC removes exactly the committed blobs that no name (or unnamed index entry)
+	// reaches, through manifests and indexes, and no lease holds (with what the leased
+	// manifests reference), and reports them sorted with their total size. It expires
+	// the partial ingests no writer holds that are older than the expiry
+	// (DefaultIngestExpiry, or WithIngestExpiry; 0 expires all of them), never one a
+	// writer holds; a negative expiry is refused with an error wrapping
+	// pullkit.ErrInvalid.
 	GC(ctx context.Context, opts ...GCOption) (GCResult, error)
 }
 
@@ -66,10 +72,10 @@ func gcConfig(opts []GCOption) (gcOptions, error) {
 	o := gcOptions{expiry: DefaultIngestExpiry}
 	for _, opt := range opts {
 		if opt == nil {
-			return o, &pullkit.Error{Op: "gc", Err: &pullkit.InvalidError{What: "gc option", Reason: "nil"}}
+			return o, &pullkit.Error{Op: pullkit.OpGC, Err: &pullkit.InvalidError{What: "gc option", Reason: "nil"}}
 		}
 		if err := opt(&o); err != nil {
-			return o, &pullkit.Error{Op: "gc", Err: err}
+			return o, &pullkit.Error{Op: pullkit.OpGC, Err: err}
 		}
 	}
 	return o, nil
@@ -79,6 +85,24 @@ func gcConfig(opts []GCOption) (gcOptions, error) {
 func (o gcOptions) expired(t time.Time, now time.Time) bool {
 	return o.expiry == 0 || now.Sub(t) > o.expiry
 }
+
+// Checker is a store that checks its blobs against their digests: Layout and Memory
+// are. storetest runs its Check tests on a store that is one.
+type Checker interface {
+	// Check hashes every committed blob again (honouring ctx) and reports those whose
+	// content does not hash to their digest: damaged or truncated under their name. With
+	// repair it removes them, so that a later pull fetches them again. A healthy store
+	// reports every blob Checked, their sizes in Bytes, and nothing Damaged. Errors are
+	// *pullkit.Error with Op pullkit.OpCheck.
+	Check(ctx context.Context, repair bool) (CheckResult, error)
+}
+
+var (
+	_ Checker   = (*Layout)(nil)
+	_ Checker   = (*Memory)(nil)
+	_ Collector = (*Layout)(nil)
+	_ Collector = (*Memory)(nil)
+)
 
 // CheckResult says what Check found.
 type CheckResult struct {
@@ -90,6 +114,13 @@ type CheckResult struct {
 	Damaged []digest.Digest
 	// Removed are the damaged blobs that were removed (all of them, with repair).
 	Removed []digest.Digest
+	// Partials is how many partial ingests (that no writer held) were looked at.
+	Partials int
+	// PartialsDamaged is how many of them had a record of held stretches that does not
+	// read whole or lists bytes the partial does not have, or a record without a
+	// partial; PartialsRepaired how many of those were repaired (the record rewritten
+	// to what it validly lists, or removed), with repair.
+	PartialsDamaged, PartialsRepaired int
 }
 
 // manifestLimit is the largest blob the garbage collector reads as a manifest, the cap

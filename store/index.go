@@ -122,6 +122,12 @@ func (e entry) carries(name string) bool {
 	return e.desc.Annotations[AnnotationImageName] == name || e.desc.Annotations[AnnotationRefName] == name
 }
 
+// carriesPlatformNameOf reports whether either name annotation of the entry is one of
+// name's platform names.
+func (e entry) carriesPlatformNameOf(name string) bool {
+	return isPlatformNameOf(e.desc.Annotations[AnnotationImageName], name) || isPlatformNameOf(e.desc.Annotations[AnnotationRefName], name)
+}
+
 // namedEntry returns the index entry of img: its target with both name annotations
 // set (the target's own annotations and platform are kept).
 func namedEntry(img Image) manifest.Descriptor {
@@ -198,7 +204,7 @@ func (l *Layout) updateIndexLocked(fn func(*index) (bool, error)) error {
 // goroutines and processes, and index.json is replaced atomically, so that readers
 // never see a half-written index and no concurrent update is lost.
 func (l *Layout) PutImage(ctx context.Context, img Image) error {
-	const op = "put image"
+	const op = pullkit.OpPutImage
 	if err := checkName(op, img.Name); err != nil {
 		return err
 	}
@@ -231,7 +237,7 @@ func (l *Layout) PutImage(ctx context.Context, img Image) error {
 // Image returns the entry that carries name in either name annotation (the last one,
 // if other tools wrote several).
 func (l *Layout) Image(ctx context.Context, name string) (Image, error) {
-	const op = "look up image"
+	const op = pullkit.OpLookUpImage
 	idx, err := l.readIndex()
 	if err != nil {
 		return Image{}, nameErr(op, name, err)
@@ -251,7 +257,7 @@ func (l *Layout) Image(ctx context.Context, name string) (Image, error) {
 func (l *Layout) Images(ctx context.Context) ([]Image, error) {
 	idx, err := l.readIndex()
 	if err != nil {
-		return nil, &pullkit.Error{Op: "list images", Err: err}
+		return nil, &pullkit.Error{Op: pullkit.OpListImages, Err: err}
 	}
 	var out []Image
 	for _, m := range idx.manifests {
@@ -267,13 +273,14 @@ func sortImages(imgs []Image) {
 	slices.SortStableFunc(imgs, func(a, b Image) int { return strings.Compare(a.Name, b.Name) })
 }
 
-// DeleteImage removes every entry that carries name in either name annotation.
+// DeleteImage removes every entry that carries name, or one of name's platform names
+// (PlatformName), in either name annotation.
 func (l *Layout) DeleteImage(ctx context.Context, name string) error {
-	const op = "delete image"
+	const op = pullkit.OpDeleteImage
 	err := l.updateIndex(ctx, func(idx *index) (bool, error) {
 		kept := idx.manifests[:0:0]
 		for _, m := range idx.manifests {
-			if e := decodeEntry(m); e.ok && e.carries(name) {
+			if e := decodeEntry(m); e.ok && (e.carries(name) || e.carriesPlatformNameOf(name)) {
 				continue
 			}
 			kept = append(kept, m)

@@ -153,7 +153,7 @@ func OpenLayout(dir string, opts ...LayoutOption) (*Layout, error) {
 }
 
 func layoutErr(dir string, err error) error {
-	return &pullkit.Error{Op: "open layout " + cleanPath(dir), Err: err}
+	return &pullkit.Error{Op: pullkit.OpOpenStore, Detail: cleanPath(dir), Err: err}
 }
 
 // cleanPath makes a path printable.
@@ -305,7 +305,7 @@ func (l *Layout) Info(ctx context.Context, d digest.Digest) (Info, error) {
 		err = fs.ErrNotExist
 	}
 	if err != nil {
-		return Info{}, statErr("stat blob", d, err)
+		return Info{}, statErr(pullkit.OpStatBlob, d, err)
 	}
 	return Info{Digest: d, Size: fi.Size(), Committed: changeTime(fi)}, nil
 }
@@ -325,16 +325,16 @@ func (l *Layout) ReaderAt(ctx context.Context, d digest.Digest) (ReaderAt, error
 	}
 	f, err := os.Open(l.Path(d))
 	if err != nil {
-		return nil, statErr("open blob", d, err)
+		return nil, statErr(pullkit.OpReadBlob, d, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, blobErr("open blob", d, err)
+		return nil, blobErr(pullkit.OpReadBlob, d, err)
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, blobErr("open blob", d, pullkit.ErrNotFound)
+		return nil, blobErr(pullkit.OpReadBlob, d, pullkit.ErrNotFound)
 	}
 	return &fileReader{File: f, size: fi.Size()}, nil
 }
@@ -352,7 +352,7 @@ func (r *fileReader) Size() int64 { return r.size }
 func (l *Layout) Walk(ctx context.Context, fn func(Info) error) error {
 	algs, err := os.ReadDir(filepath.Join(l.dir, BlobsDir))
 	if err != nil {
-		return &pullkit.Error{Op: "walk blobs of " + cleanPath(l.dir), Err: err}
+		return &pullkit.Error{Op: pullkit.OpWalkBlobs, Detail: "of " + cleanPath(l.dir), Err: err}
 	}
 	for _, a := range algs {
 		alg := digest.Algorithm(a.Name())
@@ -362,7 +362,7 @@ func (l *Layout) Walk(ctx context.Context, fn func(Info) error) error {
 		dir := filepath.Join(l.dir, BlobsDir, a.Name())
 		entries, err := os.ReadDir(dir)
 		if err != nil {
-			return &pullkit.Error{Op: "walk blobs of " + cleanPath(l.dir), Err: err}
+			return &pullkit.Error{Op: pullkit.OpWalkBlobs, Detail: "of " + cleanPath(l.dir), Err: err}
 		}
 		for _, e := range entries {
 			if err := ctx.Err(); err != nil {
@@ -377,7 +377,7 @@ func (l *Layout) Walk(ctx context.Context, fn func(Info) error) error {
 				continue // deleted meanwhile
 			}
 			if err != nil {
-				return blobErr("walk blobs", d, err)
+				return blobErr(pullkit.OpWalkBlobs, d, err)
 			}
 			if err := fn(Info{Digest: d, Size: fi.Size(), Committed: changeTime(fi)}); err != nil {
 				return err
@@ -394,7 +394,7 @@ func (l *Layout) Delete(ctx context.Context, d digest.Digest) error {
 		return err
 	}
 	if err := os.Remove(l.Path(d)); err != nil {
-		return statErr("delete blob", d, err)
+		return statErr(pullkit.OpDeleteBlob, d, err)
 	}
 	return nil
 }

@@ -8,14 +8,13 @@ import (
 )
 
 func TestLayoutConformance(t *testing.T) {
-	for _, direct := range []bool{true, false} {
-		name := "direct"
-		if !direct {
-			name = "buffered"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		direct, sync bool
+	}{{"direct", true, false}, {"buffered", false, false}, {"sync", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T) store.Store {
-				l, err := store.OpenLayout(t.TempDir(), store.WithDirectIO(direct))
+				l, err := store.OpenLayout(t.TempDir(), store.WithDirectIO(tc.direct), store.WithSync(tc.sync))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,7 +32,7 @@ const tmpExpiry = time.Hour
 // instead, and files under blobs/ whose names are not digests are left alone: GC only
 // removes what it has a reason to.
 func (l *Layout) GC(ctx context.Context, opts ...GCOption) (GCResult, error) {
-	const op = "gc"
+	const op = pullkit.OpGC
 	var res GCResult
 	o, err := gcConfig(opts)
 	if err != nil {
@@ -121,6 +122,17 @@ func (l *Layout) expireIngests(ctx context.Context, o gcOptions, res *GCResult) 
 		if !e.Type().IsRegular() {
 			continue
 		}
+		if strings.HasSuffix(e.Name(), recordSuffix) {
+			// A partial's record goes with its partial (below); one whose partial is
+			// gone, by age. A writer at work keeps its record fresh.
+			partial := strings.TrimSuffix(p, recordSuffix) + ".partial"
+			if _, err := os.Lstat(partial); errors.Is(err, fs.ErrNotExist) {
+				if fi, err := e.Info(); err == nil && o.expired(fi.ModTime(), now) {
+					os.Remove(p)
+				}
+			}
+			continue
+		}
 		if !strings.HasSuffix(e.Name(), ".partial") {
 			// Left by something else (an older pullkit's temporary files): by age alone.
 			if fi, err := e.Info(); err == nil && o.expired(fi.ModTime(), now) && os.Remove(p) == nil {
@@ -135,9 +147,86 @@ func (l *Layout) expireIngests(ctx context.Context, o gcOptions, res *GCResult) 
 		}
 		free, err := tryLock(f, false)
 		if free && err == nil && sameFile(f, p) {
-			if fi, err := f.Stat(); err == nil && o.expired(fi.ModTime(), now) && os.Remove(p) == nil {
-				res.Ingests++
-				res.IngestBytes += fi.Size()
+			if fi, err := f.Stat(); err == nil && o.expired(fi.ModTime(), now) {
+				held := partialBytes(p, fi.Size())
+				os.Remove(recordPath(p))
+				if os.Remove(p) == nil {
+					res.Ingests++
+					res.IngestBytes += held
+				}
+			}
+		}
+		f.Close()
+	}
+	return nil
+}
+
+// partialBytes is how many bytes of the blob the partial file p of length n holds: its
+// length, or what its record lists.
+func partialBytes(p string, n int64) int64 {
+	if rec, found, _, err := readRecord(p, n); err == nil && found {
+		return rec.Total()
+	}
+	return n
+}
+
+// checkIngests looks at every partial ingest that no writer holds: a record that does
+// not read whole (a torn or damaged line), or that lists bytes past its partial file,
+// is damaged, and so is a record without a partial; with repair, the first is rewritten
+// to what it validly lists and the second removed. A writer would do the same when it
+// takes the partial over; Check says so beforehand.
+func (l *Layout) checkIngests(ctx context.Context, repair bool, res *CheckResult) error {
+	dir := filepath.Join(l.dir, IngestDir)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p := filepath.Join(dir, e.Name())
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if strings.HasSuffix(e.Name(), recordSuffix) {
+			partial := strings.TrimSuffix(p, recordSuffix) + ".partial"
+			if _, err := os.Lstat(partial); errors.Is(err, fs.ErrNotExist) {
+				res.PartialsDamaged++
+				if repair && os.Remove(p) == nil {
+					res.PartialsRepaired++
+				}
+			}
+			continue
+		}
+		if !strings.HasSuffix(e.Name(), ".partial") {
+			continue
+		}
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		free, err := tryLock(f, false)
+		if free && err == nil && sameFile(f, p) {
+			res.Partials++
+			if fi, err := f.Stat(); err == nil {
+				raw, rerr := os.ReadFile(recordPath(p))
+				if rerr == nil {
+					rec, valid := parseRecord(raw, fi.Size())
+					full, _ := parseRecord(raw, 1<<62)
+					if !valid || !slices.Equal(rec, full) {
+						res.PartialsDamaged++
+						if repair {
+							if rf, err := writeRecord(p, rec, l.o.sync); err == nil {
+								rf.Close()
+								res.PartialsRepaired++
+							}
+						}
+					}
+				}
 			}
 		}
 		f.Close()
@@ -162,9 +251,12 @@ func (l *Layout) removeOldTemps() {
 
 // Check hashes every committed blob again (through a bounded buffer, honouring ctx) and
 // reports those whose content does not match their name: truncated or damaged on disk.
-// With repair, it removes them, so that a later pull fetches them again.
+// With repair, it removes them, so that a later pull fetches them again. It also looks
+// at the partial ingests no writer holds: a record of held stretches that is torn,
+// damaged or lists bytes its partial file lacks (or has no partial) is reported, and
+// with repair rewritten to what it validly lists (or removed).
 func (l *Layout) Check(ctx context.Context, repair bool) (CheckResult, error) {
-	const op = "check"
+	const op = pullkit.OpCheck
 	var res CheckResult
 	err := l.Walk(ctx, func(i Info) error {
 		ok, err := l.verify(ctx, i.Digest)
@@ -188,6 +280,9 @@ func (l *Layout) Check(ctx context.Context, repair bool) (CheckResult, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		err = l.checkIngests(ctx, repair, &res)
+	}
 	sortDigests(res.Damaged)
 	sortDigests(res.Removed)
 	return res, pullkit.Wrap("", op, "", err)

@@ -30,7 +30,7 @@ const (
 // removes the file. The lock is held by an open file: a Lease dropped without Release
 // ends when the Go garbage collector reclaims it.
 func (l *Layout) Lease(ctx context.Context) (Lease, error) {
-	const op = "start lease"
+	const op = pullkit.OpLease
 	dir := filepath.Join(l.dir, StateDir, leasesDir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, &pullkit.Error{Op: op, Err: err}
@@ -75,7 +75,7 @@ type layoutLease struct {
 // exclusively: a digest is either in the file before a GC starts, or added after it
 // has finished.
 func (ls *layoutLease) Add(ctx context.Context, ds ...digest.Digest) error {
-	const op = "add to lease"
+	const op = pullkit.OpLease
 	var b strings.Builder
 	for _, d := range ds {
 		if err := checkDigest(op, d); err != nil {
@@ -117,7 +117,7 @@ func (ls *layoutLease) Release() error {
 	ls.f = nil
 	ls.l.st.leases.Delete(ls.id)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return &pullkit.Error{Op: "release lease", Err: err}
+		return &pullkit.Error{Op: pullkit.OpLease, Err: err}
 	}
 	return nil
 }

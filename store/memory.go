@@ -2,8 +2,11 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,7 +38,14 @@ type memBlob struct {
 
 type memIngest struct {
 	data    []byte
+	held    []memHeld // stretches beyond data, sorted, disjoint, not touching
 	updated time.Time
+}
+
+// memHeld is a stretch of a blob held beyond a writer's prefix.
+type memHeld struct {
+	off  int64
+	data []byte
 }
 
 // NewMemory returns an empty memory store.
@@ -64,7 +74,7 @@ func (m *Memory) Info(ctx context.Context, d digest.Digest) (Info, error) {
 	b, ok := m.blobs[d]
 	m.mu.Unlock()
 	if !ok {
-		return Info{}, blobErr("stat blob", d, pullkit.ErrNotFound)
+		return Info{}, blobErr(pullkit.OpStatBlob, d, pullkit.ErrNotFound)
 	}
 	return Info{Digest: d, Size: int64(len(b.data)), Committed: b.committed}, nil
 }
@@ -78,7 +88,7 @@ func (m *Memory) ReaderAt(ctx context.Context, d digest.Digest) (ReaderAt, error
 	b, ok := m.blobs[d]
 	m.mu.Unlock()
 	if !ok {
-		return nil, blobErr("open blob", d, pullkit.ErrNotFound)
+		return nil, blobErr(pullkit.OpReadBlob, d, pullkit.ErrNotFound)
 	}
 	return memReader{bytes.NewReader(b.data)}, nil
 }
@@ -114,7 +124,7 @@ func (m *Memory) Delete(ctx context.Context, d digest.Digest) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.blobs[d]; !ok {
-		return blobErr("delete blob", d, pullkit.ErrNotFound)
+		return blobErr(pullkit.OpDeleteBlob, d, pullkit.ErrNotFound)
 	}
 	delete(m.blobs, d)
 	return nil
@@ -124,7 +134,7 @@ func (m *Memory) Delete(ctx context.Context, d digest.Digest) error {
 // open; see Ingester. A writer closed without committing leaves its bytes for the next
 // writer of the digest, until GC expires them.
 func (m *Memory) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, error) {
-	const op = "open writer"
+	const op = pullkit.OpOpenWriter
 	d := desc.Digest
 	if err := checkDigest(op, d); err != nil {
 		return nil, err
@@ -144,8 +154,12 @@ func (m *Memory) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, 
 	}
 	w := &memWriter{m: m, d: d, size: desc.Size, h: d.Algorithm().Digester(), release: release}
 	if resumed && (desc.Size < 0 || int64(len(in.data)) <= desc.Size) {
+		if len(in.data) > 0 {
+			ReportWriterWait(ctx, WaitRehash, int64(len(in.data)))
+		}
 		w.data = in.data
 		w.h.Hash().Write(w.data)
+		w.held = in.held
 	}
 	return w, nil
 }
@@ -156,28 +170,119 @@ type memWriter struct {
 	d       digest.Digest
 	size    int64
 	data    []byte
+	held    []memHeld
 	h       digest.Digester
 	closed  bool
 	release func()
 }
 
+var _ RangeWriter = (*memWriter)(nil)
+
 func (w *memWriter) Write(p []byte) (int, error) {
-	const op = "write blob"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return 0, blobErr(op, w.d, errClosed)
 	}
 	if w.size >= 0 && int64(len(w.data)+len(p)) > w.size {
 		return 0, blobErr(op, w.d, &pullkit.SizeMismatchError{What: "blob", Want: w.size, Got: int64(len(w.data) + len(p)), Source: "written"})
 	}
+	start := int64(len(w.data))
 	w.data = append(w.data, p...)
 	w.h.Hash().Write(p)
+	w.held = cutHeld(w.held, start, int64(len(w.data)))
 	return len(p), nil
+}
+
+// WriteAt keeps a copy of p at off, beyond Offset.
+func (w *memWriter) WriteAt(p []byte, off int64) (int, error) {
+	const op = pullkit.OpWriteBlob
+	if w.closed {
+		return 0, blobErr(op, w.d, errClosed)
+	}
+	end := off + int64(len(p))
+	if off < int64(len(w.data)) || (w.size >= 0 && end > w.size) {
+		return 0, blobErr(op, w.d, &pullkit.InvalidError{What: "write at", Reason: fmt.Sprintf("[%d, %d) is not between Offset %d and the size %d", off, end, len(w.data), w.size)})
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	w.held = addHeld(w.held, off, p)
+	return len(p), nil
+}
+
+// Held lists the stretches held beyond Offset.
+func (w *memWriter) Held() []Range {
+	var out []Range
+	for _, h := range w.held {
+		out = append(out, Range{Start: h.off, End: h.off + int64(len(h.data))})
+	}
+	return out
+}
+
+// Absorb takes held bytes at Offset in order.
+func (w *memWriter) Absorb(p []byte) (int, error) {
+	if w.closed {
+		return 0, blobErr(pullkit.OpReadBlob, w.d, errClosed)
+	}
+	off := int64(len(w.data))
+	if len(w.held) == 0 || w.held[0].off != off || len(p) == 0 {
+		return 0, nil
+	}
+	n := copy(p, w.held[0].data)
+	w.data = append(w.data, p[:n]...)
+	w.h.Hash().Write(p[:n])
+	w.held = cutHeld(w.held, off, off+int64(n))
+	return n, nil
+}
+
+// addHeld returns hs with b held at off, merged with what it overlaps or touches (b's
+// bytes win).
+func addHeld(hs []memHeld, off int64, b []byte) []memHeld {
+	start, end := off, off+int64(len(b))
+	var out []memHeld
+	var merged []memHeld
+	for _, h := range hs {
+		hEnd := h.off + int64(len(h.data))
+		if hEnd < start || h.off > end {
+			out = append(out, h)
+			continue
+		}
+		merged = append(merged, h)
+		start, end = min(start, h.off), max(end, hEnd)
+	}
+	buf := make([]byte, end-start)
+	for _, h := range merged {
+		copy(buf[h.off-start:], h.data)
+	}
+	copy(buf[off-start:], b)
+	out = append(out, memHeld{off: start, data: buf})
+	slices.SortFunc(out, func(a, b memHeld) int { return cmp.Compare(a.off, b.off) })
+	return out
+}
+
+// cutHeld returns hs without [start, end).
+func cutHeld(hs []memHeld, start, end int64) []memHeld {
+	var out []memHeld
+	for _, h := range hs {
+		hEnd := h.off + int64(len(h.data))
+		if hEnd <= start || h.off >= end {
+			out = append(out, h)
+			continue
+		}
+		if h.off < start {
+			out = append(out, memHeld{off: h.off, data: h.data[:start-h.off]})
+		}
+		if hEnd > end {
+			out = append(out, memHeld{off: end, data: h.data[end-h.off:]})
+		}
+	}
+	return out
 }
 
 func (w *memWriter) Offset() int64 { return int64(len(w.data)) }
 
 func (w *memWriter) Truncate(n int64) error {
-	const op = "truncate blob"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return blobErr(op, w.d, errClosed)
 	}
@@ -185,13 +290,14 @@ func (w *memWriter) Truncate(n int64) error {
 		return blobErr(op, w.d, &pullkit.InvalidError{What: "truncate", Reason: "offset out of range"})
 	}
 	w.data = w.data[:n]
+	w.held = nil
 	w.h = w.d.Algorithm().Digester()
 	w.h.Hash().Write(w.data)
 	return nil
 }
 
 func (w *memWriter) Commit(ctx context.Context, size int64, expected digest.Digest) error {
-	const op = "commit blob"
+	const op = pullkit.OpCommitBlob
 	if w.closed {
 		return blobErr(op, w.d, errClosed)
 	}
@@ -205,6 +311,9 @@ func (w *memWriter) Commit(ctx context.Context, size int64, expected digest.Dige
 	if err := ctx.Err(); err != nil {
 		w.Close()
 		return blobErr(op, w.d, err)
+	}
+	for len(w.held) > 0 && w.held[0].off == int64(len(w.data)) {
+		w.Absorb(w.held[0].data)
 	}
 	n := int64(len(w.data))
 	for _, want := range []int64{size, w.size} {
@@ -230,10 +339,10 @@ func (w *memWriter) Close() error {
 	if w.closed {
 		return nil
 	}
-	if len(w.data) > 0 {
+	if len(w.data) > 0 || len(w.held) > 0 {
 		w.m.mu.Lock()
 		if _, ok := w.m.blobs[w.d]; !ok {
-			w.m.ingests[w.d] = memIngest{data: w.data, updated: time.Now()}
+			w.m.ingests[w.d] = memIngest{data: w.data, held: w.held, updated: time.Now()}
 		}
 		w.m.mu.Unlock()
 	}
@@ -244,13 +353,13 @@ func (w *memWriter) Close() error {
 // finish releases the writer; what it holds is dropped.
 func (w *memWriter) finish() {
 	w.closed = true
-	w.data = nil
+	w.data, w.held = nil, nil
 	w.release()
 }
 
 // PutImage names img.Target img.Name, replacing that name's entry.
 func (m *Memory) PutImage(ctx context.Context, img Image) error {
-	const op = "put image"
+	const op = pullkit.OpPutImage
 	if err := checkName(op, img.Name); err != nil {
 		return err
 	}
@@ -273,7 +382,7 @@ func (m *Memory) Image(ctx context.Context, name string) (Image, error) {
 	img, ok := m.images[name]
 	m.mu.Unlock()
 	if !ok {
-		return Image{}, nameErr("look up image", name, pullkit.ErrNotFound)
+		return Image{}, nameErr(pullkit.OpLookUpImage, name, pullkit.ErrNotFound)
 	}
 	return copyImage(img), nil
 }
@@ -301,14 +410,20 @@ func (m *Memory) Images(ctx context.Context) ([]Image, error) {
 	return out, nil
 }
 
-// DeleteImage removes name's entry.
+// DeleteImage removes name's entry and those of its platform names (PlatformName).
 func (m *Memory) DeleteImage(ctx context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.images[name]; !ok {
-		return nameErr("delete image", name, pullkit.ErrNotFound)
+	found := false
+	for n := range m.images {
+		if n == name || isPlatformNameOf(n, name) {
+			delete(m.images, n)
+			found = true
+		}
 	}
-	delete(m.images, name)
+	if !found {
+		return nameErr(pullkit.OpDeleteImage, name, pullkit.ErrNotFound)
+	}
 	return nil
 }
 
@@ -329,7 +444,7 @@ type memLease struct {
 }
 
 func (ls *memLease) Add(ctx context.Context, ds ...digest.Digest) error {
-	const op = "add to lease"
+	const op = pullkit.OpLease
 	for _, d := range ds {
 		if err := checkDigest(op, d); err != nil {
 			return err
@@ -387,7 +502,7 @@ func (m *Memory) GC(ctx context.Context, opts ...GCOption) (GCResult, error) {
 		}
 	}
 	if err := mk.run(ctx); err != nil {
-		return res, &pullkit.Error{Op: "gc", Err: err}
+		return res, &pullkit.Error{Op: pullkit.OpGC, Err: err}
 	}
 	for d, b := range m.blobs {
 		if !mk.marked[d] {
@@ -403,6 +518,9 @@ func (m *Memory) GC(ctx context.Context, opts ...GCOption) (GCResult, error) {
 			delete(m.ingests, d)
 			res.Ingests++
 			res.IngestBytes += int64(len(in.data))
+			for _, h := range in.held {
+				res.IngestBytes += int64(len(h.data))
+			}
 		}
 	}
 	return res, nil
@@ -417,7 +535,7 @@ func (m *Memory) Check(ctx context.Context, repair bool) (CheckResult, error) {
 	defer m.mu.Unlock()
 	for d, b := range m.blobs {
 		if err := ctx.Err(); err != nil {
-			return res, &pullkit.Error{Op: "check", Err: err}
+			return res, &pullkit.Error{Op: pullkit.OpCheck, Err: err}
 		}
 		res.Checked++
 		res.Bytes += int64(len(b.data))
@@ -429,6 +547,8 @@ func (m *Memory) Check(ctx context.Context, repair bool) (CheckResult, error) {
 			}
 		}
 	}
+	// Partial ingests in memory are what their writers left, always consistent.
+	res.Partials = len(m.ingests)
 	sortDigests(res.Damaged)
 	sortDigests(res.Removed)
 	return res, nil

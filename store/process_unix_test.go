@@ -126,6 +126,27 @@ func TestHelperProcess(t *testing.T) {
 		// An unreachable *os.File is closed by the runtime, and its lock goes with it.
 		runtime.KeepAlive(ls)
 		runtime.KeepAlive(w)
+	case "holdranges":
+		// The first quarter in order, then every other MiB of the rest out of order,
+		// then wait to be killed: no Close, the process just ends.
+		b := randBytes(job.Seed, job.Size)
+		w, err := l.Writer(ctx, descOf("", b))
+		if err != nil {
+			fail(err)
+		}
+		if err := writeAligned(w, b[:job.Size/4], 1<<20); err != nil {
+			fail(err)
+		}
+		rw := w.(RangeWriter)
+		for off := job.Size/4 + 1<<20; off < job.Size; off += 2 << 20 {
+			end := min(off+1<<20, job.Size)
+			if _, err := rw.WriteAt(b[off:end], int64(off)); err != nil {
+				fail(err)
+			}
+		}
+		fmt.Println("ready")
+		io.Copy(io.Discard, in)
+		runtime.KeepAlive(w)
 	}
 	os.Exit(0)
 }
@@ -315,5 +336,73 @@ func TestDeadProcessLeavesPartialAndStaleLease(t *testing.T) {
 	}
 	if got, err := ReadBlob(ctx, l, d.Digest, size); err != nil || string(got) != string(b) {
 		t.Fatalf("resumed blob: %v, or wrong bytes", err)
+	}
+}
+
+// TestKilledWriterKeepsHeldRanges: a process that wrote a prefix and stretches beyond it
+// is killed (SIGKILL, no Close); the next writer of the digest starts with the prefix and
+// every stretch, and only the gaps are written to commit the blob.
+func TestKilledWriterKeepsHeldRanges(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l, err := OpenLayout(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const seed, size = 77, 9<<20 + 1234
+	b := randBytes(seed, size)
+	cmd, out, in := startHelper(t, helperJob{Mode: "holdranges", Dir: dir, Seed: seed, Size: size})
+	fmt.Fprintln(in, "go")
+	if line, err := out.ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	w, err := l.Writer(ctx, descOf("", b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := w.(RangeWriter)
+	if w.Offset() != size/4 {
+		t.Fatalf("resumed at %d, want %d", w.Offset(), size/4)
+	}
+	var want []Range
+	for off := size/4 + 1<<20; off < size; off += 2 << 20 {
+		want = append(want, Range{Start: int64(off), End: int64(min(off+1<<20, size))})
+	}
+	if got := rw.Held(); !slices.Equal(got, want) {
+		t.Fatalf("held %v after the kill, want %v", got, want)
+	}
+	written := 0
+	buf := make([]byte, 1<<20)
+	for w.Offset() < size {
+		if n, err := rw.Absorb(buf); err != nil {
+			t.Fatal(err)
+		} else if n > 0 {
+			continue
+		}
+		off := int(w.Offset())
+		end := size
+		if len(rw.Held()) > 0 {
+			end = int(rw.Held()[0].Start)
+		}
+		if _, err := w.Write(b[off:end]); err != nil {
+			t.Fatal(err)
+		}
+		written += end - off
+	}
+	if err := w.Commit(ctx, size, digest.FromBytes(b)); err != nil {
+		t.Fatal(err)
+	}
+	if held := size - size/4 - written; held < 3<<20 {
+		t.Errorf("only %d bytes came from the held stretches", held)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, IngestDir)); len(entries) != 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("ingest/ holds %v after the commit", names)
 	}
 }

@@ -13,6 +13,13 @@
 // It is a package of its own because storage is the one stage every other is built
 // around: the transfer writes into it, unpackers and exporters read from it, and engines
 // bring their own.
+//
+// The interfaces' docs state every rule storetest checks; an implementation that keeps
+// them passes it. Rules that hold for every method: a digest that is malformed or of an
+// unavailable algorithm ("", "sha256:abc", upper-case hex, "md5:…", "sha256:../x") is
+// refused with an error wrapping pullkit.ErrInvalid by Info, ReaderAt, Delete and Writer,
+// and never names a file; an error about a blob names its digest, and one about a name
+// names the name (a *pullkit.Error with one of the pullkit Op constants does both).
 package store
 
 import (
@@ -44,7 +51,8 @@ type Provider interface {
 	ReaderAt(ctx context.Context, d digest.Digest) (ReaderAt, error)
 }
 
-// ReaderAt reads a committed blob at any offset.
+// ReaderAt reads a committed blob at any offset, as io.ReaderAt says: a read that
+// reaches the end returns the bytes it got with io.EOF.
 type ReaderAt interface {
 	io.ReaderAt
 	io.Closer
@@ -56,46 +64,88 @@ type ReaderAt interface {
 type Ingester interface {
 	// Writer returns a writer for the blob desc (desc.Digest is required; desc.Size is
 	// -1 when unknown). At most one writer of a digest is open at a time, across
-	// processes for a Layout: Writer waits while another is open (or until ctx is done).
-	// When the store holds the blob by then, Writer returns an error wrapping
-	// pullkit.ErrAlreadyExists. A new writer starts at Offset: what an earlier writer of
-	// the digest left when it was closed without committing.
+	// processes for a Layout: Writer waits while another is open, until it is committed
+	// or closed, or until ctx is done (then it returns ctx's error). When the store holds
+	// the blob by then, or already did, Writer returns an error wrapping
+	// pullkit.ErrAlreadyExists: of N writers asked for one digest at once, one writes and
+	// N-1 find it committed. A new writer starts at Offset: what an earlier writer of the
+	// digest left when it was closed without committing (0 when none did, or when that
+	// writer's Commit failed). A store tells a caller that asked with WithWriterWait why
+	// Writer makes it wait (optional: storetest does not require it).
 	Writer(ctx context.Context, desc manifest.Descriptor) (Writer, error)
 }
 
 // Writer receives the bytes of one blob, in order. Nothing it holds is visible under the
-// blob's name until Commit has verified it.
+// blob's name (Info, ReaderAt, Walk, Has) until Commit has verified it.
 type Writer interface {
-	// Write appends p at Offset.
+	// Write appends p at Offset. For a desc of known size, a Write that would take the
+	// blob past it writes nothing and returns an error wrapping pullkit.ErrSizeMismatch
+	// naming the digest. A Write after Commit or Close fails.
 	io.Writer
 	// Offset is how many bytes the writer holds: where the next Write lands, and where a
 	// resumed transfer starts.
 	Offset() int64
 	// Truncate discards every byte from n on; Truncate(0) starts the blob over. Every
 	// store supports 0; a store that cannot keep a shorter prefix returns an error
-	// wrapping pullkit.ErrUnsupported for other values.
+	// wrapping pullkit.ErrUnsupported for other values. Truncate past Offset fails.
 	Truncate(n int64) error
 	// Commit checks that what was written is size bytes long (unless size < 0) and hashes
-	// to expected, then gives the blob its name, and closes the writer. On a mismatch the
-	// bytes are discarded and the error wraps pullkit.ErrSizeMismatch or
-	// pullkit.ErrDigestMismatch. When another writer committed the same blob meanwhile,
-	// Commit succeeds.
+	// to expected (desc.Digest when expected is ""; any other digest is refused with
+	// pullkit.ErrInvalid), then gives the blob its name, and closes the writer:
+	// Commit(-1, "") commits what was written as the writer's own digest, once it
+	// verifies. On a mismatch the bytes are discarded (a later writer
+	// starts at 0), nothing gets a name, and the error is a *pullkit.SizeMismatchError
+	// (Want size, Got the bytes written) or a *pullkit.DigestMismatchError (Want expected,
+	// Got what the bytes hash to), naming the digest. When another writer committed the
+	// same blob meanwhile, Commit succeeds. Close after Commit returns nil.
 	Commit(ctx context.Context, size int64, expected digest.Digest) error
 	// Close releases the writer without committing. What it holds is kept for a later
 	// writer of the same digest to resume, until garbage collection expires it.
 	Close() error
 }
 
+// Range is a stretch of a blob's bytes: [Start, End).
+type Range struct{ Start, End int64 }
+
+// RangeWriter is a Writer that also keeps bytes that arrive out of order (the parallel
+// ranges of a large blob), so that an interrupted transfer resumes with every stretch
+// it received, not only the prefix it had hashed. Layout's and Memory's writers are
+// RangeWriters; storetest checks these rules for any store whose writers are.
+//
+// Offset stays what has been taken in order and hashed: held bytes count towards the
+// blob once Absorb (or a Write over them) has taken them, and Commit still verifies
+// the whole blob. A writer of a digest opened later starts with the prefix and with
+// every stretch an earlier writer held when it was closed (a Layout: when its process
+// ended, however it ended). A stretch is recorded as held only once its bytes are
+// written, so an interruption loses at most the stretches written last, and a writer
+// never starts with bytes its store does not have. Truncate drops every held stretch;
+// Commit first takes in order what is held from Offset on.
+type RangeWriter interface {
+	Writer
+	// WriteAt keeps p at off, which must be at or beyond Offset and, for a descriptor
+	// of known size, end within it (an error wrapping pullkit.ErrInvalid otherwise).
+	// Stretches may overlap each other: the bytes written last are kept.
+	WriteAt(p []byte, off int64) (int, error)
+	// Held lists the stretches kept beyond Offset: sorted, disjoint, not touching.
+	Held() []Range
+	// Absorb takes held bytes at Offset in order, as Write would take them: it reads up
+	// to len(p) of them into p, hashes them, moves Offset past them, and returns how
+	// many it took (0 when no held stretch starts at Offset).
+	Absorb(p []byte) (int, error)
+}
+
 // Content is a store of blobs.
 type Content interface {
 	Provider
 	Ingester
-	// Info describes blob d, or returns an error wrapping pullkit.ErrNotFound.
+	// Info describes blob d (its digest, size and when it was committed), or returns an
+	// error wrapping pullkit.ErrNotFound that names d.
 	Info(ctx context.Context, d digest.Digest) (Info, error)
-	// Walk calls fn for every committed blob, in no particular order, until fn returns an
-	// error (which Walk returns).
+	// Walk calls fn once for every committed blob, with its digest and size, in no
+	// particular order, until fn returns an error (which Walk returns as it is).
 	Walk(ctx context.Context, fn func(Info) error) error
-	// Delete removes blob d, or returns an error wrapping pullkit.ErrNotFound.
+	// Delete removes blob d, or returns an error wrapping pullkit.ErrNotFound that names
+	// d. A deleted blob can be written again.
 	Delete(ctx context.Context, d digest.Digest) error
 }
 
@@ -112,15 +162,22 @@ type Image struct {
 // Names is a store's index of named images.
 type Names interface {
 	// PutImage names img.Target img.Name, replacing that name's entry if there is one
-	// and leaving every other entry as it is. The target blob must be in the store (or
-	// the error wraps pullkit.ErrNotFound).
+	// and leaving every other entry as it is; names put at once, from several
+	// goroutines, are all kept. An empty name (or one with control characters) is
+	// refused with an error wrapping pullkit.ErrInvalid; a target blob the store does not
+	// hold with one wrapping pullkit.ErrNotFound that names its digest. The caller's
+	// img.Target.Annotations are not changed.
 	PutImage(ctx context.Context, img Image) error
-	// Image returns the entry for name, or an error wrapping pullkit.ErrNotFound.
+	// Image returns the entry for name: the target as put (digest, size, media type,
+	// platform, its own annotations) with both name annotations, AnnotationRefName and
+	// AnnotationImageName, set to name. A name the store lacks is an error wrapping
+	// pullkit.ErrNotFound that names it.
 	Image(ctx context.Context, name string) (Image, error)
 	// Images lists every named entry, sorted by name.
 	Images(ctx context.Context) ([]Image, error)
-	// DeleteImage removes name's entry (not its blobs: garbage collection does that), or
-	// returns an error wrapping pullkit.ErrNotFound.
+	// DeleteImage removes name's entry and those of name's platform names (PlatformName:
+	// name + "@" + a platform), not their blobs: garbage collection does that. When there
+	// is none of them, it returns an error wrapping pullkit.ErrNotFound.
 	DeleteImage(ctx context.Context, name string) error
 }
 
@@ -132,12 +189,12 @@ type Leaser interface {
 }
 
 // Lease holds blobs that garbage collection must not remove, whether or not a name
-// reaches them yet. A pull adds every digest it is about to check or write, before it
-// does so.
+// reaches them yet, and what the manifests among them reference. A pull adds every
+// digest it is about to check or write, before it does so.
 type Lease interface {
-	// Add holds the digests.
+	// Add holds the digests (committed yet or not). Add after Release fails.
 	Add(ctx context.Context, ds ...digest.Digest) error
-	// Release ends the lease.
+	// Release ends the lease; a second Release returns nil.
 	Release() error
 }
 
@@ -170,7 +227,7 @@ func ReadBlob(ctx context.Context, p Provider, d digest.Digest, limit int64) ([]
 		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, &pullkit.Error{Op: "read blob", Digest: d, Err: err}
+		return nil, &pullkit.Error{Op: pullkit.OpReadBlob, Digest: d, Err: err}
 	}
 	return b, nil
 }

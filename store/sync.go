@@ -19,8 +19,10 @@ type slots struct {
 	m  map[digest.Digest]chan struct{}
 }
 
-// acquire waits until d is free (or ctx is done) and takes it; release gives it back.
+// acquire waits until d is free (or ctx is done) and takes it; release gives it back. A
+// wait is reported to ctx's WithWriterWait function.
 func (s *slots) acquire(ctx context.Context, d digest.Digest) (release func(), err error) {
+	reported := false
 	for {
 		s.mu.Lock()
 		if s.m == nil {
@@ -42,6 +44,10 @@ func (s *slots) acquire(ctx context.Context, d digest.Digest) (release func(), e
 			}, nil
 		}
 		s.mu.Unlock()
+		if !reported {
+			reported = true
+			ReportWriterWait(ctx, WaitOtherWriter, 0)
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -84,6 +90,12 @@ const (
 // file away (a committed ingest) or removed it (an expired one), and then it starts
 // over.
 func lockPath(ctx context.Context, path string, flag int, shared bool) (*os.File, error) {
+	return lockPathWaiting(ctx, path, flag, shared, nil)
+}
+
+// lockPathWaiting is lockPath that calls waiting (when not nil) the first time it finds
+// the lock held.
+func lockPathWaiting(ctx context.Context, path string, flag int, shared bool, waiting func()) (*os.File, error) {
 	sleep := pollFirst
 	var timer *time.Timer
 	defer func() {
@@ -115,6 +127,9 @@ func lockPath(ctx context.Context, path string, flag int, shared bool) (*os.File
 				break
 			}
 			if timer == nil {
+				if waiting != nil {
+					waiting()
+				}
 				timer = time.NewTimer(sleep)
 			} else {
 				timer.Reset(sleep)

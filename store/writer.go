@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -12,6 +13,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/ranges"
 	"github.com/pullkit/pullkit/internal/scratch"
 	"github.com/pullkit/pullkit/manifest"
 )
@@ -36,7 +38,7 @@ import (
 // does not match its digest (a file truncated or damaged on disk), it is removed and
 // the writer writes it anew.
 func (l *Layout) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, error) {
-	const op = "open writer"
+	const op = pullkit.OpOpenWriter
 	d := desc.Digest
 	if err := checkDigest(op, d); err != nil {
 		return nil, err
@@ -57,7 +59,7 @@ func (l *Layout) Writer(ctx context.Context, desc manifest.Descriptor) (Writer, 
 // openWriter opens the file of a writer of desc, holding the in-process slot of its
 // digest.
 func (l *Layout) openWriter(ctx context.Context, desc manifest.Descriptor) (*layoutWriter, error) {
-	const op = "open writer"
+	const op = pullkit.OpOpenWriter
 	d := desc.Digest
 	partial := l.partialPath(d)
 	if desc.Size >= 0 && desc.Size < smallBlob && l.tmpfileOK() {
@@ -75,7 +77,7 @@ func (l *Layout) openWriter(ctx context.Context, desc manifest.Descriptor) (*lay
 			// ingest/ is gone, or the file system changed: the named file recreates it.
 		}
 	}
-	f, err := lockPath(ctx, partial, os.O_CREATE, false)
+	f, err := lockPathWaiting(ctx, partial, os.O_CREATE, false, func() { ReportWriterWait(ctx, WaitOtherWriter, 0) })
 	if err != nil {
 		return nil, blobErr(op, d, err)
 	}
@@ -97,21 +99,61 @@ func (l *Layout) openWriter(ctx context.Context, desc manifest.Descriptor) (*lay
 		return nil, blobErr(op, d, err)
 	}
 	n := fi.Size()
-	if desc.Size >= 0 && n > desc.Size {
-		// Longer than the blob: not a prefix of it.
-		if err := f.Truncate(0); err != nil {
+	limit := n
+	if desc.Size >= 0 {
+		limit = min(n, desc.Size)
+	}
+	rec, found, _, rerr := readRecord(partial, limit)
+	switch {
+	case rerr != nil:
+		// The record cannot be read: what the partial holds beyond a prefix is unknown.
+		n = -1
+	case found:
+		// The record says what the partial holds: its prefix, and stretches beyond.
+		n = 0
+		if r, ok := rec.At(0); ok {
+			n = r.End
+		}
+		w.held = rec.Sub(0, n)
+		// Rewritten whole: a torn last line goes, and the record is fresh for GC.
+		if w.rec, err = writeRecord(partial, rec, l.o.sync); err != nil {
+			w.abandon()
+			return nil, blobErr(op, d, err)
+		}
+		w.recorded = rec
+	case desc.Size >= 0 && n > desc.Size:
+		n = -1 // longer than the blob: not a prefix of it
+	}
+	if n < 0 {
+		if err := w.truncateAll(); err != nil {
 			w.abandon()
 			return nil, blobErr(op, d, err)
 		}
 		n = 0
 	}
 	if n > 0 {
+		ReportWriterWait(ctx, WaitRehash, n)
 		if err := w.rehash(ctx, n); err != nil {
 			w.abandon()
 			return nil, blobErr(op, d, err)
 		}
 	}
 	return w, nil
+}
+
+// truncateAll empties the partial file and removes its record.
+func (w *layoutWriter) truncateAll() error {
+	if w.rec != nil {
+		w.rec.Close()
+		w.rec = nil
+	}
+	w.held, w.recorded, w.pending = nil, nil, nil
+	if w.path != "" {
+		if err := os.Remove(recordPath(w.path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return w.f.Truncate(0)
 }
 
 // committed reports whether the layout holds blob d. A blob whose size is not the
@@ -123,7 +165,7 @@ func (l *Layout) committed(ctx context.Context, d digest.Digest, size int64) (bo
 		return false, nil
 	}
 	if err != nil {
-		return false, blobErr("open writer", d, err)
+		return false, blobErr(pullkit.OpOpenWriter, d, err)
 	}
 	if size < 0 || fi.Size() == size {
 		return true, nil
@@ -133,7 +175,7 @@ func (l *Layout) committed(ctx context.Context, d digest.Digest, size int64) (bo
 		return ok, err
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, blobErr("remove damaged blob", d, err)
+		return false, blobErr(pullkit.OpOpenWriter, d, err)
 	}
 	return false, nil
 }
@@ -142,12 +184,12 @@ func (l *Layout) committed(ctx context.Context, d digest.Digest, size int64) (bo
 func (l *Layout) verify(ctx context.Context, d digest.Digest) (bool, error) {
 	f, err := os.Open(l.Path(d))
 	if err != nil {
-		return false, statErr("verify blob", d, err)
+		return false, statErr(pullkit.OpOpenWriter, d, err)
 	}
 	defer f.Close()
 	got, err := hashReader(ctx, d.Algorithm(), f)
 	if err != nil {
-		return false, blobErr("verify blob", d, err)
+		return false, blobErr(pullkit.OpOpenWriter, d, err)
 	}
 	return got == d, nil
 }
@@ -196,6 +238,15 @@ type layoutWriter struct {
 	closed   bool
 	release  func()
 
+	// Bytes held beyond off (a RangeWriter's), and the record that lists them with the
+	// prefix once the partial holds any (record.go): what it lists, and, under WithSync,
+	// stretches written but not yet made durable, to be recorded after the next fsync.
+	held     ranges.Set
+	rec      *os.File
+	recLen   int64
+	recorded ranges.Set
+	pending  ranges.Set
+
 	wq    chan wreq  // blocks for the writer goroutine
 	wr    chan error // its results, one per block
 	wdone chan struct{}
@@ -227,7 +278,7 @@ type wreq struct {
 // A Write that would take the blob past its descriptor's size writes nothing and
 // fails with pullkit.ErrSizeMismatch.
 func (w *layoutWriter) Write(p []byte) (int, error) {
-	const op = "write blob"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return 0, blobErr(op, w.d, errClosed)
 	}
@@ -262,8 +313,175 @@ func (w *layoutWriter) Write(p []byte) (int, error) {
 		w.err = blobErr(op, w.d, err)
 		return 0, w.err
 	}
+	start := w.off
 	w.off += int64(len(p))
+	if len(w.held) > 0 {
+		w.held = w.held.Sub(start, w.off)
+	}
+	if w.rec != nil {
+		w.note(start, w.off)
+	}
 	return len(p), nil
+}
+
+var _ RangeWriter = (*layoutWriter)(nil)
+
+// syncRecordEvery is how many bytes a writer of a layout opened WithSync writes between
+// two fsyncs of its partial file, after which they are recorded.
+const syncRecordEvery = 16 << 20
+
+// WriteAt keeps p at off, beyond Offset, through the page cache (Absorb reads it back
+// from there), and records the stretch once it is written: at once, or under WithSync
+// after the next fsync of the partial. The first stretch held creates the partial's
+// record. A writer of an unnamed file (a blob under 1 MiB) keeps no record: what it
+// holds beyond Offset is dropped when it is closed.
+func (w *layoutWriter) WriteAt(p []byte, off int64) (int, error) {
+	const op = pullkit.OpWriteBlob
+	if w.closed {
+		return 0, blobErr(op, w.d, errClosed)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	end := off + int64(len(p))
+	if off < w.off || (w.size >= 0 && end > w.size) {
+		return 0, blobErr(op, w.d, &pullkit.InvalidError{What: "write at", Reason: fmt.Sprintf("[%d, %d) is not between Offset %d and the size %d", off, end, w.off, w.size)})
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if w.path != "" && w.rec == nil {
+		// The record exists before the partial holds anything beyond its prefix.
+		var pre ranges.Set
+		pre = pre.Add(0, w.off)
+		rec, err := writeRecord(w.path, pre, w.l.o.sync)
+		if err != nil {
+			return 0, blobErr(op, w.d, err)
+		}
+		w.rec, w.recorded, w.recLen = rec, pre, 0
+	}
+	if err := writeCached(w.f, p, off); err != nil {
+		// Bytes held there may be half overwritten: no longer held.
+		w.held = w.held.Sub(off, end)
+		if len(w.recorded.Clip(off, end)) > 0 {
+			w.recorded = w.recorded.Sub(off, end)
+			w.compact()
+		}
+		return 0, blobErr(op, w.d, err)
+	}
+	w.held = w.held.Add(off, end)
+	if w.rec != nil {
+		w.note(off, end)
+	}
+	return len(p), nil
+}
+
+// note records that [start, end) is written (under WithSync, once an fsync has made it
+// durable). Failing to record costs a later writer those bytes, not correctness: a
+// record never lists what was not written.
+func (w *layoutWriter) note(start, end int64) {
+	if w.l.o.sync {
+		w.pending = w.pending.Add(start, end)
+		if w.pending.Total() >= syncRecordEvery {
+			w.flushPending()
+		}
+		return
+	}
+	w.appendRecord(ranges.Range{Start: start, End: end})
+}
+
+// flushPending makes the stretches written since the last fsync durable, then records
+// them.
+func (w *layoutWriter) flushPending() {
+	if len(w.pending) == 0 || w.rec == nil {
+		return
+	}
+	if w.f.Sync() != nil {
+		return
+	}
+	for _, r := range w.pending {
+		w.appendRecord(r)
+	}
+	w.pending = nil
+}
+
+// appendRecord adds a line for r to the record, rewriting it whole when it has grown
+// long.
+func (w *layoutWriter) appendRecord(r ranges.Range) {
+	w.recorded = w.recorded.Add(r.Start, r.End)
+	if w.recLen > recordCompact {
+		w.compact()
+		return
+	}
+	line := recordLine(r)
+	if n, err := w.rec.Write(line); err == nil {
+		w.recLen += int64(n)
+	}
+}
+
+// compact rewrites the record to list what is recorded, in as few lines as it takes.
+func (w *layoutWriter) compact() {
+	rec, err := writeRecord(w.path, w.recorded, w.l.o.sync)
+	if err != nil {
+		return
+	}
+	w.rec.Close()
+	w.rec, w.recLen = rec, 0
+}
+
+// Held lists the stretches held beyond Offset.
+func (w *layoutWriter) Held() []Range { return toRanges(w.held) }
+
+// Absorb takes held bytes at Offset in order: it reads them back from the partial file,
+// hashes them and moves Offset past them.
+func (w *layoutWriter) Absorb(p []byte) (int, error) {
+	const op = pullkit.OpReadBlob
+	if w.closed {
+		return 0, blobErr(op, w.d, errClosed)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	r, ok := w.held.At(w.off)
+	if !ok || len(p) == 0 {
+		return 0, nil
+	}
+	n := int(min(int64(len(p)), r.End-w.off))
+	if m, err := w.f.ReadAt(p[:n], w.off); m < n {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, blobErr(op, w.d, err)
+	}
+	w.h.Hash().Write(p[:n])
+	w.held = w.held.Sub(w.off, w.off+int64(n))
+	w.off += int64(n)
+	return n, nil
+}
+
+// absorbAll takes every held byte that follows Offset without a gap.
+func (w *layoutWriter) absorbAll() error {
+	if _, ok := w.held.At(w.off); !ok {
+		return nil
+	}
+	buf := make([]byte, hashBuf)
+	for {
+		n, err := w.Absorb(buf)
+		if err != nil || n == 0 {
+			return err
+		}
+	}
+}
+
+func toRanges(s ranges.Set) []Range {
+	if len(s) == 0 {
+		return nil
+	}
+	out := make([]Range, len(s))
+	for i, r := range s {
+		out[i] = Range{Start: r.Start, End: r.End}
+	}
+	return out
 }
 
 func (w *layoutWriter) startWriter() {
@@ -346,12 +564,18 @@ func (w *layoutWriter) Offset() int64 { return w.off }
 // Truncate keeps the first n bytes (n at most Offset), hashing them again, and clears
 // a failed write.
 func (w *layoutWriter) Truncate(n int64) error {
-	const op = "truncate blob"
+	const op = pullkit.OpWriteBlob
 	if w.closed {
 		return blobErr(op, w.d, errClosed)
 	}
 	if n < 0 || n > w.off {
 		return blobErr(op, w.d, &pullkit.InvalidError{What: "truncate", Reason: "offset out of range"})
+	}
+	if w.rec != nil || len(w.held) > 0 {
+		// Back to a plain prefix: the held bytes and the record go.
+		if err := w.truncateAll(); err != nil {
+			return blobErr(op, w.d, err)
+		}
 	}
 	if err := w.f.Truncate(n); err != nil {
 		return blobErr(op, w.d, err)
@@ -393,7 +617,7 @@ func (w *layoutWriter) rehash(ctx context.Context, n int64) error {
 // partial file, or a link of the unnamed one, after an fsync when the layout was
 // opened WithSync. A blob that fails verification is discarded.
 func (w *layoutWriter) Commit(ctx context.Context, size int64, expected digest.Digest) error {
-	const op = "commit blob"
+	const op = pullkit.OpCommitBlob
 	if w.closed {
 		return blobErr(op, w.d, errClosed)
 	}
@@ -414,6 +638,10 @@ func (w *layoutWriter) Commit(ctx context.Context, size int64, expected digest.D
 		w.Close()
 		return blobErr(op, w.d, err)
 	}
+	if err := w.absorbAll(); err != nil {
+		w.abandon()
+		return err
+	}
 	for _, want := range []int64{size, w.size} {
 		if want >= 0 && w.off != want {
 			w.abandon()
@@ -428,8 +656,18 @@ func (w *layoutWriter) Commit(ctx context.Context, size int64, expected digest.D
 		w.abandon()
 		return blobErr(op, w.d, err)
 	}
+	w.removeRecord()
 	w.finish()
 	return nil
+}
+
+// removeRecord removes the partial's record, if it has one (while the lock is held).
+func (w *layoutWriter) removeRecord() {
+	if w.rec != nil {
+		w.rec.Close()
+		w.rec = nil
+		os.Remove(recordPath(w.path))
+	}
 }
 
 // publish gives the verified file the blob's name.
@@ -480,16 +718,27 @@ func (w *layoutWriter) Close() error {
 		return nil
 	}
 	w.stopWriter()
-	if w.err != nil {
-		// A failed write may have left bytes past Offset: they are not hashed.
+	if w.err != nil && w.rec == nil {
+		// A failed write may have left bytes past Offset: they are not hashed. (With a
+		// record, the record says what the partial holds.)
 		w.f.Truncate(w.off)
 	}
+	w.flushPending()
 	switch {
-	case w.path != "" && w.off == 0:
+	case w.path != "" && w.off == 0 && len(w.held) == 0:
+		w.removeRecord()
 		os.Remove(w.path)
 	case w.path == "" && w.off > 0:
+		if len(w.held) > 0 {
+			// No record for an unnamed file: its held bytes are not kept.
+			w.f.Truncate(w.off)
+		}
 		// Another writer's partial of this digest may be there already: that one stays.
 		linkTmpfile(w.f, w.l.partialPath(w.d))
+	}
+	if w.rec != nil {
+		w.rec.Close()
+		w.rec = nil
 	}
 	w.finish()
 	return nil
@@ -499,6 +748,8 @@ func (w *layoutWriter) Close() error {
 func (w *layoutWriter) abandon() {
 	w.stopWriter()
 	if w.path != "" {
+		w.removeRecord()
+		os.Remove(recordPath(w.path))
 		os.Remove(w.path) // while it is locked
 	}
 	w.finish()
@@ -521,7 +772,7 @@ func (w *layoutWriter) finish() {
 // resumes and must give its taps the bytes an earlier writer left.
 func (w *layoutWriter) ReadAt(p []byte, off int64) (int, error) {
 	if w.closed {
-		return 0, blobErr("read back blob", w.d, errClosed)
+		return 0, blobErr(pullkit.OpReadBlob, w.d, errClosed)
 	}
 	if off >= w.off {
 		return 0, io.EOF

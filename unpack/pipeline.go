@@ -218,7 +218,7 @@ func (t *tee) Open(desc manifest.Descriptor) (io.Writer, error) {
 	}
 	f, err := spoolFile(p.dir)
 	if err != nil {
-		return nil, &pullkit.Error{Op: "spool layer", Digest: l.layer.Digest, Err: err}
+		return nil, &pullkit.Error{Op: pullkit.OpUnpack, Detail: "(spooling the layer)", Digest: l.layer.Digest, Err: err}
 	}
 	l.sp, l.state, l.opened = newSpool(f), receiving, time.Now()
 	p.startReady()
@@ -374,7 +374,7 @@ func (p *Pipeline) Wait() ([]Result, error) {
 	out := make([]Result, 0, len(p.layers))
 	for _, l := range p.layers {
 		if l.state != applied {
-			return nil, &pullkit.Error{Op: "unpack layer", Digest: l.layer.Digest,
+			return nil, &pullkit.Error{Op: pullkit.OpUnpack, Digest: l.layer.Digest,
 				Err: fmt.Errorf("%w: layer %d was not received whole", pullkit.ErrInvalid, l.i+1)}
 		}
 		out = append(out, l.res)

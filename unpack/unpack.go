@@ -99,7 +99,7 @@ func layerError(layer digest.Digest, entry string, err error) error {
 	return &pullkit.Error{Op: opUnpack, Digest: layer, Err: err}
 }
 
-const opUnpack = "unpack layer"
+const opUnpack = pullkit.OpUnpack
 
 // invalid reports an archive entry that cannot be applied safely or makes no sense.
 func invalid(reason string, args ...any) error {

@@ -25,6 +25,9 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// scheme is how the registry is spoken to.
+var scheme = "http"
+
 func main() {
 	registry := flag.String("registry", "127.0.0.1:5000", "registry host:port (plain HTTP)")
 	repo := flag.String("repo", "", "repository")
@@ -34,6 +37,7 @@ func main() {
 	ranged := flag.Bool("ranged", false, "split every blob into ranges fetched over -conns connections")
 	rangeSize := flag.Int64("range-size", 4<<20, "with -ranged, bytes per range")
 	conns := flag.Int("conns", 16, "with -ranged, connections (and ranges in flight)")
+	flag.StringVar(&scheme, "scheme", "http", "http, or https (the CA from SSL_CERT_FILE)")
 	flag.Parse()
 	var err error
 	if *ranged {
@@ -48,7 +52,7 @@ func main() {
 }
 
 func run(registry, repo, tag, out string, jobs int) error {
-	base := "http://" + registry + "/v2/" + repo
+	base := scheme + "://" + registry + "/v2/" + repo
 	req, err := http.NewRequest(http.MethodGet, base+"/manifests/"+tag, nil)
 	if err != nil {
 		return err

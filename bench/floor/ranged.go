@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,15 +10,52 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 )
 
 // part is one range of one blob.
 type part struct {
-	url    string
+	loc    *where
 	f      *os.File
 	off, n int64
+}
+
+// where is a blob's URL, and where the registry redirects it (a CDN), asked once and
+// again when the CDN refuses the URL (an expired signature).
+type where struct {
+	blob string
+	mu   sync.Mutex
+	to   string
+}
+
+func (w *where) url(client *http.Client, fresh bool) (string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.to != "" && !fresh {
+		return w.to, nil
+	}
+	c := *client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	req, err := http.NewRequest(http.MethodGet, w.blob, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Range", "bytes=0-0")
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	w.to = w.blob
+	if resp.StatusCode/100 == 3 {
+		if u, err := resp.Location(); err == nil {
+			w.to = u.String()
+		}
+	}
+	return w.to, nil
 }
 
 // runRanged fetches the manifest, creates every blob's file at its full size, and has
@@ -26,9 +64,12 @@ func runRanged(registry, repo, tag, out string, rangeSize int64, conns int) erro
 	if rangeSize < 1 || conns < 1 {
 		return fmt.Errorf("-range-size and -conns must be positive")
 	}
-	tr := &http.Transport{MaxConnsPerHost: conns, MaxIdleConnsPerHost: conns, DisableCompression: true}
+	// HTTP/1.1 only, so that conns connections carry the ranges whatever the server
+	// offers (one HTTP/2 connection would carry them all).
+	tr := &http.Transport{MaxConnsPerHost: conns, MaxIdleConnsPerHost: conns, DisableCompression: true,
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
 	client := &http.Client{Transport: tr}
-	base := "http://" + registry + "/v2/" + repo
+	base := scheme + "://" + registry + "/v2/" + repo
 	req, err := http.NewRequest(http.MethodGet, base+"/manifests/"+tag, nil)
 	if err != nil {
 		return err
@@ -67,8 +108,9 @@ func runRanged(registry, repo, tag, out string, rangeSize int64, conns int) erro
 		if err := f.Truncate(d.Size); err != nil {
 			return err
 		}
+		loc := &where{blob: base + "/blobs/" + d.Digest}
 		for off := int64(0); off < d.Size; off += rangeSize {
-			parts = append(parts, part{url: base + "/blobs/" + d.Digest, f: f, off: off, n: min(rangeSize, d.Size-off)})
+			parts = append(parts, part{loc: loc, f: f, off: off, n: min(rangeSize, d.Size-off)})
 		}
 	}
 	queue := make(chan part)
@@ -94,20 +136,33 @@ func runRanged(registry, repo, tag, out string, rangeSize int64, conns int) erro
 	return g.Wait()
 }
 
-// fetchRange GETs one range, hashes it and writes it at its offset.
+// fetchRange GETs one range (at the blob's redirect, asked again once if refused),
+// hashes it and writes it at its offset.
 func fetchRange(client *http.Client, p part, buf []byte) error {
-	req, err := http.NewRequest(http.MethodGet, p.url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", p.off, p.off+p.n-1))
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
+	var resp *http.Response
+	for try := 0; ; try++ {
+		u, err := p.loc.url(client, try > 0)
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequest(http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", p.off, p.off+p.n-1))
+		if resp, err = client.Do(req); err != nil {
+			return err
+		}
+		if resp.StatusCode == http.StatusForbidden && try == 0 {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			continue
+		}
+		break
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusPartialContent {
-		return fmt.Errorf("%s bytes %d+%d: %s, want 206", p.url, p.off, p.n, resp.Status)
+		return fmt.Errorf("%s bytes %d+%d: %s, want 206", p.loc.blob, p.off, p.n, resp.Status)
 	}
 	h := sha256.New()
 	off, end := p.off, p.off+p.n
@@ -128,7 +183,7 @@ func fetchRange(client *http.Client, p part, buf []byte) error {
 		}
 	}
 	if off != end {
-		return fmt.Errorf("%s bytes %d+%d: got %d", p.url, p.off, p.n, off-p.off)
+		return fmt.Errorf("%s bytes %d+%d: got %d", p.loc.blob, p.off, p.n, off-p.off)
 	}
 	h.Sum(buf[:0])
 	return nil

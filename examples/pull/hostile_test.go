@@ -86,6 +86,17 @@ func hostileRegistry(t *testing.T) *pullkittest.Registry {
 		"config": map[string]any{"mediaType": manifest.MediaTypeOCIConfig, "digest": cd, "size": len(cfg)},
 		"layers": []map[string]any{{"mediaType": manifest.MediaTypeOCILayer, "digest": ld, "size": len(layer)}}})
 	reg.PutManifest("hostile/img", "v1", manifest.MediaTypeOCIManifest, m)
+
+	// An image for linux/amd64 (a pull for that platform takes it) whose os.version
+	// carries the escapes, for the output of a pull that succeeds.
+	vd := reg.PutBlob("hostile/ver", layer)
+	vcfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "os.version": "1\x1b[2J\u009b\x1b[0m",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []digest.Digest{digest.FromBytes(layer)}}, "config": map[string]any{}})
+	vcd := reg.PutBlob("hostile/ver", vcfg)
+	vm, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": manifest.MediaTypeOCIManifest,
+		"config": map[string]any{"mediaType": manifest.MediaTypeOCIConfig, "digest": vcd, "size": len(vcfg)},
+		"layers": []map[string]any{{"mediaType": manifest.MediaTypeOCILayer, "digest": vd, "size": len(layer)}}})
+	reg.PutManifest("hostile/ver", "v1", manifest.MediaTypeOCIManifest, vm)
 	return reg
 }
 
@@ -103,10 +114,14 @@ func TestOutputEscaped(t *testing.T) {
 	}{
 		{[]string{"--platform", "linux/amd64", reg.Ref("hostile/list:v1")}, 1, `linux\x1b[31m/amd64`},
 		{[]string{"--platform", "linux/amd64", reg.Ref("hostile/img:v1")}, 1, `linux\x1b[2J\u009b/amd64\x1b[0m`},
-		{[]string{reg.Ref("hostile/img:v1")}, 0, `linux\x1b[2J\u009b/amd64\x1b[0m`},
-		{[]string{"--json", reg.Ref("hostile/img:v1")}, 0, `linux\u001b[2J\u009b`},
-		{[]string{"--output", dir, reg.Ref("hostile/img:v1")}, 0, `linux\x1b[2J\u009b/amd64\x1b[0m`},
-		{[]string{"--output", dir, "--list"}, 0, "hostile/img:v1"},
+		// The platform a pull is for is checked against the config (issue 22): the
+		// image whose os/architecture carry escapes is refused whatever the platform, so
+		// the pulls that succeed take one whose os.version carries them.
+		{[]string{reg.Ref("hostile/img:v1")}, 1, `linux\x1b[2J\u009b/amd64\x1b[0m`},
+		{[]string{"--platform", "linux/amd64", reg.Ref("hostile/ver:v1")}, 0, `linux/amd64:1\x1b[2J\u009b\x1b[0m`},
+		{[]string{"--platform", "linux/amd64", "--json", reg.Ref("hostile/ver:v1")}, 0, `1\u001b[2J\u009b`},
+		{[]string{"--platform", "linux/amd64", "--output", dir, reg.Ref("hostile/ver:v1")}, 0, `linux/amd64:1\x1b[2J\u009b\x1b[0m`},
+		{[]string{"--output", dir, "--list"}, 0, "hostile/ver:v1"},
 	} {
 		code, out, errOut := runCLI(t, tc.args...)
 		t.Logf("pull %v: exit %d\nstdout: %s\nstderr: %s", tc.args, code, out, errOut)

@@ -88,6 +88,10 @@ type options struct {
 	partial string
 	// net are the network flags (network.go).
 	net networkFlags
+	// trust are --policy and --verify-key, and what they verified (trust.go).
+	trust trustFlags
+	// xfer are the transfer's flags (transfer.go).
+	xfer transferFlags
 	// dropBlobs deletes each layer blob from --output once applied (issue 20's disk
 	// policy).
 	dropBlobs bool
@@ -142,10 +146,13 @@ func defineFlags(fs *flag.FlagSet, o *options) *flagHelp {
 	xfer.IntVar(&o.jobs, "jobs", layers.DefaultJobs, "at most `N` requests in flight for the whole pull")
 	xfer.BoolVar(&o.checkDiffIDs, "check-diffids", false, "decompress each layer while it downloads and check it against the config's rootfs.diff_ids")
 	xfer.BoolVar(&o.directIO, "direct-io", true, "write blobs of 1 MiB and more with O_DIRECT where the file system allows it; false writes through the page cache")
+	o.xfer.register(xfer)
 
 	reg := h.group("Registries")
 	reg.BoolVar(&o.plainHTTP, "plain-http", false, "speak plain HTTP to every registry (default: HTTPS first; plain HTTP only to loopback or --insecure-registry hosts that do not speak TLS)")
 	o.net.register(reg)
+
+	o.trust.register(h.group("Trust"))
 
 	lay := h.group("Layout commands (with --output DIR and no reference)")
 	lay.BoolVar(&o.list, "list", false, "list the images named in the layout, and any whose blobs are missing or damaged")
@@ -246,8 +253,12 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--drop-blobs deletes applied layers from --output DIR: it needs --output and --unpack or --snapshots"}
 	case o.net.check() != "":
 		return nil, &usageError{o.net.check()}
+	case o.xfer.check() != "":
+		return nil, &usageError{o.xfer.check()}
 	case o.net.plan && len(refs) != 1:
 		return nil, &usageError{"--plan needs a reference"}
+	case o.trust.check(storeCmds > 0) != "":
+		return nil, &usageError{o.trust.check(storeCmds > 0)}
 	}
 	if len(refs) == 1 {
 		o.reference = refs[0]
@@ -343,6 +354,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		call = append(call, puller.WithAllPlatforms())
 	}
 	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs), puller.WithJobs(o.jobs))
+	call = append(call, o.xfer.options()...)
 	copts := []puller.Option{puller.WithPlainHTTP(o.plainHTTP)}
 	netOpts, err := o.net.options(o.reference)
 	if err != nil {
@@ -350,6 +362,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	copts = append(copts, netOpts...)
+	trustOpts, trustCall, err := o.trust.options()
+	if err != nil {
+		fmt.Fprintln(stderr, "pull: "+oneLine(err.Error()))
+		return 2
+	}
+	copts, call = append(copts, trustOpts...), append(call, trustCall...)
 
 	switch {
 	case o.list || o.gc || o.check || o.deleteName != "":
@@ -429,9 +447,12 @@ func pullOne(ctx context.Context, o *options, c *puller.Client, call []puller.Pu
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(jsonModel(img))
+		m := jsonModel(img)
+		m.Verified = jsonTrust(o.trust.verified)
+		return enc.Encode(m)
 	}
 	printImage(stdout, img)
+	printTrust(stdout, o.trust.verified)
 	if written != "" {
 		_, err = fmt.Fprintln(stdout, "  written    "+written)
 	} else {
@@ -527,6 +548,8 @@ type jsonImage struct {
 	Platform       *platforms.Platform `json:"platform,omitempty"`
 	Config         *jsonRef            `json:"config,omitempty"`
 	Layers         []jsonLayer         `json:"layers"`
+	// Verified is what --policy or --verify-key accepted (absent without them).
+	Verified *jsonVerified `json:"verified,omitempty"`
 }
 
 // jsonRef is a manifest or config as --json prints it.

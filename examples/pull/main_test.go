@@ -152,8 +152,10 @@ func TestResolvePrintsPlatformManifestDigest(t *testing.T) {
 	}{
 		{[]string{"--resolve", "--platform", "linux/amd64", host + "/demo/hello-world:list"}, amd64Manifest.String()},
 		{[]string{"--resolve", "--platform", "linux/arm64/v8", host + "/demo/hello-world:index"}, arm64Manifest.String()},
-		{[]string{host + "/demo/hello-world:oci", "--resolve"}, arm64Manifest.String()}, // flags after the reference
-		{[]string{"--resolve", host + "/demo/hello-world@" + arm64Manifest.String()}, arm64Manifest.String()},
+		// The image is for linux/arm64: --resolve, like the pull, takes it only for that
+		// platform (issue 22).
+		{[]string{host + "/demo/hello-world:oci", "--resolve", "--platform", "linux/arm64"}, arm64Manifest.String()}, // flags after the reference
+		{[]string{"--resolve", "--platform", "linux/arm64", host + "/demo/hello-world@" + arm64Manifest.String()}, arm64Manifest.String()},
 		{[]string{"--plain-http", "--resolve", host + "/demo/hello-world:schema2"}, amd64Manifest.String()},
 	} {
 		code, out, errOut := runCLI(t, tc.args...)
@@ -198,6 +200,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{[]string{"--format", "oci", list}, 2, []string{"--format needs --output"}},
 		{[]string{"--output", t.TempDir(), "--format", "tar", list}, 2, []string{`"tar"`, "oci or docker-archive"}},
 		{[]string{"--jobs", "0", list}, 2, []string{"--jobs 0"}},
+		{[]string{"--conns-per-host", "-1", list}, 2, []string{"--conns-per-host -1"}},
 		{[]string{"--resolve", "--output", t.TempDir(), list}, 2, []string{"--resolve", "--output"}},
 		{[]string{"--resolve", "--json", list}, 2, []string{"--resolve", "--json"}},
 		{[]string{list, list}, 2, []string{"one reference expected"}},
@@ -288,7 +291,9 @@ func TestOutputOCI(t *testing.T) {
 			}
 		}
 	}
-	if !slices.Equal(names, []string{host + "/demo/hello-world:schema1", host + "/demo/hello-world:list"}) {
+	// A tag naming a list also names the platform's image by its platform name
+	// (store.PlatformName), so that another platform of the tag keeps its own.
+	if !slices.Equal(names, []string{host + "/demo/hello-world:schema1", host + "/demo/hello-world:list@linux/arm64/v8", host + "/demo/hello-world:list"}) {
 		t.Errorf("index.json names %v", names)
 	}
 }
@@ -405,11 +410,12 @@ func TestManifestFormat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The reference's name and the platform's (the tag names a list), one manifest.
 			var index struct{ Manifests []manifest.Descriptor }
-			if err := json.Unmarshal(raw, &index); err != nil || len(index.Manifests) != 1 {
+			if err := json.Unmarshal(raw, &index); err != nil || len(index.Manifests) != 2 || index.Manifests[0].Digest != index.Manifests[1].Digest {
 				t.Fatalf("index.json %s: %v", raw, err)
 			}
-			d := index.Manifests[0]
+			d := index.Manifests[1]
 			if d.MediaType != tt.mediaType {
 				t.Fatalf("stored %s, want %s", d.MediaType, tt.mediaType)
 			}

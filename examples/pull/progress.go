@@ -168,7 +168,7 @@ func (p *progress) event(e pullkit.Event) {
 		b.total = e.Total
 	}
 	switch {
-	case e.Kind == pullkit.EventStarted:
+	case e.Kind == pullkit.EventStarted || e.Kind == pullkit.EventResuming:
 		// Done is what an earlier transfer left: present, not received now.
 		b.done, b.started = max(b.done, e.Done), p.now()
 	case e.Kind == pullkit.EventRetrying:
@@ -191,6 +191,8 @@ func (p *progress) event(e pullkit.Event) {
 		if e.Wait <= 0 {
 			b.state = "another download"
 		}
+	case pullkit.EventResuming:
+		b.state, b.active = "resuming: checking what was kept", true
 	case pullkit.EventRetrying:
 		b.state, b.active = "retrying", true
 	case pullkit.EventVerified:

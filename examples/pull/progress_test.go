@@ -279,3 +279,27 @@ func TestFit(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressResuming: a blob whose partial download is being hashed again is drawn as
+// resuming, not as waiting on another download, and the bytes it held are not counted
+// as received (issue 22: "another download ... 0 B" while the writer re-hashed).
+func TestProgressResuming(t *testing.T) {
+	cols, rows := 100, 24
+	p, out, c := testProgress(&cols, &rows)
+	d := digest.FromString("layer")
+	p.event(pullkit.Event{Kind: pullkit.EventPlanned, Total: 8 << 20, Blobs: 1})
+	p.event(pullkit.Event{Digest: d, What: "layer", Kind: pullkit.EventQueued, Total: 8 << 20})
+	p.event(pullkit.Event{Digest: d, What: "layer", Kind: pullkit.EventResuming, Done: 4 << 20, Total: 8 << 20})
+	lines := replay(t, out.Bytes(), cols, rows).lines()
+	if len(lines) < 2 || !strings.Contains(lines[1], "resuming") || strings.Contains(lines[1], "another download") || !strings.Contains(lines[1], "4.0 MiB / 8.0 MiB") {
+		t.Errorf("a blob being re-hashed is drawn as %q, want resuming with the 4 MiB kept", lines)
+	}
+	c.advance(time.Second)
+	p.event(pullkit.Event{Digest: d, What: "layer", Kind: pullkit.EventStarted, Done: 4 << 20, Total: 8 << 20})
+	c.advance(time.Second)
+	p.event(pullkit.Event{Digest: d, What: "layer", Kind: pullkit.EventProgress, Done: 5 << 20, Total: 8 << 20})
+	// 1 MiB received in the 2 s since the pull began: 512 KiB/s, not 2.5 MiB/s.
+	if got := replay(t, out.Bytes(), cols, rows).lines()[0]; !strings.HasPrefix(got, "0/1 blobs  5.0 MiB / 8.0 MiB  512.0 KiB/s") {
+		t.Errorf("header %q: want 5 MiB of 8 at 512 KiB/s (the kept 4 MiB not counted as received)", got)
+	}
+}

@@ -34,7 +34,9 @@ import (
 )
 
 // Run runs every test of the suite, each against a new, empty store from open. Tests of
-// garbage collection run when the store is a store.Collector.
+// garbage collection run when the store is a store.Collector, of Check when it is a
+// store.Checker, and of bytes held out of order when its writers are store.RangeWriters.
+// The rules it checks are those the store package's interfaces state.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
@@ -52,9 +54,17 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"InfoWalkDelete", testInfoWalkDelete},
 		{"InvalidDigest", testInvalidDigest},
 		{"Names", testNames},
+		{"PlatformNames", testPlatformNames},
+		{"Load", testLoad},
+		{"Check", testCheck},
 		{"GC", testGC},
 		{"GCLease", testGCLease},
 		{"GCIngests", testGCIngests},
+		{"RangesHeldAndAbsorbed", testRangesHeld},
+		{"RangesResume", testRangesResume},
+		{"RangesRules", testRangesRules},
+		{"RangesWrongBytes", testRangesWrongBytes},
+		{"RangesGCIngests", testRangesGC},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -705,6 +715,104 @@ func testNames(t *testing.T, s store.Store) {
 	}
 }
 
+// DeleteImage of a name removes the names PlatformName derives from it too, and only
+// those.
+func testPlatformNames(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	m := manifestOf([]byte(`{"n":3}`))
+	put(t, s, m)
+	tg := target(m, manifest.MediaTypeOCIManifest)
+	const name = "registry.example/team/app:1.0"
+	arm := store.PlatformName(name, platforms.Platform{OS: "linux", Architecture: "arm64"})
+	if arm != name+"@linux/arm64/v8" {
+		t.Fatalf("PlatformName = %q", arm)
+	}
+	if store.PlatformName(name, platforms.Platform{OS: "linux\x1b[2J", Architecture: "amd64"}) != "" {
+		t.Error("PlatformName of a platform with control characters is not empty")
+	}
+	for _, n := range []string{name, arm, name + "@other", "registry.example/team/app:1.0x@linux/amd64"} {
+		if err := s.PutImage(ctx, store.Image{Name: n, Target: tg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteImage(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{name + "@other=" + string(tg.Digest), "registry.example/team/app:1.0x@linux/amd64=" + string(tg.Digest)}
+	if got := imageNames(t, s); !slices.Equal(got, want) {
+		t.Errorf("Images after DeleteImage(%s) = %v, want %v", name, got, want)
+	}
+	// Only platform names left: DeleteImage of the name removes them, and succeeds.
+	if err := s.PutImage(ctx, store.Image{Name: arm, Target: tg}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteImage(ctx, name); err != nil {
+		t.Errorf("DeleteImage of a name with only platform names left: %v", err)
+	}
+	if _, err := s.Image(ctx, arm); !errors.Is(err, pullkit.ErrNotFound) {
+		t.Errorf("Image(%s) after DeleteImage(%s): %v, want ErrNotFound", arm, name, err)
+	}
+}
+
+// store.Load reads an image back from the store alone: layers base first with the
+// config's diffIDs, the runtime config, the registry's digest from the annotation.
+func testLoad(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	l1, _ := blob(500, smallSize)
+	l2, _ := blob(501, smallSize)
+	d1, d2 := digest.FromString("diff 1"), digest.FromString("diff 2")
+	config := []byte(`{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/app"],"Env":["A=1"]},` +
+		`"rootfs":{"type":"layers","diff_ids":["` + string(d1) + `","` + string(d2) + `"]}}`)
+	p := pull(t, s, "registry.example/team/app:1.0", false, config, l1, l2)
+	img, err := s.Image(ctx, p.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := digest.FromString("as the registry served it")
+	img.Target.Annotations = map[string]string{store.AnnotationRegistryDigest: string(served)}
+	if err := s.PutImage(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Load(ctx, s, p.name)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got.Name != p.name || got.RegistryDigest != served || got.Digest != served || got.Stored.Digest != img.Target.Digest {
+		t.Errorf("Load: name %q, registry digest %s, digest %s, stored %s; want %q, %s, %s", got.Name, got.RegistryDigest, got.Digest, got.Stored.Digest, p.name, served, img.Target.Digest)
+	}
+	if len(got.Layers) != 2 || got.Layers[0].Digest != digest.FromBytes(l1) || got.Layers[0].DiffID != d1 || got.Layers[1].DiffID != d2 {
+		t.Errorf("Load: layers %+v, want base first with the config's diffIDs", got.Layers)
+	}
+	if !slices.Equal(got.Runtime.Cmd, []string{"/bin/app"}) || got.Platform == nil || got.Platform.Architecture != "amd64" {
+		t.Errorf("Load: runtime %+v, platform %v", got.Runtime, got.Platform)
+	}
+	if _, err := store.Load(ctx, s, "registry.example/absent:1"); !errors.Is(err, pullkit.ErrNotFound) {
+		t.Errorf("Load of an absent name: %v, want ErrNotFound", err)
+	}
+}
+
+// A healthy store's Check hashes every blob and finds nothing damaged.
+func testCheck(t *testing.T, s store.Store) {
+	c, ok := s.(store.Checker)
+	if !ok {
+		t.Skip("the store does not check its blobs")
+	}
+	ctx := ctxT(t)
+	var total int64
+	for i, n := range []int{0, smallSize, largeSize} {
+		b, _ := blob(uint64(600+i), n)
+		put(t, s, b)
+		total += int64(n)
+	}
+	res, err := c.Check(ctx, true)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if res.Checked != 3 || res.Bytes != total || len(res.Damaged) != 0 || len(res.Removed) != 0 {
+		t.Errorf("Check = %+v, want 3 blobs of %d bytes, none damaged", res, total)
+	}
+}
+
 // pulled is an image put into a store the way a pull does.
 type pulled struct {
 	name  string
@@ -892,4 +1000,220 @@ func testGCIngests(t *testing.T, s store.Store) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// rangeWriter opens a writer of desc as a store.RangeWriter, or skips the test.
+func rangeWriter(t *testing.T, s store.Store, d manifest.Descriptor) store.RangeWriter {
+	t.Helper()
+	w, err := s.Writer(ctxT(t), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw, ok := w.(store.RangeWriter)
+	if !ok {
+		w.Close()
+		t.Skip("the store's writers are not store.RangeWriters")
+	}
+	return rw
+}
+
+func writeAt(t *testing.T, w store.RangeWriter, b []byte, start, end int) {
+	t.Helper()
+	if n, err := w.WriteAt(b[start:end], int64(start)); err != nil || n != end-start {
+		t.Fatalf("WriteAt([%d, %d)) = %d, %v", start, end, n, err)
+	}
+}
+
+func wantHeld(t *testing.T, w store.RangeWriter, want ...store.Range) {
+	t.Helper()
+	if got := w.Held(); !slices.Equal(got, want) {
+		t.Fatalf("Held() = %v, want %v", got, want)
+	}
+}
+
+// absorb takes every held byte at Offset, in pieces of chunk, and returns them.
+func absorb(t *testing.T, w store.RangeWriter, chunk int) []byte {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, chunk)
+	for {
+		n, err := w.Absorb(buf)
+		if err != nil {
+			t.Fatalf("Absorb: %v", err)
+		}
+		if n == 0 {
+			return out
+		}
+		out = append(out, buf[:n]...)
+	}
+}
+
+// Bytes written out of order are held beyond Offset, merged when they overlap or touch
+// (the last written win), taken in order by Absorb or by a Write over them, and the
+// blob verifies whole.
+func testRangesHeld(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	for i, known := range []bool{true, false} {
+		b, d := blob(uint64(500+i), largeSize)
+		w := rangeWriter(t, s, desc(b, known))
+		write(t, w, b[:100<<10], 64<<10)
+		junk, _ := blob(599, 200<<10)
+		// Wrong bytes first, then the right ones over them: the last written are kept.
+		if _, err := w.WriteAt(junk, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, w, b, 1<<20, 1<<20+300<<10)
+		writeAt(t, w, b, 600<<10, 1<<20) // touches the stretch after it
+		writeAt(t, w, b, 2<<20, largeSize)
+		if w.Offset() != 100<<10 {
+			t.Fatalf("Offset %d after writes out of order, want %d", w.Offset(), 100<<10)
+		}
+		wantHeld(t, w, store.Range{Start: 600 << 10, End: 1<<20 + 300<<10}, store.Range{Start: 2 << 20, End: largeSize})
+		if n, err := w.Absorb(make([]byte, 10)); n != 0 || err != nil {
+			t.Fatalf("Absorb with nothing held at Offset = %d, %v, want 0", n, err)
+		}
+		// A Write over the start of a held stretch takes those bytes; Absorb the rest.
+		write(t, w, b[100<<10:700<<10], 64<<10)
+		wantHeld(t, w, store.Range{Start: 700 << 10, End: 1<<20 + 300<<10}, store.Range{Start: 2 << 20, End: largeSize})
+		got := absorb(t, w, 100<<10)
+		if !bytes.Equal(got, b[700<<10:1<<20+300<<10]) {
+			t.Fatalf("Absorb gave %d bytes that are not the blob's [%d, %d)", len(got), 700<<10, 1<<20+300<<10)
+		}
+		if w.Offset() != 1<<20+300<<10 {
+			t.Fatalf("Offset %d after Absorb", w.Offset())
+		}
+		wantHeld(t, w, store.Range{Start: 2 << 20, End: largeSize})
+		write(t, w, b[1<<20+300<<10:2<<20], 64<<10)
+		// Commit takes what is held from Offset on.
+		if err := w.Commit(ctx, int64(len(b)), d); err != nil {
+			t.Fatalf("Commit with the tail held: %v", err)
+		}
+		checkContent(t, s, b)
+	}
+}
+
+// What a closed writer held is the next writer's: its prefix at Offset, its stretches
+// in Held.
+func testRangesResume(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	for i, tc := range []struct {
+		size  int
+		known bool
+	}{{largeSize, true}, {largeSize, false}, {4 << 20, true}} {
+		b, d := blob(uint64(520+i), tc.size)
+		w := rangeWriter(t, s, desc(b, tc.known))
+		write(t, w, b[:300<<10], 64<<10)
+		writeAt(t, w, b, 1<<20, 1<<20+1000)
+		writeAt(t, w, b, 1<<20+5000, 2<<20)
+		writeAt(t, w, b, tc.size-777, tc.size)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if store.Has(ctx, s, d) {
+			t.Fatal("blob visible after Close")
+		}
+		w = rangeWriter(t, s, desc(b, tc.known))
+		if w.Offset() != 300<<10 {
+			t.Fatalf("size %d: resumed at %d, want %d", tc.size, w.Offset(), 300<<10)
+		}
+		want := []store.Range{{Start: 1 << 20, End: 1<<20 + 1000}, {Start: 1<<20 + 5000, End: 2 << 20}, {Start: int64(tc.size - 777), End: int64(tc.size)}}
+		wantHeld(t, w, want...)
+		// Only the gaps are written again.
+		write(t, w, b[300<<10:1<<20], 64<<10)
+		if got := absorb(t, w, 4096); !bytes.Equal(got, b[1<<20:1<<20+1000]) {
+			t.Fatalf("absorbed bytes differ from the blob's")
+		}
+		if n, err := w.WriteAt(b[1<<20+1000:1<<20+5000], 1<<20+1000); err != nil || n != 4000 {
+			t.Fatalf("WriteAt the gap at Offset: %d, %v", n, err)
+		}
+		absorb(t, w, 1<<20)
+		write(t, w, b[2<<20:tc.size-777], 64<<10)
+		if err := w.Commit(ctx, int64(tc.size), d); err != nil {
+			t.Fatalf("Commit after resuming held stretches: %v", err)
+		}
+		checkContent(t, s, b)
+	}
+}
+
+// WriteAt refuses bytes before Offset and past a known size; Truncate drops what is
+// held.
+func testRangesRules(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	b, d := blob(540, largeSize)
+	w := rangeWriter(t, s, desc(b, true))
+	write(t, w, b[:1000], 1000)
+	if _, err := w.WriteAt(b[500:600], 500); !errors.Is(err, pullkit.ErrInvalid) {
+		t.Errorf("WriteAt before Offset: %v, want ErrInvalid", err)
+	}
+	if _, err := w.WriteAt(b[:100], int64(largeSize-50)); !errors.Is(err, pullkit.ErrInvalid) {
+		t.Errorf("WriteAt past the size: %v, want ErrInvalid", err)
+	}
+	writeAt(t, w, b, 1<<20, 2<<20)
+	if err := w.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	if w.Offset() != 0 || len(w.Held()) != 0 {
+		t.Fatalf("after Truncate(0): Offset %d, Held %v", w.Offset(), w.Held())
+	}
+	w.Close()
+	w = rangeWriter(t, s, desc(b, true))
+	if w.Offset() != 0 || len(w.Held()) != 0 {
+		t.Fatalf("after Truncate(0) and Close: Offset %d, Held %v, want nothing", w.Offset(), w.Held())
+	}
+	writeAt(t, w, b, 0+1, 1000) // at Offset + 1
+	write(t, w, b[:1], 1)
+	absorb(t, w, 100)
+	write(t, w, b[1000:], 1<<20)
+	if err := w.Commit(ctx, int64(len(b)), d); err != nil {
+		t.Fatal(err)
+	}
+	checkContent(t, s, b)
+}
+
+// Wrong bytes held are found by Commit's digest check, and nothing gets the name.
+func testRangesWrongBytes(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	b, d := blob(550, largeSize)
+	bad := append([]byte(nil), b...)
+	bad[1<<20+7] ^= 0xff
+	w := rangeWriter(t, s, desc(b, true))
+	writeAt(t, w, bad, 1<<20, largeSize)
+	w.Close()
+	w = rangeWriter(t, s, desc(b, true))
+	write(t, w, b[:1<<20], 64<<10)
+	err := w.Commit(ctx, int64(len(b)), d)
+	wantErr(t, "commit with wrong bytes held", err, pullkit.ErrDigestMismatch)
+	if store.Has(ctx, s, d) {
+		t.Fatal("a blob with wrong bytes got its name")
+	}
+	w = rangeWriter(t, s, desc(b, true))
+	if w.Offset() != 0 || len(w.Held()) != 0 {
+		t.Errorf("after a failed commit: Offset %d, Held %v, want nothing", w.Offset(), w.Held())
+	}
+	w.Close()
+}
+
+// GC expires a partial that holds only stretches beyond its prefix, counting them.
+func testRangesGC(t *testing.T, s store.Store) {
+	c := collector(t, s)
+	b, _ := blob(560, largeSize)
+	w := rangeWriter(t, s, desc(b, true))
+	writeAt(t, w, b, 1<<20, 1<<20+4096)
+	w.Close()
+	if res := gc(t, c, store.WithIngestExpiry(time.Hour)); res.Ingests != 0 {
+		t.Errorf("GC expired %d fresh ingests", res.Ingests)
+	}
+	w = rangeWriter(t, s, desc(b, true))
+	wantHeld(t, w, store.Range{Start: 1 << 20, End: 1<<20 + 4096})
+	w.Close()
+	time.Sleep(10 * time.Millisecond)
+	res := gc(t, c, store.WithIngestExpiry(time.Millisecond))
+	if res.Ingests != 1 || res.IngestBytes != 4096 {
+		t.Errorf("GC expired %d ingests of %d bytes, want 1 of 4096", res.Ingests, res.IngestBytes)
+	}
+	w = rangeWriter(t, s, desc(b, true))
+	if w.Offset() != 0 || len(w.Held()) != 0 {
+		t.Errorf("after expiry: Offset %d, Held %v", w.Offset(), w.Held())
+	}
+	w.Close()
 }

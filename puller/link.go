@@ -1,0 +1,319 @@
+package puller
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pullkit/pullkit/layers"
+	"github.com/pullkit/pullkit/manifest"
+)
+
+// Per-host links, learnt at run time and kept for the client's life: the protocol a
+// host speaks, how blob requests spread over connections to it, whether it serves
+// ranges, where its blob GETs redirect, and what transfers measured of it (round trip,
+// rate per connection, the connections past which the rate per connection fell). This
+// sits at the per-host seam (routeTransport): a request goes through the transport of
+// its host's TLS profile, or through one of the host's lanes.
+//
+//   - HTTP/2 where a host offers it (ALPN), HTTP/1.1 otherwise; a host that answers 421
+//     over HTTP/2, refuses a stream with HTTP_1_1_REQUIRED, or ends a connection with
+//     a GOAWAY that carries an error is spoken to over HTTP/1.1 from then on, the
+//     request that met it sent again over HTTP/1.1 when it can be.
+//   - Over HTTP/2 every request shares one connection, so one connection's cap (a CDN's,
+//     a proxy's) would cap the whole pull. Blob requests therefore go over lanes: each
+//     lane is a transport of its own (its own connection), a request takes the lane with
+//     the fewest blob requests in flight, and a new lane opens when every lane carries
+//     one, up to maxLanes. So a pull uses as many connections under HTTP/2 as under
+//     HTTP/1.1 (one per blob request in flight; the transfer adds requests only while
+//     they add throughput), and keeps HTTP/2's reuse: a lane's connection serves the
+//     next request without a new handshake. Manifests, configs' tokens and other small
+//     requests share the profile's own transport.
+//   - A lane's flow-control windows are sized for the host's bandwidth-delay product
+//     as transfers measured it (see h2Window), so that a stream is never held back by
+//     its window on a long fast link, nor given more memory than the link needs.
+const maxLanes = 16
+
+// hostLink is what the client knows of one host (host:port).
+type hostLink struct {
+	host string
+
+	mu       sync.Mutex
+	proto    string // the protocol of its last answer ("HTTP/2.0", "HTTP/1.1"), "" before one
+	h1       bool   // HTTP/1.1 only, from now on
+	h1Why    string
+	ranges   int8   // 1: ranges served; -1: a range was answered with the whole blob; 0: unknown
+	redirect string // where its blob GETs were last redirected (host:port)
+	link     layers.Link
+	lanes    []*lane
+}
+
+// lane is a transport of a host's own, for blob requests.
+type lane struct {
+	tr     *http.Transport
+	active int // blob requests in flight on it (under the host's mu)
+}
+
+// link returns the client's hostLink for host (host:port), making it.
+func (c *Client) link(host string) *hostLink {
+	if v, ok := c.links.Load(host); ok {
+		return v.(*hostLink)
+	}
+	v, _ := c.links.LoadOrStore(host, &hostLink{host: host})
+	return v.(*hostLink)
+}
+
+// h2Window sizes an HTTP/2 lane's flow-control window for a stream, from the rate one
+// connection got and the round trip: twice the bandwidth-delay product, so that a stream
+// is never held back by its window, between 1 MiB and 16 MiB (what a stream may buffer
+// in the process while its reader waits; Go's default is 4 MiB). 1 MiB before anything
+// is measured.
+func h2Window(rate float64, rtt time.Duration) int {
+	const lo, hi = 1 << 20, 16 << 20
+	w := int(2 * rate * rtt.Seconds())
+	return min(max(w, lo), hi)
+}
+
+// needsH1 reports an HTTP/2 failure after which a host is spoken to over HTTP/1.1: a
+// stream or connection refused with HTTP_1_1_REQUIRED, or a GOAWAY carrying an error
+// (not NO_ERROR, which is an orderly shutdown that net/http retries by itself).
+func needsH1(err error) (bool, string) {
+	if err == nil {
+		return false, ""
+	}
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "HTTP_1_1_REQUIRED"):
+		return true, "HTTP_1_1_REQUIRED"
+	case strings.Contains(s, "server sent GOAWAY") && !strings.Contains(s, "ErrCode=NO_ERROR"):
+		code := "an error"
+		if _, after, ok := strings.Cut(s, "ErrCode="); ok {
+			code, _, _ = strings.Cut(after, ",")
+		}
+		return true, "GOAWAY " + code
+	}
+	return false, ""
+}
+
+// viaLink sends req through tr (its profile's transport) or a lane of its host, and
+// learns from the answer.
+func (rt *routeTransport) viaLink(p *hostProfile, tr *http.Transport, req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" {
+		return tr.RoundTrip(req) // HTTP/2 needs TLS here: nothing to choose
+	}
+	hl := rt.c.link(canonicalHost(req.URL))
+	if h1 := hl.http1(); h1 {
+		h1tr, err := rt.variant(p, variantH1, 0)
+		if err != nil {
+			return nil, err
+		}
+		return h1tr.RoundTrip(req)
+	}
+	var ln *lane
+	use := tr
+	if infoOf(req.Context()).blob {
+		var err error
+		if ln, err = hl.acquire(rt, p); err != nil {
+			return nil, err
+		}
+		if ln != nil {
+			use = ln.tr
+		}
+	}
+	resp, err := use.RoundTrip(req)
+	if err != nil {
+		hl.release(ln)
+		if ok, why := needsH1(err); ok && replayable(req) && req.Context().Err() == nil {
+			hl.fallback(why)
+			return rt.viaLink(p, tr, req)
+		}
+		return nil, err
+	}
+	hl.mu.Lock()
+	hl.proto = resp.Proto
+	hl.mu.Unlock()
+	if resp.ProtoMajor == 2 && resp.StatusCode == http.StatusMisdirectedRequest && replayable(req) {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		resp.Body.Close()
+		hl.release(ln)
+		hl.fallback("421 Misdirected Request")
+		return rt.viaLink(p, tr, req)
+	}
+	if ln != nil || resp.ProtoMajor == 2 {
+		resp.Body = &linkBody{ReadCloser: resp.Body, hl: hl, ln: ln, h2: resp.ProtoMajor == 2}
+	}
+	return resp, nil
+}
+
+// http1 reports whether the host is spoken to over HTTP/1.1 only.
+func (hl *hostLink) http1() bool {
+	hl.mu.Lock()
+	defer hl.mu.Unlock()
+	return hl.h1
+}
+
+// fallback makes the host HTTP/1.1 only, for the client's life.
+func (hl *hostLink) fallback(why string) {
+	hl.mu.Lock()
+	if !hl.h1 {
+		hl.h1, hl.h1Why = true, why
+	}
+	lanes := hl.lanes
+	hl.lanes = nil
+	hl.mu.Unlock()
+	for _, ln := range lanes {
+		ln.tr.CloseIdleConnections()
+	}
+}
+
+// acquire picks the lane for a blob request: the one with the fewest in flight, or a
+// new one when every lane carries a request and there are fewer than maxLanes. A host
+// known to speak HTTP/1.1 needs none (nil): its transport opens a connection per
+// request in flight by itself.
+func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile) (*lane, error) {
+	hl.mu.Lock()
+	defer hl.mu.Unlock()
+	if hl.proto != "" && !strings.HasPrefix(hl.proto, "HTTP/2") {
+		return nil, nil
+	}
+	var best *lane
+	for _, ln := range hl.lanes {
+		if best == nil || ln.active < best.active {
+			best = ln
+		}
+	}
+	if best == nil || (best.active > 0 && len(hl.lanes) < maxLanes) {
+		tr, err := rt.variant(p, variantLane, h2Window(hl.link.ConnRate, hl.link.RTT))
+		if err != nil {
+			return nil, err
+		}
+		best = &lane{tr: tr}
+		hl.lanes = append(hl.lanes, best)
+	}
+	best.active++
+	return best, nil
+}
+
+func (hl *hostLink) release(ln *lane) {
+	if ln == nil {
+		return
+	}
+	hl.mu.Lock()
+	ln.active--
+	hl.mu.Unlock()
+}
+
+// linkBody gives its lane back when it is closed, and makes its host HTTP/1.1 only
+// when it breaks with an error that asks for it.
+type linkBody struct {
+	io.ReadCloser
+	hl   *hostLink
+	ln   *lane
+	h2   bool
+	once sync.Once
+}
+
+func (b *linkBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.h2 && !errors.Is(err, io.EOF) {
+		if ok, why := needsH1(err); ok {
+			b.hl.fallback(why)
+		}
+	}
+	return n, err
+}
+
+func (b *linkBody) Close() error {
+	b.once.Do(func() { b.hl.release(b.ln) })
+	return b.ReadCloser.Close()
+}
+
+// Variants of a profile's transport.
+const (
+	variantH1   = iota // HTTP/1.1 only
+	variantLane        // a lane: a connection of its own, windows sized for the link
+)
+
+// variant builds (variantLane: each time; variantH1: once per profile) a transport like
+// the profile's own, with the same TLS settings, dialer, proxy and deadlines.
+func (rt *routeTransport) variant(p *hostProfile, kind, window int) (*http.Transport, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if kind == variantH1 {
+		if tr := rt.h1[p]; tr != nil {
+			return tr, nil
+		}
+	}
+	cfg, err := p.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	tr := newBaseTransport(rt.c.timeouts, cfg, rt.c.proxyFor, rt.c.proxyTrusted)
+	switch kind {
+	case variantH1:
+		var ps http.Protocols
+		ps.SetHTTP1(true)
+		tr.Protocols = &ps
+		if rt.h1 == nil {
+			rt.h1 = map[*hostProfile]*http.Transport{}
+		}
+		rt.h1[p] = tr
+	case variantLane:
+		tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: window, MaxReceiveBufferPerConnection: 2 * window}
+	}
+	return tr, nil
+}
+
+// LinkOf returns what a transfer should start from for desc's blobs: what transfers
+// over the same host measured (layers.LinkMemory).
+func (b *blobSource) Link(desc manifest.Descriptor) layers.Link {
+	hl := b.hostFor(desc)
+	if hl == nil {
+		return layers.Link{}
+	}
+	hl.mu.Lock()
+	defer hl.mu.Unlock()
+	l := hl.link
+	l.NoRanges = hl.ranges < 0
+	return l
+}
+
+// Learnt records what a transfer measured of desc's link.
+func (b *blobSource) Learnt(desc manifest.Descriptor, l layers.Link) {
+	hl := b.hostFor(desc)
+	if hl == nil {
+		return
+	}
+	hl.mu.Lock()
+	defer hl.mu.Unlock()
+	if l.RTT > 0 {
+		hl.link.RTT = l.RTT
+	}
+	if l.ConnRate > 0 {
+		hl.link.ConnRate = l.ConnRate
+	}
+	if l.MaxConns > 0 {
+		hl.link.MaxConns = l.MaxConns
+	}
+}
+
+// hostFor is the link desc's bytes come over: the host the endpoint's blob GETs redirect
+// to, when they do, else the endpoint's.
+func (b *blobSource) hostFor(desc manifest.Descriptor) *hostLink {
+	if len(b.eps) == 0 {
+		return nil
+	}
+	ep := b.order(desc)[0]
+	host := canonicalHostOf(ep.c.scheme(ep.host), ep.host)
+	hl := ep.c.link(host)
+	hl.mu.Lock()
+	to := hl.redirect
+	hl.mu.Unlock()
+	if to != "" {
+		return ep.c.link(to)
+	}
+	return hl
+}

@@ -1,0 +1,127 @@
+package puller
+
+import (
+	"errors"
+	"net/url"
+	"testing"
+	"time"
+)
+
+func TestURLExpiry(t *testing.T) {
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name, u string
+		want    time.Time
+		ok      bool
+	}{
+		{"S3 SigV4", "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20260102T030405Z&X-Amz-Expires=600&X-Amz-Signature=ab", at("2026-01-02T03:14:05Z"), true},
+		{"S3 SigV4, other case", "https://h/k?x-amz-date=20260102T030405Z&x-amz-expires=1200", at("2026-01-02T03:24:05Z"), true},
+		{"GCS V4", "https://storage.googleapis.com/b/o?X-Goog-Date=20260102T030405Z&X-Goog-Expires=900&X-Goog-Signature=cd", at("2026-01-02T03:19:05Z"), true},
+		{"Azure SAS", "https://a.blob.core.windows.net/c/b?sv=2020-08-04&se=2026-01-02T03%3A04%3A05Z&sp=r&sig=xyz", at("2026-01-02T03:04:05Z"), true},
+		{"Azure se without a signature", "https://a/c?se=2026-01-02T03:04:05Z", time.Time{}, false},
+		{"CloudFront", "https://d.cloudfront.net/b?Expires=1767323045&Signature=x&Key-Pair-Id=k", time.Unix(1767323045, 0), true},
+		{"Docker Hub's CDN", "https://production.cloudflare.docker.com/registry-v2/docker/registry/v2/blobs/sha256/ab/abc/data?verify=1767323045-AbCdEf%2B", time.Unix(1767323045, 0), true},
+		{"no query", "https://h/b", time.Time{}, false},
+		{"nothing it knows", "https://h/b?token=abc", time.Time{}, false},
+		{"amz date without expires", "https://h/b?X-Amz-Date=20260102T030405Z", time.Time{}, false},
+		{"a bad date", "https://h/b?X-Amz-Date=yesterday&X-Amz-Expires=60", time.Time{}, false},
+		{"a negative life", "https://h/b?X-Amz-Date=20260102T030405Z&X-Amz-Expires=-60", time.Time{}, false},
+		{"expires not a number", "https://h/b?Expires=soon", time.Time{}, false},
+		{"verify without a time", "https://h/b?verify=abc-def", time.Time{}, false},
+		{"a bad escape is skipped", "https://h/b?x=%zz&Expires=1767323045", time.Unix(1767323045, 0), true},
+	} {
+		u, err := url.Parse(tc.u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := urlExpiry(u)
+		if ok != tc.ok || !got.Equal(tc.want) {
+			t.Errorf("%s: %v, %v; want %v, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func FuzzURLExpiry(f *testing.F) {
+	f.Add("X-Amz-Date=20260102T030405Z&X-Amz-Expires=600")
+	f.Add("se=2026-01-02T03%3A04%3A05Z&sig=x")
+	f.Add("verify=1767323045-abc&Expires=1")
+	f.Add("X-Goog-Date=99991231T235959Z&X-Goog-Expires=2147483648")
+	f.Fuzz(func(t *testing.T, q string) {
+		u := &url.URL{Scheme: "https", Host: "h", Path: "/b", RawQuery: q}
+		exp, ok := urlExpiry(u)
+		if !ok && !exp.IsZero() {
+			t.Fatalf("%q: no expiry, yet %v", q, exp)
+		}
+		l := &location{u: u, got: time.Unix(1_800_000_000, 0), expires: exp}
+		l.usable(time.Unix(1_800_000_000, 0)) // must not panic, whatever the dates
+	})
+}
+
+// TestLocationUsable: a signed URL is asked for again before it expires, by a margin of
+// 5 s or a quarter of its life, whichever is less; one that says nothing is used until
+// storage refuses it.
+func TestLocationUsable(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	for _, tc := range []struct {
+		life, at time.Duration
+		want     bool
+	}{
+		{time.Hour, 0, true},
+		{time.Hour, time.Hour - 6*time.Second, true},
+		{time.Hour, time.Hour - 5*time.Second, false},
+		{time.Hour, 2 * time.Hour, false},
+		{8 * time.Second, 5 * time.Second, true},  // margin 2 s
+		{8 * time.Second, 6 * time.Second, false}, // within it
+		{time.Second, 800 * time.Millisecond, false},
+	} {
+		l := &location{got: t0, expires: t0.Add(tc.life)}
+		if got := l.usable(t0.Add(tc.at)); got != tc.want {
+			t.Errorf("life %v, at %v: usable %v, want %v", tc.life, tc.at, got, tc.want)
+		}
+	}
+	if !(&location{got: t0}).usable(t0.Add(1000 * time.Hour)) {
+		t.Errorf("a URL without a stated expiry is not used")
+	}
+}
+
+// TestH2Window sizes HTTP/2 windows on made-up measurements: twice the bandwidth-delay
+// product, within 1-16 MiB.
+func TestH2Window(t *testing.T) {
+	for _, tc := range []struct {
+		rate float64
+		rtt  time.Duration
+		want int
+	}{
+		{0, 0, 1 << 20},
+		{12.5e6, 40 * time.Millisecond, 1 << 20},
+		{50e6, 100 * time.Millisecond, 10e6},
+		{1e9, 200 * time.Millisecond, 16 << 20},
+	} {
+		if got := h2Window(tc.rate, tc.rtt); got != tc.want {
+			t.Errorf("h2Window(%.0f, %v) = %d, want %d", tc.rate, tc.rtt, got, tc.want)
+		}
+	}
+}
+
+func TestNeedsH1(t *testing.T) {
+	for _, tc := range []struct {
+		err  string
+		want bool
+	}{
+		{"stream error: stream ID 3; HTTP_1_1_REQUIRED", true},
+		{"http2: server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=HTTP_1_1_REQUIRED, debug=\"\"", true},
+		{"http2: server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=PROTOCOL_ERROR, debug=\"\"", true},
+		{"http2: server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=NO_ERROR, debug=\"\"", false},
+		{"connection reset by peer", false},
+	} {
+		if got, _ := needsH1(errors.New(tc.err)); got != tc.want {
+			t.Errorf("needsH1(%q) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
