@@ -298,7 +298,7 @@ func (p *Pipeline) run(l *piped, sp *spool) {
 	if err == nil && drop != nil && !sp.aborted() {
 		// The transfer stored the blob before its verdict: it is there to delete.
 		if derr := drop.Delete(p.ctx, l.layer.Digest); derr != nil && !errors.Is(derr, pullkit.ErrNotFound) {
-			err = &pullkit.Error{Op: "drop layer blob", Digest: l.layer.Digest, Err: derr}
+			err = &pullkit.Error{Op: pullkit.OpDeleteBlob, Detail: "(dropping the applied layer's blob)", Digest: l.layer.Digest, Err: derr}
 		}
 	}
 	p.mu.Lock()
