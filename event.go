@@ -57,6 +57,37 @@ type Event struct {
 	Wait time.Duration
 	// Err is the cause, for EventFailed, EventCancelled, EventWaiting and EventRetrying.
 	Err error
+	// Stages is, for EventUnpacked, where the layer's unpack spent its time.
+	Stages Stages
+}
+
+// Stages says where the time of one layer's unpack went, so that an engine can see which
+// stage bounds its pulls. Each is the wall-clock time one part of the pipeline spent on
+// the layer; the parts run at once, so the stages overlap and do not add up to the whole.
+// The applier's time is Tar + Write + Wait.
+type Stages struct {
+	// Fetch is the layer's download as the unpack saw it: from its first byte to the
+	// transfer's verdict (0 when the layer came from the store).
+	Fetch time.Duration
+	// Inflate is the time spent decompressing the layer and hashing the result (the
+	// diffID), on the goroutine that hands the tar stream on; a gzip layer read from a
+	// spool or file is inflated by several workers besides, not counted here. It
+	// includes waiting for compressed bytes that have not arrived yet.
+	Inflate time.Duration
+	// Tar is the applier's time reading the tar stream: headers and file contents,
+	// without Wait.
+	Tar time.Duration
+	// Write is the applier's time making the entries: files written, directories,
+	// links, whiteouts, ownership, modes, times and attributes.
+	Write time.Duration
+	// Wait is the applier's time waiting for decompressed bytes: when it is most of the
+	// applier's time, the download or the inflate bounds the layer, not the disk.
+	Wait time.Duration
+}
+
+// Add returns the sum of s and o, stage by stage.
+func (s Stages) Add(o Stages) Stages {
+	return Stages{s.Fetch + o.Fetch, s.Inflate + o.Inflate, s.Tar + o.Tar, s.Write + o.Write, s.Wait + o.Wait}
 }
 
 // EventKind says what an Event reports.
@@ -93,6 +124,9 @@ const (
 	// transfer and hashes them again before the transfer goes on after them (a large
 	// partial file takes a moment); EventStarted with the same Done follows.
 	EventResuming
+	// EventUnpacked: a layer was applied and its diffID verified (unpack.Pipeline's
+	// progress, not Pull's); Done is its uncompressed size, Stages where the time went.
+	EventUnpacked
 )
 
 // Terminal reports whether k ends a blob's events: EventVerified, EventSkipped,
@@ -125,6 +159,8 @@ func (k EventKind) String() string {
 		return "cancelled"
 	case EventResuming:
 		return "resuming"
+	case EventUnpacked:
+		return "unpacked"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }

@@ -125,3 +125,59 @@ TOML
   for _ in $(seq 100); do "$bin/ctr" -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
   "$bin/ctr" -a "$sock" version >/dev/null || { echo "containerd 2.4 did not start:"; tail "$ctrd/log"; exit 1; }
 }
+
+# start_containerd24_overlay BIN DIR SOCK tuned|default starts containerd 2.4 (from BIN,
+# built by install_containerd24) with its
+# root, state and config under DIR, on the private socket SOCK, for bench/unpack.sh:
+# overlayfs snapshots (where start_containerd24 unpacks into native ones), no
+# CRI (which would pull on its own), content isolated per namespace. "tuned" sets the
+# transfer service's knobs its documentation suggests for large images (they live in
+# [plugins.'io.containerd.transfer.v1.local'] in 2.4's config schema):
+# max_concurrent_downloads = 16, concurrent_layer_fetch_buffer = 8 MiB (parallel
+# ranged layer fetch), max_concurrent_unpacks = 2; "default" leaves them at 3, off and 1.
+# It waits until ctr answers, sets ctrd24pid, and exits the script if containerd does
+# not start.
+start_containerd24_overlay() {
+  local bin=$1 ctrd=$2 sock=$3 mode=$4 tune=
+  rm -rf "$ctrd"
+  mkdir -p "$ctrd"
+  if [ "$mode" = tuned ]; then
+    tune='max_concurrent_downloads = 16
+  concurrent_layer_fetch_buffer = 8388608
+  max_concurrent_unpacks = 2'
+  fi
+  cat >"$ctrd/config.toml" <<TOML
+version = 3
+root = "$ctrd/root"
+state = "$ctrd/state"
+disabled_plugins = [
+  "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.native", "io.containerd.snapshotter.v1.blockfile",
+  "io.containerd.snapshotter.v1.erofs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing",
+  "io.containerd.nri.v1.nri",
+]
+[grpc]
+  address = "$sock"
+[ttrpc]
+  address = "$sock.ttrpc"
+[debug]
+  address = ""
+  level = "warn"
+[metrics]
+  address = ""
+[plugins.'io.containerd.internal.v1.opt']
+  path = "$ctrd/opt"
+[plugins.'io.containerd.metadata.v1.bolt']
+  content_sharing_policy = "isolated"
+[plugins.'io.containerd.transfer.v1.local']
+  $tune
+  [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "overlayfs"
+TOML
+  "$bin/containerd" --config "$ctrd/config.toml" >"$ctrd/log" 2>&1 &
+  ctrd24pid=$!
+  for _ in $(seq 100); do "$bin/ctr" -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+  "$bin/ctr" -a "$sock" version >/dev/null || { echo "containerd 2.4 did not start:"; tail "$ctrd/log"; exit 1; }
+}

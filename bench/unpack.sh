@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Unpack benchmark (issue 13): pull + unpack of realistic images, pullkit against
-# containerd 1.6 (ctr image pull, native snapshotter), skopeo copy + umoci unpack, and
-# crane export | tar -x, in one alternating run against Debian's docker-registry on
-# loopback. With pullkit's download alone and its unpack alone from a local store, to show
-# how much of the two the pipeline overlaps.
+# Unpack benchmark (issues 13 and 20): pull + unpack of realistic images, pullkit against
+# containerd 2.4 (built from its module at run time, transfer-service pull into overlayfs
+# snapshots, tuned for large images and with its defaults), skopeo copy + umoci unpack,
+# and (optionally) crane export | tar -x, in one alternating run against Debian's
+# docker-registry on loopback. Beside them: each image's machine floor, and the serial
+# and parallel inflate of the large image's layer.
 #
 # The images are built by bench/mkimage from directory trees of this machine (gzip at the
 # default level), and share their base layer:
@@ -11,11 +12,20 @@
 #        (/usr/include) + python (/usr/lib/python3*) + top (/usr/lib/git-core, and a
 #        whiteout of /usr/share/doc)
 #   lib: base + lib (/usr/lib/x86_64-linux-gnu)
-# Every round, each tool (in a balanced order) pulls app and lib, each from a clean state
+#   big: one layer of /usr/lib (over 1 GiB of gzip: shared libraries, Python, compilers)
+# Every round, each tool (in a balanced order) pulls each image from a clean state
 # (everything it wrote before removed, containerd's images, content and snapshots too), so
-# every run downloads and unpacks everything. The snapshot tools (pullkit --snapshots, ctr)
-# also pull lib right after app into the same state: the row "lib+app", where the base's
-# snapshot is reused.
+# every run downloads and unpacks everything. The snapshot tools (pullkit --snapshots,
+# ctr24-*) also pull lib right after app into the same state: the row "lib+app", where the
+# base's snapshot is reused.
+#
+# The machine floor of an image (tool "floor", run in the rounds like the others): the CPU
+# time of inflating its layers with klauspost's gzip (bench/inflate -mode klauspost) plus
+# the CPU time of GNU tar -x of its uncompressed layers into a fresh directory on the
+# scratch file system, divided by the number of cores. "inflate-serial" and
+# "inflate-parallel" time klauspost's serial reader and pullkit's parallel one
+# (internal/inflate) on the image's layers, in memory, wall seconds; "inflate-inorder" the
+# same reader with no workers (its own decoder in order, what an unpack on two cores uses).
 #
 # The outputs go to a scratch file system: by default a journaled ext4 made in a sparse
 # file under the work directory and loop-mounted (SCRATCH=DIR uses DIR instead). The
@@ -25,14 +35,17 @@
 # spends most of its time in the kernel: 40k small files took 24 s instead of 1.3 s there.
 #
 # Usage: bench/unpack.sh [ROUNDS]   (default 5)
-#   TOOLS="pk-unpack pk-snapshots pk-download pk-local-unpack pk-local-snapshots ctr skopeo-umoci crane"
-#   IMAGES="app lib"               images to run
+#   TOOLS="pk-unpack pk-snapshots pk-download ctr24-tuned ctr24-default skopeo-umoci floor inflate-serial inflate-parallel"
+#                                  (also: pk-local-unpack pk-local-snapshots crane)
+#   IMAGES="app lib big"           images to run
 #   BENCH_DIR=DIR                  keep the work directory (registry, layers, crane) between runs
 #   PULL_FLAGS="--jobs 8"          flags added to every pullkit pull
 #   PULL_BIN=PATH                  a pull binary to use instead of building ./examples/pull
 #   SCRATCH=DIR                    write the outputs in DIR (default: a loop-mounted ext4)
 #   SCRATCH_SIZE=60G               size of that ext4 (sparse)
 # Everything listens on 127.0.0.1 only; containerd runs on a private socket and root.
+# containerd 2.4.2 and ctr are built with go install into the work directory's bin/
+# (CGO_ENABLED=0, tags no_btrfs no_devmapper no_zfs) the first time.
 set -euo pipefail
 trap 'echo "unpack.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
@@ -52,16 +65,14 @@ need() { command -v "$1" >/dev/null || { echo "needs $1 ($2)"; exit 1; }; }
 need docker-registry "apt-get install docker-registry"
 need skopeo "apt-get install skopeo"
 need umoci "apt-get install umoci"
-need containerd "apt-get install containerd"
-need ctr "apt-get install containerd"
 need jq "apt-get install jq"
 need curl "apt-get install curl"
 need python3 "apt-get install python3"
 [ -x /usr/bin/time ] || { echo "needs GNU time for wall time and peak RSS (apt-get install time)"; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "needs root: containerd, umoci and tar keep ownership, as an engine does"; exit 1; }
 
-read -r -a tools <<<"${TOOLS:-pk-unpack pk-snapshots pk-download pk-local-unpack pk-local-snapshots ctr skopeo-umoci crane}"
-read -r -a images <<<"${IMAGES:-app lib}"
+read -r -a tools <<<"${TOOLS:-pk-unpack pk-snapshots pk-download ctr24-tuned ctr24-default skopeo-umoci floor inflate-serial inflate-parallel}"
+read -r -a images <<<"${IMAGES:-app lib big}"
 has() { local t; for t in "${tools[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
 
 declare -A layerspec=(
@@ -71,12 +82,15 @@ declare -A layerspec=(
   [python]='/usr/lib/python3,/usr/lib/python3.11'
   [top]='/usr/lib/git-core,-/usr/share/doc'
   [lib]='/usr/lib/x86_64-linux-gnu'
+  [usrlib]='/usr/lib'
 )
-declare -A imagelayers=([app]="base go include python top" [lib]="base lib")
-for i in "${images[@]}"; do [ -n "${imagelayers[$i]:-}" ] || { echo "unknown image $i (app lib)"; exit 1; }; done
+declare -A imagelayers=([app]="base go include python top" [lib]="base lib" [big]="usrlib")
+for i in "${images[@]}"; do [ -n "${imagelayers[$i]:-}" ] || { echo "unknown image $i (app lib big)"; exit 1; }; done
 
 echo "work directory: $work" >&2
 go build -o "$bin/mkimage" ./bench/mkimage
+go build -o "$bin/inflate" ./bench/inflate
+if has ctr24-tuned || has ctr24-default; then install_containerd24 "$bin"; fi
 if [ -n "${PULL_BIN:-}" ]; then cp "$PULL_BIN" "$bin/pull"; else go build -o "$bin/pull" ./examples/pull; fi
 if has crane && [ ! -x "$bin/crane" ]; then
   echo "installing crane v0.22.1 into $bin" >&2
@@ -140,27 +154,58 @@ if has pk-local-unpack || has pk-local-snapshots; then
   for img in "${images[@]}"; do "$bin/pull" --plain-http --output "$seeded" "$reg/bench/$img:latest" >/dev/null; done
 fi
 
-# containerd 1.6 on a private socket, root and state (as wan.sh): no CRI, only the native
-# snapshotter, content isolated per namespace. Every round ends with the images removed
-# with --sync (content and snapshots collected), and the script checks that nothing is
-# left, so every round downloads and unpacks everything.
-ctrd=$scratch/containerd
-sock=$work/containerd.sock
-if has ctr; then
-  start_containerd "$ctrd" "$sock"
-  pids+=($ctrdpid)
-fi
-ctr_clean() { # remove every image of the bench namespace, its content and snapshots
-  local r left
-  for r in $(ctr -a "$sock" -n bench images ls -q 2>/dev/null); do
-    ctr -a "$sock" -n bench images rm --sync "$r" >/dev/null 2>&1 || true
+# containerd 2.4 on private sockets, roots and state, one daemon tuned and one with its
+# defaults (see start_containerd24_overlay in lib.sh): overlayfs snapshots, content isolated per
+# namespace. Every run ends with the images removed with --sync (content and snapshots
+# collected), and the script checks that nothing is left, so every run downloads and
+# unpacks everything.
+declare -A ctrsock
+for mode in tuned default; do
+  if has ctr24-$mode; then
+    ctrsock[$mode]=$work/containerd-$mode.sock
+    start_containerd24_overlay "$bin" "$scratch/containerd-$mode" "${ctrsock[$mode]}" "$mode"
+    pids+=($ctrd24pid)
+    eval "ctrdpid_$mode=$ctrd24pid"
+  fi
+done
+ctr_clean() { # mode: remove every image of the bench namespace, its content and snapshots
+  local mode=$1 sock=${ctrsock[$1]} r left
+  for r in $("$bin/ctr" -a "$sock" -n bench images ls -q 2>/dev/null); do
+    "$bin/ctr" -a "$sock" -n bench images rm --sync "$r" >/dev/null 2>&1 || true
   done
-  left=$(ctr -a "$sock" -n bench snapshots --snapshotter native ls 2>/dev/null | tail -n +2 | wc -l)
-  [ "$left" -eq 0 ] || echo "warning: $left snapshots left in containerd after the cleanup" >&2
+  left=$("$bin/ctr" -a "$sock" -n bench snapshots --snapshotter overlayfs ls 2>/dev/null | tail -n +2 | wc -l)
+  [ "$left" -eq 0 ] || echo "warning: $left snapshots left in containerd ($mode) after the cleanup" >&2
   left=0
-  [ ! -d "$ctrd/root/io.containerd.content.v1.content/blobs" ] ||
-    left=$(find "$ctrd/root/io.containerd.content.v1.content/blobs" -type f | wc -l)
-  [ "$left" -eq 0 ] || echo "warning: $left blobs left in containerd's store after the cleanup" >&2
+  local blobs=$scratch/containerd-$mode/root/io.containerd.content.v1.content/blobs
+  [ ! -d "$blobs" ] || left=$(find "$blobs" -type f | wc -l)
+  [ "$left" -eq 0 ] || echo "warning: $left blobs left in containerd's ($mode) store after the cleanup" >&2
+}
+
+# What the floor and the inflate tools read: each image's layer files (gzip, as pushed)
+# and, for tar -x, their uncompressed tars, on the scratch file system.
+declare -A layerfiles
+if has floor || has inflate-serial || has inflate-parallel || has inflate-inorder; then
+  mkdir -p "$scratch/tars"
+  for img in "${images[@]}"; do
+    for l in ${imagelayers[$img]}; do
+      layerfiles[$img]+=" $work/layers/$l.tar.gz"
+      [ -s "$scratch/tars/$l.tar" ] || gzip -dc "$work/layers/$l.tar.gz" >"$scratch/tars/$l.tar"
+    done
+  done
+fi
+# floor IMAGE DIR: prints the CPU seconds of inflating the image's layers (klauspost) and
+# of tar -x of them into DIR, one after the other; the floor is their sum over the cores.
+floor_run() {
+  local img=$1 dir=$2 inflate_cpu tar_cpu l
+  inflate_cpu=$("$bin/inflate" -mode klauspost ${layerfiles[$img]} | awk '{print $3}')
+  mkdir -p "$dir"
+  tar_cpu=0
+  for l in ${imagelayers[$img]}; do
+    sync
+    /usr/bin/time -f '%U %S' -o "$work/tar.time" tar -x --same-owner -p -f "$scratch/tars/$l.tar" -C "$dir"
+    tar_cpu=$(awk -v a="$tar_cpu" '{print a + $1 + $2}' "$work/tar.time")
+  done
+  awk -v i="$inflate_cpu" -v t="$tar_cpu" -v n="$(nproc)" 'BEGIN {printf "%.3f %.3f %.3f\n", i, t, (i + t) / n}'
 }
 
 results=$work/results.tsv
@@ -191,7 +236,17 @@ runone() { # round image tool [row]: row names the result (default: the image)
     pk-download) timed "$tool" "$bin/pull" --plain-http $PULL_FLAGS --output "$out/layout-$img" "$ref" ;;
     pk-local-unpack) timed "$tool" "$bin/pull" --plain-http $PULL_FLAGS --output "$seeded" --unpack "$out/rootfs-$img" "$ref" ;;
     pk-local-snapshots) timed "$tool" "$bin/pull" --plain-http $PULL_FLAGS --output "$seeded" --snapshots "$out/snapshots" "$ref" ;;
-    ctr) timed "$tool" ctr -a "$sock" -n bench images pull --plain-http --snapshotter native "$ref" ;;
+    ctr24-tuned | ctr24-default)
+      timed "$tool" "$bin/ctr" -a "${ctrsock[${tool#ctr24-}]}" -n bench images pull --plain-http --snapshotter overlayfs "$ref" ;;
+    floor)
+      # Not a wall time: the floor's seconds, from CPU times (see the header).
+      read -r fin ft fl < <(floor_run "$img" "$out/floor-$img")
+      echo "$fl 0" >>"$work/times"
+      echo "  floor $img: inflate ${fin}s + tar ${ft}s of CPU" >&2
+      printf '%s\t%s\tinflate %s tar %s\n' "$round" "$img" "$fin" "$ft" >>"$work/floors.tsv" ;;
+    inflate-serial) timed "$tool" "$bin/inflate" -mode klauspost ${layerfiles[$img]} ;;
+    inflate-parallel) timed "$tool" "$bin/inflate" -mode parallel ${layerfiles[$img]} ;;
+    inflate-inorder) timed "$tool" "$bin/inflate" -mode inorder ${layerfiles[$img]} ;;
     skopeo-umoci)
       timed skopeo skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$out/oci-$img:latest"
       timed umoci umoci unpack --image "$out/oci-$img:latest" "$out/bundle-$img" ;;
@@ -211,10 +266,10 @@ runone() { # round image tool [row]: row names the result (default: the image)
 }
 clean() { # tool: remove what it wrote
   rm -rf "$out"
-  if [ "$1" = ctr ]; then ctr_clean; fi
+  case $1 in ctr24-*) ctr_clean "${1#ctr24-}" ;; esac
   sync
 }
-reuses() { case $1 in pk-snapshots | pk-local-snapshots | ctr) return 0 ;; esac; return 1; }
+reuses() { case $1 in pk-snapshots | pk-local-snapshots | ctr24-*) return 0 ;; esac; return 1; }
 runtool() { # round tool: each image from a clean state, then lib after app (snapshot tools)
   local r=$1 t=$2 img
   for img in "${images[@]}"; do
@@ -237,7 +292,8 @@ order() { # row -> indices
   echo "${seq[@]}"
 }
 
-if has ctr; then ctr_clean; fi
+for mode in "${!ctrsock[@]}"; do ctr_clean "$mode"; done
+: >"$work/floors.tsv"
 loads=("start: $(cut -d' ' -f1-3 /proc/loadavg)")
 t_start=$(date +%s)
 for r in $(seq "$ROUNDS"); do
@@ -274,11 +330,17 @@ ratio() { # label a b [c]: a / b, or a / max(b, c)
   awk -v l="$label" -v a="$a" -v b="$b" -v c="${c:-0}" 'BEGIN {d = (c > b ? c : b); printf "  %-52s %6.2f\n", l, a / d}'
 }
 echo
-echo "ratios of medians (targets: <= 0.60 against the peers, <= 1.15 against the overlap bound)"
+echo "ratios of medians (targets: <= 0.40 of containerd 2.4 tuned, <= 1.25 of the floor; parallel inflate >= 1.8 x serial)"
 for img in "${images[@]}"; do
   echo " $img (${nlayers[$img]} layers, ${mb[$img]} MiB of gzip):"
-  ratio "pk-unpack / ctr" "$img/pk-unpack" "$img/ctr"
-  ratio "pk-snapshots / ctr" "$img/pk-snapshots" "$img/ctr"
+  ratio "pk-unpack / ctr24-tuned" "$img/pk-unpack" "$img/ctr24-tuned"
+  ratio "pk-snapshots / ctr24-tuned" "$img/pk-snapshots" "$img/ctr24-tuned"
+  ratio "pk-unpack / ctr24-default" "$img/pk-unpack" "$img/ctr24-default"
+  ratio "pk-snapshots / ctr24-default" "$img/pk-snapshots" "$img/ctr24-default"
+  ratio "pk-unpack / floor" "$img/pk-unpack" "$img/floor"
+  ratio "pk-snapshots / floor" "$img/pk-snapshots" "$img/floor"
+  ratio "inflate-serial / inflate-parallel (speed-up)" "$img/inflate-serial" "$img/inflate-parallel"
+  ratio "inflate-serial / inflate-inorder (speed-up)" "$img/inflate-serial" "$img/inflate-inorder"
   ratio "pk-unpack / skopeo-umoci" "$img/pk-unpack" "$img/skopeo-umoci"
   ratio "pk-unpack / crane" "$img/pk-unpack" "$img/crane"
   ratio "pk-unpack / max(pk-download, pk-local-unpack)" "$img/pk-unpack" "$img/pk-download" "$img/pk-local-unpack"
@@ -299,8 +361,12 @@ for img in "${rows[@]}"; do
   echo
 done
 echo
-if has ctr && [ -r "/proc/$ctrdpid/status" ]; then
-  echo "containerd's own peak RSS over the run: $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$ctrdpid/status")"
+for mode in "${!ctrsock[@]}"; do
+  p=$(eval echo "\$ctrdpid_$mode")
+  [ -r "/proc/$p/status" ] && echo "containerd ($mode) peak RSS over the run: $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$p/status")"
+done
+if [ -s "$work/floors.tsv" ]; then
+  echo "floor CPU seconds per round (inflate with klauspost, tar -x): $(awk -F'\t' '{printf "%s r%s %s; ", $2, $1, $3}' "$work/floors.tsv")"
 fi
 echo "load average (1, 5, 15 min): ${loads[*]}"
-echo "(rounds: $ROUNDS, PULL_FLAGS: '${PULL_FLAGS}', measured in $t_total s on $(nproc) cores, outputs on $scratchfs; times are wall seconds, skopeo-umoci the sum of the two; peak RSS of ctr is the client's (containerd unpacks), of skopeo-umoci and crane the larger process's; raw: $results)"
+echo "(rounds: $ROUNDS, PULL_FLAGS: '${PULL_FLAGS}', measured in $t_total s on $(nproc) cores, outputs on $scratchfs; times are wall seconds, skopeo-umoci the sum of the two, floor the CPU floor; peak RSS of ctr24-* is the client's (containerd unpacks), of skopeo-umoci and crane the larger process's; raw: $results)"

@@ -23,6 +23,7 @@ type pullOptions struct {
 	jobs     int
 	jobsSet  bool
 	tees     func(i int, l manifest.Layer) layers.Tee
+	skip     func(i int, l manifest.Layer) bool
 	verified func(*trust.Result) // WithVerified
 	creds    CredentialsFunc
 
@@ -203,6 +204,20 @@ func WithJobs(n int) PullOption {
 			return &pullkit.InvalidError{What: "option WithJobs", Reason: fmt.Sprintf("%d: want at least 1", n)}
 		}
 		o.jobs, o.jobsSet = n, true
+		return nil
+	}
+}
+
+// WithSkipLayers leaves out of the download every layer for which fn returns true:
+// fn(i, l) is asked for each layer (index in the image, base first, with its diffID
+// when the config gives one) after WithLayerTees's fn, before the transfer starts. An
+// unpack pipeline passes its Skip, so that a layer whose snapshot exists is neither
+// downloaded nor read from the store, whether or not the store holds its blob (a disk
+// policy may have dropped it: unpack.Pipeline.DropBlobs). The image is stored and named
+// as usual; its model keeps every layer.
+func WithSkipLayers(fn func(i int, l manifest.Layer) bool) PullOption {
+	return func(o *pullOptions) error {
+		o.skip = fn
 		return nil
 	}
 }

@@ -413,16 +413,21 @@ func (p *pull) run(ctx context.Context) (*manifest.Image, error) {
 			}
 		}
 	}
-	if p.o.tees != nil {
-		// Tees want the diffIDs up front (snapshots are named by chain ID): the configs
-		// first, then the layers.
+	if p.o.tees != nil || p.o.skip != nil {
+		// Tees and skips want the diffIDs up front (snapshots are named by chain ID): the
+		// configs first, then the layers.
 		wg.Wait()
 		if cfgErr != nil {
 			p.cancelPlanned(blobs, cfgErr)
 			return nil, cfgErr
 		}
 		shareConfigs()
-		p.addTees(blobs, at)
+		if p.o.tees != nil {
+			p.addTees(blobs, at)
+		}
+		if p.o.skip != nil {
+			blobs, at = p.skipLayers(blobs, at)
+		}
 	}
 	fetcher := &blobSource{eps: p.t.eps, progress: p.o.progress, conns: p.o.conns}
 	results, ferr := layers.Fetch(lctx, fetcher, p.st, blobs, p.o.transfer(p.c.retry, p.layerProgress())...)
@@ -681,6 +686,16 @@ func (p *pull) layerBlobs() ([]layers.Blob, [][2]int) {
 // addTees gives each layer of blobs its tee, once the configs are known: tees are told
 // of the layers with their diffIDs, from the config.
 func (p *pull) addTees(blobs []layers.Blob, at [][2]int) {
+	known := p.knownLayers()
+	for n := range blobs {
+		i, k := at[n][0], at[n][1]
+		blobs[n].Tee = p.o.tees(k, known[i][k])
+	}
+}
+
+// knownLayers is what tees and skips are told of each image's layers: with diffIDs, from
+// the config when there is one.
+func (p *pull) knownLayers() [][]manifest.Layer {
 	known := make([][]manifest.Layer, len(p.t.images))
 	for i, ti := range p.t.images {
 		known[i] = ti.m.Layers
@@ -690,10 +705,33 @@ func (p *pull) addTees(blobs []layers.Blob, at [][2]int) {
 			}
 		}
 	}
-	for n := range blobs {
+	return known
+}
+
+// skipLayers leaves out of the transfer the layers WithSkipLayers's fn says are not
+// needed (after the tees, which it may depend on). They were planned: each is reported
+// queued and then skipped, nothing downloaded, as the progress contract wants every
+// planned blob to end.
+func (p *pull) skipLayers(blobs []layers.Blob, at [][2]int) ([]layers.Blob, [][2]int) {
+	known := p.knownLayers()
+	var keptB []layers.Blob
+	var keptAt [][2]int
+	seen := map[digest.Digest]bool{}
+	for n, b := range blobs {
 		i, k := at[n][0], at[n][1]
-		blobs[n].Tee = p.o.tees(k, known[i][k])
+		if p.o.skip(k, known[i][k]) {
+			if seen[b.Desc.Digest] {
+				continue
+			}
+			seen[b.Desc.Digest] = true
+			p.o.emit(pullkit.Event{Kind: pullkit.EventQueued, What: "layer", Digest: b.Desc.Digest, Total: b.Desc.Size})
+			p.o.emit(pullkit.Event{Kind: pullkit.EventSkipped, What: "layer", Digest: b.Desc.Digest, Done: b.Desc.Size, Total: b.Desc.Size})
+			continue
+		}
+		keptB = append(keptB, b)
+		keptAt = append(keptAt, at[n])
 	}
+	return keptB, keptAt
 }
 
 // store builds image i's model from what the transfer learnt and stores its manifest in

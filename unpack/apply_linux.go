@@ -136,9 +136,14 @@ func (t *tree) apply(ctx context.Context, layer, want digest.Digest, blob io.Rea
 	a := &applier{ctx: ctx, t: t, res: &res, upper: newPathSet(), buf: make([]byte, copyBuffer)}
 	defer a.closeCache()
 	tr := tar.NewReader(ls)
+	data := &timedReader{r: tr}
+	var next, entries time.Duration
 	prev := ""
 	for {
+		t0 := time.Now()
 		hdr, err := tr.Next()
+		t1 := time.Now()
+		next += t1.Sub(t0)
 		if err == io.EOF {
 			break
 		}
@@ -147,7 +152,9 @@ func (t *tree) apply(ctx context.Context, layer, want digest.Digest, blob io.Rea
 		}
 		res.Entries++
 		prev = hdr.Name
-		if err := a.entry(hdr, tr); err != nil {
+		err = a.entry(hdr, data)
+		entries += time.Since(t1)
+		if err != nil {
 			var re *readError
 			if errors.As(err, &re) {
 				err = ls.cause(re.err, "tar")
@@ -155,15 +162,39 @@ func (t *tree) apply(ctx context.Context, layer, want digest.Digest, blob io.Rea
 			return res, layerError(layer, hdr.Name, err)
 		}
 	}
+	t0 := time.Now()
 	if err := a.flushCache(); err != nil {
 		return res, layerError(layer, "", err)
 	}
+	entries += time.Since(t0)
 	diffID, err := ls.finish()
 	if err != nil {
 		return res, layerError(layer, "", err)
 	}
+	// ls.stop (in finish) has ended the read-ahead: its figures are ours to read.
+	res.Size = ls.size
+	res.Stages = pullkit.Stages{
+		Inflate: ls.inflate,
+		Tar:     max(0, next+data.d-ls.wait),
+		Write:   max(0, entries-data.d),
+		Wait:    ls.wait,
+	}
 	res.DiffID = diffID
 	return res, nil
+}
+
+// timedReader adds up the time spent in its reads (file contents read from the tar
+// stream, which the applier's time splits into Tar and Write by).
+type timedReader struct {
+	r io.Reader
+	d time.Duration
+}
+
+func (t *timedReader) Read(p []byte) (int, error) {
+	t0 := time.Now()
+	n, err := t.r.Read(p)
+	t.d += time.Since(t0)
+	return n, err
 }
 
 // copyBuffer is the size of the buffer file data is copied through; holeBlock the size

@@ -2,12 +2,14 @@ package unpack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"sort"
 	"sync"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -48,6 +50,9 @@ type Pipeline struct {
 	free    bool   // layers may be applied in any order
 	maxLive int    // when free, how many layers are applied at once
 
+	progress func(pullkit.Event) // EventUnpacked per layer, if set
+	drop     BlobDeleter         // where to delete each layer blob once applied, if set
+
 	mu      sync.Mutex
 	layers  []*piped // the layers to apply, base first
 	byIndex map[int]*piped
@@ -75,6 +80,8 @@ type piped struct {
 	sp      *spool // the current attempt's bytes (receiving, received)
 	applier *spool // the spool the running Apply reads, if any
 	res     Result
+	opened  time.Time     // when the current attempt's first bytes came
+	fetch   time.Duration // how long the attempt that verified took
 }
 
 // NewPipeline returns a pipeline into r. Give its Tee to the pull
@@ -107,6 +114,59 @@ func newPipeline(ctx context.Context) *Pipeline {
 		}
 	})
 	return p
+}
+
+// Progress sets fn to receive an EventUnpacked for each layer once it is applied and its
+// diffID verified, with where its time went (Stages). Call it before the pull; fn is
+// called from the pipeline's goroutines, one at a time, and must not call the pipeline.
+func (p *Pipeline) Progress(fn func(pullkit.Event)) {
+	p.mu.Lock()
+	p.progress = fn
+	p.mu.Unlock()
+}
+
+// BlobDeleter deletes a blob from a store (store.Content does).
+type BlobDeleter interface {
+	Delete(ctx context.Context, d digest.Digest) error
+}
+
+// DropBlobs makes the pipeline delete each layer's blob from st once the layer is
+// applied and its diffID verified (a disk policy for engines that keep only unpacked
+// layers): the manifest and config stay, so the store still names the image, and a
+// later pull that shares the layer reuses its snapshot without downloading it again
+// (give Skip to the pull). A layout whose layers were dropped is no longer a whole OCI
+// layout: tools that read layers from it (skopeo, umoci) fail on such an image, Check
+// does not report the absent blobs, and GC keeps the names and what they still reach.
+// A blob already absent is no error; any other failure to delete fails the pipeline.
+// Call it before the pull.
+func (p *Pipeline) DropBlobs(st BlobDeleter) {
+	p.mu.Lock()
+	p.drop = st
+	p.mu.Unlock()
+}
+
+// Skip reports whether layer i, given to Tee just before, need not be downloaded: for
+// snapshots with every diffID known so far, when the snapshot of the layer's chain ID is
+// there already. The pipeline then counts the layer as reused (Result.Reused) and never
+// opens its tee. Give it to the pull with puller.WithSkipLayers(p.Skip); for a Rootfs it
+// is always false.
+func (p *Pipeline) Skip(i int, l manifest.Layer) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pl := p.byIndex[i]
+	if p.snaps == nil || !p.free || pl == nil || pl.state != waiting || l.DiffID == "" || l.DiffID != pl.layer.DiffID {
+		return false
+	}
+	chain := ChainID(pl.parent, l.DiffID)
+	if !p.snaps.Has(chain) {
+		return false
+	}
+	pl.state = applied
+	pl.res = Result{DiffID: l.DiffID, ChainID: chain, Reused: true}
+	if fn := p.progress; fn != nil {
+		fn(pullkit.Event{Kind: pullkit.EventUnpacked, What: "layer", Digest: l.Digest})
+	}
+	return true
 }
 
 // Tee returns the tee for layer i of the image (base first), for puller.WithLayerTees,
@@ -160,7 +220,7 @@ func (t *tee) Open(desc manifest.Descriptor) (io.Writer, error) {
 	if err != nil {
 		return nil, &pullkit.Error{Op: pullkit.OpUnpack, Detail: "(spooling the layer)", Digest: l.layer.Digest, Err: err}
 	}
-	l.sp, l.state = newSpool(f), receiving
+	l.sp, l.state, l.opened = newSpool(f), receiving, time.Now()
 	p.startReady()
 	return l.sp, nil
 }
@@ -181,7 +241,7 @@ func (t *tee) Close(err error) error {
 		sp.release()
 		return nil
 	}
-	l.state = received
+	l.state, l.fetch = received, time.Since(l.opened)
 	p.startReady()
 	return nil
 }
@@ -220,13 +280,26 @@ func (p *Pipeline) startReady() {
 func (p *Pipeline) run(l *piped, sp *spool) {
 	defer p.wg.Done()
 	defer sp.release()
-	res, err := p.apply(l, &spoolReader{s: sp})
+	size := l.layer.Size
+	if size <= 0 {
+		size = -1
+	}
+	res, err := p.apply(l, &spoolReader{s: sp, size: size})
 	if err == nil {
 		if res.Reused {
 			sp.discard() // a snapshot already there: the rest of the bytes are not needed
 		}
 		// The attempt's verdict (for a layer read to its end, known already).
 		err = sp.wait()
+	}
+	p.mu.Lock()
+	drop := p.drop
+	p.mu.Unlock()
+	if err == nil && drop != nil && !sp.aborted() {
+		// The transfer stored the blob before its verdict: it is there to delete.
+		if derr := drop.Delete(p.ctx, l.layer.Digest); derr != nil && !errors.Is(derr, pullkit.ErrNotFound) {
+			err = &pullkit.Error{Op: pullkit.OpDeleteBlob, Detail: "(dropping the applied layer's blob)", Digest: l.layer.Digest, Err: derr}
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -239,7 +312,14 @@ func (p *Pipeline) run(l *piped, sp *spool) {
 	case err != nil:
 		p.failLocked(err)
 	default:
+		if l.state == received {
+			res.Stages.Fetch = l.fetch
+		}
 		l.state, l.res = applied, res
+		if fn := p.progress; fn != nil {
+			// Outside p.mu would be nicer; the callback must not call back into p anyway.
+			fn(pullkit.Event{Kind: pullkit.EventUnpacked, What: "layer", Digest: l.layer.Digest, Done: res.Size, Total: res.Size, Stages: res.Stages})
+		}
 		if l.sp == sp {
 			l.sp = nil
 			sp.release()
@@ -421,10 +501,40 @@ func (s *spool) release() {
 	}
 }
 
-// spoolReader reads a spool from the start, following it as it grows.
+// spoolReader reads a spool from the start, following it as it grows. It can also be
+// read at offsets (ReadAt), which parallel inflate does: a read waits for the bytes, and
+// past the end of the blob it returns io.EOF once the attempt verified.
 type spoolReader struct {
-	s   *spool
-	off int64
+	s    *spool
+	off  int64
+	size int64 // the blob's size as the manifest says, or -1
+}
+
+// ReadAt reads len(p) bytes at off once they are there, or fewer and how the attempt
+// ended: io.EOF when it verified, its error otherwise (at once, whatever is there).
+func (r *spoolReader) ReadAt(p []byte, off int64) (int, error) {
+	s := r.s
+	s.mu.Lock()
+	for s.size < off+int64(len(p)) && !s.ended {
+		s.grew.Wait()
+	}
+	size, ended, err := s.size, s.ended, s.err
+	s.mu.Unlock()
+	if ended && err != nil {
+		return 0, err
+	}
+	n := int(max(0, min(int64(len(p)), size-off)))
+	if n > 0 {
+		k, rerr := s.f.ReadAt(p[:n], off)
+		if rerr != nil && rerr != io.EOF {
+			return k, rerr
+		}
+		n = k
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 func (r *spoolReader) Read(p []byte) (int, error) {

@@ -30,6 +30,10 @@ type Result struct {
 	Skipped []Skip
 	// MoreSkipped counts what was skipped beyond the ones listed.
 	MoreSkipped int
+	// Size is the layer's uncompressed size (the tar stream the diffID covers).
+	Size int64
+	// Stages says where the layer's time went (Fetch only through a Pipeline).
+	Stages pullkit.Stages
 }
 
 // maxSkipped bounds Result.Skipped, so that a layer of a million device nodes does not

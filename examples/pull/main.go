@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -41,8 +42,17 @@ import (
 )
 
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft limit, so that the collector runs before the heap doubles: parallel
+		// inflate's parts are large and pointer-free (cheap to collect often), and the
+		// pull is meant to stay under 64 MiB of RSS. GOMEMLIMIT overrides it.
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
+
+// memoryLimit is the CLI's soft memory limit (issue 20).
+const memoryLimit = 48 << 20
 
 // options are the parsed command line.
 type options struct {
@@ -82,6 +92,9 @@ type options struct {
 	trust trustFlags
 	// xfer are the transfer's flags (transfer.go).
 	xfer transferFlags
+	// dropBlobs deletes each layer blob from --output once applied (issue 20's disk
+	// policy).
+	dropBlobs bool
 }
 
 // usageError is a command-line mistake (exit status 2).
@@ -127,6 +140,7 @@ func defineFlags(fs *flag.FlagSet, o *options) *flagHelp {
 	unp := h.group("Unpacking")
 	unp.StringVar(&o.unpack, "unpack", "", "apply the layers, while they download, to a new root filesystem `DIR` (the blobs go to --output when given)")
 	unp.StringVar(&o.snapshots, "snapshots", "", "apply the layers, while they download, to overlay snapshots by chain ID in `DIR` (a base shared with an image unpacked before is reused)")
+	unp.BoolVar(&o.dropBlobs, "drop-blobs", false, "with --output DIR and --unpack or --snapshots, delete each layer blob from DIR once it is applied and verified (the manifest and config stay)")
 
 	xfer := h.group("Transfer")
 	xfer.IntVar(&o.jobs, "jobs", layers.DefaultJobs, "at most `N` requests in flight for the whole pull")
@@ -235,6 +249,8 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{"--unpack and --snapshots apply one platform's layers: not with --resolve, --all or --format docker-archive"}
 	case o.ingestExpiry < 0:
 		return nil, &usageError{"--ingest-expiry must not be negative"}
+	case o.dropBlobs && (o.output == "" || o.unpack == "" && o.snapshots == ""):
+		return nil, &usageError{"--drop-blobs deletes applied layers from --output DIR: it needs --output and --unpack or --snapshots"}
 	case o.net.check() != "":
 		return nil, &usageError{o.net.check()}
 	case o.xfer.check() != "":

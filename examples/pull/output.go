@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/archive"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/puller"
@@ -361,7 +363,12 @@ func unpackInto(ctx context.Context, o *options, c *puller.Client, call []puller
 		call = append(call, puller.WithProgress(p.event))
 		defer p.finish()
 	}
-	img, err := c.Pull(ctx, ref, st, append(call, puller.WithLayerTees(pipe.Tee))...)
+	if o.dropBlobs {
+		pipe.DropBlobs(st)
+	}
+	// A layer whose snapshot is there already is not downloaded (its blob may have been
+	// dropped by an earlier --drop-blobs).
+	img, err := c.Pull(ctx, ref, st, append(call, puller.WithLayerTees(pipe.Tee), puller.WithSkipLayers(pipe.Skip))...)
 	if err != nil {
 		pipe.Abort(err)
 		return nil, "", err
@@ -371,20 +378,29 @@ func unpackInto(ctx context.Context, o *options, c *puller.Client, call []puller
 		return nil, "", err
 	}
 	reused := 0
+	var stages pullkit.Stages
 	for _, r := range results {
 		if r.Reused {
 			reused++
 		}
+		stages = stages.Add(r.Stages)
 	}
 	if rootfs != nil {
 		if err := rootfs.Commit(); err != nil {
 			return nil, "", err
 		}
-		return img, fmt.Sprintf("%s (root filesystem, %d layers applied)", o.unpack, len(results)), nil
+		return img, fmt.Sprintf("%s (root filesystem, %d layers applied; %s)", o.unpack, len(results), stageLine(stages)), nil
 	}
 	top := "none"
 	if len(results) > 0 {
 		top = results[len(results)-1].ChainID.String()
 	}
-	return img, fmt.Sprintf("%s (snapshots, %d layers, %d reused; top chain ID %s)", o.snapshots, len(results), reused, top), nil
+	return img, fmt.Sprintf("%s (snapshots, %d layers, %d reused; top chain ID %s; %s)", o.snapshots, len(results), reused, top, stageLine(stages)), nil
+}
+
+// stageLine says where the unpack's time went, summed over the layers (they overlap:
+// see pullkit.Stages).
+func stageLine(s pullkit.Stages) string {
+	r := func(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
+	return fmt.Sprintf("stages: fetch %s, inflate %s, tar %s, write %s, wait %s", r(s.Fetch), r(s.Inflate), r(s.Tar), r(s.Write), r(s.Wait))
 }
