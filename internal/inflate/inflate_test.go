@@ -275,6 +275,8 @@ func FuzzParallelGzip(f *testing.F) {
 	f.Add(flushed(f, bytes.Repeat([]byte{'a', 'b'}, 3000), 6, 1000))
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		compare(t, blob, cfgFuzz)
+		// And in order alone, as an unpack on two cores reads every gzip layer.
+		compare(t, blob, inflate.Config{Workers: 0, MinSize: 1})
 	})
 }
 
