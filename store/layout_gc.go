@@ -102,9 +102,21 @@ func (l *Layout) GC(ctx context.Context, opts ...GCOption) (GCResult, error) {
 	return res, nil
 }
 
-// expireIngests removes the files of ingest/ that no writer holds and that were last
-// written longer ago than the expiry.
-func (l *Layout) expireIngests(ctx context.Context, o gcOptions, res *GCResult) error {
+// ingestVisit says what walkIngest does with each kind of file in ingest/.
+type ingestVisit struct {
+	// orphan is called for a record of held stretches whose partial file is gone.
+	orphan func(p string, e fs.DirEntry)
+	// other is called for a file that is neither a partial nor a record (an older
+	// pullkit's temporary files, say).
+	other func(p string, e fs.DirEntry)
+	// free is called for a partial file that no writer holds, open and locked (so that
+	// no writer takes it meanwhile) for as long as free runs.
+	free func(p string, f *os.File)
+}
+
+// walkIngest calls v's functions (those not nil) for the regular files of ingest/,
+// honouring ctx between them. A missing ingest/ is empty.
+func (l *Layout) walkIngest(ctx context.Context, v ingestVisit) error {
 	dir := filepath.Join(l.dir, IngestDir)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -113,40 +125,55 @@ func (l *Layout) expireIngests(ctx context.Context, o gcOptions, res *GCResult) 
 	if err != nil {
 		return err
 	}
-	now := time.Now()
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		p := filepath.Join(dir, e.Name())
-		if !e.Type().IsRegular() {
-			continue
-		}
-		if strings.HasSuffix(e.Name(), recordSuffix) {
-			// A partial's record goes with its partial (below); one whose partial is
-			// gone, by age. A writer at work keeps its record fresh.
+		switch {
+		case !e.Type().IsRegular():
+		case strings.HasSuffix(e.Name(), recordSuffix):
 			partial := strings.TrimSuffix(p, recordSuffix) + ".partial"
-			if _, err := os.Lstat(partial); errors.Is(err, fs.ErrNotExist) {
-				if fi, err := e.Info(); err == nil && o.expired(fi.ModTime(), now) {
-					os.Remove(p)
-				}
+			if _, err := os.Lstat(partial); errors.Is(err, fs.ErrNotExist) && v.orphan != nil {
+				v.orphan(p, e)
 			}
-			continue
+		case !strings.HasSuffix(e.Name(), ".partial"):
+			if v.other != nil {
+				v.other(p, e)
+			}
+		case v.free != nil:
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				continue // committed or removed meanwhile
+			}
+			if free, err := tryLock(f, false); free && err == nil && sameFile(f, p) {
+				v.free(p, f)
+			}
+			f.Close()
 		}
-		if !strings.HasSuffix(e.Name(), ".partial") {
-			// Left by something else (an older pullkit's temporary files): by age alone.
+	}
+	return nil
+}
+
+// expireIngests removes the files of ingest/ that no writer holds and that were last
+// written longer ago than the expiry. A partial's record goes with its partial; one whose
+// partial is gone, by age (a writer at work keeps its record fresh); anything else in
+// ingest/, by age alone.
+func (l *Layout) expireIngests(ctx context.Context, o gcOptions, res *GCResult) error {
+	now := time.Now()
+	return l.walkIngest(ctx, ingestVisit{
+		orphan: func(p string, e fs.DirEntry) {
+			if fi, err := e.Info(); err == nil && o.expired(fi.ModTime(), now) {
+				os.Remove(p)
+			}
+		},
+		other: func(p string, e fs.DirEntry) {
 			if fi, err := e.Info(); err == nil && o.expired(fi.ModTime(), now) && os.Remove(p) == nil {
 				res.Ingests++
 				res.IngestBytes += fi.Size()
 			}
-			continue
-		}
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			continue // committed or removed meanwhile
-		}
-		free, err := tryLock(f, false)
-		if free && err == nil && sameFile(f, p) {
+		},
+		free: func(p string, f *os.File) {
 			if fi, err := f.Stat(); err == nil && o.expired(fi.ModTime(), now) {
 				held := partialBytes(p, fi.Size())
 				os.Remove(recordPath(p))
@@ -155,10 +182,8 @@ func (l *Layout) expireIngests(ctx context.Context, o gcOptions, res *GCResult) 
 					res.IngestBytes += held
 				}
 			}
-		}
-		f.Close()
-	}
-	return nil
+		},
+	})
 }
 
 // partialBytes is how many bytes of the blob the partial file p of length n holds: its
@@ -176,62 +201,36 @@ func partialBytes(p string, n int64) int64 {
 // to what it validly lists and the second removed. A writer would do the same when it
 // takes the partial over; Check says so beforehand.
 func (l *Layout) checkIngests(ctx context.Context, repair bool, res *CheckResult) error {
-	dir := filepath.Join(l.dir, IngestDir)
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		p := filepath.Join(dir, e.Name())
-		if !e.Type().IsRegular() {
-			continue
-		}
-		if strings.HasSuffix(e.Name(), recordSuffix) {
-			partial := strings.TrimSuffix(p, recordSuffix) + ".partial"
-			if _, err := os.Lstat(partial); errors.Is(err, fs.ErrNotExist) {
-				res.PartialsDamaged++
-				if repair && os.Remove(p) == nil {
-					res.PartialsRepaired++
-				}
+	return l.walkIngest(ctx, ingestVisit{
+		orphan: func(p string, _ fs.DirEntry) {
+			res.PartialsDamaged++
+			if repair && os.Remove(p) == nil {
+				res.PartialsRepaired++
 			}
-			continue
-		}
-		if !strings.HasSuffix(e.Name(), ".partial") {
-			continue
-		}
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			continue
-		}
-		free, err := tryLock(f, false)
-		if free && err == nil && sameFile(f, p) {
+		},
+		free: func(p string, f *os.File) {
 			res.Partials++
-			if fi, err := f.Stat(); err == nil {
-				raw, rerr := os.ReadFile(recordPath(p))
-				if rerr == nil {
-					rec, valid := parseRecord(raw, fi.Size())
-					full, _ := parseRecord(raw, 1<<62)
-					if !valid || !slices.Equal(rec, full) {
-						res.PartialsDamaged++
-						if repair {
-							if rf, err := writeRecord(p, rec, l.o.sync); err == nil {
-								rf.Close()
-								res.PartialsRepaired++
-							}
-						}
+			fi, err := f.Stat()
+			if err != nil {
+				return
+			}
+			raw, err := os.ReadFile(recordPath(p))
+			if err != nil {
+				return
+			}
+			rec, valid := parseRecord(raw, fi.Size())
+			full, _ := parseRecord(raw, 1<<62)
+			if !valid || !slices.Equal(rec, full) {
+				res.PartialsDamaged++
+				if repair {
+					if rf, err := writeRecord(p, rec, l.o.sync); err == nil {
+						rf.Close()
+						res.PartialsRepaired++
 					}
 				}
 			}
-		}
-		f.Close()
-	}
-	return nil
+		},
+	})
 }
 
 // removeOldTemps removes temporary files that crashed processes left in .pullkit/.
