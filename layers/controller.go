@@ -267,6 +267,11 @@ func (c *controller) split(e *engine) func() {
 func (x *xfer) linkLimited(now time.Time, rtt time.Duration) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	return x.limited(now, rtt)
+}
+
+// limited is linkLimited under x.mu.
+func (x *xfer) limited(now time.Time, rtt time.Duration) bool {
 	if x.noRanges || x.err != nil || x.finished || x.since.IsZero() {
 		return false
 	}

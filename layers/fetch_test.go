@@ -754,6 +754,34 @@ func TestRequestSizes(t *testing.T) {
 			t.Errorf("%s: request %d (chunk %d), want %d (chunk %d)", tc.name, got, chunk, tc.want, tc.wantChunk)
 		}
 	}
+	// Not split, but its stream judged link-limited (made-up measurements: receiving
+	// for a second, its writer and its part never waiting): a chunk, as if split,
+	// never more, so that what it has not asked for is left for the parts a split
+	// starts once connections are free (growing, a blob that waited for them would
+	// ask for its whole rest in one request, and its tail would run on one
+	// connection).
+	now := time.Now()
+	x = newX(judgeMeasured, 5e6, 100*ms, 60<<20, 1)
+	x.since = now.Add(-time.Second)
+	for i := range 3 {
+		if got := x.request(x.todo[0]); got != 4<<20 {
+			t.Errorf("unsplit, link-limited, request %d: %d, want a chunk (4 MiB)", i, got)
+		}
+	}
+	// The same blob with its writer busy most of the time (the stream is not what
+	// limits it): growing requests.
+	x = newX(judgeMeasured, 5e6, 100*ms, 1<<30, 1)
+	x.since = now.Add(-time.Second)
+	x.busy.Store(int64(900 * ms))
+	if a, b := x.request(x.todo[0]), x.request(x.todo[0]); a != 4<<20 || b != 8<<20 {
+		t.Errorf("unsplit, writer-limited: %d then %d, want 4 then 8 MiB", a, b)
+	}
+	// Pinned always link-limited: chunks from the second request on.
+	x = newX(judgeAlways, 0, ms, 1<<30, 1)
+	x.since = now
+	if got := x.request(x.todo[0]); got != 4<<20 {
+		t.Errorf("unsplit, judged always link-limited: %d, want a chunk", got)
+	}
 	// One stream: the whole stretch, whatever its size.
 	x = newX(judgeNever, 1e6, 40*ms, 100<<20, 1)
 	if got := x.request(x.todo[0]); got != 100<<20 {
@@ -791,3 +819,4 @@ func TestPrefetchAt(t *testing.T) {
 		}
 	}
 }
+

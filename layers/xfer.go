@@ -42,10 +42,14 @@ const (
 // Request sizes. A blob's first request asks for firstRequest bytes (unless the rest is
 // less): enough for the controller to judge its stream before the request ends, and
 // small enough that the part which received it does not end long after the parts a
-// split starts. While the blob is not split, each next request asks for twice the last,
-// up to maxRequest, so that a blob on a fast link costs a few requests, and a later
-// split still finds stretches nobody has asked for. Once it is split, each part asks
-// for a chunk (see the controller), smaller near the end so that the parts end together.
+// split starts. While the blob is not split and its stream is not judged link-limited,
+// each next request asks for twice the last, up to maxRequest, so that a blob on a fast
+// link costs a few requests. A stream judged link-limited is one a split would help: it
+// asks for a chunk at a time (see the controller), as a split blob's parts do, so that
+// what it has not asked for is there for the parts a split starts whenever connections
+// come free (a blob that waited for them while its requests grew would have asked for
+// its whole rest in one request, and ended alone on one connection, long after the
+// others). Near the end the requests are smaller, so that the parts end together.
 const (
 	firstRequest = 4 << 20
 	maxRequest   = 64 << 20
@@ -541,15 +545,16 @@ func (x *xfer) assign() ranges.Range {
 
 // request is how many bytes the next request asks for, from stretch r of the todo list
 // (under x.mu). One stream (ranges off, a server without them, the judgement pinned to
-// never split): the whole stretch. A blob not split yet: growing requests (firstRequest,
-// doubled each time up to maxRequest). A split blob: a chunk, the controller's size, or
+// never split): the whole stretch. A blob not split yet whose stream is not judged
+// link-limited: growing requests (firstRequest, doubled each time up to maxRequest). A
+// split blob, or one whose stream is link-limited: a chunk, the controller's size, or
 // a share of what is left when that is less, so that the last requests end together.
 func (x *xfer) request(r ranges.Range) int64 {
 	e := x.e
 	switch {
 	case !e.o.ranges || x.noRanges || e.ctl.judge == judgeNever:
 		return r.Len()
-	case !x.split:
+	case !x.split && !x.limited(time.Now(), e.ctl.rttNow()):
 		n := x.grow
 		x.grow = min(2*x.grow, maxRequest)
 		return n
