@@ -820,3 +820,22 @@ func TestPrefetchAt(t *testing.T) {
 	}
 }
 
+// TestStreamNamed: every request of a part names the part's stream in its context
+// (internal/stream), so that a transport keeps its requests on one connection; the
+// requests of one blob received by one part (one job: no split) name the same one.
+func TestStreamNamed(t *testing.T) {
+	b := randomBytes(t, 12<<20)
+	f := newFetcher(b)
+	if _, err := Fetch(t.Context(), f, newMemStore(), []Blob{{Desc: desc(b)}}, WithJobs(1), withJudgement(judgeAlways)); err != nil {
+		t.Fatal(err)
+	}
+	reqs := f.requests()
+	if len(reqs) < 2 {
+		t.Fatalf("%d requests, want the blob in chunks", len(reqs))
+	}
+	for i, r := range reqs {
+		if r.stream == nil || r.stream != reqs[0].stream {
+			t.Errorf("request %d (%d+%d) names stream %v, want the part's, %v", i, r.offset, r.length, r.stream, reqs[0].stream)
+		}
+	}
+}

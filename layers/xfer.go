@@ -11,6 +11,7 @@ import (
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/ranges"
+	"github.com/pullkit/pullkit/internal/stream"
 	"github.com/pullkit/pullkit/store"
 )
 
@@ -602,7 +603,7 @@ func (p *part) run(ctx context.Context) {
 func (p *part) receive(ctx context.Context) error {
 	x, e, j := p.x, p.x.e, p.x.j
 	// The requests outlive ctx by drainGrace: see drain.
-	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	rctx, rcancel := context.WithCancel(stream.With(context.WithoutCancel(ctx), p))
 	defer rcancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(drainGrace, rcancel) })
 	defer stop()

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pullkit/pullkit/internal/stream"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
@@ -55,6 +56,7 @@ type hostLink struct {
 type lane struct {
 	tr     *http.Transport
 	active int // blob requests in flight on it (under the host's mu)
+	stream any // the stream (internal/stream) of the last request it took, nil for none
 }
 
 // link returns the client's hostLink for host (host:port), making it.
@@ -116,7 +118,7 @@ func (rt *routeTransport) viaLink(p *hostProfile, tr *http.Transport, req *http.
 	use := tr
 	if infoOf(req.Context()).blob {
 		var err error
-		if ln, err = hl.acquire(rt, p); err != nil {
+		if ln, err = hl.acquire(rt, p, stream.Of(req.Context())); err != nil {
 			return nil, err
 		}
 		if ln != nil {
@@ -169,23 +171,17 @@ func (hl *hostLink) fallback(why string) {
 	}
 }
 
-// acquire picks the lane for a blob request: the one with the fewest in flight, or a
-// new one when every lane carries a request and there are fewer than maxLanes. A host
-// known to speak HTTP/1.1 needs none (nil): its transport opens a connection per
+// acquire picks the lane for a blob request of stream id (nil: none): see pickLane. A
+// host known to speak HTTP/1.1 needs none (nil): its transport opens a connection per
 // request in flight by itself.
-func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile) (*lane, error) {
+func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile, id any) (*lane, error) {
 	hl.mu.Lock()
 	defer hl.mu.Unlock()
 	if hl.proto != "" && !strings.HasPrefix(hl.proto, "HTTP/2") {
 		return nil, nil
 	}
-	var best *lane
-	for _, ln := range hl.lanes {
-		if best == nil || ln.active < best.active {
-			best = ln
-		}
-	}
-	if best == nil || (best.active > 0 && len(hl.lanes) < maxLanes) {
+	best := pickLane(hl.lanes, id)
+	if best == nil {
 		tr, err := rt.variant(p, variantLane, h2Window(hl.link.ConnRate, hl.link.RTT))
 		if err != nil {
 			return nil, err
@@ -194,7 +190,43 @@ func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile) (*lane, error) {
 		hl.lanes = append(hl.lanes, best)
 	}
 	best.active++
+	best.stream = id
 	return best, nil
+}
+
+// pickLane chooses among a host's lanes for a request of stream id, or returns nil for
+// a new lane:
+//
+//   - the lane that carries the stream's last request, while that is all it carries: the
+//     stream's next answer then takes over the connection its last one is leaving, as
+//     its own connection would under HTTP/1.1, instead of halving another stream's rate
+//     on a connection that a per-connection cap (a CDN's, a proxy's) already limits,
+//     while the stream's own connection falls idle;
+//   - else an idle lane, one no stream has used last first (a stream that has ended
+//     leaves its lane to others, but one between requests gets its own back);
+//   - else a new lane, up to maxLanes;
+//   - else the lane with the fewest requests in flight.
+func pickLane(lanes []*lane, id any) *lane {
+	if id != nil {
+		for _, ln := range lanes {
+			if ln.stream == id && ln.active <= 1 {
+				return ln
+			}
+		}
+	}
+	var best *lane
+	for _, ln := range lanes {
+		switch {
+		case best == nil, ln.active < best.active:
+			best = ln
+		case ln.active == 0 && best.active == 0 && best.stream != nil && ln.stream == nil:
+			best = ln
+		}
+	}
+	if best == nil || (best.active > 0 && len(lanes) < maxLanes) {
+		return nil
+	}
+	return best
 }
 
 func (hl *hostLink) release(ln *lane) {

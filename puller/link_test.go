@@ -125,3 +125,57 @@ func TestNeedsH1(t *testing.T) {
 		}
 	}
 }
+
+// TestPickLane chooses lanes for blob requests on made-up states: a stream's next
+// request goes to the lane its last one is leaving, not to another stream's; otherwise
+// an idle lane (one no stream holds first), a new one while there are fewer than
+// maxLanes, and the least loaded one after that.
+func TestPickLane(t *testing.T) {
+	a, b, c := new(int), new(int), new(int) // streams
+	lanes := func(specs ...any) []*lane {   // active, stream, active, stream, ...
+		var ls []*lane
+		for i := 0; i < len(specs); i += 2 {
+			ls = append(ls, &lane{active: specs[i].(int), stream: specs[i+1]})
+		}
+		return ls
+	}
+	full := func(active int, extra ...*lane) []*lane {
+		ls := append([]*lane(nil), extra...)
+		for len(ls) < maxLanes {
+			ls = append(ls, &lane{active: active, stream: new(int)})
+		}
+		return ls
+	}
+	for _, tc := range []struct {
+		name  string
+		lanes []*lane
+		id    any
+		want  int // index of the lane chosen, -1 for a new lane
+	}{
+		{"no lane yet", nil, a, -1},
+		{"the stream's own lane, its last request ending there", lanes(1, b, 1, a), a, 1},
+		{"the stream's own lane, idle", lanes(0, nil, 0, a), a, 1},
+		{"its own lane carries two already: like any other", lanes(1, b, 2, a), a, -1},
+		{"another stream's lane is not taken while a new one may open", lanes(1, b, 1, c), a, -1},
+		{"an idle lane before a new one", lanes(1, b, 0, c), a, 1},
+		{"an idle lane no stream holds before one a stream left", lanes(0, b, 0, nil), a, 1},
+		{"no stream named: an idle lane", lanes(1, b, 0, c), nil, 1},
+		{"no stream named: a new lane rather than a busy one", lanes(1, b), nil, -1},
+		{"at maxLanes: the least loaded", full(2, &lane{active: 1, stream: b}), a, 0},
+		{"at maxLanes, its own lane", full(1, &lane{active: 1, stream: b}, &lane{active: 1, stream: a}), a, 1},
+	} {
+		got := pickLane(tc.lanes, tc.id)
+		idx := -1
+		for i, ln := range tc.lanes {
+			if ln == got {
+				idx = i
+			}
+		}
+		if got != nil && idx < 0 {
+			t.Fatalf("%s: a lane that is not one of the host's", tc.name)
+		}
+		if idx != tc.want {
+			t.Errorf("%s: lane %d, want %d", tc.name, idx, tc.want)
+		}
+	}
+}
