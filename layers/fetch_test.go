@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/ztest"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/store"
 )
 
 // TestFetchStoresVerifiedBlobs fetches blobs of every path (empty, small, large, of
@@ -838,4 +840,76 @@ func TestStreamNamed(t *testing.T) {
 			t.Errorf("request %d (%d+%d) names stream %v, want the part's, %v", i, r.offset, r.length, r.stream, reqs[0].stream)
 		}
 	}
+}
+
+// TestNextAskedBeforeBlock: a part asks for its next stretch before it reads a block of
+// a request that ends within the prefetch distance, so that a request of one block (a
+// gap between stretches a store holds, or the last small requests of a blob) has its
+// successor on the way while it is read, not a round trip after. Pinned: the first
+// body gives nothing until the second request has been made (within a minute).
+func TestNextAskedBeforeBlock(t *testing.T) {
+	b := randomBytes(t, 12<<20)
+	d := digest.FromBytes(b)
+	st := store.NewMemory()
+	// A store that holds all but [4, 5) and [8, 9) MiB: two requests of one block each.
+	w, err := st.Writer(t.Context(), desc(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := w.(store.RangeWriter)
+	if _, err := rw.Write(b[:4<<20]); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range [][2]int{{5 << 20, 8 << 20}, {9 << 20, 12 << 20}} {
+		if _, err := rw.WriteAt(b[r[0]:r[1]], int64(r[0])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	f := newFetcher(b)
+	second := make(chan struct{})
+	var early atomic.Bool
+	f.fault = func(r fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
+		switch r.n {
+		case 1:
+			return &firstReadGate{ReadCloser: body, gate: second, opened: &early}, nil
+		case 2:
+			close(second)
+		}
+		return body, nil
+	}
+	if _, err := Fetch(t.Context(), f, st, []Blob{{Desc: desc(b)}}, WithJobs(1), withJudgement(judgeAlways)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.ReadBlob(t.Context(), st, d, 64<<20)
+	if err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("blob not stored whole: %v", err)
+	}
+	reqs := f.requests()
+	if len(reqs) != 2 || reqs[0].offset != 4<<20 || reqs[0].length != 1<<20 || reqs[1].offset != 8<<20 || reqs[1].length != 1<<20 {
+		t.Fatalf("requests %+v, want the two missing MiBs", reqs)
+	}
+	if !early.Load() {
+		t.Errorf("the second request was made after the first one's block was read, not before")
+	}
+}
+
+// firstReadGate's first Read waits until gate is closed (a minute at most), and records in
+// opened whether it was.
+type firstReadGate struct {
+	io.ReadCloser
+	gate   chan struct{}
+	opened *atomic.Bool
+	once   sync.Once
+}
+
+func (g *firstReadGate) Read(p []byte) (int, error) {
+	g.once.Do(func() {
+		select {
+		case <-g.gate:
+			g.opened.Store(true)
+		case <-time.After(time.Minute):
+		}
+	})
+	return g.ReadCloser.Read(p)
 }

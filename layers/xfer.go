@@ -734,6 +734,12 @@ func (p *part) receive(ctx context.Context) error {
 			x.started()
 			x.mu.Unlock()
 		}
+		if next == nil && end < x.size && end-pos <= e.ctl.prefetchAt() {
+			// What is left of this request comes within two round trips: ask for the
+			// next stretch now (checked before each block, so that a request of a
+			// block or two has its next one asked for in time too).
+			next = x.openNext(rctx)
+		}
 		b, err := x.getBlock(ctx, p)
 		if err != nil {
 			return err
@@ -758,9 +764,6 @@ func (p *part) receive(ctx context.Context) error {
 			p.pos.Add(int64(n)) // delivered, kept even when err stops the part
 			if err != nil {
 				return err
-			}
-			if next == nil && rerr == nil && end < x.size && end-p.pos.Load() <= e.ctl.prefetchAt() {
-				next = x.openNext(rctx)
 			}
 		} else {
 			x.mu.Lock()
