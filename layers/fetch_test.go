@@ -842,6 +842,155 @@ func TestStreamNamed(t *testing.T) {
 	}
 }
 
+// TestHandOff checks, on made-up engine states, where a part whose blob has nothing
+// left to ask for hands its connection: a new part of another blob whose streams limit
+// it, its first request asked for at once and naming the ending part's stream; none
+// while a queued blob would be started first, when the workers were cut, when the link
+// has no room even with the ending part gone, or when no other blob takes ranges.
+func TestHandOff(t *testing.T) {
+	a, b := randomBytes(t, 2<<20), randomBytes(t, 16<<20)
+	type state struct {
+		queued   bool // a small blob waits in the queue
+		busy     int  // workers running a task (of 2 slots)
+		maxParts int
+		noRanges bool // the other blob's server answered a range with the whole blob
+		ranges   bool // WithRanges
+	}
+	for _, tc := range []struct {
+		name string
+		s    state
+		want bool
+	}{
+		{"another blob has stretches nobody asked for", state{busy: 2, ranges: true}, true},
+		{"the link is full, with room for the ending part's successor", state{busy: 2, maxParts: 2, ranges: true}, true},
+		{"the link is full without the ending part", state{busy: 2, maxParts: 1, ranges: true}, false},
+		{"a queued blob comes first", state{queued: true, busy: 2, ranges: true}, false},
+		{"workers cut by a 429", state{busy: 3, ranges: true}, false},
+		{"the other blob's server does not serve ranges", state{busy: 2, noRanges: true, ranges: true}, false},
+		{"ranges off", state{busy: 2}, false},
+	} {
+		f := newFetcher(a, b)
+		e := &engine{f: f, o: defaultOptions(), pool: &blocks{pool: getBufPool(blockSize)}}
+		e.o.ranges = tc.s.ranges
+		e.ctx, e.cancel = context.WithCancel(t.Context())
+		e.ctl.init(judgeAlways)
+		e.ctl.maxParts = tc.s.maxParts
+		e.busy, e.slots = tc.s.busy, 2
+		if tc.s.queued {
+			e.queue = []*job{{desc: desc(randomBytes(t, 100))}}
+		}
+		mk := func(blob []byte, todo int64) *xfer {
+			x := &xfer{e: e, j: &job{desc: desc(blob), what: "layer"}, size: int64(len(blob)), grow: firstRequest, rangesOK: true, since: time.Now()}
+			x.ctx, x.cancel = context.WithCancel(e.ctx)
+			x.todo = x.todo.Add(x.size-todo, x.size)
+			x.parts = []*part{{x: x}}
+			x.running.Add(1)
+			return x
+		}
+		from, to := mk(a, 0), mk(b, 12<<20)
+		to.noRanges = tc.s.noRanges
+		e.active = []*xfer{from, to}
+		e.parts.Store(2)
+		p := from.parts[0]
+		q := e.handOff(p)
+		if (q != nil) != tc.want {
+			t.Errorf("%s: handed over %v, want %v", tc.name, q != nil, tc.want)
+		}
+		if q == nil {
+			if e.parts.Load() != 2 || len(to.parts) != 1 {
+				t.Errorf("%s: no hand-off, yet %d parts counted, %d on the other blob", tc.name, e.parts.Load(), len(to.parts))
+			}
+			e.cancel()
+			continue
+		}
+		o := <-q.first.done
+		if o.err != nil {
+			t.Fatalf("%s: %v", tc.name, o.err)
+		}
+		o.body.Close()
+		reqs := f.requests()
+		switch {
+		case q.x != to || e.parts.Load() != 3 || len(to.parts) != 2:
+			t.Errorf("%s: the successor is not a new part of the other blob, counted", tc.name)
+		case q.streamID() != p:
+			t.Errorf("%s: the successor's stream is %v, want the ending part's", tc.name, q.streamID())
+		case len(reqs) != 1 || reqs[0].d != digest.FromBytes(b) || reqs[0].offset != 4<<20 || reqs[0].stream != p:
+			t.Errorf("%s: requests %+v, want one for the other blob's first stretch nobody asked for (at 4 MiB), naming the ending part's stream", tc.name, reqs)
+		case q.pos.Load() != q.end.Load():
+			t.Errorf("%s: the successor holds [%d, %d) besides its first request", tc.name, q.pos.Load(), q.end.Load())
+		}
+		q.rc.close()
+		e.cancel()
+	}
+}
+
+// TestHandOffKeepsConnection: with two blobs and two jobs, the part of the smaller blob,
+// which has nothing left to ask for, hands its connection to the larger one before its
+// last request ends: a request of the larger blob names the smaller one's stream, so
+// that a transport keeps it on the same connection. Pinned: the judgement is always
+// link-limited, the smaller blob's requests after its first wait until the larger one
+// has started (so that it is there to take the connection), and the larger blob's own
+// part waits, after its second request, until the hand-off has come (so that its
+// stretches are still there for it), each wait bounded by a minute so that an engine
+// that does not hand over fails rather than hangs.
+func TestHandOffKeepsConnection(t *testing.T) {
+	a, b := randomBytes(t, 8<<20), randomBytes(t, 32<<20)
+	da, db := digest.FromBytes(a), digest.FromBytes(b)
+	f := newFetcher(a, b)
+	var (
+		mu         sync.Mutex
+		sA, sB     any
+		bStarted   = make(chan struct{})
+		handed     = make(chan struct{})
+		handedOnce sync.Once
+	)
+	wait := func(ch chan struct{}) {
+		select {
+		case <-ch:
+		case <-time.After(time.Minute):
+		}
+	}
+	f.fault = func(r fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
+		mu.Lock()
+		switch {
+		case r.d == da && r.n == 1:
+			sA = r.stream
+		case r.d == db && r.n == 1:
+			sB = r.stream
+		}
+		ownA, ownB := r.stream == sA, r.stream == sB
+		mu.Unlock()
+		switch {
+		case r.d == da && r.n > 1:
+			wait(bStarted)
+		case r.d == db && r.n == 2:
+			close(bStarted)
+		case r.d == db && ownA:
+			handedOnce.Do(func() { close(handed) })
+		case r.d == db && ownB && r.n > 2:
+			wait(handed)
+		}
+		return body, nil
+	}
+	s := newMemStore()
+	if _, err := Fetch(t.Context(), f, s, []Blob{{Desc: desc(a)}, {Desc: desc(b)}}, WithJobs(2), withJudgement(judgeAlways)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-handed:
+	default:
+		t.Fatalf("no request of the larger blob named the smaller one's stream: requests %+v", f.requests())
+	}
+	for _, blob := range [][]byte{a, b} {
+		if got, ok := s.get(digest.FromBytes(blob)); !ok || !bytes.Equal(got, blob) {
+			t.Errorf("blob of %d bytes not stored whole", len(blob))
+		}
+	}
+	if ov := f.overlaps(); len(ov) > 0 {
+		t.Errorf("requests overlap: %+v", ov)
+	}
+}
+
 // TestNextAskedBeforeBlock: a part asks for its next stretch before it reads a block of
 // a request that ends within the prefetch distance, so that a request of one block (a
 // gap between stretches a store holds, or the last small requests of a blob) has its

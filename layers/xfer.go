@@ -105,6 +105,44 @@ type part struct {
 	end     atomic.Int64
 	held    int  // blocks out (under x.mu)
 	flowing bool // it has received a byte (counted in engine.flowing)
+
+	// stream is what its requests name (internal/stream): the part itself, or the part
+	// that handed its connection over to it (see handOff).
+	stream any
+	// The part this one hands its connection to when it ends (see handOff), nil for
+	// none; set, with its first request already asked for, by the part's own goroutine.
+	succ *part
+	// For a part handed a connection: its requests' context and its first request,
+	// asked for before the part that handed it over ended.
+	rc    *reqCtx
+	first *nextReq
+}
+
+// streamID is the stream the part's requests name.
+func (p *part) streamID() any {
+	if p.stream != nil {
+		return p.stream
+	}
+	return p
+}
+
+// reqCtx is the context of a part's requests: it carries the part's stream, and
+// outlives the transfer's context by drainGrace (see drain).
+type reqCtx struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	stop   func() bool
+}
+
+func newReqCtx(ctx context.Context, id any) *reqCtx {
+	rctx, cancel := context.WithCancel(stream.With(context.WithoutCancel(ctx), id))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(drainGrace, cancel) })
+	return &reqCtx{ctx: rctx, cancel: cancel, stop: stop}
+}
+
+func (r *reqCtx) close() {
+	r.stop()
+	r.cancel()
 }
 
 // newXfer starts the transfer of a large blob, with one part (run by the caller) for
@@ -515,6 +553,49 @@ func (e *engine) restart(j *job, err error) bool {
 	return true
 }
 
+// handOff finds the part that p's connection goes to once p's request ends, its blob
+// having nothing left to ask for, and asks for that part's first stretch now, over
+// p's stream (so, under HTTP/2, on p's lane), as a part asks for its next stretch
+// before its request ends: the connection then does not wait a round trip (and, for a
+// new connection, its handshake) between two blobs. The part is what a worker freed by
+// p would start next: a part split off another blob whose streams limit it, as
+// controller.split chooses it, counting p as gone; nothing when a queued blob would be
+// started first, when the call is failing, or when the workers were cut (a 429): the
+// worker then takes its next task when p ends, as it always did. p's goroutine runs
+// the part when p ends (part.run).
+func (e *engine) handOff(p *part) *part {
+	e.mu.Lock()
+	var q *part
+	if e.err == nil && e.ctx.Err() == nil && e.busy <= e.slots && !e.queuedFirst() {
+		q = e.ctl.handOff(e, p.x)
+	}
+	e.mu.Unlock()
+	if q == nil {
+		return nil
+	}
+	q.stream = p.streamID()
+	q.rc = newReqCtx(q.x.ctx, q.stream)
+	r := ranges.Range{Start: q.pos.Load(), End: q.end.Load()}
+	q.end.Store(r.Start) // nothing in hand: its first request is on its way
+	q.first = q.x.open(q.rc.ctx, r)
+	return q
+}
+
+// queuedFirst reports whether a worker that comes free would start a queued blob
+// (under e.mu): see pick.
+func (e *engine) queuedFirst() bool {
+	if len(e.queue) == 0 {
+		return false
+	}
+	more := e.streams < firstStreams || e.ctl.moreStreams(e)
+	for _, j := range e.queue {
+		if !j.large() || more {
+			return true
+		}
+	}
+	return false
+}
+
 // newPart adds a part to a split transfer, with the next stretch to ask for (under
 // x.mu), or returns nil when nothing is left to ask for.
 func (x *xfer) newPart() *part {
@@ -575,8 +656,20 @@ func (x *xfer) wholeFrom(p *part) {
 	p.end.Store(x.size)
 }
 
-// run receives the part, then leaves the transfer.
+// run receives the part, then leaves the transfer; then the parts it handed its
+// connection to, in turn (see handOff).
 func (p *part) run(ctx context.Context) {
+	for p != nil {
+		p = p.runOne(ctx)
+		if p != nil {
+			ctx = p.x.ctx
+		}
+	}
+}
+
+// runOne receives the part, leaves the transfer, and returns the part it handed its
+// connection to, or nil.
+func (p *part) runOne(ctx context.Context) *part {
 	x := p.x
 	defer x.running.Done()
 	err := p.receive(ctx)
@@ -595,6 +688,7 @@ func (p *part) run(ctx context.Context) {
 	if err != nil {
 		x.fail(err)
 	}
+	return p.succ
 }
 
 // receive brings the part's stretches in, one request at a time, taking the next from
@@ -603,12 +697,15 @@ func (p *part) run(ctx context.Context) {
 func (p *part) receive(ctx context.Context) error {
 	x, e, j := p.x, p.x.e, p.x.j
 	// The requests outlive ctx by drainGrace: see drain.
-	rctx, rcancel := context.WithCancel(stream.With(context.WithoutCancel(ctx), p))
-	defer rcancel()
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(drainGrace, rcancel) })
-	defer stop()
+	rc := p.rc
+	if rc == nil {
+		rc = newReqCtx(ctx, p.streamID())
+	}
+	defer rc.close()
+	rctx := rc.ctx
 	var body io.ReadCloser
-	var next *nextReq // the next request, opened before this one ends
+	next := p.first // the next request, opened before this one ends
+	p.first = nil
 	defer func() {
 		if body != nil {
 			if ctx.Err() != nil {
@@ -734,11 +831,17 @@ func (p *part) receive(ctx context.Context) error {
 			x.started()
 			x.mu.Unlock()
 		}
-		if next == nil && end < x.size && end-pos <= e.ctl.prefetchAt() {
+		if next == nil && end-pos <= e.ctl.prefetchAt() {
 			// What is left of this request comes within two round trips: ask for the
 			// next stretch now (checked before each block, so that a request of a
-			// block or two has its next one asked for in time too).
-			next = x.openNext(rctx)
+			// block or two has its next one asked for in time too), or, when the blob
+			// has nothing left to ask for, hand the connection over.
+			if end < x.size {
+				next = x.openNext(rctx)
+			}
+			if next == nil && p.succ == nil {
+				p.succ = e.handOff(p)
+			}
 		}
 		b, err := x.getBlock(ctx, p)
 		if err != nil {
@@ -854,6 +957,12 @@ func (x *xfer) openNext(ctx context.Context) *nextReq {
 	}
 	r := x.assign()
 	x.mu.Unlock()
+	return x.open(ctx, r)
+}
+
+// open asks for stretch r in the background.
+func (x *xfer) open(ctx context.Context, r ranges.Range) *nextReq {
+	e := x.e
 	a := &nextReq{r: r, done: make(chan opened, 1)}
 	length := int64(-1)
 	if r.End < x.size {
