@@ -26,17 +26,30 @@ import (
 //     request that met it sent again over HTTP/1.1 when it can be.
 //   - Over HTTP/2 every request shares one connection, so one connection's cap (a CDN's,
 //     a proxy's) would cap the whole pull. Blob requests therefore go over lanes: each
-//     lane is a transport of its own (its own connection), a request takes the lane with
-//     the fewest blob requests in flight, and a new lane opens when every lane carries
-//     one, up to maxLanes. So a pull uses as many connections under HTTP/2 as under
-//     HTTP/1.1 (one per blob request in flight; the transfer adds requests only while
-//     they add throughput), and keeps HTTP/2's reuse: a lane's connection serves the
-//     next request without a new handshake. Manifests, configs' tokens and other small
-//     requests share the profile's own transport.
+//     lane is a transport of its own (its own connection), a request takes the lane its
+//     stream's last request is leaving (see pickLane), else an idle one, and a new
+//     lane opens when every lane carries one, up to maxLanes. So a pull uses as many
+//     connections under HTTP/2 as under HTTP/1.1 (one per blob request in flight; the
+//     transfer adds requests only while they add throughput), and keeps HTTP/2's
+//     reuse: a lane's connection serves the next request without a new handshake.
+//     Manifests, configs' tokens and other small requests share the profile's own
+//     transport.
 //   - A lane's flow-control windows are sized for the host's bandwidth-delay product
-//     as transfers measured it (see h2Window), so that a stream is never held back by
-//     its window on a long fast link, nor given more memory than the link needs.
+//     as transfers measured it (see h2Window), so that a stream is not held back by its
+//     window, nor given more memory than the link needs; and all of a host's lanes'
+//     windows add up to laneWindows at most, however many lanes there are: what the
+//     server may send ahead of a reader that waits (an unpack holding the transfer
+//     back) is memory in the process, and it counts against the pull's bound.
 const maxLanes = 16
+
+// laneWindows is the most the receive windows of all of a host's lanes add up to: the
+// bytes HTTP/2 may hold in the process for blob bodies nobody reads yet. Half of what
+// a transfer holds in received blocks (layers' memory budget, 32 MiB), so that both
+// together, with the runtime and an unpack's buffers, stay within the 64 MiB a pull's
+// peak RSS is bound by. Each lane gets laneWindows / maxLanes at most, for its
+// connection and for each of its streams alike (a lane carries one stream, two while
+// the next request's answer overlaps the last one's).
+const laneWindows = 16 << 20
 
 // hostLink is what the client knows of one host (host:port).
 type hostLink struct {
@@ -68,13 +81,19 @@ func (c *Client) link(host string) *hostLink {
 	return v.(*hostLink)
 }
 
-// h2Window sizes an HTTP/2 lane's flow-control window for a stream, from the rate one
-// connection got and the round trip: twice the bandwidth-delay product, so that a stream
-// is never held back by its window, between 1 MiB and 16 MiB (what a stream may buffer
-// in the process while its reader waits; Go's default is 4 MiB). 1 MiB before anything
-// is measured.
+// h2Window sizes an HTTP/2 lane's flow-control window (its connection's, and each of its
+// streams'), from the rate one connection got and the round trip: twice the
+// bandwidth-delay product, so that a stream is not held back by its window, between
+// 256 KiB and laneWindows / maxLanes (1 MiB: at most what the lane may hold in the
+// process while its reader waits; Go's default is 4 MiB per stream and 1 GiB per
+// connection), the most before anything is measured. A link whose bandwidth-delay
+// product is more than half of that gets more connections rather than larger windows:
+// the transfer splits while its streams are what limit it.
 func h2Window(rate float64, rtt time.Duration) int {
-	const lo, hi = 1 << 20, 16 << 20
+	const lo, hi = 256 << 10, laneWindows / maxLanes
+	if rate <= 0 || rtt <= 0 {
+		return hi
+	}
 	w := int(2 * rate * rtt.Seconds())
 	return min(max(w, lo), hi)
 }
@@ -294,7 +313,7 @@ func (rt *routeTransport) variant(p *hostProfile, kind, window int) (*http.Trans
 		}
 		rt.h1[p] = tr
 	case variantLane:
-		tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: window, MaxReceiveBufferPerConnection: 2 * window}
+		tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: window, MaxReceiveBufferPerConnection: window}
 	}
 	return tr, nil
 }

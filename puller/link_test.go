@@ -91,7 +91,8 @@ func TestLocationUsable(t *testing.T) {
 }
 
 // TestH2Window sizes HTTP/2 windows on made-up measurements: twice the bandwidth-delay
-// product, within 1-16 MiB.
+// product, within 256 KiB and laneWindows / maxLanes (1 MiB), the most while nothing is
+// measured.
 func TestH2Window(t *testing.T) {
 	for _, tc := range []struct {
 		rate float64
@@ -99,9 +100,12 @@ func TestH2Window(t *testing.T) {
 		want int
 	}{
 		{0, 0, 1 << 20},
-		{12.5e6, 40 * time.Millisecond, 1 << 20},
-		{50e6, 100 * time.Millisecond, 10e6},
-		{1e9, 200 * time.Millisecond, 16 << 20},
+		{5e6, 0, 1 << 20},
+		{1e6, 20 * time.Millisecond, 256 << 10},
+		{2.5e6, 100 * time.Millisecond, 500e3},
+		{12.5e6, 40 * time.Millisecond, 1e6},
+		{50e6, 100 * time.Millisecond, 1 << 20},
+		{1e9, 200 * time.Millisecond, 1 << 20},
 	} {
 		if got := h2Window(tc.rate, tc.rtt); got != tc.want {
 			t.Errorf("h2Window(%.0f, %v) = %d, want %d", tc.rate, tc.rtt, got, tc.want)
@@ -176,6 +180,43 @@ func TestPickLane(t *testing.T) {
 		}
 		if idx != tc.want {
 			t.Errorf("%s: lane %d, want %d", tc.name, idx, tc.want)
+		}
+	}
+}
+
+// TestLaneWindowsBounded: whatever a host's link was measured to be, and however many
+// blob requests are in flight, the receive windows of all its lanes add up to
+// laneWindows at most (the bytes HTTP/2 may hold in the process for bodies nobody reads
+// yet), each stream's window within its connection's.
+func TestLaneWindowsBounded(t *testing.T) {
+	for _, l := range []struct {
+		rate float64
+		rtt  time.Duration
+	}{{0, 0}, {5e6, 100 * time.Millisecond}, {125e6, 40 * time.Millisecond}, {1e9, time.Second}, {1e3, time.Millisecond}} {
+		c, err := New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hl := c.link("blobs.example:443")
+		hl.link.ConnRate, hl.link.RTT = l.rate, l.rtt
+		for range 2 * maxLanes { // every request held: a lane each while they may open
+			if _, err := hl.acquire(c.route, nil, new(int)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(hl.lanes) != maxLanes {
+			t.Errorf("%d lanes for %d requests in flight, want %d", len(hl.lanes), 2*maxLanes, maxLanes)
+		}
+		sum := 0
+		for _, ln := range hl.lanes {
+			h := ln.tr.HTTP2
+			if h == nil || h.MaxReceiveBufferPerConnection < 64<<10 || h.MaxReceiveBufferPerStream > h.MaxReceiveBufferPerConnection {
+				t.Fatalf("rate %.0f, rtt %v: a lane's windows %+v: want a connection window (64 KiB at least) that bounds its streams'", l.rate, l.rtt, h)
+			}
+			sum += h.MaxReceiveBufferPerConnection
+		}
+		if sum > laneWindows {
+			t.Errorf("rate %.0f, rtt %v: the lanes' windows add up to %d, over %d", l.rate, l.rtt, sum, laneWindows)
 		}
 	}
 }
