@@ -1062,3 +1062,36 @@ func (g *firstReadGate) Read(p []byte) (int, error) {
 	})
 	return g.ReadCloser.Read(p)
 }
+
+// TestBlockLimit checks, on made-up states, how many blocks a part may hold: a share
+// of the memory budget less what the Fetcher holds of bodies in flight, so that blocks
+// and those buffers add up to the budget whatever the number of parts (down to the
+// least a part holds: two blocks, one when the Fetcher's buffers are its second).
+func TestBlockLimit(t *testing.T) {
+	for _, tc := range []struct {
+		parts    int64
+		split    bool
+		buffered int64
+		want     int
+	}{
+		{1, false, 0, seqWindow/blockSize + 1},
+		{4, true, 0, 3},
+		{16, true, 0, 2},
+		{32, true, 0, 2}, // the least: over the budget (jobs above 16)
+		{16, true, 16 << 20, 1},
+		{8, true, 16 << 20, 2},
+		{4, false, 16 << 20, 4},
+		{32, true, 16 << 20, 1},
+	} {
+		e := &engine{buffered: tc.buffered}
+		e.parts.Store(tc.parts)
+		x := &xfer{e: e, split: tc.split}
+		got := x.limit()
+		if got != tc.want {
+			t.Errorf("%d parts, split %v, %d buffered: limit %d, want %d", tc.parts, tc.split, tc.buffered, got, tc.want)
+		}
+		if least := map[bool]int{false: 2, true: 1}[tc.buffered > 0]; got > least && int64(got)*blockSize*tc.parts+tc.buffered > memBudget {
+			t.Errorf("%d parts, %d buffered: %d blocks each go over the budget", tc.parts, tc.buffered, got)
+		}
+	}
+}

@@ -30,8 +30,9 @@ import (
 // timing that decided them.
 //
 // Memory is bounded by the blocks each part may hold before the writer goroutine has
-// taken them (a few, fewer when many parts share the budget); the server is held back by
-// flow control meanwhile. What the store's writer holds out of order survives an
+// taken them (a few, fewer when many parts share the budget, and fewer again when the
+// Fetcher holds bodies' bytes itself: Link.Buffered, HTTP/2 windows, comes out of the
+// same budget); the server is held back by flow control meanwhile. What the store's writer holds out of order survives an
 // interruption (a Layout keeps it in the partial file, with a record), so a later
 // transfer asks only for what is missing.
 const (
@@ -207,14 +208,21 @@ func (x *xfer) wake() {
 	}
 }
 
-// limit is how many blocks a part may hold out at once.
+// limit is how many blocks a part may hold out at once: a share of the memory budget,
+// less what the Fetcher says it holds of bodies in flight (its HTTP/2 windows), at
+// least two, or one when the Fetcher's buffers are the part's second (its body keeps
+// receiving into them while the part waits for the writer).
 func (x *xfer) limit() int {
 	n := int(x.e.partsNow())
 	most := seqWindow/blockSize + 1
 	if x.split {
 		most = 3
 	}
-	return max(2, min(most, memBudget/blockSize/max(n, 1)))
+	least := 2
+	if x.e.buffered > 0 {
+		least = 1
+	}
+	return max(least, min(most, int(memBudget-x.e.buffered)/blockSize/max(n, 1)))
 }
 
 // getBlock returns a block for p to receive into, once p holds fewer than its limit.

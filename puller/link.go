@@ -320,8 +320,13 @@ func (rt *routeTransport) variant(p *hostProfile, kind, window int) (*http.Trans
 
 // LinkOf returns what a transfer should start from for desc's blobs: what transfers
 // over the same host measured (layers.LinkMemory).
+//
+// Buffered is laneWindows unless the host is known not to speak HTTP/2 (plain HTTP, an
+// answer over HTTP/1.1, a fallback to it): what its lanes may hold of bodies nobody
+// reads yet counts against the transfer's memory budget. A transport given with
+// WithTransport has no lanes, and what it holds is its own: nothing is said of it.
 func (b *blobSource) Link(desc manifest.Descriptor) layers.Link {
-	hl := b.hostFor(desc)
+	hl, tls := b.hostFor(desc)
 	if hl == nil {
 		return layers.Link{}
 	}
@@ -329,12 +334,15 @@ func (b *blobSource) Link(desc manifest.Descriptor) layers.Link {
 	defer hl.mu.Unlock()
 	l := hl.link
 	l.NoRanges = hl.ranges < 0
+	if tls && b.eps[0].c.route != nil && !hl.h1 && (hl.proto == "" || strings.HasPrefix(hl.proto, "HTTP/2")) {
+		l.Buffered = laneWindows
+	}
 	return l
 }
 
 // Learnt records what a transfer measured of desc's link.
 func (b *blobSource) Learnt(desc manifest.Descriptor, l layers.Link) {
-	hl := b.hostFor(desc)
+	hl, _ := b.hostFor(desc)
 	if hl == nil {
 		return
 	}
@@ -352,19 +360,20 @@ func (b *blobSource) Learnt(desc manifest.Descriptor, l layers.Link) {
 }
 
 // hostFor is the link desc's bytes come over: the host the endpoint's blob GETs redirect
-// to, when they do, else the endpoint's.
-func (b *blobSource) hostFor(desc manifest.Descriptor) *hostLink {
+// to, when they do, else the endpoint's; and whether the endpoint is spoken to over TLS.
+func (b *blobSource) hostFor(desc manifest.Descriptor) (*hostLink, bool) {
 	if len(b.eps) == 0 {
-		return nil
+		return nil, false
 	}
 	ep := b.order(desc)[0]
-	host := canonicalHostOf(ep.c.scheme(ep.host), ep.host)
+	scheme := ep.c.scheme(ep.host)
+	host := canonicalHostOf(scheme, ep.host)
 	hl := ep.c.link(host)
 	hl.mu.Lock()
 	to := hl.redirect
 	hl.mu.Unlock()
 	if to != "" {
-		return ep.c.link(to)
+		return ep.c.link(to), scheme == "https"
 	}
-	return hl
+	return hl, scheme == "https"
 }

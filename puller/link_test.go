@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/pullkit/pullkit/manifest"
 )
 
 func TestURLExpiry(t *testing.T) {
@@ -217,6 +219,48 @@ func TestLaneWindowsBounded(t *testing.T) {
 		}
 		if sum > laneWindows {
 			t.Errorf("rate %.0f, rtt %v: the lanes' windows add up to %d, over %d", l.rate, l.rtt, sum, laneWindows)
+		}
+	}
+}
+
+// TestLinkBuffered: what a blob fetcher tells the transfer it may hold of bodies in
+// flight (layers.Link.Buffered): its lanes' windows for a host spoken to over TLS that
+// is not known to speak HTTP/1.1 only (its blob GETs' redirect host's, when known);
+// nothing over plain HTTP or HTTP/1.1, whose unread bytes wait in the kernel.
+func TestLinkBuffered(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		plain bool
+		set   func(c *Client)
+		want  int64
+	}{
+		{"TLS, nothing known yet", false, func(*Client) {}, laneWindows},
+		{"TLS, answered over HTTP/2", false, func(c *Client) { c.link("reg.example:443").proto = "HTTP/2.0" }, laneWindows},
+		{"TLS, answered over HTTP/1.1", false, func(c *Client) { c.link("reg.example:443").proto = "HTTP/1.1" }, 0},
+		{"TLS, fallen back to HTTP/1.1", false, func(c *Client) { c.link("reg.example:443").h1 = true }, 0},
+		{"redirected to storage speaking HTTP/1.1", false, func(c *Client) {
+			c.link("reg.example:443").redirect = "cdn.example:443"
+			c.link("cdn.example:443").proto = "HTTP/1.1"
+		}, 0},
+		{"redirected to storage speaking HTTP/2", false, func(c *Client) {
+			c.link("reg.example:443").redirect = "cdn.example:443"
+			c.link("reg.example:443").proto = "HTTP/1.1"
+			c.link("cdn.example:443").proto = "HTTP/2.0"
+		}, laneWindows},
+		{"plain HTTP", true, func(*Client) {}, 0},
+	} {
+		opts := []Option{}
+		if tc.plain {
+			opts = append(opts, WithPlainHTTP(true))
+		}
+		c, err := New(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.set(c)
+		b := &blobSource{eps: []*endpoint{{c: c, host: "reg.example"}}}
+		if got := b.Link(manifest.Descriptor{}).Buffered; got != tc.want {
+			t.Errorf("%s: Buffered %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }
