@@ -1095,3 +1095,12 @@ func TestBlockLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelGraceOption: a negative grace is refused by name.
+func TestCancelGraceOption(t *testing.T) {
+	var ie *pullkit.InvalidError
+	b := randomBytes(t, 10)
+	if _, err := Fetch(t.Context(), newFetcher(b), newMemStore(), []Blob{{Desc: desc(b)}}, WithCancelGrace(-1)); !errors.As(err, &ie) || ie.What != "option WithCancelGrace" {
+		t.Errorf("WithCancelGrace(-1): %v, want an InvalidError naming the option", err)
+	}
+}

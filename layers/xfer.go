@@ -128,16 +128,16 @@ func (p *part) streamID() any {
 }
 
 // reqCtx is the context of a part's requests: it carries the part's stream, and
-// outlives the transfer's context by drainGrace (see drain).
+// outlives the transfer's context by the cancel grace (see settle).
 type reqCtx struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	stop   func() bool
 }
 
-func newReqCtx(ctx context.Context, id any) *reqCtx {
+func newReqCtx(ctx context.Context, id any, grace time.Duration) *reqCtx {
 	rctx, cancel := context.WithCancel(stream.With(context.WithoutCancel(ctx), id))
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(drainGrace, cancel) })
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
 	return &reqCtx{ctx: rctx, cancel: cancel, stop: stop}
 }
 
@@ -461,31 +461,49 @@ func (x *xfer) write() {
 	x.finish()
 }
 
-// keep gives the store's writer, to hold for a later transfer, the blocks still in
-// memory when the transfer stops short (the writer goroutine's last step), once every
-// part has ended (they end at once: the transfer's context is done), so that what they
-// received last is kept too.
+// keep gives the store's writer, to hold for a later transfer, the blocks in memory
+// when the transfer stops short (the writer goroutine's last step), and those its parts
+// hand over as they settle (see settle), as they come, until every part has ended (they
+// end within the cancel grace: the transfer's context is done). Memory stays bounded by
+// the blocks the parts may hold.
 func (x *xfer) keep() {
-	x.running.Wait()
-	x.mu.Lock()
-	blocks := make([]*block, 0, len(x.got))
-	for off, blk := range x.got {
-		delete(x.got, off)
-		blocks = append(blocks, blk)
-	}
-	next := x.next
-	x.mu.Unlock()
-	for _, blk := range blocks {
-		b, off := blk.b, blk.off
-		if end := off + int64(len(b)); end > next {
-			if off < next {
-				b, off = b[next-off:], next
-			}
-			x.rw.WriteAt(b, off) // best effort: a failure costs a later transfer these bytes
-		}
+	ended := make(chan struct{})
+	go func() {
+		x.running.Wait()
+		close(ended)
+	}()
+	last := false
+	for {
 		x.mu.Lock()
-		x.putBlock(blk.p, blk.b)
+		blocks := make([]*block, 0, len(x.got))
+		for off, blk := range x.got {
+			delete(x.got, off)
+			blocks = append(blocks, blk)
+		}
+		next := x.next
 		x.mu.Unlock()
+		for _, blk := range blocks {
+			b, off := blk.b, blk.off
+			if end := off + int64(len(b)); end > next {
+				if off < next {
+					b, off = b[next-off:], next
+				}
+				x.rw.WriteAt(b, off) // best effort: a failure costs a later transfer these bytes
+			}
+			x.mu.Lock()
+			x.putBlock(blk.p, blk.b)
+			x.mu.Unlock()
+		}
+		if last {
+			return
+		}
+		if len(blocks) == 0 {
+			select {
+			case <-x.arrived:
+			case <-ended:
+				last = true // once more: what the last parts handed over
+			}
+		}
 	}
 }
 
@@ -582,7 +600,7 @@ func (e *engine) handOff(p *part) *part {
 		return nil
 	}
 	q.stream = p.streamID()
-	q.rc = newReqCtx(q.x.ctx, q.stream)
+	q.rc = newReqCtx(q.x.ctx, q.stream, e.o.cancelGrace)
 	r := ranges.Range{Start: q.pos.Load(), End: q.end.Load()}
 	q.end.Store(r.Start) // nothing in hand: its first request is on its way
 	q.first = q.x.open(q.rc.ctx, r)
@@ -704,10 +722,10 @@ func (p *part) runOne(ctx context.Context) *part {
 // reached.
 func (p *part) receive(ctx context.Context) error {
 	x, e, j := p.x, p.x.e, p.x.j
-	// The requests outlive ctx by drainGrace: see drain.
+	// The requests outlive ctx by the cancel grace: see settle.
 	rc := p.rc
 	if rc == nil {
-		rc = newReqCtx(ctx, p.streamID())
+		rc = newReqCtx(ctx, p.streamID(), e.o.cancelGrace)
 	}
 	defer rc.close()
 	rctx := rc.ctx
@@ -717,20 +735,20 @@ func (p *part) receive(ctx context.Context) error {
 	defer func() {
 		if body != nil {
 			if ctx.Err() != nil {
-				p.drain(rctx, body)
+				p.settle(rctx, body)
 			}
 			body.Close()
 		}
 		if next != nil {
 			if ctx.Err() != nil {
 				// The next request's answer holds bytes of a stretch nobody else asks
-				// for: keep what it already has, as for the body in hand.
+				// for, on their way: keep them too, as for the body in hand.
 				select {
 				case o := <-next.done:
 					if o.err == nil && !o.whole {
 						p.pos.Store(next.r.Start)
 						p.end.Store(next.r.End)
-						p.drain(rctx, o.body)
+						p.settle(rctx, o.body)
 					}
 					if o.body != nil {
 						o.body.Close()
@@ -780,9 +798,9 @@ func (p *part) receive(ctx context.Context) error {
 				continue
 			}
 			x.mu.Lock()
-			if len(x.todo) == 0 || x.err != nil || x.finished {
+			if len(x.todo) == 0 || x.err != nil || x.finished || ctx.Err() != nil {
 				x.mu.Unlock()
-				return nil
+				return ctx.Err()
 			}
 			r := x.assign()
 			x.mu.Unlock()
@@ -901,38 +919,61 @@ func (p *part) receive(ctx context.Context) error {
 	}
 }
 
-// drainGrace is how long a part's requests outlive the transfer's context: once it is
-// done (a cancel, a failure elsewhere), the part keeps the bytes its answer already
-// holds (in the process under HTTP/2, in the socket) rather than throw away what the
-// server has sent; see drain.
-const drainGrace = 50 * time.Millisecond
-
-// drain takes, once the transfer's context is done, what body yields up to the next
-// block boundary within drainGrace (rctx ends then), and hands it to the transfer, which
-// gives it to the store's writer to keep.
-func (p *part) drain(rctx context.Context, body io.Reader) {
+// settle reads, once the transfer's context is done (a cancel, a failure elsewhere),
+// the rest of the part's request from body, for as long as the cancel grace lasts (rctx
+// ends then), and hands it to the transfer, which gives it to the store's writer to
+// keep as it comes (see keep). Nothing more is asked for: these are bytes the server
+// is sending anyway, and a request closed before its end throws away what is on its
+// way (a round trip's worth of the link: in the sockets, in HTTP/2 windows) and costs
+// the next pull as much again. With a grace of 0 it reads nothing more.
+func (p *part) settle(rctx context.Context, body io.Reader) {
 	x := p.x
-	pos, end := p.pos.Load(), p.end.Load()
-	if pos >= end || rctx.Err() != nil {
-		return
+	for {
+		pos, end := p.pos.Load(), p.end.Load()
+		if pos >= end || rctx.Err() != nil {
+			return
+		}
+		b := x.settleBlock(rctx, p)
+		if b == nil {
+			return
+		}
+		n, err := readFull(rctx, body, b[:min(blockSize-pos%blockSize, end-pos)])
+		if n > 0 {
+			x.deliver(p, pos, b[:n]) // taken even though the transfer has stopped
+			p.pos.Add(int64(n))
+		} else {
+			x.mu.Lock()
+			x.putBlock(p, b)
+			x.mu.Unlock()
+		}
+		if err != nil {
+			return
+		}
 	}
+}
+
+// settleBlock is getBlock for settle: it waits for room as getBlock does, though the
+// transfer has stopped (the writer goroutine keeps what arrives meanwhile), until rctx
+// ends; nil once it has, or once the transfer has finished.
+func (x *xfer) settleBlock(rctx context.Context, p *part) []byte {
 	x.mu.Lock()
+	for !x.finished && p.held >= x.limit() {
+		ch := x.moved
+		x.mu.Unlock()
+		select {
+		case <-ch:
+		case <-rctx.Done():
+			return nil
+		}
+		x.mu.Lock()
+	}
 	if x.finished {
 		x.mu.Unlock()
-		return
+		return nil
 	}
 	p.held++
 	x.mu.Unlock()
-	b := x.e.pool.get()
-	n, _ := readFull(rctx, body, b[:min(blockSize-pos%blockSize, end-pos)])
-	if n > 0 {
-		x.deliver(p, pos, b[:n]) // taken even though the transfer has stopped
-		p.pos.Add(int64(n))
-		return
-	}
-	x.mu.Lock()
-	x.putBlock(p, b)
-	x.mu.Unlock()
+	return x.e.pool.get()
 }
 
 // nextReq is a request a part opens before its current one ends, so that its connection
@@ -959,7 +1000,7 @@ type opened struct {
 func (x *xfer) openNext(ctx context.Context) *nextReq {
 	e := x.e
 	x.mu.Lock()
-	if len(x.todo) == 0 || x.err != nil || x.finished || x.noRanges || !x.rangesOK || !e.o.ranges || e.ctl.judge == judgeNever {
+	if len(x.todo) == 0 || x.err != nil || x.finished || x.ctx.Err() != nil || x.noRanges || !x.rangesOK || !e.o.ranges || e.ctl.judge == judgeNever {
 		x.mu.Unlock()
 		return nil
 	}
