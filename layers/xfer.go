@@ -32,9 +32,9 @@ import (
 // Memory is bounded by the blocks each part may hold before the writer goroutine has
 // taken them (a few, fewer when many parts share the budget, and fewer again when the
 // Fetcher holds bodies' bytes itself: Link.Buffered, HTTP/2 windows, comes out of the
-// same budget); the server is held back by flow control meanwhile. What the store's writer holds out of order survives an
-// interruption (a Layout keeps it in the partial file, with a record), so a later
-// transfer asks only for what is missing.
+// same budget); the server is held back by flow control meanwhile. What the store's
+// writer holds out of order survives an interruption (a Layout keeps it in the partial
+// file, with a record), so a later transfer asks only for what is missing.
 const (
 	blockSize = 1 << 20
 	seqWindow = 4 << 20
