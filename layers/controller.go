@@ -27,6 +27,10 @@ import (
 //   - near the end a request asks for a share of what is left rather than a whole
 //     chunk (two round trips' worth of bytes, 1 MiB at least), so the last parts end
 //     together;
+//   - a part whose blob has nothing left to ask for hands its connection to a new part
+//     of another blob that a split would choose, asking for that part's first stretch
+//     before its own last request ends (see engine.handOff), so that the connection
+//     does not wait a round trip between two blobs;
 //   - no more connections than add throughput: the rate one connection gets is measured
 //     over steady stretches (half a second or more with the same connections flowing),
 //     and once the rate per connection falls under 60% of the best one seen, the link
@@ -262,11 +266,49 @@ func (c *controller) split(e *engine) func() {
 	return nil
 }
 
+// handOff is split for a part of from whose blob has nothing left to ask for, which
+// is about to end (under e.mu): a new part of another blob whose streams limit it,
+// counted at once, or nil. The room for it counts the ending part as gone.
+func (c *controller) handOff(e *engine, from *xfer) *part {
+	if !e.o.ranges {
+		return nil
+	}
+	now := time.Now()
+	rtt := c.rttNow()
+	c.mu.Lock()
+	room := c.maxParts == 0 || int(e.partsNow())-1 < c.maxParts
+	c.mu.Unlock()
+	if !room {
+		return nil
+	}
+	for _, x := range e.active {
+		if x == from || !x.linkLimited(now, rtt) {
+			continue
+		}
+		x.mu.Lock()
+		var p *part
+		if x.rangesOK && !x.noRanges {
+			p = x.newPart()
+		}
+		x.mu.Unlock()
+		if p != nil {
+			e.partsAdd(1)
+			return p
+		}
+	}
+	return nil
+}
+
 // linkLimited reports whether the blob's streams, not its writer, limit it (see
 // streamsLimit), as the controller's judgement says.
 func (x *xfer) linkLimited(now time.Time, rtt time.Duration) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	return x.limited(now, rtt)
+}
+
+// limited is linkLimited under x.mu.
+func (x *xfer) limited(now time.Time, rtt time.Duration) bool {
 	if x.noRanges || x.err != nil || x.finished || x.since.IsZero() {
 		return false
 	}

@@ -60,7 +60,8 @@ type engine struct {
 	ready   []func() // parts of a split waiting for a worker
 	err     error    // the first failure
 
-	noRanges bool // the Fetcher's LinkMemory says the server does not serve ranges
+	noRanges bool  // the Fetcher's LinkMemory says the server does not serve ranges
+	buffered int64 // what the Fetcher's LinkMemory says it holds of bodies in flight (see limit)
 
 	writers sync.WaitGroup // the writer goroutines of large transfers
 
@@ -120,6 +121,7 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 		l := lm.Link(linked.desc)
 		e.ctl.start(l)
 		e.noRanges = l.NoRanges
+		e.buffered = min(max(l.Buffered, 0), memBudget/2)
 		defer func() {
 			if l, ok := e.ctl.learnt(); ok && l.RTT > 0 {
 				lm.Learnt(linked.desc, l)

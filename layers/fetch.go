@@ -39,6 +39,13 @@ type Link struct {
 	MaxConns int
 	// NoRanges says the server answers a range with the whole blob (or refuses it).
 	NoRanges bool
+	// Buffered is the most the Fetcher holds in memory at once, over all the bodies of
+	// this link in flight, of bytes the transfer has not read yet (HTTP/2 flow-control
+	// windows, say; not what the kernel's sockets hold). The transfer counts it against
+	// its memory budget: its blocks and these bytes add up to the budget (a block per
+	// part at the least), so that a reader held back (an unpack behind the download)
+	// does not let the server fill both.
+	Buffered int64
 }
 
 // A LinkMemory is a Fetcher that remembers links between calls: a call starts from what

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/ztest"
 	"github.com/pullkit/pullkit/manifest"
+	"github.com/pullkit/pullkit/store"
 )
 
 // TestFetchStoresVerifiedBlobs fetches blobs of every path (empty, small, large, of
@@ -754,6 +756,34 @@ func TestRequestSizes(t *testing.T) {
 			t.Errorf("%s: request %d (chunk %d), want %d (chunk %d)", tc.name, got, chunk, tc.want, tc.wantChunk)
 		}
 	}
+	// Not split, but its stream judged link-limited (made-up measurements: receiving
+	// for a second, its writer and its part never waiting): a chunk, as if split,
+	// never more, so that what it has not asked for is left for the parts a split
+	// starts once connections are free (growing, a blob that waited for them would
+	// ask for its whole rest in one request, and its tail would run on one
+	// connection).
+	now := time.Now()
+	x = newX(judgeMeasured, 5e6, 100*ms, 60<<20, 1)
+	x.since = now.Add(-time.Second)
+	for i := range 3 {
+		if got := x.request(x.todo[0]); got != 4<<20 {
+			t.Errorf("unsplit, link-limited, request %d: %d, want a chunk (4 MiB)", i, got)
+		}
+	}
+	// The same blob with its writer busy most of the time (the stream is not what
+	// limits it): growing requests.
+	x = newX(judgeMeasured, 5e6, 100*ms, 1<<30, 1)
+	x.since = now.Add(-time.Second)
+	x.busy.Store(int64(900 * ms))
+	if a, b := x.request(x.todo[0]), x.request(x.todo[0]); a != 4<<20 || b != 8<<20 {
+		t.Errorf("unsplit, writer-limited: %d then %d, want 4 then 8 MiB", a, b)
+	}
+	// Pinned always link-limited: chunks from the second request on.
+	x = newX(judgeAlways, 0, ms, 1<<30, 1)
+	x.since = now
+	if got := x.request(x.todo[0]); got != 4<<20 {
+		t.Errorf("unsplit, judged always link-limited: %d, want a chunk", got)
+	}
 	// One stream: the whole stretch, whatever its size.
 	x = newX(judgeNever, 1e6, 40*ms, 100<<20, 1)
 	if got := x.request(x.todo[0]); got != 100<<20 {
@@ -789,5 +819,288 @@ func TestPrefetchAt(t *testing.T) {
 		if got := c.prefetchAt(); got != tc.want {
 			t.Errorf("judge %d, best %.0f, hint %.0f, rtt %v: prefetchAt %d, want %d", tc.judge, tc.best, tc.hint, tc.rtt, got, tc.want)
 		}
+	}
+}
+
+// TestStreamNamed: every request of a part names the part's stream in its context
+// (internal/stream), so that a transport keeps its requests on one connection; the
+// requests of one blob received by one part (one job: no split) name the same one.
+func TestStreamNamed(t *testing.T) {
+	b := randomBytes(t, 12<<20)
+	f := newFetcher(b)
+	if _, err := Fetch(t.Context(), f, newMemStore(), []Blob{{Desc: desc(b)}}, WithJobs(1), withJudgement(judgeAlways)); err != nil {
+		t.Fatal(err)
+	}
+	reqs := f.requests()
+	if len(reqs) < 2 {
+		t.Fatalf("%d requests, want the blob in chunks", len(reqs))
+	}
+	for i, r := range reqs {
+		if r.stream == nil || r.stream != reqs[0].stream {
+			t.Errorf("request %d (%d+%d) names stream %v, want the part's, %v", i, r.offset, r.length, r.stream, reqs[0].stream)
+		}
+	}
+}
+
+// TestHandOff checks, on made-up engine states, where a part whose blob has nothing
+// left to ask for hands its connection: a new part of another blob whose streams limit
+// it, its first request asked for at once and naming the ending part's stream; none
+// while a queued blob would be started first, when the workers were cut, when the link
+// has no room even with the ending part gone, or when no other blob takes ranges.
+func TestHandOff(t *testing.T) {
+	a, b := randomBytes(t, 2<<20), randomBytes(t, 16<<20)
+	type state struct {
+		queued   bool // a small blob waits in the queue
+		busy     int  // workers running a task (of 2 slots)
+		maxParts int
+		noRanges bool // the other blob's server answered a range with the whole blob
+		ranges   bool // WithRanges
+	}
+	for _, tc := range []struct {
+		name string
+		s    state
+		want bool
+	}{
+		{"another blob has stretches nobody asked for", state{busy: 2, ranges: true}, true},
+		{"the link is full, with room for the ending part's successor", state{busy: 2, maxParts: 2, ranges: true}, true},
+		{"the link is full without the ending part", state{busy: 2, maxParts: 1, ranges: true}, false},
+		{"a queued blob comes first", state{queued: true, busy: 2, ranges: true}, false},
+		{"workers cut by a 429", state{busy: 3, ranges: true}, false},
+		{"the other blob's server does not serve ranges", state{busy: 2, noRanges: true, ranges: true}, false},
+		{"ranges off", state{busy: 2}, false},
+	} {
+		f := newFetcher(a, b)
+		e := &engine{f: f, o: defaultOptions(), pool: &blocks{pool: getBufPool(blockSize)}}
+		e.o.ranges = tc.s.ranges
+		e.ctx, e.cancel = context.WithCancel(t.Context())
+		e.ctl.init(judgeAlways)
+		e.ctl.maxParts = tc.s.maxParts
+		e.busy, e.slots = tc.s.busy, 2
+		if tc.s.queued {
+			e.queue = []*job{{desc: desc(randomBytes(t, 100))}}
+		}
+		mk := func(blob []byte, todo int64) *xfer {
+			x := &xfer{e: e, j: &job{desc: desc(blob), what: "layer"}, size: int64(len(blob)), grow: firstRequest, rangesOK: true, since: time.Now()}
+			x.ctx, x.cancel = context.WithCancel(e.ctx)
+			x.todo = x.todo.Add(x.size-todo, x.size)
+			x.parts = []*part{{x: x}}
+			x.running.Add(1)
+			return x
+		}
+		from, to := mk(a, 0), mk(b, 12<<20)
+		to.noRanges = tc.s.noRanges
+		e.active = []*xfer{from, to}
+		e.parts.Store(2)
+		p := from.parts[0]
+		q := e.handOff(p)
+		if (q != nil) != tc.want {
+			t.Errorf("%s: handed over %v, want %v", tc.name, q != nil, tc.want)
+		}
+		if q == nil {
+			if e.parts.Load() != 2 || len(to.parts) != 1 {
+				t.Errorf("%s: no hand-off, yet %d parts counted, %d on the other blob", tc.name, e.parts.Load(), len(to.parts))
+			}
+			e.cancel()
+			continue
+		}
+		o := <-q.first.done
+		if o.err != nil {
+			t.Fatalf("%s: %v", tc.name, o.err)
+		}
+		o.body.Close()
+		reqs := f.requests()
+		switch {
+		case q.x != to || e.parts.Load() != 3 || len(to.parts) != 2:
+			t.Errorf("%s: the successor is not a new part of the other blob, counted", tc.name)
+		case q.streamID() != p:
+			t.Errorf("%s: the successor's stream is %v, want the ending part's", tc.name, q.streamID())
+		case len(reqs) != 1 || reqs[0].d != digest.FromBytes(b) || reqs[0].offset != 4<<20 || reqs[0].stream != p:
+			t.Errorf("%s: requests %+v, want one for the other blob's first stretch nobody asked for (at 4 MiB), naming the ending part's stream", tc.name, reqs)
+		case q.pos.Load() != q.end.Load():
+			t.Errorf("%s: the successor holds [%d, %d) besides its first request", tc.name, q.pos.Load(), q.end.Load())
+		}
+		q.rc.close()
+		e.cancel()
+	}
+}
+
+// TestHandOffKeepsConnection: with two blobs and two jobs, the part of the smaller blob,
+// which has nothing left to ask for, hands its connection to the larger one before its
+// last request ends: a request of the larger blob names the smaller one's stream, so
+// that a transport keeps it on the same connection. Pinned: the judgement is always
+// link-limited, the smaller blob's requests after its first wait until the larger one
+// has started (so that it is there to take the connection), and the larger blob's own
+// part waits, after its second request, until the hand-off has come (so that its
+// stretches are still there for it), each wait bounded by a minute so that an engine
+// that does not hand over fails rather than hangs.
+func TestHandOffKeepsConnection(t *testing.T) {
+	a, b := randomBytes(t, 8<<20), randomBytes(t, 32<<20)
+	da, db := digest.FromBytes(a), digest.FromBytes(b)
+	f := newFetcher(a, b)
+	var (
+		mu         sync.Mutex
+		sA, sB     any
+		bStarted   = make(chan struct{})
+		handed     = make(chan struct{})
+		handedOnce sync.Once
+	)
+	wait := func(ch chan struct{}) {
+		select {
+		case <-ch:
+		case <-time.After(time.Minute):
+		}
+	}
+	f.fault = func(r fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
+		mu.Lock()
+		switch {
+		case r.d == da && r.n == 1:
+			sA = r.stream
+		case r.d == db && r.n == 1:
+			sB = r.stream
+		}
+		ownA, ownB := r.stream == sA, r.stream == sB
+		mu.Unlock()
+		switch {
+		case r.d == da && r.n > 1:
+			wait(bStarted)
+		case r.d == db && r.n == 2:
+			close(bStarted)
+		case r.d == db && ownA:
+			handedOnce.Do(func() { close(handed) })
+		case r.d == db && ownB && r.n > 2:
+			wait(handed)
+		}
+		return body, nil
+	}
+	s := newMemStore()
+	if _, err := Fetch(t.Context(), f, s, []Blob{{Desc: desc(a)}, {Desc: desc(b)}}, WithJobs(2), withJudgement(judgeAlways)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-handed:
+	default:
+		t.Fatalf("no request of the larger blob named the smaller one's stream: requests %+v", f.requests())
+	}
+	for _, blob := range [][]byte{a, b} {
+		if got, ok := s.get(digest.FromBytes(blob)); !ok || !bytes.Equal(got, blob) {
+			t.Errorf("blob of %d bytes not stored whole", len(blob))
+		}
+	}
+	if ov := f.overlaps(); len(ov) > 0 {
+		t.Errorf("requests overlap: %+v", ov)
+	}
+}
+
+// TestNextAskedBeforeBlock: a part asks for its next stretch before it reads a block of
+// a request that ends within the prefetch distance, so that a request of one block (a
+// gap between stretches a store holds, or the last small requests of a blob) has its
+// successor on the way while it is read, not a round trip after. Pinned: the first
+// body gives nothing until the second request has been made (within a minute).
+func TestNextAskedBeforeBlock(t *testing.T) {
+	b := randomBytes(t, 12<<20)
+	d := digest.FromBytes(b)
+	st := store.NewMemory()
+	// A store that holds all but [4, 5) and [8, 9) MiB: two requests of one block each.
+	w, err := st.Writer(t.Context(), desc(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := w.(store.RangeWriter)
+	if _, err := rw.Write(b[:4<<20]); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range [][2]int{{5 << 20, 8 << 20}, {9 << 20, 12 << 20}} {
+		if _, err := rw.WriteAt(b[r[0]:r[1]], int64(r[0])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	f := newFetcher(b)
+	second := make(chan struct{})
+	var early atomic.Bool
+	f.fault = func(r fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
+		switch r.n {
+		case 1:
+			return &firstReadGate{ReadCloser: body, gate: second, opened: &early}, nil
+		case 2:
+			close(second)
+		}
+		return body, nil
+	}
+	if _, err := Fetch(t.Context(), f, st, []Blob{{Desc: desc(b)}}, WithJobs(1), withJudgement(judgeAlways)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.ReadBlob(t.Context(), st, d, 64<<20)
+	if err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("blob not stored whole: %v", err)
+	}
+	reqs := f.requests()
+	if len(reqs) != 2 || reqs[0].offset != 4<<20 || reqs[0].length != 1<<20 || reqs[1].offset != 8<<20 || reqs[1].length != 1<<20 {
+		t.Fatalf("requests %+v, want the two missing MiBs", reqs)
+	}
+	if !early.Load() {
+		t.Errorf("the second request was made after the first one's block was read, not before")
+	}
+}
+
+// firstReadGate's first Read waits until gate is closed (a minute at most), and records in
+// opened whether it was.
+type firstReadGate struct {
+	io.ReadCloser
+	gate   chan struct{}
+	opened *atomic.Bool
+	once   sync.Once
+}
+
+func (g *firstReadGate) Read(p []byte) (int, error) {
+	g.once.Do(func() {
+		select {
+		case <-g.gate:
+			g.opened.Store(true)
+		case <-time.After(time.Minute):
+		}
+	})
+	return g.ReadCloser.Read(p)
+}
+
+// TestBlockLimit checks, on made-up states, how many blocks a part may hold: a share
+// of the memory budget less what the Fetcher holds of bodies in flight, so that blocks
+// and those buffers add up to the budget whatever the number of parts (down to the
+// least a part holds: two blocks, one when the Fetcher's buffers are its second).
+func TestBlockLimit(t *testing.T) {
+	for _, tc := range []struct {
+		parts    int64
+		split    bool
+		buffered int64
+		want     int
+	}{
+		{1, false, 0, seqWindow/blockSize + 1},
+		{4, true, 0, 3},
+		{16, true, 0, 2},
+		{32, true, 0, 2}, // the least: over the budget (jobs above 16)
+		{16, true, 16 << 20, 1},
+		{8, true, 16 << 20, 2},
+		{4, false, 16 << 20, 4},
+		{32, true, 16 << 20, 1},
+	} {
+		e := &engine{buffered: tc.buffered}
+		e.parts.Store(tc.parts)
+		x := &xfer{e: e, split: tc.split}
+		got := x.limit()
+		if got != tc.want {
+			t.Errorf("%d parts, split %v, %d buffered: limit %d, want %d", tc.parts, tc.split, tc.buffered, got, tc.want)
+		}
+		if least := map[bool]int{false: 2, true: 1}[tc.buffered > 0]; got > least && int64(got)*blockSize*tc.parts+tc.buffered > memBudget {
+			t.Errorf("%d parts, %d buffered: %d blocks each go over the budget", tc.parts, tc.buffered, got)
+		}
+	}
+}
+
+// TestCancelGraceOption: a negative grace is refused by name.
+func TestCancelGraceOption(t *testing.T) {
+	var ie *pullkit.InvalidError
+	b := randomBytes(t, 10)
+	if _, err := Fetch(t.Context(), newFetcher(b), newMemStore(), []Blob{{Desc: desc(b)}}, WithCancelGrace(-1)); !errors.As(err, &ie) || ie.What != "option WithCancelGrace" {
+		t.Errorf("WithCancelGrace(-1): %v, want an InvalidError naming the option", err)
 	}
 }

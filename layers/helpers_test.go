@@ -15,6 +15,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
+	"github.com/pullkit/pullkit/internal/stream"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/store"
 )
@@ -304,6 +305,7 @@ type fetchReq struct {
 	d              digest.Digest
 	offset, length int64
 	n              int // this digest's request number, from 1
+	stream         any // the stream its context names (internal/stream)
 }
 
 func newFetcher(blobs ...[]byte) *fakeFetcher {
@@ -322,7 +324,7 @@ func (f *fakeFetcher) Fetch(ctx context.Context, desc manifest.Descriptor, offse
 			n++
 		}
 	}
-	req := fetchReq{d: desc.Digest, offset: offset, length: length, n: n}
+	req := fetchReq{d: desc.Digest, offset: offset, length: length, n: n, stream: stream.Of(ctx)}
 	f.reqs = append(f.reqs, req)
 	if f.ranged != nil && (offset > 0 || length >= 0) {
 		select {

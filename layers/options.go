@@ -16,6 +16,10 @@ const (
 	// DefaultMaxBlobSize caps the size of any blob, declared or not (1 TiB): a registry
 	// cannot make a transfer plan for, or write, more.
 	DefaultMaxBlobSize = 1 << 40
+	// DefaultCancelGrace is how long a cancelled Fetch may go on reading the answers
+	// to requests it had already made (see WithCancelGrace): about what a request
+	// takes on a link of a few MB/s per connection.
+	DefaultCancelGrace = time.Second
 )
 
 // Option configures Fetch; it returns an error for a value it cannot use.
@@ -29,8 +33,9 @@ type options struct {
 	ranges   bool
 	// writerWait is how long a store's Writer may make a blob wait, without saying why,
 	// before the wait is reported (a knob for tests; see writerWait).
-	writerWait time.Duration
-	judge      judgement
+	writerWait  time.Duration
+	judge       judgement
+	cancelGrace time.Duration
 }
 
 // judgement says how the transfer makes its timing-driven decisions: whether a large
@@ -61,7 +66,7 @@ func withJudgement(j judgement) Option {
 }
 
 func defaultOptions() options {
-	return options{jobs: DefaultJobs, retry: pullkit.DefaultRetryPolicy(), maxSize: DefaultMaxBlobSize, ranges: true, writerWait: writerWait}
+	return options{jobs: DefaultJobs, retry: pullkit.DefaultRetryPolicy(), maxSize: DefaultMaxBlobSize, ranges: true, writerWait: writerWait, cancelGrace: DefaultCancelGrace}
 }
 
 // WithJobs bounds how many requests are in flight at once, over all the blobs of the call
@@ -119,6 +124,25 @@ func WithMaxBlobSize(n int64) Option {
 func WithRanges(on bool) Option {
 	return func(o *options) error {
 		o.ranges = on
+		return nil
+	}
+}
+
+// WithCancelGrace bounds how long a Fetch whose context is done (cancelled, past its
+// deadline, or stopped by a failure) goes on reading the answers to the requests it
+// had already made (default DefaultCancelGrace). It asks for nothing more; what it
+// reads is kept in the store's partial for the next Fetch, as what it had received is.
+// A request closed before its end throws away what the server has sent and the client
+// has not read (a round trip's worth of each connection: in the sockets, in HTTP/2
+// windows), which the next Fetch then pays for again; reading the answers to their end
+// avoids that, and takes the time the answers take, never more than the grace. 0 stops
+// at once, keeping only what is already in hand.
+func WithCancelGrace(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return &pullkit.InvalidError{What: "option WithCancelGrace", Reason: fmt.Sprintf("%v: want 0 or more", d)}
+		}
+		o.cancelGrace = d
 		return nil
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -197,4 +198,51 @@ func (a *afterBody) Read(p []byte) (int, error) {
 		a.fn = nil
 	}
 	return n, err
+}
+
+// TestCancelSettles: a cancelled split transfer reads the answers to the requests it
+// had made to their ends (within the grace, a minute here: the fake link ends them
+// well before) and keeps every byte of them: nothing the server sent is thrown away,
+// and the store holds exactly what was sent. With no grace it stops at once, keeping
+// what it had. The cancel comes once a range has sent 2 MiB, whenever that is (four
+// jobs: the blob cannot be whole by then).
+func TestCancelSettles(t *testing.T) {
+	for name, open := range stores() {
+		for _, grace := range []time.Duration{time.Minute, 0} {
+			t.Run(fmt.Sprintf("%s/grace %v", name, grace), func(t *testing.T) {
+				st := open(t)
+				b := randomBytes(t, 24<<20+77)
+				d := digest.FromBytes(b)
+				f := newFetcher(b)
+				f.rate, f.latency = 32<<20, time.Millisecond
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				f.fault = func(r fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
+					if r.offset > 0 {
+						return &afterBody{ReadCloser: body, left: 2 << 20, fn: cancel}, nil
+					}
+					return body, nil
+				}
+				_, err := Fetch(ctx, f, st, []Blob{{Desc: desc(b)}}, WithJobs(4), withJudgement(judgeAlways), WithCancelGrace(grace))
+				if !errors.Is(err, context.Canceled) {
+					t.Skipf("%v: the transfer ended before the cancel could matter", err)
+				}
+				read, unread := f.sent()
+				prefix, held := holding(t, st, b)
+				kept := prefix
+				for _, r := range held {
+					kept += r.End - r.Start
+				}
+				if kept != read[d] {
+					t.Errorf("the store keeps %d bytes, the server sent %d: every byte received must be kept", kept, read[d])
+				}
+				if grace > 0 && unread[d] != 0 {
+					t.Errorf("%d bytes of answers in flight were thrown away; with the grace they are read to their ends", unread[d])
+				}
+				if len(f.requests()) < 2 {
+					t.Errorf("%d requests: the transfer was not split", len(f.requests()))
+				}
+			})
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/ranges"
+	"github.com/pullkit/pullkit/internal/stream"
 	"github.com/pullkit/pullkit/store"
 )
 
@@ -29,10 +30,11 @@ import (
 // timing that decided them.
 //
 // Memory is bounded by the blocks each part may hold before the writer goroutine has
-// taken them (a few, fewer when many parts share the budget); the server is held back by
-// flow control meanwhile. What the store's writer holds out of order survives an
-// interruption (a Layout keeps it in the partial file, with a record), so a later
-// transfer asks only for what is missing.
+// taken them (a few, fewer when many parts share the budget, and fewer again when the
+// Fetcher holds bodies' bytes itself: Link.Buffered, HTTP/2 windows, comes out of the
+// same budget); the server is held back by flow control meanwhile. What the store's
+// writer holds out of order survives an interruption (a Layout keeps it in the partial
+// file, with a record), so a later transfer asks only for what is missing.
 const (
 	blockSize = 1 << 20
 	seqWindow = 4 << 20
@@ -42,10 +44,14 @@ const (
 // Request sizes. A blob's first request asks for firstRequest bytes (unless the rest is
 // less): enough for the controller to judge its stream before the request ends, and
 // small enough that the part which received it does not end long after the parts a
-// split starts. While the blob is not split, each next request asks for twice the last,
-// up to maxRequest, so that a blob on a fast link costs a few requests, and a later
-// split still finds stretches nobody has asked for. Once it is split, each part asks
-// for a chunk (see the controller), smaller near the end so that the parts end together.
+// split starts. While the blob is not split and its stream is not judged link-limited,
+// each next request asks for twice the last, up to maxRequest, so that a blob on a fast
+// link costs a few requests. A stream judged link-limited is one a split would help: it
+// asks for a chunk at a time (see the controller), as a split blob's parts do, so that
+// what it has not asked for is there for the parts a split starts whenever connections
+// come free (a blob that waited for them while its requests grew would have asked for
+// its whole rest in one request, and ended alone on one connection, long after the
+// others). Near the end the requests are smaller, so that the parts end together.
 const (
 	firstRequest = 4 << 20
 	maxRequest   = 64 << 20
@@ -100,6 +106,44 @@ type part struct {
 	end     atomic.Int64
 	held    int  // blocks out (under x.mu)
 	flowing bool // it has received a byte (counted in engine.flowing)
+
+	// stream is what its requests name (internal/stream): the part itself, or the part
+	// that handed its connection over to it (see handOff).
+	stream any
+	// The part this one hands its connection to when it ends (see handOff), nil for
+	// none; set, with its first request already asked for, by the part's own goroutine.
+	succ *part
+	// For a part handed a connection: its requests' context and its first request,
+	// asked for before the part that handed it over ended.
+	rc    *reqCtx
+	first *nextReq
+}
+
+// streamID is the stream the part's requests name.
+func (p *part) streamID() any {
+	if p.stream != nil {
+		return p.stream
+	}
+	return p
+}
+
+// reqCtx is the context of a part's requests: it carries the part's stream, and
+// outlives the transfer's context by the cancel grace (see settle).
+type reqCtx struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	stop   func() bool
+}
+
+func newReqCtx(ctx context.Context, id any, grace time.Duration) *reqCtx {
+	rctx, cancel := context.WithCancel(stream.With(context.WithoutCancel(ctx), id))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return &reqCtx{ctx: rctx, cancel: cancel, stop: stop}
+}
+
+func (r *reqCtx) close() {
+	r.stop()
+	r.cancel()
 }
 
 // newXfer starts the transfer of a large blob, with one part (run by the caller) for
@@ -164,14 +208,21 @@ func (x *xfer) wake() {
 	}
 }
 
-// limit is how many blocks a part may hold out at once.
+// limit is how many blocks a part may hold out at once: a share of the memory budget,
+// less what the Fetcher says it holds of bodies in flight (its HTTP/2 windows), at
+// least two, or one when the Fetcher's buffers are the part's second (its body keeps
+// receiving into them while the part waits for the writer).
 func (x *xfer) limit() int {
 	n := int(x.e.partsNow())
 	most := seqWindow/blockSize + 1
 	if x.split {
 		most = 3
 	}
-	return max(2, min(most, memBudget/blockSize/max(n, 1)))
+	least := 2
+	if x.e.buffered > 0 {
+		least = 1
+	}
+	return max(least, min(most, int(memBudget-x.e.buffered)/blockSize/max(n, 1)))
 }
 
 // getBlock returns a block for p to receive into, once p holds fewer than its limit.
@@ -410,31 +461,49 @@ func (x *xfer) write() {
 	x.finish()
 }
 
-// keep gives the store's writer, to hold for a later transfer, the blocks still in
-// memory when the transfer stops short (the writer goroutine's last step), once every
-// part has ended (they end at once: the transfer's context is done), so that what they
-// received last is kept too.
+// keep gives the store's writer, to hold for a later transfer, the blocks in memory
+// when the transfer stops short (the writer goroutine's last step), and those its parts
+// hand over as they settle (see settle), as they come, until every part has ended (they
+// end within the cancel grace: the transfer's context is done). Memory stays bounded by
+// the blocks the parts may hold.
 func (x *xfer) keep() {
-	x.running.Wait()
-	x.mu.Lock()
-	blocks := make([]*block, 0, len(x.got))
-	for off, blk := range x.got {
-		delete(x.got, off)
-		blocks = append(blocks, blk)
-	}
-	next := x.next
-	x.mu.Unlock()
-	for _, blk := range blocks {
-		b, off := blk.b, blk.off
-		if end := off + int64(len(b)); end > next {
-			if off < next {
-				b, off = b[next-off:], next
-			}
-			x.rw.WriteAt(b, off) // best effort: a failure costs a later transfer these bytes
-		}
+	ended := make(chan struct{})
+	go func() {
+		x.running.Wait()
+		close(ended)
+	}()
+	last := false
+	for {
 		x.mu.Lock()
-		x.putBlock(blk.p, blk.b)
+		blocks := make([]*block, 0, len(x.got))
+		for off, blk := range x.got {
+			delete(x.got, off)
+			blocks = append(blocks, blk)
+		}
+		next := x.next
 		x.mu.Unlock()
+		for _, blk := range blocks {
+			b, off := blk.b, blk.off
+			if end := off + int64(len(b)); end > next {
+				if off < next {
+					b, off = b[next-off:], next
+				}
+				x.rw.WriteAt(b, off) // best effort: a failure costs a later transfer these bytes
+			}
+			x.mu.Lock()
+			x.putBlock(blk.p, blk.b)
+			x.mu.Unlock()
+		}
+		if last {
+			return
+		}
+		if len(blocks) == 0 {
+			select {
+			case <-x.arrived:
+			case <-ended:
+				last = true // once more: what the last parts handed over
+			}
+		}
 	}
 }
 
@@ -510,6 +579,49 @@ func (e *engine) restart(j *job, err error) bool {
 	return true
 }
 
+// handOff finds the part that p's connection goes to once p's request ends, its blob
+// having nothing left to ask for, and asks for that part's first stretch now, over
+// p's stream (so, under HTTP/2, on p's lane), as a part asks for its next stretch
+// before its request ends: the connection then does not wait a round trip (and, for a
+// new connection, its handshake) between two blobs. The part is what a worker freed by
+// p would start next: a part split off another blob whose streams limit it, as
+// controller.split chooses it, counting p as gone; nothing when a queued blob would be
+// started first, when the call is failing, or when the workers were cut (a 429): the
+// worker then takes its next task when p ends, as it always did. p's goroutine runs
+// the part when p ends (part.run).
+func (e *engine) handOff(p *part) *part {
+	e.mu.Lock()
+	var q *part
+	if e.err == nil && e.ctx.Err() == nil && e.busy <= e.slots && !e.queuedFirst() {
+		q = e.ctl.handOff(e, p.x)
+	}
+	e.mu.Unlock()
+	if q == nil {
+		return nil
+	}
+	q.stream = p.streamID()
+	q.rc = newReqCtx(q.x.ctx, q.stream, e.o.cancelGrace)
+	r := ranges.Range{Start: q.pos.Load(), End: q.end.Load()}
+	q.end.Store(r.Start) // nothing in hand: its first request is on its way
+	q.first = q.x.open(q.rc.ctx, r)
+	return q
+}
+
+// queuedFirst reports whether a worker that comes free would start a queued blob
+// (under e.mu): see pick.
+func (e *engine) queuedFirst() bool {
+	if len(e.queue) == 0 {
+		return false
+	}
+	more := e.streams < firstStreams || e.ctl.moreStreams(e)
+	for _, j := range e.queue {
+		if !j.large() || more {
+			return true
+		}
+	}
+	return false
+}
+
 // newPart adds a part to a split transfer, with the next stretch to ask for (under
 // x.mu), or returns nil when nothing is left to ask for.
 func (x *xfer) newPart() *part {
@@ -541,15 +653,16 @@ func (x *xfer) assign() ranges.Range {
 
 // request is how many bytes the next request asks for, from stretch r of the todo list
 // (under x.mu). One stream (ranges off, a server without them, the judgement pinned to
-// never split): the whole stretch. A blob not split yet: growing requests (firstRequest,
-// doubled each time up to maxRequest). A split blob: a chunk, the controller's size, or
+// never split): the whole stretch. A blob not split yet whose stream is not judged
+// link-limited: growing requests (firstRequest, doubled each time up to maxRequest). A
+// split blob, or one whose stream is link-limited: a chunk, the controller's size, or
 // a share of what is left when that is less, so that the last requests end together.
 func (x *xfer) request(r ranges.Range) int64 {
 	e := x.e
 	switch {
 	case !e.o.ranges || x.noRanges || e.ctl.judge == judgeNever:
 		return r.Len()
-	case !x.split:
+	case !x.split && !x.limited(time.Now(), e.ctl.rttNow()):
 		n := x.grow
 		x.grow = min(2*x.grow, maxRequest)
 		return n
@@ -569,8 +682,20 @@ func (x *xfer) wholeFrom(p *part) {
 	p.end.Store(x.size)
 }
 
-// run receives the part, then leaves the transfer.
+// run receives the part, then leaves the transfer; then the parts it handed its
+// connection to, in turn (see handOff).
 func (p *part) run(ctx context.Context) {
+	for p != nil {
+		p = p.runOne(ctx)
+		if p != nil {
+			ctx = p.x.ctx
+		}
+	}
+}
+
+// runOne receives the part, leaves the transfer, and returns the part it handed its
+// connection to, or nil.
+func (p *part) runOne(ctx context.Context) *part {
 	x := p.x
 	defer x.running.Done()
 	err := p.receive(ctx)
@@ -589,6 +714,7 @@ func (p *part) run(ctx context.Context) {
 	if err != nil {
 		x.fail(err)
 	}
+	return p.succ
 }
 
 // receive brings the part's stretches in, one request at a time, taking the next from
@@ -596,30 +722,33 @@ func (p *part) run(ctx context.Context) {
 // reached.
 func (p *part) receive(ctx context.Context) error {
 	x, e, j := p.x, p.x.e, p.x.j
-	// The requests outlive ctx by drainGrace: see drain.
-	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer rcancel()
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(drainGrace, rcancel) })
-	defer stop()
+	// The requests outlive ctx by the cancel grace: see settle.
+	rc := p.rc
+	if rc == nil {
+		rc = newReqCtx(ctx, p.streamID(), e.o.cancelGrace)
+	}
+	defer rc.close()
+	rctx := rc.ctx
 	var body io.ReadCloser
-	var next *nextReq // the next request, opened before this one ends
+	next := p.first // the next request, opened before this one ends
+	p.first = nil
 	defer func() {
 		if body != nil {
 			if ctx.Err() != nil {
-				p.drain(rctx, body)
+				p.settle(rctx, body)
 			}
 			body.Close()
 		}
 		if next != nil {
 			if ctx.Err() != nil {
 				// The next request's answer holds bytes of a stretch nobody else asks
-				// for: keep what it already has, as for the body in hand.
+				// for, on their way: keep them too, as for the body in hand.
 				select {
 				case o := <-next.done:
 					if o.err == nil && !o.whole {
 						p.pos.Store(next.r.Start)
 						p.end.Store(next.r.End)
-						p.drain(rctx, o.body)
+						p.settle(rctx, o.body)
 					}
 					if o.body != nil {
 						o.body.Close()
@@ -669,9 +798,9 @@ func (p *part) receive(ctx context.Context) error {
 				continue
 			}
 			x.mu.Lock()
-			if len(x.todo) == 0 || x.err != nil || x.finished {
+			if len(x.todo) == 0 || x.err != nil || x.finished || ctx.Err() != nil {
 				x.mu.Unlock()
-				return nil
+				return ctx.Err()
 			}
 			r := x.assign()
 			x.mu.Unlock()
@@ -728,6 +857,18 @@ func (p *part) receive(ctx context.Context) error {
 			x.started()
 			x.mu.Unlock()
 		}
+		if next == nil && end-pos <= e.ctl.prefetchAt() {
+			// What is left of this request comes within two round trips: ask for the
+			// next stretch now (checked before each block, so that a request of a
+			// block or two has its next one asked for in time too), or, when the blob
+			// has nothing left to ask for, hand the connection over.
+			if end < x.size {
+				next = x.openNext(rctx)
+			}
+			if next == nil && p.succ == nil {
+				p.succ = e.handOff(p)
+			}
+		}
 		b, err := x.getBlock(ctx, p)
 		if err != nil {
 			return err
@@ -752,9 +893,6 @@ func (p *part) receive(ctx context.Context) error {
 			p.pos.Add(int64(n)) // delivered, kept even when err stops the part
 			if err != nil {
 				return err
-			}
-			if next == nil && rerr == nil && end < x.size && end-p.pos.Load() <= e.ctl.prefetchAt() {
-				next = x.openNext(rctx)
 			}
 		} else {
 			x.mu.Lock()
@@ -781,38 +919,61 @@ func (p *part) receive(ctx context.Context) error {
 	}
 }
 
-// drainGrace is how long a part's requests outlive the transfer's context: once it is
-// done (a cancel, a failure elsewhere), the part keeps the bytes its answer already
-// holds (in the process under HTTP/2, in the socket) rather than throw away what the
-// server has sent; see drain.
-const drainGrace = 50 * time.Millisecond
-
-// drain takes, once the transfer's context is done, what body yields up to the next
-// block boundary within drainGrace (rctx ends then), and hands it to the transfer, which
-// gives it to the store's writer to keep.
-func (p *part) drain(rctx context.Context, body io.Reader) {
+// settle reads, once the transfer's context is done (a cancel, a failure elsewhere),
+// the rest of the part's request from body, for as long as the cancel grace lasts (rctx
+// ends then), and hands it to the transfer, which gives it to the store's writer to
+// keep as it comes (see keep). Nothing more is asked for: these are bytes the server
+// is sending anyway, and a request closed before its end throws away what is on its
+// way (a round trip's worth of the link: in the sockets, in HTTP/2 windows) and costs
+// the next pull as much again. With a grace of 0 it reads nothing more.
+func (p *part) settle(rctx context.Context, body io.Reader) {
 	x := p.x
-	pos, end := p.pos.Load(), p.end.Load()
-	if pos >= end || rctx.Err() != nil {
-		return
+	for {
+		pos, end := p.pos.Load(), p.end.Load()
+		if pos >= end || rctx.Err() != nil {
+			return
+		}
+		b := x.settleBlock(rctx, p)
+		if b == nil {
+			return
+		}
+		n, err := readFull(rctx, body, b[:min(blockSize-pos%blockSize, end-pos)])
+		if n > 0 {
+			x.deliver(p, pos, b[:n]) // taken even though the transfer has stopped
+			p.pos.Add(int64(n))
+		} else {
+			x.mu.Lock()
+			x.putBlock(p, b)
+			x.mu.Unlock()
+		}
+		if err != nil {
+			return
+		}
 	}
+}
+
+// settleBlock is getBlock for settle: it waits for room as getBlock does, though the
+// transfer has stopped (the writer goroutine keeps what arrives meanwhile), until rctx
+// ends; nil once it has, or once the transfer has finished.
+func (x *xfer) settleBlock(rctx context.Context, p *part) []byte {
 	x.mu.Lock()
+	for !x.finished && p.held >= x.limit() {
+		ch := x.moved
+		x.mu.Unlock()
+		select {
+		case <-ch:
+		case <-rctx.Done():
+			return nil
+		}
+		x.mu.Lock()
+	}
 	if x.finished {
 		x.mu.Unlock()
-		return
+		return nil
 	}
 	p.held++
 	x.mu.Unlock()
-	b := x.e.pool.get()
-	n, _ := readFull(rctx, body, b[:min(blockSize-pos%blockSize, end-pos)])
-	if n > 0 {
-		x.deliver(p, pos, b[:n]) // taken even though the transfer has stopped
-		p.pos.Add(int64(n))
-		return
-	}
-	x.mu.Lock()
-	x.putBlock(p, b)
-	x.mu.Unlock()
+	return x.e.pool.get()
 }
 
 // nextReq is a request a part opens before its current one ends, so that its connection
@@ -839,12 +1000,18 @@ type opened struct {
 func (x *xfer) openNext(ctx context.Context) *nextReq {
 	e := x.e
 	x.mu.Lock()
-	if len(x.todo) == 0 || x.err != nil || x.finished || x.noRanges || !x.rangesOK || !e.o.ranges || e.ctl.judge == judgeNever {
+	if len(x.todo) == 0 || x.err != nil || x.finished || x.ctx.Err() != nil || x.noRanges || !x.rangesOK || !e.o.ranges || e.ctl.judge == judgeNever {
 		x.mu.Unlock()
 		return nil
 	}
 	r := x.assign()
 	x.mu.Unlock()
+	return x.open(ctx, r)
+}
+
+// open asks for stretch r in the background.
+func (x *xfer) open(ctx context.Context, r ranges.Range) *nextReq {
+	e := x.e
 	a := &nextReq{r: r, done: make(chan opened, 1)}
 	length := int64(-1)
 	if r.End < x.size {

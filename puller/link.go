@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pullkit/pullkit/internal/stream"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
@@ -25,17 +26,30 @@ import (
 //     request that met it sent again over HTTP/1.1 when it can be.
 //   - Over HTTP/2 every request shares one connection, so one connection's cap (a CDN's,
 //     a proxy's) would cap the whole pull. Blob requests therefore go over lanes: each
-//     lane is a transport of its own (its own connection), a request takes the lane with
-//     the fewest blob requests in flight, and a new lane opens when every lane carries
-//     one, up to maxLanes. So a pull uses as many connections under HTTP/2 as under
-//     HTTP/1.1 (one per blob request in flight; the transfer adds requests only while
-//     they add throughput), and keeps HTTP/2's reuse: a lane's connection serves the
-//     next request without a new handshake. Manifests, configs' tokens and other small
-//     requests share the profile's own transport.
+//     lane is a transport of its own (its own connection), a request takes the lane its
+//     stream's last request is leaving (see pickLane), else an idle one, and a new
+//     lane opens when every lane carries one, up to maxLanes. So a pull uses as many
+//     connections under HTTP/2 as under HTTP/1.1 (one per blob request in flight; the
+//     transfer adds requests only while they add throughput), and keeps HTTP/2's
+//     reuse: a lane's connection serves the next request without a new handshake.
+//     Manifests, configs' tokens and other small requests share the profile's own
+//     transport.
 //   - A lane's flow-control windows are sized for the host's bandwidth-delay product
-//     as transfers measured it (see h2Window), so that a stream is never held back by
-//     its window on a long fast link, nor given more memory than the link needs.
+//     as transfers measured it (see h2Window), so that a stream is not held back by its
+//     window, nor given more memory than the link needs; and all of a host's lanes'
+//     windows add up to laneWindows at most, however many lanes there are: what the
+//     server may send ahead of a reader that waits (an unpack holding the transfer
+//     back) is memory in the process, and it counts against the pull's bound.
 const maxLanes = 16
+
+// laneWindows is the most the receive windows of all of a host's lanes add up to: the
+// bytes HTTP/2 may hold in the process for blob bodies nobody reads yet. Half of what
+// a transfer holds in received blocks (layers' memory budget, 32 MiB), so that both
+// together, with the runtime and an unpack's buffers, stay within the 64 MiB a pull's
+// peak RSS is bound by. Each lane gets laneWindows / maxLanes at most, for its
+// connection and for each of its streams alike (a lane carries one stream, two while
+// the next request's answer overlaps the last one's).
+const laneWindows = 16 << 20
 
 // hostLink is what the client knows of one host (host:port).
 type hostLink struct {
@@ -55,6 +69,7 @@ type hostLink struct {
 type lane struct {
 	tr     *http.Transport
 	active int // blob requests in flight on it (under the host's mu)
+	stream any // the stream (internal/stream) of the last request it took, nil for none
 }
 
 // link returns the client's hostLink for host (host:port), making it.
@@ -66,13 +81,19 @@ func (c *Client) link(host string) *hostLink {
 	return v.(*hostLink)
 }
 
-// h2Window sizes an HTTP/2 lane's flow-control window for a stream, from the rate one
-// connection got and the round trip: twice the bandwidth-delay product, so that a stream
-// is never held back by its window, between 1 MiB and 16 MiB (what a stream may buffer
-// in the process while its reader waits; Go's default is 4 MiB). 1 MiB before anything
-// is measured.
+// h2Window sizes an HTTP/2 lane's flow-control window (its connection's, and each of its
+// streams'), from the rate one connection got and the round trip: twice the
+// bandwidth-delay product, so that a stream is not held back by its window, between
+// 256 KiB and laneWindows / maxLanes (1 MiB: at most what the lane may hold in the
+// process while its reader waits; Go's default is 4 MiB per stream and 1 GiB per
+// connection), the most before anything is measured. A link whose bandwidth-delay
+// product is more than half of that gets more connections rather than larger windows:
+// the transfer splits while its streams are what limit it.
 func h2Window(rate float64, rtt time.Duration) int {
-	const lo, hi = 1 << 20, 16 << 20
+	const lo, hi = 256 << 10, laneWindows / maxLanes
+	if rate <= 0 || rtt <= 0 {
+		return hi
+	}
 	w := int(2 * rate * rtt.Seconds())
 	return min(max(w, lo), hi)
 }
@@ -116,7 +137,7 @@ func (rt *routeTransport) viaLink(p *hostProfile, tr *http.Transport, req *http.
 	use := tr
 	if infoOf(req.Context()).blob {
 		var err error
-		if ln, err = hl.acquire(rt, p); err != nil {
+		if ln, err = hl.acquire(rt, p, stream.Of(req.Context())); err != nil {
 			return nil, err
 		}
 		if ln != nil {
@@ -169,23 +190,17 @@ func (hl *hostLink) fallback(why string) {
 	}
 }
 
-// acquire picks the lane for a blob request: the one with the fewest in flight, or a
-// new one when every lane carries a request and there are fewer than maxLanes. A host
-// known to speak HTTP/1.1 needs none (nil): its transport opens a connection per
+// acquire picks the lane for a blob request of stream id (nil: none): see pickLane. A
+// host known to speak HTTP/1.1 needs none (nil): its transport opens a connection per
 // request in flight by itself.
-func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile) (*lane, error) {
+func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile, id any) (*lane, error) {
 	hl.mu.Lock()
 	defer hl.mu.Unlock()
 	if hl.proto != "" && !strings.HasPrefix(hl.proto, "HTTP/2") {
 		return nil, nil
 	}
-	var best *lane
-	for _, ln := range hl.lanes {
-		if best == nil || ln.active < best.active {
-			best = ln
-		}
-	}
-	if best == nil || (best.active > 0 && len(hl.lanes) < maxLanes) {
+	best := pickLane(hl.lanes, id)
+	if best == nil {
 		tr, err := rt.variant(p, variantLane, h2Window(hl.link.ConnRate, hl.link.RTT))
 		if err != nil {
 			return nil, err
@@ -194,7 +209,43 @@ func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile) (*lane, error) {
 		hl.lanes = append(hl.lanes, best)
 	}
 	best.active++
+	best.stream = id
 	return best, nil
+}
+
+// pickLane chooses among a host's lanes for a request of stream id, or returns nil for
+// a new lane:
+//
+//   - the lane that carries the stream's last request, while that is all it carries: the
+//     stream's next answer then takes over the connection its last one is leaving, as
+//     its own connection would under HTTP/1.1, instead of halving another stream's rate
+//     on a connection that a per-connection cap (a CDN's, a proxy's) already limits,
+//     while the stream's own connection falls idle;
+//   - else an idle lane, one no stream has used last first (a stream that has ended
+//     leaves its lane to others, but one between requests gets its own back);
+//   - else a new lane, up to maxLanes;
+//   - else the lane with the fewest requests in flight.
+func pickLane(lanes []*lane, id any) *lane {
+	if id != nil {
+		for _, ln := range lanes {
+			if ln.stream == id && ln.active <= 1 {
+				return ln
+			}
+		}
+	}
+	var best *lane
+	for _, ln := range lanes {
+		switch {
+		case best == nil, ln.active < best.active:
+			best = ln
+		case ln.active == 0 && best.active == 0 && best.stream != nil && ln.stream == nil:
+			best = ln
+		}
+	}
+	if best == nil || (best.active > 0 && len(lanes) < maxLanes) {
+		return nil
+	}
+	return best
 }
 
 func (hl *hostLink) release(ln *lane) {
@@ -262,15 +313,20 @@ func (rt *routeTransport) variant(p *hostProfile, kind, window int) (*http.Trans
 		}
 		rt.h1[p] = tr
 	case variantLane:
-		tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: window, MaxReceiveBufferPerConnection: 2 * window}
+		tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: window, MaxReceiveBufferPerConnection: window}
 	}
 	return tr, nil
 }
 
 // LinkOf returns what a transfer should start from for desc's blobs: what transfers
 // over the same host measured (layers.LinkMemory).
+//
+// Buffered is laneWindows unless the host is known not to speak HTTP/2 (plain HTTP, an
+// answer over HTTP/1.1, a fallback to it): what its lanes may hold of bodies nobody
+// reads yet counts against the transfer's memory budget. A transport given with
+// WithTransport has no lanes, and what it holds is its own: nothing is said of it.
 func (b *blobSource) Link(desc manifest.Descriptor) layers.Link {
-	hl := b.hostFor(desc)
+	hl, tls := b.hostFor(desc)
 	if hl == nil {
 		return layers.Link{}
 	}
@@ -278,12 +334,15 @@ func (b *blobSource) Link(desc manifest.Descriptor) layers.Link {
 	defer hl.mu.Unlock()
 	l := hl.link
 	l.NoRanges = hl.ranges < 0
+	if tls && b.eps[0].c.route != nil && !hl.h1 && (hl.proto == "" || strings.HasPrefix(hl.proto, "HTTP/2")) {
+		l.Buffered = laneWindows
+	}
 	return l
 }
 
 // Learnt records what a transfer measured of desc's link.
 func (b *blobSource) Learnt(desc manifest.Descriptor, l layers.Link) {
-	hl := b.hostFor(desc)
+	hl, _ := b.hostFor(desc)
 	if hl == nil {
 		return
 	}
@@ -301,19 +360,20 @@ func (b *blobSource) Learnt(desc manifest.Descriptor, l layers.Link) {
 }
 
 // hostFor is the link desc's bytes come over: the host the endpoint's blob GETs redirect
-// to, when they do, else the endpoint's.
-func (b *blobSource) hostFor(desc manifest.Descriptor) *hostLink {
+// to, when they do, else the endpoint's; and whether the endpoint is spoken to over TLS.
+func (b *blobSource) hostFor(desc manifest.Descriptor) (*hostLink, bool) {
 	if len(b.eps) == 0 {
-		return nil
+		return nil, false
 	}
 	ep := b.order(desc)[0]
-	host := canonicalHostOf(ep.c.scheme(ep.host), ep.host)
+	scheme := ep.c.scheme(ep.host)
+	host := canonicalHostOf(scheme, ep.host)
 	hl := ep.c.link(host)
 	hl.mu.Lock()
 	to := hl.redirect
 	hl.mu.Unlock()
 	if to != "" {
-		return ep.c.link(to)
+		return ep.c.link(to), scheme == "https"
 	}
-	return hl
+	return hl, scheme == "https"
 }

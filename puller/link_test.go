@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/pullkit/pullkit/manifest"
 )
 
 func TestURLExpiry(t *testing.T) {
@@ -91,7 +93,8 @@ func TestLocationUsable(t *testing.T) {
 }
 
 // TestH2Window sizes HTTP/2 windows on made-up measurements: twice the bandwidth-delay
-// product, within 1-16 MiB.
+// product, within 256 KiB and laneWindows / maxLanes (1 MiB), the most while nothing is
+// measured.
 func TestH2Window(t *testing.T) {
 	for _, tc := range []struct {
 		rate float64
@@ -99,9 +102,12 @@ func TestH2Window(t *testing.T) {
 		want int
 	}{
 		{0, 0, 1 << 20},
-		{12.5e6, 40 * time.Millisecond, 1 << 20},
-		{50e6, 100 * time.Millisecond, 10e6},
-		{1e9, 200 * time.Millisecond, 16 << 20},
+		{5e6, 0, 1 << 20},
+		{1e6, 20 * time.Millisecond, 256 << 10},
+		{2.5e6, 100 * time.Millisecond, 500e3},
+		{12.5e6, 40 * time.Millisecond, 1e6},
+		{50e6, 100 * time.Millisecond, 1 << 20},
+		{1e9, 200 * time.Millisecond, 1 << 20},
 	} {
 		if got := h2Window(tc.rate, tc.rtt); got != tc.want {
 			t.Errorf("h2Window(%.0f, %v) = %d, want %d", tc.rate, tc.rtt, got, tc.want)
@@ -122,6 +128,139 @@ func TestNeedsH1(t *testing.T) {
 	} {
 		if got, _ := needsH1(errors.New(tc.err)); got != tc.want {
 			t.Errorf("needsH1(%q) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestPickLane chooses lanes for blob requests on made-up states: a stream's next
+// request goes to the lane its last one is leaving, not to another stream's; otherwise
+// an idle lane (one no stream holds first), a new one while there are fewer than
+// maxLanes, and the least loaded one after that.
+func TestPickLane(t *testing.T) {
+	a, b, c := new(int), new(int), new(int) // streams
+	lanes := func(specs ...any) []*lane {   // active, stream, active, stream, ...
+		var ls []*lane
+		for i := 0; i < len(specs); i += 2 {
+			ls = append(ls, &lane{active: specs[i].(int), stream: specs[i+1]})
+		}
+		return ls
+	}
+	full := func(active int, extra ...*lane) []*lane {
+		ls := append([]*lane(nil), extra...)
+		for len(ls) < maxLanes {
+			ls = append(ls, &lane{active: active, stream: new(int)})
+		}
+		return ls
+	}
+	for _, tc := range []struct {
+		name  string
+		lanes []*lane
+		id    any
+		want  int // index of the lane chosen, -1 for a new lane
+	}{
+		{"no lane yet", nil, a, -1},
+		{"the stream's own lane, its last request ending there", lanes(1, b, 1, a), a, 1},
+		{"the stream's own lane, idle", lanes(0, nil, 0, a), a, 1},
+		{"its own lane carries two already: like any other", lanes(1, b, 2, a), a, -1},
+		{"another stream's lane is not taken while a new one may open", lanes(1, b, 1, c), a, -1},
+		{"an idle lane before a new one", lanes(1, b, 0, c), a, 1},
+		{"an idle lane no stream holds before one a stream left", lanes(0, b, 0, nil), a, 1},
+		{"no stream named: an idle lane", lanes(1, b, 0, c), nil, 1},
+		{"no stream named: a new lane rather than a busy one", lanes(1, b), nil, -1},
+		{"at maxLanes: the least loaded", full(2, &lane{active: 1, stream: b}), a, 0},
+		{"at maxLanes, its own lane", full(1, &lane{active: 1, stream: b}, &lane{active: 1, stream: a}), a, 1},
+	} {
+		got := pickLane(tc.lanes, tc.id)
+		idx := -1
+		for i, ln := range tc.lanes {
+			if ln == got {
+				idx = i
+			}
+		}
+		if got != nil && idx < 0 {
+			t.Fatalf("%s: a lane that is not one of the host's", tc.name)
+		}
+		if idx != tc.want {
+			t.Errorf("%s: lane %d, want %d", tc.name, idx, tc.want)
+		}
+	}
+}
+
+// TestLaneWindowsBounded: whatever a host's link was measured to be, and however many
+// blob requests are in flight, the receive windows of all its lanes add up to
+// laneWindows at most (the bytes HTTP/2 may hold in the process for bodies nobody reads
+// yet), each stream's window within its connection's.
+func TestLaneWindowsBounded(t *testing.T) {
+	for _, l := range []struct {
+		rate float64
+		rtt  time.Duration
+	}{{0, 0}, {5e6, 100 * time.Millisecond}, {125e6, 40 * time.Millisecond}, {1e9, time.Second}, {1e3, time.Millisecond}} {
+		c, err := New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hl := c.link("blobs.example:443")
+		hl.link.ConnRate, hl.link.RTT = l.rate, l.rtt
+		for range 2 * maxLanes { // every request held: a lane each while they may open
+			if _, err := hl.acquire(c.route, nil, new(int)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(hl.lanes) != maxLanes {
+			t.Errorf("%d lanes for %d requests in flight, want %d", len(hl.lanes), 2*maxLanes, maxLanes)
+		}
+		sum := 0
+		for _, ln := range hl.lanes {
+			h := ln.tr.HTTP2
+			if h == nil || h.MaxReceiveBufferPerConnection < 64<<10 || h.MaxReceiveBufferPerStream > h.MaxReceiveBufferPerConnection {
+				t.Fatalf("rate %.0f, rtt %v: a lane's windows %+v: want a connection window (64 KiB at least) that bounds its streams'", l.rate, l.rtt, h)
+			}
+			sum += h.MaxReceiveBufferPerConnection
+		}
+		if sum > laneWindows {
+			t.Errorf("rate %.0f, rtt %v: the lanes' windows add up to %d, over %d", l.rate, l.rtt, sum, laneWindows)
+		}
+	}
+}
+
+// TestLinkBuffered: what a blob fetcher tells the transfer it may hold of bodies in
+// flight (layers.Link.Buffered): its lanes' windows for a host spoken to over TLS that
+// is not known to speak HTTP/1.1 only (its blob GETs' redirect host's, when known);
+// nothing over plain HTTP or HTTP/1.1, whose unread bytes wait in the kernel.
+func TestLinkBuffered(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		plain bool
+		set   func(c *Client)
+		want  int64
+	}{
+		{"TLS, nothing known yet", false, func(*Client) {}, laneWindows},
+		{"TLS, answered over HTTP/2", false, func(c *Client) { c.link("reg.example:443").proto = "HTTP/2.0" }, laneWindows},
+		{"TLS, answered over HTTP/1.1", false, func(c *Client) { c.link("reg.example:443").proto = "HTTP/1.1" }, 0},
+		{"TLS, fallen back to HTTP/1.1", false, func(c *Client) { c.link("reg.example:443").h1 = true }, 0},
+		{"redirected to storage speaking HTTP/1.1", false, func(c *Client) {
+			c.link("reg.example:443").redirect = "cdn.example:443"
+			c.link("cdn.example:443").proto = "HTTP/1.1"
+		}, 0},
+		{"redirected to storage speaking HTTP/2", false, func(c *Client) {
+			c.link("reg.example:443").redirect = "cdn.example:443"
+			c.link("reg.example:443").proto = "HTTP/1.1"
+			c.link("cdn.example:443").proto = "HTTP/2.0"
+		}, laneWindows},
+		{"plain HTTP", true, func(*Client) {}, 0},
+	} {
+		opts := []Option{}
+		if tc.plain {
+			opts = append(opts, WithPlainHTTP(true))
+		}
+		c, err := New(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.set(c)
+		b := &blobSource{eps: []*endpoint{{c: c, host: "reg.example"}}}
+		if got := b.Link(manifest.Descriptor{}).Buffered; got != tc.want {
+			t.Errorf("%s: Buffered %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package puller
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/layers"
@@ -27,14 +28,19 @@ type pullOptions struct {
 	verified func(*trust.Result) // WithVerified
 	creds    CredentialsFunc
 
-	// The transfer (issue 19): ranges on or off, connections per host.
-	noRanges bool
-	conns    int
+	// The transfer (issue 19): ranges on or off, connections per host, the cancel grace.
+	noRanges    bool
+	conns       int
+	cancelGrace *time.Duration
 }
 
 // transfer returns the options of the call's layers.Fetch, its events going to progress.
 func (o *pullOptions) transfer(retry pullkit.RetryPolicy, progress func(pullkit.Event)) []layers.Option {
-	return []layers.Option{layers.WithJobs(o.jobs), layers.WithProgress(progress), layers.WithRetry(retry), layers.WithRanges(!o.noRanges)}
+	opts := []layers.Option{layers.WithJobs(o.jobs), layers.WithProgress(progress), layers.WithRetry(retry), layers.WithRanges(!o.noRanges)}
+	if o.cancelGrace != nil {
+		opts = append(opts, layers.WithCancelGrace(*o.cancelGrace))
+	}
+	return opts
 }
 
 // WithRanges says whether a large blob may be fetched as parallel ranged requests when
@@ -58,6 +64,22 @@ func WithConnsPerHost(n int) PullOption {
 			return &pullkit.InvalidError{What: "option WithConnsPerHost", Reason: fmt.Sprintf("%d: want at least 1", n)}
 		}
 		o.conns = n
+		return nil
+	}
+}
+
+// WithCancelGrace bounds how long a call whose context is done goes on reading the
+// answers to the blob requests it had already made, keeping them in the store's
+// partial for the next call (default layers.DefaultCancelGrace; see
+// layers.WithCancelGrace). It asks for nothing more; a request closed before its end
+// throws away what the server had sent, which the next call pays for again. 0 stops at
+// once.
+func WithCancelGrace(d time.Duration) PullOption {
+	return func(o *pullOptions) error {
+		if d < 0 {
+			return &pullkit.InvalidError{What: "option WithCancelGrace", Reason: fmt.Sprintf("%v: want 0 or more", d)}
+		}
+		o.cancelGrace = &d
 		return nil
 	}
 }

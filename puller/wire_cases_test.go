@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/store"
 )
 
@@ -122,6 +123,62 @@ func TestResumeOnTheWire(t *testing.T) {
 	second := w.layerBytes(w.regCount) - first
 	if second != img.size-kept {
 		t.Errorf("the resume was sent %d bytes, want the %d the layout lacked", second, img.size-kept)
+	}
+}
+
+// TestCancelKeepsWhatIsOnItsWay: a pull cancelled part way reads the answers to the
+// requests it had made to their ends (WithCancelGrace: a minute here, which the paced
+// answers take far less than) and keeps them, so that what the registry sent is what
+// the layout holds, over plain HTTP and over TLS with HTTP/2 (whose windows hold bytes
+// in the process). The cancel comes once half the layers' bytes are sent, whenever
+// that is; the count is read once the registry has no answer in flight.
+func TestCancelKeepsWhatIsOnItsWay(t *testing.T) {
+	img := newWireImage(t, 2, 12<<20)
+	for _, tls := range []bool{false, true} {
+		w := newWire(t, img, tls, false)
+		w.reg.rate = 12e6
+		st, err := store.OpenLayout(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			for ctx.Err() == nil && w.layerBytes(w.regCount) < img.size/2 {
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+		}()
+		if err := w.pull(t, w.client(t), ctx, st, WithCancelGrace(time.Minute)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("tls %v: %v, want the cancel", tls, err)
+		}
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+			w.regCount.mu.Lock()
+			busy := w.regCount.inFlight
+			w.regCount.mu.Unlock()
+			if busy == 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		sent := w.layerBytes(w.regCount)
+		var kept int64
+		for _, d := range img.layers {
+			if store.Has(context.Background(), st, d) {
+				kept += int64(len(img.blobs[d]))
+				continue
+			}
+			wr, err := st.Writer(context.Background(), descOf(img, d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept += wr.Offset()
+			for _, r := range wr.(store.RangeWriter).Held() {
+				kept += r.End - r.Start
+			}
+			wr.Close()
+		}
+		if kept != sent {
+			t.Errorf("tls %v: the registry sent %d bytes of layers, the layout keeps %d: %d thrown away at the cancel", tls, sent, kept, sent-kept)
+		}
 	}
 }
 
@@ -324,4 +381,18 @@ func ioReadFull(c net.Conn, b []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// TestCancelGraceOption: a negative grace is refused by name, 0 and more are taken.
+func TestCancelGraceOption(t *testing.T) {
+	var ie *pullkit.InvalidError
+	if _, err := callOptions([]PullOption{WithCancelGrace(-time.Second)}); !errors.As(err, &ie) || ie.What != "option WithCancelGrace" {
+		t.Errorf("WithCancelGrace(-1s): %v, want an InvalidError naming the option", err)
+	}
+	for _, d := range []time.Duration{0, time.Second} {
+		o, err := callOptions([]PullOption{WithCancelGrace(d)})
+		if err != nil || o.cancelGrace == nil || *o.cancelGrace != d {
+			t.Errorf("WithCancelGrace(%v): %v", d, err)
+		}
+	}
 }

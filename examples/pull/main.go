@@ -25,7 +25,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -42,17 +41,9 @@ import (
 )
 
 func main() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// A soft limit, so that the collector runs before the heap doubles: parallel
-		// inflate's parts are large and pointer-free (cheap to collect often), and the
-		// pull is meant to stay under 64 MiB of RSS. GOMEMLIMIT overrides it.
-		debug.SetMemoryLimit(memoryLimit)
-	}
+	limitMemory()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
-
-// memoryLimit is the CLI's soft memory limit (issue 20).
-const memoryLimit = 48 << 20
 
 // options are the parsed command line.
 type options struct {

@@ -201,6 +201,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{[]string{"--output", t.TempDir(), "--format", "tar", list}, 2, []string{`"tar"`, "oci or docker-archive"}},
 		{[]string{"--jobs", "0", list}, 2, []string{"--jobs 0"}},
 		{[]string{"--conns-per-host", "-1", list}, 2, []string{"--conns-per-host -1"}},
+		{[]string{"--cancel-grace", "-1s", list}, 2, []string{"--cancel-grace -1s"}},
 		{[]string{"--resolve", "--output", t.TempDir(), list}, 2, []string{"--resolve", "--output"}},
 		{[]string{"--resolve", "--json", list}, 2, []string{"--resolve", "--json"}},
 		{[]string{list, list}, 2, []string{"one reference expected"}},

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pullkit/pullkit/pullkittest"
+)
+
+// TestSecondInterruptStopsAtOnce: once interrupted, a pull reads for up to
+// --cancel-grace what is on its way (an hour here, over a layer whose answer stalls
+// for two minutes after its first MiB); a second SIGINT ends it at once, killed by the
+// signal as if no handler were set. SIGINTs are sent until it ends (the first one
+// starts the grace; any later one must end it), so that the verdict does not depend on
+// when the first was handled: a pull that waited for its grace would end neither by
+// the signal nor within the minute that bounds the wait.
+func TestSecondInterruptStopsAtOnce(t *testing.T) {
+	reg := pullkittest.NewRegistry(t)
+	img := reg.PushImage("big", "v1", pullkittest.OCI, pullkittest.Layers(1, 4<<20))
+	big := img.Layers[0]
+	reg.Inject(&pullkittest.Rule{Match: pullkittest.Match{Method: http.MethodGet, Route: pullkittest.RouteBlob, Ref: big.Digest.String()},
+		Fault: pullkittest.StallAfter(1<<20, 2*time.Minute)})
+	var out, errOut bytes.Buffer
+	cmd := pullChild(t, &out, &errOut, "--cancel-grace", "1h", "--output", t.TempDir(), reg.Ref("big:v1"))
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(time.Minute) // bounds that only catch a hang
+	for !served(reg, big.Digest.String()) {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatal("the layer was never asked for")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var err error
+wait:
+	for {
+		if serr := cmd.Process.Signal(syscall.SIGINT); serr != nil {
+			break // it has ended
+		}
+		select {
+		case err = <-exited:
+			break wait
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("the pull still runs a minute after SIGINTs: %s", errOut.String())
+		}
+	}
+	if err == nil {
+		err = <-exited
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("%v, want an end by SIGINT", err)
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+		t.Errorf("ended with %v (%s), want killed by the second SIGINT", err, errOut.String())
+	}
+}
+
+// served reports whether reg was asked for the blob ref.
+func served(reg *pullkittest.Registry, ref string) bool {
+	for _, r := range reg.Requests() {
+		if r.Route == pullkittest.RouteBlob && r.Ref == ref && r.Method == http.MethodGet {
+			return true
+		}
+	}
+	return false
+}
