@@ -103,10 +103,13 @@ func (s *source) Read(p []byte) (int, error) {
 // every byte hashed for the diffID, and the context checked before every read (also when
 // a small compressed input expands without end).
 //
-// The blob is read, decompressed and hashed ahead of the reader by a goroutine of its own
+// The blob is read and decompressed ahead of the reader by a goroutine of its own
 // (readAhead), a few chunks at most, so that decompression runs on one core while the
-// applier's system calls run on another. Until that goroutine has ended (stop), only it
-// touches src, br, dec, dErr and h.
+// applier's system calls run on another; each chunk is then hashed for the diffID by a
+// second goroutine (hashAhead) before the reader gets it, so that hashing (a fifth of
+// inflating's CPU) is not on the path of the one goroutine no other core can help: a
+// single gzip stream inflated in order. Until stop, only readAhead touches src, dec,
+// dErr, inflate and size, and only hashAhead touches h.
 type layerStream struct {
 	ctx      context.Context
 	src      *source
@@ -119,15 +122,17 @@ type layerStream struct {
 	alg      digest.Algorithm
 	want     digest.Digest
 
-	full chan chunk    // decompressed chunks, in order
-	free chan []byte   // buffers the reader has done with
-	quit chan struct{} // closed by stop
-	done chan struct{} // closed when the goroutine has ended
-	cur  []byte        // what is left of the chunk being read
-	buf  []byte        // that chunk's buffer, to give back
-	err  error         // the error that ended the stream, once the reader got to it
+	full   chan chunk     // decompressed chunks, in order, to hash
+	hashed chan chunk     // hashed chunks, in order, to read
+	free   chan []byte    // buffers the reader has done with
+	quit   chan struct{}  // closed by stop
+	done   chan struct{}  // closed when both goroutines have ended
+	wg     sync.WaitGroup // the two goroutines
+	cur    []byte         // what is left of the chunk being read
+	buf    []byte         // that chunk's buffer, to give back
+	err    error          // the error that ended the stream, once the reader got to it
 
-	inflate time.Duration // the read-ahead goroutine's time decompressing and hashing
+	inflate time.Duration // the read-ahead goroutine's time decompressing
 	size    int64         // uncompressed bytes read ahead
 	wait    time.Duration // the reader's time waiting for a chunk
 }
@@ -142,11 +147,13 @@ type chunk struct {
 // errStopped ends a read that stop cut short; no reader sees it.
 var errStopped = errors.New("unpack: layer stream stopped")
 
-// readAhead bounds how far the goroutine runs ahead: aheadChunks buffers of aheadChunk
-// bytes per layer being applied.
+// aheadChunks buffers of aheadChunk bytes per layer being applied bound how far the
+// read-ahead runs ahead of the applier: enough to ride out a directory of small files
+// or a large file's writes without stopping the inflate, small beside the 64 MiB the
+// pull stays in.
 const (
 	aheadChunk  = 256 << 10
-	aheadChunks = 4
+	aheadChunks = 8
 )
 
 // openLayer starts reading the layer blob r. want is the expected diffID, or "".
@@ -219,23 +226,30 @@ func (g *gzipErrors) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// start starts the read-ahead.
+// start starts the read-ahead and the hashing.
 func (s *layerStream) start() *layerStream {
 	s.full = make(chan chunk, aheadChunks)
+	s.hashed = make(chan chunk, aheadChunks)
 	s.free = make(chan []byte, aheadChunks)
 	s.quit = make(chan struct{})
 	s.done = make(chan struct{})
 	for range aheadChunks {
 		s.free <- make([]byte, aheadChunk)
 	}
+	s.wg.Add(2)
 	go s.readAhead()
+	go s.hashAhead()
+	go func() {
+		s.wg.Wait()
+		close(s.done)
+	}()
 	return s
 }
 
-// readAhead decompresses and hashes the stream into free buffers and hands them on in
-// order, until an error (io.EOF included) or stop.
+// readAhead decompresses the stream into free buffers and hands them on in order, until
+// an error (io.EOF included) or stop.
 func (s *layerStream) readAhead() {
-	defer close(s.done)
+	defer s.wg.Done()
 	for {
 		var b []byte
 		select {
@@ -248,7 +262,6 @@ func (s *layerStream) readAhead() {
 		if err == errStopped {
 			return
 		}
-		s.h.Write(b[:n])
 		s.inflate += time.Since(t0)
 		s.size += int64(n)
 		if err != nil && err != io.EOF && s.dErr == nil {
@@ -260,6 +273,29 @@ func (s *layerStream) readAhead() {
 			return
 		}
 		if err != nil {
+			return
+		}
+	}
+}
+
+// hashAhead hashes the decompressed chunks for the diffID and hands them on to the
+// reader, in order, until the chunk that ends the stream or stop.
+func (s *layerStream) hashAhead() {
+	defer s.wg.Done()
+	for {
+		var c chunk
+		select {
+		case c = <-s.full:
+		case <-s.quit:
+			return
+		}
+		s.h.Write(c.b)
+		select {
+		case s.hashed <- c:
+		case <-s.quit:
+			return
+		}
+		if c.err != nil {
 			return
 		}
 	}
@@ -303,11 +339,11 @@ func (s *layerStream) Read(p []byte) (int, error) {
 		}
 		var c chunk
 		select {
-		case c = <-s.full:
+		case c = <-s.hashed:
 		default:
 			t0 := time.Now()
 			select {
-			case c = <-s.full:
+			case c = <-s.hashed:
 			case <-s.ctx.Done():
 				return 0, s.ctx.Err()
 			}
@@ -320,8 +356,8 @@ func (s *layerStream) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// stop ends the read-ahead goroutine and waits for it, after which the stream's state is
-// the caller's to read. It may be called more than once.
+// stop ends the read-ahead and hashing goroutines and waits for them, after which the
+// stream's state is the caller's to read. It may be called more than once.
 func (s *layerStream) stop() {
 	select {
 	case <-s.quit:
@@ -339,7 +375,7 @@ func (s *layerStream) finish() (digest.Digest, error) {
 	if _, err := io.Copy(io.Discard, s); err != nil {
 		return "", s.cause(err, "decompress")
 	}
-	s.stop() // it has sent io.EOF: it ends, and what it read is ours to read
+	s.stop() // they have sent io.EOF: they end, and what they read and hashed is ours
 	if s.src.at != nil && s.parallel != nil {
 		// Read at offsets: the blob's end, once it came whole and verified, is an io.EOF
 		// past it (a spool waits for the transfer's verdict).
