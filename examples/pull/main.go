@@ -48,7 +48,10 @@ func main() {
 		// pull is meant to stay under 64 MiB of RSS. GOMEMLIMIT overrides it.
 		debug.SetMemoryLimit(memoryLimit)
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	stopProfiles := startProfiles()
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stopProfiles()
+	os.Exit(code)
 }
 
 // memoryLimit is the CLI's soft memory limit (issue 20).
