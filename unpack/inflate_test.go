@@ -62,7 +62,7 @@ func withInflate(t *testing.T, cfg inflate.Config) *[]inflate.Stats {
 	return &stats
 }
 
-var pinnedInflate = inflate.Config{Workers: 2, PartSize: 8 << 10, Search: 8 << 10, MinSize: 1}
+var pinnedInflate = inflate.Config{Workers: 2, PartSize: 8 << 10, Search: 8 << 10, MinSize: 1, Patient: true}
 
 // TestParallelInflateApply applies one layer with its gzip stream inflated in parallel
 // parts (the decision pinned) and in order, from a reader at offsets and from a
