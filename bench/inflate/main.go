@@ -1,8 +1,8 @@
 // Command inflate times inflating gzip layer blobs: klauspost's serial gzip reader (what
 // layers.Decompress uses, and the floor's inflate term in bench/unpack.sh), or pullkit's
 // parallel reader (internal/inflate). CPUPROF=FILE writes a CPU profile. It prints one
-// line per run: mode, wall seconds,
-// CPU seconds (user + system of this process), uncompressed bytes.
+// line per run: mode, wall seconds, CPU seconds (user + system of this process),
+// uncompressed bytes.
 //
 //	inflate [-mode klauspost|inorder|parallel] [-workers N] [-rounds N] FILE...
 package main
