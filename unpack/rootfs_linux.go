@@ -26,12 +26,13 @@ import (
 // whole or not at all. A Rootfs is for one goroutine at a time: layers must be applied in
 // order, so Apply calls are serialised.
 type Rootfs struct {
-	mu   sync.Mutex
-	dir  string
-	tmp  string
-	t    *tree
-	err  error // the first failed Apply: the tree is half-applied and cannot be committed
-	done string
+	mu     sync.Mutex
+	dir    string
+	tmp    string
+	t      *tree
+	err    error // the first failed Apply: the tree is half-applied and cannot be committed
+	done   string
+	staged map[string]struct{} // staging directories of layers not merged yet (stage_linux.go)
 }
 
 // NewRootfs starts a root filesystem to be committed as dir. dir must not exist yet (an
@@ -65,7 +66,7 @@ func NewRootfs(dir string, opts ...Option) (*Rootfs, error) {
 		_ = os.Remove(tmp)
 		return nil, err
 	}
-	return &Rootfs{dir: dir, tmp: tmp, t: t}, nil
+	return &Rootfs{dir: dir, tmp: tmp, t: t, staged: map[string]struct{}{}}, nil
 }
 
 // Apply applies the next layer. layer is the blob's digest (for messages); diffID is the
@@ -110,6 +111,7 @@ func (r *Rootfs) Commit() error {
 		return err
 	}
 	r.t.close()
+	r.removeStaged()
 	if err := unix.Renameat2(unix.AT_FDCWD, r.tmp, unix.AT_FDCWD, r.dir, unix.RENAME_NOREPLACE); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("%w: rootfs directory %s", pullkit.ErrAlreadyExists, quote(r.dir))
@@ -129,7 +131,16 @@ func (r *Rootfs) Abort() error {
 	}
 	r.done = "aborted"
 	r.t.close()
+	r.removeStaged()
 	return removeAllPath(r.tmp)
+}
+
+// removeStaged removes the staging directories of layers never merged (under r.mu).
+func (r *Rootfs) removeStaged() {
+	for d := range r.staged {
+		_ = removeAllPath(d)
+		delete(r.staged, d)
+	}
 }
 
 // removeAllPath removes the directory p (a temporary tree of this package) and what is in
