@@ -26,13 +26,15 @@ import (
 // whole or not at all. A Rootfs is for one goroutine at a time: layers must be applied in
 // order, so Apply calls are serialised.
 type Rootfs struct {
-	mu     sync.Mutex
-	dir    string
-	tmp    string
-	t      *tree
-	err    error // the first failed Apply: the tree is half-applied and cannot be committed
-	done   string
-	staged map[string]struct{} // staging directories of layers not merged yet (stage_linux.go)
+	mu   sync.Mutex
+	dir  string
+	tmp  string
+	t    *tree
+	err  error // the first failed Apply: the tree is half-applied and cannot be committed
+	done string
+
+	smu    sync.Mutex                // guards staged (not mu: a merge holds mu for long)
+	staged map[*stagedLayer]struct{} // layers staged and not merged yet (stage_linux.go)
 }
 
 // NewRootfs starts a root filesystem to be committed as dir. dir must not exist yet (an
@@ -66,7 +68,7 @@ func NewRootfs(dir string, opts ...Option) (*Rootfs, error) {
 		_ = os.Remove(tmp)
 		return nil, err
 	}
-	return &Rootfs{dir: dir, tmp: tmp, t: t, staged: map[string]struct{}{}}, nil
+	return &Rootfs{dir: dir, tmp: tmp, t: t, staged: map[*stagedLayer]struct{}{}}, nil
 }
 
 // Apply applies the next layer. layer is the blob's digest (for messages); diffID is the
@@ -135,11 +137,15 @@ func (r *Rootfs) Abort() error {
 	return removeAllPath(r.tmp)
 }
 
-// removeStaged removes the staging directories of layers never merged (under r.mu).
+// removeStaged removes the staging directories of layers never merged.
 func (r *Rootfs) removeStaged() {
-	for d := range r.staged {
-		_ = removeAllPath(d)
-		delete(r.staged, d)
+	r.smu.Lock()
+	left := r.staged
+	r.staged = map[*stagedLayer]struct{}{}
+	r.smu.Unlock()
+	for s := range left {
+		s.close()
+		_ = removeAllPath(s.dir)
 	}
 }
 

@@ -96,12 +96,8 @@ func (s *stagedLayer) place(dir int, base, p string, fresh bool) error {
 // stage stages one layer (see above) beside the tree; it may run while other layers are
 // staged or merged. The caller merges it, or drops it.
 func (r *Rootfs) stage(ctx context.Context, layer, want digest.Digest, blob io.Reader) (*stagedLayer, error) {
-	r.mu.Lock()
-	err := r.usable()
-	r.mu.Unlock()
-	if err != nil {
-		return nil, layerError(layer, "", err)
-	}
+	// Whether the Rootfs can still take layers is the merge's to check: staging does not
+	// take mu, which a merge holds while it runs.
 	if err := ctx.Err(); err != nil {
 		return nil, layerError(layer, "", err)
 	}
@@ -116,9 +112,9 @@ func (r *Rootfs) stage(ctx context.Context, layer, want digest.Digest, blob io.R
 			r.drop(s)
 		}
 	}()
-	r.mu.Lock()
-	r.staged[d] = struct{}{}
-	r.mu.Unlock()
+	r.smu.Lock()
+	r.staged[s] = struct{}{}
+	r.smu.Unlock()
 	if s.fd, err = os.OpenFile(d, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
 		return nil, layerError(layer, "", fsErr("open", d, err))
 	}
@@ -141,9 +137,9 @@ func (r *Rootfs) stage(ctx context.Context, layer, want digest.Digest, blob io.R
 func (r *Rootfs) drop(s *stagedLayer) {
 	s.close()
 	_ = removeAllPath(s.dir)
-	r.mu.Lock()
-	delete(r.staged, s.dir)
-	r.mu.Unlock()
+	r.smu.Lock()
+	delete(r.staged, s)
+	r.smu.Unlock()
 }
 
 // stage reads the layer from blob into s: t is the staging directory, as a tree.

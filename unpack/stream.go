@@ -148,12 +148,11 @@ type chunk struct {
 var errStopped = errors.New("unpack: layer stream stopped")
 
 // aheadChunks buffers of aheadChunk bytes per layer being applied bound how far the
-// read-ahead runs ahead of the applier: enough to ride out a directory of small files
-// or a large file's writes without stopping the inflate, small beside the 64 MiB the
-// pull stays in.
+// read-ahead runs ahead of the applier (the pull stays in 64 MiB, with the download's
+// blocks and several layers applied at once).
 const (
 	aheadChunk  = 256 << 10
-	aheadChunks = 8
+	aheadChunks = 4
 )
 
 // openLayer starts reading the layer blob r. want is the expected diffID, or "".
