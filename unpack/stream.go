@@ -16,6 +16,7 @@ import (
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/inflate"
+	"github.com/pullkit/pullkit/internal/zstdframes"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
@@ -117,7 +118,8 @@ type layerStream struct {
 	kind     string // "gzip", "zstd" or "" (plain)
 	dErr     error  // the decompressor's first error
 	close    func()
-	parallel *inflate.Reader // the parallel reader, when the blob is read at offsets
+	parallel *inflate.Reader    // the parallel gzip reader, when the blob is read at offsets
+	frames   *zstdframes.Reader // the parallel zstd reader, likewise
 	h        hash.Hash
 	alg      digest.Algorithm
 	want     digest.Digest
@@ -172,13 +174,22 @@ func openLayer(ctx context.Context, r io.Reader, want digest.Digest) (*layerStre
 		s.src.at = at
 		var head [4]byte
 		n, _ := s.src.ReadAt(head[:], 0)
-		if manifest.DetectCompression(head[:n]) == manifest.Gzip {
+		switch manifest.DetectCompression(head[:n]) {
+		case manifest.Gzip:
 			z, err := inflate.NewGzip(ctx, s.src, size, inflateConfig)
 			if err != nil {
 				s.dErr = err
 				return nil, s.cause(&pullkit.InvalidError{What: "layer", Reason: "gzip stream does not decompress", Err: err}, "gzip")
 			}
-			s.dec, s.close, s.kind, s.parallel = &gzipErrors{z}, func() { _ = z.Close() }, "gzip", z
+			s.dec, s.close, s.kind, s.parallel = &decodeErrors{z, "gzip"}, func() { _ = z.Close() }, "gzip", z
+			return s.start(), nil
+		case manifest.Zstd:
+			z, err := zstdframes.NewReader(ctx, s.src, size, zstdConfig)
+			if err != nil {
+				s.dErr = err
+				return nil, s.cause(&pullkit.InvalidError{What: "layer", Reason: "zstd stream does not decompress", Err: err}, "zstd")
+			}
+			s.dec, s.close, s.kind, s.frames = &decodeErrors{z, "zstd"}, func() { _ = z.Close() }, "zstd", z
 			return s.start(), nil
 		}
 	}
@@ -193,12 +204,16 @@ func openLayer(ctx context.Context, r io.Reader, want digest.Digest) (*layerStre
 	return s.start(), nil
 }
 
-// inflateConfig is how layers read at offsets are inflated. Tests pin it, and see what
-// each layer's reader did through inflateStats; useInflate false sends every layer
+// inflateConfig is how gzip layers read at offsets are inflated, zstdConfig how zstd
+// ones are (frames decoded at once by the processors beyond the reader's: this costs no
+// more CPU than decoding them in order). Tests pin them, and see what each layer's
+// reader did through inflateStats and zstdStats; useInflate false sends every layer
 // through layers.Decompress.
 var (
 	inflateConfig = unpackInflate()
 	inflateStats  func(inflate.Stats)
+	zstdConfig    = zstdframes.Default()
+	zstdStats     func(zstdframes.Stats)
 	useInflate    = true
 )
 
@@ -213,14 +228,17 @@ func unpackInflate() inflate.Config {
 	return c
 }
 
-// gzipErrors gives the parallel reader's decoding errors the vocabulary of
+// decodeErrors gives the parallel readers' decoding errors the vocabulary of
 // layers.Decompress: pullkit.ErrInvalid.
-type gzipErrors struct{ r *inflate.Reader }
+type decodeErrors struct {
+	r    io.Reader
+	kind string
+}
 
-func (g *gzipErrors) Read(p []byte) (int, error) {
+func (g *decodeErrors) Read(p []byte) (int, error) {
 	n, err := g.r.Read(p)
 	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, pullkit.ErrInvalid) {
-		err = &pullkit.InvalidError{What: "layer", Reason: "gzip stream does not decompress", Err: err}
+		err = &pullkit.InvalidError{What: "layer", Reason: g.kind + " stream does not decompress", Err: err}
 	}
 	return n, err
 }
@@ -375,7 +393,7 @@ func (s *layerStream) finish() (digest.Digest, error) {
 		return "", s.cause(err, "decompress")
 	}
 	s.stop() // they have sent io.EOF: they end, and what they read and hashed is ours
-	if s.src.at != nil && s.parallel != nil {
+	if s.src.at != nil && (s.parallel != nil || s.frames != nil) {
 		// Read at offsets: the blob's end, once it came whole and verified, is an io.EOF
 		// past it (a spool waits for the transfer's verdict).
 		var b [1]byte
@@ -392,6 +410,9 @@ func (s *layerStream) finish() (digest.Digest, error) {
 		if !s.src.eof {
 			return "", s.cause(io.ErrUnexpectedEOF, "")
 		}
+	}
+	if s.frames != nil && zstdStats != nil {
+		zstdStats(s.frames.Stats())
 	}
 	if s.parallel != nil && inflateStats != nil {
 		inflateStats(s.parallel.Stats())
