@@ -69,10 +69,10 @@ type Stages struct {
 	// Fetch is the layer's download as the unpack saw it: from its first byte to the
 	// transfer's verdict (0 when the layer came from the store).
 	Fetch time.Duration
-	// Inflate is the time spent decompressing the layer and hashing the result (the
-	// diffID), on the goroutine that hands the tar stream on; a gzip layer read from a
-	// spool or file is inflated by several workers besides, not counted here. It
-	// includes waiting for compressed bytes that have not arrived yet.
+	// Inflate is the time spent decompressing the layer, on the goroutine that hands the
+	// tar stream on; a gzip layer read from a spool or file may be inflated by workers
+	// besides, and the result is hashed (the diffID) on a goroutine of its own, neither
+	// counted here. It includes waiting for compressed bytes that have not arrived yet.
 	Inflate time.Duration
 	// Tar is the applier's time reading the tar stream: headers and file contents,
 	// without Wait.

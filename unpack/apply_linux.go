@@ -219,7 +219,10 @@ type applier struct {
 	res   *Result
 	upper *pathSet // what this layer wrote: whiteouts spare it
 	buf   []byte
-	end   int64 // where the data written to the file being copied ends
+	// staged, when merging a staged layer, holds its regular files: they are moved into
+	// place rather than written.
+	staged *stagedLayer
+	end    int64 // where the data written to the file being copied ends
 	// cache is the last parent directory resolved, for the next entries in it. It goes
 	// stale whenever anything is removed, which is when a name may start to resolve
 	// elsewhere; its handle stays open until the next entry's parent is resolved.
@@ -269,25 +272,36 @@ func (a *applier) closeCache() {
 	a.cache.h, a.cache.dir, a.cache.stale, a.cache.dirty = nil, "", false, false
 }
 
+// entryName checks what every entry must be (a type this package makes, names without
+// NUL bytes, not too deep) and returns its name, clean and absolute; "" for an entry
+// that makes nothing (a pax global header).
+func entryName(hdr *tar.Header) (string, error) {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return "", nil // pax global header: nothing in the tree
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink, tar.TypeLink,
+		tar.TypeFifo, tar.TypeChar, tar.TypeBlock:
+	default:
+		return "", &pullkit.UnsupportedError{What: "layer entry", Reason: "tar type " + typeName(hdr.Typeflag)}
+	}
+	if strings.IndexByte(hdr.Name, 0) >= 0 || strings.IndexByte(hdr.Linkname, 0) >= 0 {
+		return "", invalid("a name with a NUL byte")
+	}
+	name := path.Clean("/" + hdr.Name)
+	if strings.Count(name, "/") > maxDepth || strings.Count(hdr.Linkname, "/") > maxDepth {
+		return "", invalid("a name more than %d directories deep", maxDepth)
+	}
+	return name, nil
+}
+
 // entry applies one tar entry.
 func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	if err := a.ctx.Err(); err != nil {
 		return err
 	}
-	switch hdr.Typeflag {
-	case tar.TypeXGlobalHeader:
-		return nil // pax global header: nothing in the tree
-	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink, tar.TypeLink,
-		tar.TypeFifo, tar.TypeChar, tar.TypeBlock:
-	default:
-		return &pullkit.UnsupportedError{What: "layer entry", Reason: "tar type " + typeName(hdr.Typeflag)}
-	}
-	if strings.IndexByte(hdr.Name, 0) >= 0 || strings.IndexByte(hdr.Linkname, 0) >= 0 {
-		return invalid("a name with a NUL byte")
-	}
-	name := path.Clean("/" + hdr.Name)
-	if strings.Count(name, "/") > maxDepth || strings.Count(hdr.Linkname, "/") > maxDepth {
-		return invalid("a name more than %d directories deep", maxDepth)
+	name, err := entryName(hdr)
+	if err != nil || name == "" {
+		return err
 	}
 	if name == "/" {
 		return a.top(hdr)
@@ -648,8 +662,12 @@ func (a *applier) setXattrs(fd int, lpath, entry string, m meta) {
 	}
 }
 
-// file writes a regular file, leaving holes where whole blocks are zero.
+// file writes a regular file, leaving holes where whole blocks are zero (or, merging a
+// staged layer, moves its staged file into place).
 func (a *applier) file(dir int, base, p string, hdr *tar.Header, m meta, r io.Reader, fresh bool) error {
+	if a.staged != nil {
+		return a.staged.place(dir, base, p, fresh)
+	}
 	f, err := openat(dir, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if alreadyThere(err, fresh) {
 		return errExists

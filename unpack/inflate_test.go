@@ -13,10 +13,12 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/inflate"
+	"github.com/pullkit/pullkit/internal/zstdframes"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
@@ -62,7 +64,7 @@ func withInflate(t *testing.T, cfg inflate.Config) *[]inflate.Stats {
 	return &stats
 }
 
-var pinnedInflate = inflate.Config{Workers: 2, PartSize: 8 << 10, Search: 8 << 10, MinSize: 1}
+var pinnedInflate = inflate.Config{Workers: 2, PartSize: 8 << 10, Search: 8 << 10, MinSize: 1, Patient: true}
 
 // TestParallelInflateApply applies one layer with its gzip stream inflated in parallel
 // parts (the decision pinned) and in order, from a reader at offsets and from a
@@ -156,4 +158,81 @@ func tarLen(t *testing.T, img *pipedImage, i int) int64 {
 	n, err := io.Copy(io.Discard, rc)
 	must(t, err)
 	return n
+}
+
+// withZstd pins how zstd layers read at offsets are decoded, and collects what the
+// readers did.
+func withZstd(t *testing.T, cfg zstdframes.Config) *[]zstdframes.Stats {
+	oldCfg, oldStats := zstdConfig, zstdStats
+	var mu sync.Mutex
+	var stats []zstdframes.Stats
+	zstdConfig = cfg
+	zstdStats = func(s zstdframes.Stats) { mu.Lock(); stats = append(stats, s); mu.Unlock() }
+	t.Cleanup(func() { zstdConfig, zstdStats = oldCfg, oldStats })
+	return &stats
+}
+
+// framedZstd is tarball as a zstd stream of many frames that state their size (as
+// zstd:chunked and seekable zstd write them), with a skippable frame between them.
+func framedZstd(t *testing.T, tarball []byte) []byte {
+	e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	must(t, err)
+	defer e.Close()
+	var out []byte
+	for i := 0; i < len(tarball); i += 5000 {
+		out = e.EncodeAll(tarball[i:min(len(tarball), i+5000)], out)
+		if i == 5000 {
+			out = append(out, 0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 'T', 'O', 'C')
+		}
+	}
+	return out
+}
+
+// TestParallelZstdApply applies a zstd layer of many frames with its frames decoded in
+// runs at once (the decision pinned) and serially, from a reader at offsets and from a
+// pipeline's spool, and checks that the trees and diffIDs are the same.
+func TestParallelZstdApply(t *testing.T) {
+	tarball, _ := inflateLayer(t)
+	blob := framedZstd(t, tarball)
+	want := diffIDOf(tarball)
+	apply := func(viaPipeline bool) map[string]node {
+		e := newEnv(t)
+		r, err := NewRootfs(e.root)
+		must(t, err)
+		defer r.Abort()
+		if viaPipeline {
+			p := r.NewPipeline(context.Background())
+			img := &pipedImage{blobs: [][]byte{blob}, diffIDs: []digest.Digest{want}}
+			l := manifest.Layer{Digest: digest.FromBytes(blob), Size: int64(len(blob)), DiffID: want, MediaType: manifest.MediaTypeOCILayerZstd}
+			img.tees = append(img.tees, p.Tee(0, l))
+			img.start(t, 0).send(-1).close(nil)
+			res, err := p.Wait()
+			must(t, err)
+			if res[0].DiffID != want {
+				t.Fatalf("pipeline diffID %s, want %s", res[0].DiffID, want)
+			}
+		} else {
+			res, err := r.Apply(context.Background(), digest.FromBytes(blob), want, bytes.NewReader(blob))
+			must(t, err)
+			if res.DiffID != want {
+				t.Fatalf("diffID %s, want %s", res.DiffID, want)
+			}
+		}
+		must(t, r.Commit())
+		return scan(t, e.root)
+	}
+	old := useInflate
+	useInflate = false
+	serial := apply(false)
+	useInflate = old
+	for _, via := range []bool{false, true} {
+		stats := withZstd(t, zstdframes.Config{Workers: 1, RunSize: 16 << 10})
+		got := apply(via)
+		if len(*stats) != 1 || (*stats)[0].Runs < 2 || (*stats)[0].Rest {
+			t.Fatalf("pipeline %v: frames not decoded in runs: %+v", via, *stats)
+		}
+		if !reflect.DeepEqual(got, serial) {
+			t.Fatalf("pipeline %v: tree differs from the serial apply:\n%s\nwant:\n%s", via, formatTree(got), formatTree(serial))
+		}
+	}
 }

@@ -5,6 +5,7 @@ package unpack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,7 +103,26 @@ func openFDs(t *testing.T, dir string) []string {
 	return out
 }
 
+// withStaging pins whether pipelines into a Rootfs stage their layers in parallel.
+func withStaging(t *testing.T, on bool) {
+	old := stageMinProcs
+	stageMinProcs = 1 << 30
+	if on {
+		stageMinProcs = 0
+	}
+	t.Cleanup(func() { stageMinProcs = old })
+}
+
 func TestPipelineRootfsInOrderWhateverTheArrival(t *testing.T) {
+	for _, staging := range []bool{false, true} {
+		t.Run(fmt.Sprintf("staging %v", staging), func(t *testing.T) {
+			withStaging(t, staging)
+			testPipelineRootfsInOrder(t)
+		})
+	}
+}
+
+func testPipelineRootfsInOrder(t *testing.T) {
 	e := newEnv(t)
 	r, err := NewRootfs(e.root)
 	must(t, err)
@@ -136,6 +156,15 @@ func TestPipelineRootfsInOrderWhateverTheArrival(t *testing.T) {
 }
 
 func TestPipelineAppliesOnlyWhatVerified(t *testing.T) {
+	for _, staging := range []bool{false, true} {
+		t.Run(fmt.Sprintf("staging %v", staging), func(t *testing.T) {
+			withStaging(t, staging)
+			testPipelineAppliesOnlyWhatVerified(t)
+		})
+	}
+}
+
+func testPipelineAppliesOnlyWhatVerified(t *testing.T) {
 	e := newEnv(t)
 	r, err := NewRootfs(e.root)
 	must(t, err)
@@ -215,6 +244,77 @@ func TestPipelineSnapshotsRetryAndReuse(t *testing.T) {
 }
 
 func TestPipelineFailures(t *testing.T) {
+	for _, staging := range []bool{false, true} {
+		t.Run(fmt.Sprintf("staging %v", staging), func(t *testing.T) {
+			withStaging(t, staging)
+			testPipelineRootfsFailures(t)
+		})
+	}
+	t.Run("an attempt a rootfs began to apply in order cannot start over", func(t *testing.T) {
+		withStaging(t, false)
+		e := newEnv(t)
+		r, err := NewRootfs(e.root)
+		must(t, err)
+		defer r.Abort()
+		p := r.NewPipeline(context.Background())
+		img := teesFor(t, p, stackLayers()[:1], true)
+		img.start(t, 0).send(300).close(errors.New("digest mismatch"))
+		if w, err := img.tees[0].Open(manifest.Descriptor{}); err == nil {
+			_, _ = w.Write(img.blobs[0])
+			_ = img.tees[0].Close(nil)
+		}
+		if _, err := p.Wait(); err == nil {
+			t.Fatal("Wait: nil, want an error (the tree holds half a layer)")
+		}
+	})
+	t.Run("an attempt a rootfs began to stage starts over", func(t *testing.T) {
+		withStaging(t, true)
+		e := newEnv(t)
+		r, err := NewRootfs(e.root)
+		must(t, err)
+		defer r.Abort()
+		p := r.NewPipeline(context.Background())
+		img := teesFor(t, p, stackLayers()[:1], true)
+		img.start(t, 0).send(300).close(errors.New("digest mismatch"))
+		img.start(t, 0).send(-1).close(nil)
+		_, err = p.Wait()
+		must(t, err)
+		must(t, r.Commit())
+		want := newEnv(t)
+		must(t, applyAll(t, want, stackLayers()[:1]))
+		if a, b := formatTree(scan(t, want.root)), formatTree(scan(t, e.root)); a != b {
+			t.Fatalf("tree after a retried layer:\n%s\nwant:\n%s", b, a)
+		}
+		e.checkOutside(t)
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		s, err := OpenSnapshots(filepath.Join(t.TempDir(), "s"))
+		must(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		p := s.NewPipeline(ctx)
+		img := teesFor(t, p, stackLayers(), true)
+		x := img.start(t, 0).send(100)
+		cancel()
+		deadline := time.Now().Add(30 * time.Second) // catches a hang
+		for {
+			if _, err := x.w.Write([]byte("more")); err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("writes go on 30 s after the context was cancelled")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		_ = img.tees[0].Close(context.Canceled)
+		if _, err := p.Wait(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Wait: %v, want context.Canceled", err)
+		}
+	})
+}
+
+// testPipelineRootfsFailures: a failed layer stops the pipeline, and Abort stops it while
+// layers stream.
+func testPipelineRootfsFailures(t *testing.T) {
 	t.Run("a layer that does not apply stops the rest", func(t *testing.T) {
 		e := newEnv(t)
 		r, err := NewRootfs(e.root)
@@ -244,22 +344,6 @@ func TestPipelineFailures(t *testing.T) {
 			t.Fatalf("Wait: %v, want the layer's error", err)
 		}
 	})
-	t.Run("an attempt a rootfs began to apply cannot start over", func(t *testing.T) {
-		e := newEnv(t)
-		r, err := NewRootfs(e.root)
-		must(t, err)
-		defer r.Abort()
-		p := r.NewPipeline(context.Background())
-		img := teesFor(t, p, stackLayers()[:1], true)
-		img.start(t, 0).send(300).close(errors.New("digest mismatch"))
-		if w, err := img.tees[0].Open(manifest.Descriptor{}); err == nil {
-			_, _ = w.Write(img.blobs[0])
-			_ = img.tees[0].Close(nil)
-		}
-		if _, err := p.Wait(); err == nil {
-			t.Fatal("Wait: nil, want an error (the tree holds half a layer)")
-		}
-	})
 	t.Run("abort while a layer streams", func(t *testing.T) {
 		e := newEnv(t)
 		r, err := NewRootfs(e.root)
@@ -284,29 +368,6 @@ func TestPipelineFailures(t *testing.T) {
 		}
 		if fds := openFDs(t, e.base); len(fds) > 0 {
 			t.Errorf("files left open: %v", fds)
-		}
-	})
-	t.Run("cancelled", func(t *testing.T) {
-		s, err := OpenSnapshots(filepath.Join(t.TempDir(), "s"))
-		must(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		p := s.NewPipeline(ctx)
-		img := teesFor(t, p, stackLayers(), true)
-		x := img.start(t, 0).send(100)
-		cancel()
-		deadline := time.Now().Add(30 * time.Second) // catches a hang
-		for {
-			if _, err := x.w.Write([]byte("more")); err != nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("writes go on 30 s after the context was cancelled")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		_ = img.tees[0].Close(context.Canceled)
-		if _, err := p.Wait(); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Wait: %v, want context.Canceled", err)
 		}
 	})
 }

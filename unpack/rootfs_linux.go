@@ -32,6 +32,9 @@ type Rootfs struct {
 	t    *tree
 	err  error // the first failed Apply: the tree is half-applied and cannot be committed
 	done string
+
+	smu    sync.Mutex                // guards staged (not mu: a merge holds mu for long)
+	staged map[*stagedLayer]struct{} // layers staged and not merged yet (stage_linux.go)
 }
 
 // NewRootfs starts a root filesystem to be committed as dir. dir must not exist yet (an
@@ -65,7 +68,7 @@ func NewRootfs(dir string, opts ...Option) (*Rootfs, error) {
 		_ = os.Remove(tmp)
 		return nil, err
 	}
-	return &Rootfs{dir: dir, tmp: tmp, t: t}, nil
+	return &Rootfs{dir: dir, tmp: tmp, t: t, staged: map[*stagedLayer]struct{}{}}, nil
 }
 
 // Apply applies the next layer. layer is the blob's digest (for messages); diffID is the
@@ -110,6 +113,7 @@ func (r *Rootfs) Commit() error {
 		return err
 	}
 	r.t.close()
+	r.removeStaged()
 	if err := unix.Renameat2(unix.AT_FDCWD, r.tmp, unix.AT_FDCWD, r.dir, unix.RENAME_NOREPLACE); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("%w: rootfs directory %s", pullkit.ErrAlreadyExists, quote(r.dir))
@@ -129,7 +133,20 @@ func (r *Rootfs) Abort() error {
 	}
 	r.done = "aborted"
 	r.t.close()
+	r.removeStaged()
 	return removeAllPath(r.tmp)
+}
+
+// removeStaged removes the staging directories of layers never merged.
+func (r *Rootfs) removeStaged() {
+	r.smu.Lock()
+	left := r.staged
+	r.staged = map[*stagedLayer]struct{}{}
+	r.smu.Unlock()
+	for s := range left {
+		s.close()
+		_ = removeAllPath(s.dir)
+	}
 }
 
 // removeAllPath removes the directory p (a temporary tree of this package) and what is in

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/inflate"
+	"github.com/pullkit/pullkit/internal/zstdframes"
 	"github.com/pullkit/pullkit/layers"
 	"github.com/pullkit/pullkit/manifest"
 )
@@ -103,10 +104,13 @@ func (s *source) Read(p []byte) (int, error) {
 // every byte hashed for the diffID, and the context checked before every read (also when
 // a small compressed input expands without end).
 //
-// The blob is read, decompressed and hashed ahead of the reader by a goroutine of its own
+// The blob is read and decompressed ahead of the reader by a goroutine of its own
 // (readAhead), a few chunks at most, so that decompression runs on one core while the
-// applier's system calls run on another. Until that goroutine has ended (stop), only it
-// touches src, br, dec, dErr and h.
+// applier's system calls run on another; each chunk is then hashed for the diffID by a
+// second goroutine (hashAhead) before the reader gets it, so that hashing (a fifth of
+// inflating's CPU) is not on the path of the one goroutine no other core can help: a
+// single gzip stream inflated in order. Until stop, only readAhead touches src, dec,
+// dErr, inflate and size, and only hashAhead touches h.
 type layerStream struct {
 	ctx      context.Context
 	src      *source
@@ -114,20 +118,23 @@ type layerStream struct {
 	kind     string // "gzip", "zstd" or "" (plain)
 	dErr     error  // the decompressor's first error
 	close    func()
-	parallel *inflate.Reader // the parallel reader, when the blob is read at offsets
+	parallel *inflate.Reader    // the parallel gzip reader, when the blob is read at offsets
+	frames   *zstdframes.Reader // the parallel zstd reader, likewise
 	h        hash.Hash
 	alg      digest.Algorithm
 	want     digest.Digest
 
-	full chan chunk    // decompressed chunks, in order
-	free chan []byte   // buffers the reader has done with
-	quit chan struct{} // closed by stop
-	done chan struct{} // closed when the goroutine has ended
-	cur  []byte        // what is left of the chunk being read
-	buf  []byte        // that chunk's buffer, to give back
-	err  error         // the error that ended the stream, once the reader got to it
+	full   chan chunk     // decompressed chunks, in order, to hash
+	hashed chan chunk     // hashed chunks, in order, to read
+	free   chan []byte    // buffers the reader has done with
+	quit   chan struct{}  // closed by stop
+	done   chan struct{}  // closed when both goroutines have ended
+	wg     sync.WaitGroup // the two goroutines
+	cur    []byte         // what is left of the chunk being read
+	buf    []byte         // that chunk's buffer, to give back
+	err    error          // the error that ended the stream, once the reader got to it
 
-	inflate time.Duration // the read-ahead goroutine's time decompressing and hashing
+	inflate time.Duration // the read-ahead goroutine's time decompressing
 	size    int64         // uncompressed bytes read ahead
 	wait    time.Duration // the reader's time waiting for a chunk
 }
@@ -142,8 +149,9 @@ type chunk struct {
 // errStopped ends a read that stop cut short; no reader sees it.
 var errStopped = errors.New("unpack: layer stream stopped")
 
-// readAhead bounds how far the goroutine runs ahead: aheadChunks buffers of aheadChunk
-// bytes per layer being applied.
+// aheadChunks buffers of aheadChunk bytes per layer being applied bound how far the
+// read-ahead runs ahead of the applier (the pull stays in 64 MiB, with the download's
+// blocks and several layers applied at once).
 const (
 	aheadChunk  = 256 << 10
 	aheadChunks = 4
@@ -166,13 +174,22 @@ func openLayer(ctx context.Context, r io.Reader, want digest.Digest) (*layerStre
 		s.src.at = at
 		var head [4]byte
 		n, _ := s.src.ReadAt(head[:], 0)
-		if manifest.DetectCompression(head[:n]) == manifest.Gzip {
+		switch manifest.DetectCompression(head[:n]) {
+		case manifest.Gzip:
 			z, err := inflate.NewGzip(ctx, s.src, size, inflateConfig)
 			if err != nil {
 				s.dErr = err
 				return nil, s.cause(&pullkit.InvalidError{What: "layer", Reason: "gzip stream does not decompress", Err: err}, "gzip")
 			}
-			s.dec, s.close, s.kind, s.parallel = &gzipErrors{z}, func() { _ = z.Close() }, "gzip", z
+			s.dec, s.close, s.kind, s.parallel = &decodeErrors{z, "gzip"}, func() { _ = z.Close() }, "gzip", z
+			return s.start(), nil
+		case manifest.Zstd:
+			z, err := zstdframes.NewReader(ctx, s.src, size, zstdConfig)
+			if err != nil {
+				s.dErr = err
+				return nil, s.cause(&pullkit.InvalidError{What: "layer", Reason: "zstd stream does not decompress", Err: err}, "zstd")
+			}
+			s.dec, s.close, s.kind, s.frames = &decodeErrors{z, "zstd"}, func() { _ = z.Close() }, "zstd", z
 			return s.start(), nil
 		}
 	}
@@ -187,12 +204,16 @@ func openLayer(ctx context.Context, r io.Reader, want digest.Digest) (*layerStre
 	return s.start(), nil
 }
 
-// inflateConfig is how layers read at offsets are inflated. Tests pin it, and see what
-// each layer's reader did through inflateStats; useInflate false sends every layer
+// inflateConfig is how gzip layers read at offsets are inflated, zstdConfig how zstd
+// ones are (frames decoded at once by the processors beyond the reader's: this costs no
+// more CPU than decoding them in order). Tests pin them, and see what each layer's
+// reader did through inflateStats and zstdStats; useInflate false sends every layer
 // through layers.Decompress.
 var (
 	inflateConfig = unpackInflate()
 	inflateStats  func(inflate.Stats)
+	zstdConfig    = zstdframes.Default()
+	zstdStats     func(zstdframes.Stats)
 	useInflate    = true
 )
 
@@ -207,35 +228,45 @@ func unpackInflate() inflate.Config {
 	return c
 }
 
-// gzipErrors gives the parallel reader's decoding errors the vocabulary of
+// decodeErrors gives the parallel readers' decoding errors the vocabulary of
 // layers.Decompress: pullkit.ErrInvalid.
-type gzipErrors struct{ r *inflate.Reader }
+type decodeErrors struct {
+	r    io.Reader
+	kind string
+}
 
-func (g *gzipErrors) Read(p []byte) (int, error) {
+func (g *decodeErrors) Read(p []byte) (int, error) {
 	n, err := g.r.Read(p)
 	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, pullkit.ErrInvalid) {
-		err = &pullkit.InvalidError{What: "layer", Reason: "gzip stream does not decompress", Err: err}
+		err = &pullkit.InvalidError{What: "layer", Reason: g.kind + " stream does not decompress", Err: err}
 	}
 	return n, err
 }
 
-// start starts the read-ahead.
+// start starts the read-ahead and the hashing.
 func (s *layerStream) start() *layerStream {
 	s.full = make(chan chunk, aheadChunks)
+	s.hashed = make(chan chunk, aheadChunks)
 	s.free = make(chan []byte, aheadChunks)
 	s.quit = make(chan struct{})
 	s.done = make(chan struct{})
 	for range aheadChunks {
 		s.free <- make([]byte, aheadChunk)
 	}
+	s.wg.Add(2)
 	go s.readAhead()
+	go s.hashAhead()
+	go func() {
+		s.wg.Wait()
+		close(s.done)
+	}()
 	return s
 }
 
-// readAhead decompresses and hashes the stream into free buffers and hands them on in
-// order, until an error (io.EOF included) or stop.
+// readAhead decompresses the stream into free buffers and hands them on in order, until
+// an error (io.EOF included) or stop.
 func (s *layerStream) readAhead() {
-	defer close(s.done)
+	defer s.wg.Done()
 	for {
 		var b []byte
 		select {
@@ -248,7 +279,6 @@ func (s *layerStream) readAhead() {
 		if err == errStopped {
 			return
 		}
-		s.h.Write(b[:n])
 		s.inflate += time.Since(t0)
 		s.size += int64(n)
 		if err != nil && err != io.EOF && s.dErr == nil {
@@ -260,6 +290,29 @@ func (s *layerStream) readAhead() {
 			return
 		}
 		if err != nil {
+			return
+		}
+	}
+}
+
+// hashAhead hashes the decompressed chunks for the diffID and hands them on to the
+// reader, in order, until the chunk that ends the stream or stop.
+func (s *layerStream) hashAhead() {
+	defer s.wg.Done()
+	for {
+		var c chunk
+		select {
+		case c = <-s.full:
+		case <-s.quit:
+			return
+		}
+		s.h.Write(c.b)
+		select {
+		case s.hashed <- c:
+		case <-s.quit:
+			return
+		}
+		if c.err != nil {
 			return
 		}
 	}
@@ -303,11 +356,11 @@ func (s *layerStream) Read(p []byte) (int, error) {
 		}
 		var c chunk
 		select {
-		case c = <-s.full:
+		case c = <-s.hashed:
 		default:
 			t0 := time.Now()
 			select {
-			case c = <-s.full:
+			case c = <-s.hashed:
 			case <-s.ctx.Done():
 				return 0, s.ctx.Err()
 			}
@@ -320,8 +373,8 @@ func (s *layerStream) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// stop ends the read-ahead goroutine and waits for it, after which the stream's state is
-// the caller's to read. It may be called more than once.
+// stop ends the read-ahead and hashing goroutines and waits for them, after which the
+// stream's state is the caller's to read. It may be called more than once.
 func (s *layerStream) stop() {
 	select {
 	case <-s.quit:
@@ -339,8 +392,8 @@ func (s *layerStream) finish() (digest.Digest, error) {
 	if _, err := io.Copy(io.Discard, s); err != nil {
 		return "", s.cause(err, "decompress")
 	}
-	s.stop() // it has sent io.EOF: it ends, and what it read is ours to read
-	if s.src.at != nil && s.parallel != nil {
+	s.stop() // they have sent io.EOF: they end, and what they read and hashed is ours
+	if s.src.at != nil && (s.parallel != nil || s.frames != nil) {
 		// Read at offsets: the blob's end, once it came whole and verified, is an io.EOF
 		// past it (a spool waits for the transfer's verdict).
 		var b [1]byte
@@ -357,6 +410,9 @@ func (s *layerStream) finish() (digest.Digest, error) {
 		if !s.src.eof {
 			return "", s.cause(io.ErrUnexpectedEOF, "")
 		}
+	}
+	if s.frames != nil && zstdStats != nil {
+		zstdStats(s.frames.Stats())
 	}
 	if s.parallel != nil && inflateStats != nil {
 		inflateStats(s.parallel.Stats())

@@ -122,6 +122,10 @@ func TestUnprivileged(t *testing.T) {
 	if !strings.Contains(rep.MapErr, "uid 1000 has no mapping") {
 		t.Errorf("unmapped uid: %q", rep.MapErr)
 	}
+	// Staged in parallel and merged, the same tree.
+	if a, b := formatTree(scan(t, root)), formatTree(scan(t, filepath.Join(work, "staged"))); a != b {
+		t.Errorf("staged tree differs from the one applied in order:\n%s\nwant:\n%s", b, a)
+	}
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -165,6 +169,30 @@ func unprivilegedChild(t *testing.T, dir string) {
 			rep.Chain = append(rep.Chain, parent)
 		}
 		if err := r.Commit(); err != nil {
+			return err
+		}
+		// The same layers staged at once and merged in order (a pipeline on four
+		// processors or more).
+		sr, err := NewRootfs(filepath.Join(dir, "staged"))
+		if err != nil {
+			return err
+		}
+		defer sr.Abort()
+		var staged []*stagedLayer
+		for _, l := range unprivilegedLayers() {
+			b := tarOf(t, l...)
+			st, err := sr.stage(ctx, digest.FromBytes(b), diffIDOf(b), bytes.NewReader(b))
+			if err != nil {
+				return err
+			}
+			staged = append(staged, st)
+		}
+		for _, st := range staged {
+			if _, err := sr.merge(ctx, st); err != nil {
+				return err
+			}
+		}
+		if err := sr.Commit(); err != nil {
 			return err
 		}
 		// A rootless engine maps the image's IDs onto its own: one it has no range for is

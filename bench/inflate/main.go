@@ -1,7 +1,8 @@
 // Command inflate times inflating gzip layer blobs: klauspost's serial gzip reader (what
 // layers.Decompress uses, and the floor's inflate term in bench/unpack.sh), or pullkit's
-// parallel reader (internal/inflate). It prints one line per run: mode, wall seconds,
-// CPU seconds (user + system of this process), uncompressed bytes.
+// parallel reader (internal/inflate). CPUPROF=FILE writes a CPU profile. It prints one
+// line per run: mode, wall seconds, CPU seconds (user + system of this process),
+// uncompressed bytes.
 //
 //	inflate [-mode klauspost|inorder|parallel] [-workers N] [-rounds N] FILE...
 package main
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -23,10 +25,15 @@ import (
 
 func main() {
 	mode := flag.String("mode", "klauspost", "klauspost (serial), inorder (pullkit, no workers) or parallel")
-	workers := flag.Int("workers", 0, "parallel: workers (default GOMAXPROCS)")
+	workers := flag.Int("workers", 0, "parallel: workers besides the reader (default GOMAXPROCS-1)")
 	rounds := flag.Int("rounds", 1, "runs over all the files")
 	flag.Int64Var(&partSize, "part", 0, "parallel: compressed bytes per part (default the package's)")
 	flag.Parse()
+	if p := os.Getenv("CPUPROF"); p != "" {
+		if f, err := os.Create(p); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	var blobs [][]byte
 	for _, f := range flag.Args() {
 		b, err := os.ReadFile(f)
@@ -43,6 +50,7 @@ func main() {
 			n, err := run(*mode, *workers, b)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
+				pprof.StopCPUProfile()
 				os.Exit(1)
 			}
 			total += n

@@ -42,7 +42,10 @@ import (
 
 func main() {
 	limitMemory()
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	stopProfiles := startProfiles()
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stopProfiles()
+	os.Exit(code)
 }
 
 // options are the parsed command line.

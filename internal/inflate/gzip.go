@@ -24,6 +24,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
@@ -33,7 +34,8 @@ import (
 // speculatively does not depend on the machine.
 type Config struct {
 	// Workers is how many parts are decoded at once (besides the reader's own work);
-	// fewer than 1 means serial decoding. Default: GOMAXPROCS.
+	// fewer than 1 means serial decoding. Default: GOMAXPROCS-1 (the reader decodes
+	// in order on a core of its own).
 	Workers int
 	// PartSize is the compressed size of a part. Default 256 KiB.
 	PartSize int64
@@ -48,15 +50,21 @@ type Config struct {
 	Search int
 	// MinSize: a stream known to be smaller is decoded serially. Default 2 x PartSize.
 	MinSize int64
+	// Patient makes the reader wait for a part still being decoded when it gets to it,
+	// and schedules parts one after the other from where the reader is. Tests set it, so
+	// that what is decoded speculatively does not depend on how fast the workers ran.
+	// Otherwise the reader never waits for a worker: a part that is not decoded when the
+	// reader gets to it is dropped and its stretch decoded in order, and parts are
+	// spaced out ahead of the reader, a few parts decoded in order between two parts
+	// decoded by a worker, so that one worker, which decodes at about half the in-order
+	// speed, finishes its part before the reader gets there. The spacing grows when a
+	// part was not ready and shrinks when the next one was ready too.
+	Patient bool
 }
 
 // Default is the configuration readers get unless given one.
 func Default() Config {
-	w := runtime.GOMAXPROCS(0)
-	if w < 2 {
-		w = 0
-	}
-	return Config{Workers: w}
+	return Config{Workers: runtime.GOMAXPROCS(0) - 1}
 }
 
 func (c Config) fill() Config {
@@ -78,6 +86,15 @@ func (c Config) fill() Config {
 	return c
 }
 
+// The spacing of parts when the reader does not wait for them, in parts: the stretch
+// the reader decodes in order before the next part. A worker with a core of its own
+// decodes a part in about the time the reader decodes two in order.
+const (
+	minGap   = 1
+	startGap = 2
+	maxGap   = 32
+)
+
 // tokens bounds the parts decoded at once in this process, whatever the number of
 // readers: more would only add memory; slots bounds the parts held in memory (decoding,
 // decoded or waiting to be), a few MiB each, so that several layers inflated at once
@@ -95,6 +112,7 @@ type Stats struct {
 	Speculated int64 // output bytes taken from parts
 	Marked     int64 // of those, bytes decoded before the window was known (in marker mode)
 	Chained    int   // parts whose markers their worker resolved
+	Late       int   // parts dropped because their worker was not done when the reader got there
 }
 
 // Reader reads the uncompressed content of a gzip stream.
@@ -132,11 +150,14 @@ type Reader struct {
 	skip    int64 // output fl gives again, to drop
 	buf     []byte
 
-	jobs    []*job // scheduled parts, by nominal start
-	lastJob *job   // the last one scheduled
-	taken   *job   // the part handed out last, while nothing was decoded in order since
-	next    int64  // the nominal start of the next part to schedule
-	noJob   bool   // no parts for the rest of this member
+	jobs    []*job        // scheduled parts, by nominal start
+	lastJob *job          // the last one scheduled
+	sem     chan struct{} // the reader's parts being decoded: at most Workers
+	gap     int64         // without Patient: parts decoded in order between two parts
+	at      atomic.Int64  // the byte the reader decodes at, for the workers to note
+	taken   *job          // the part handed out last, while nothing was decoded in order since
+	next    int64         // the nominal start of the next part to schedule
+	noJob   bool          // no parts for the rest of this member
 
 	pending  []byte
 	pending2 []byte     // handed out after pending
@@ -175,7 +196,10 @@ func NewGzip(ctx context.Context, src io.ReaderAt, size int64, cfg Config) (*Rea
 		cfg.Workers = 0
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Reader{ctx: ctx, cancel: cancel, cfg: cfg, src: src, size: size}
+	r := &Reader{ctx: ctx, cancel: cancel, cfg: cfg, src: src, size: size, gap: startGap}
+	if cfg.Workers > 0 {
+		r.sem = make(chan struct{}, cfg.Workers)
+	}
 	if err := r.header(0); err != nil {
 		cancel()
 		return nil, err
@@ -276,6 +300,14 @@ func (r *Reader) findJob(bit, out int64) bool {
 		if bit < j.nominal*8 {
 			return false
 		}
+		if !r.cfg.Patient && !j.done() {
+			// The worker is behind: decode the stretch in order, and space the next
+			// parts out more.
+			r.gap = min(maxGap, r.gap+1)
+			r.stats.Late++
+			r.drop()
+			continue
+		}
 		ok := j.waitStart(r.ctx)
 		if r.ctx.Err() != nil {
 			r.err = r.ctx.Err()
@@ -298,6 +330,10 @@ func (r *Reader) findJob(bit, out int64) bool {
 			// window that was not the one before it (its predecessor was not taken).
 			r.drop()
 			continue
+		}
+		if !r.cfg.Patient && j.nominal-j.readerAt > 2*r.cfg.PartSize {
+			// The worker finished it with parts to spare: parts may come closer.
+			r.gap = max(minGap, r.gap-1)
 		}
 		return true
 	}
@@ -324,6 +360,16 @@ func (r *Reader) schedule() {
 	for len(r.jobs) < r.cfg.Ahead {
 		if r.next*8 <= r.pos {
 			r.next += r.cfg.PartSize * ((r.pos/8-r.next)/r.cfg.PartSize + 1)
+		}
+		if !r.cfg.Patient {
+			// A gap's worth of parts ahead of the reader, and of the last part.
+			lo := r.pos/8 + r.gap*r.cfg.PartSize
+			if r.lastJob != nil && len(r.jobs) > 0 {
+				lo = max(lo, r.lastJob.nominal+(r.gap+1)*r.cfg.PartSize)
+			}
+			if r.next < lo {
+				r.next += r.cfg.PartSize * ((lo - r.next + r.cfg.PartSize - 1) / r.cfg.PartSize)
+			}
 		}
 		if r.size >= 0 && r.next+256 >= r.size {
 			return
@@ -371,6 +417,7 @@ func (r *Reader) take() {
 	r.stats.Marked += int64(len(p.marked))
 	r.stats.Speculated += int64(p.outLen())
 	r.pos = p.end
+	r.at.Store(r.pos / 8)
 	r.state = stBlocks
 	if p.final {
 		r.state = stTrailer
@@ -471,6 +518,7 @@ func (r *Reader) decode() {
 		r.more()
 	case evBlock:
 		r.pos = r.inBase*8 + r.dec.r.bit()
+		r.at.Store(r.pos / 8)
 		if r.dec.final {
 			r.state = stTrailer
 			return
@@ -627,13 +675,15 @@ type job struct {
 	winOnce  sync.Once
 	end      int64 // the part's end and whether it was the final block, for the successor
 	final    bool
+	readerAt int64         // where the reader was when the part was decoded
+	at       *atomic.Int64 // where the reader is
 }
 
 var errNoBlock = errors.New("inflate: no block boundary found")
 
 func newJob(r *Reader, nominal int64, prev *job) *job {
 	ctx, cancel := context.WithCancel(r.ctx)
-	j := &job{nominal: nominal, ctx: ctx, cancel: cancel, started: make(chan struct{}), start: -1, prev: prev, winReady: make(chan struct{})}
+	j := &job{nominal: nominal, ctx: ctx, cancel: cancel, started: make(chan struct{}), start: -1, prev: prev, winReady: make(chan struct{}), at: &r.at}
 	if r.src == nil {
 		return j // tests run it
 	}
@@ -641,14 +691,17 @@ func newJob(r *Reader, nominal int64, prev *job) *job {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		j.run(r.src, cfg)
+		j.run(r.src, cfg, r.sem)
 	}()
 	return j
 }
 
 var debugJob func(*job)
 
-func (j *job) run(src io.ReaderAt, cfg Config) {
+// beforeDecode, when set (tests), is called by each worker before it decodes its part.
+var beforeDecode func()
+
+func (j *job) run(src io.ReaderAt, cfg Config, sem chan struct{}) {
 	defer close(j.started)
 	in := getBytes(int(cfg.PartSize) + partSlack)
 	defer putBytes(in)
@@ -659,8 +712,15 @@ func (j *job) run(src io.ReaderAt, cfg Config) {
 	}
 	in = in[:n]
 	select {
+	case sem <- struct{}{}:
+	case <-j.ctx.Done():
+		j.err = j.ctx.Err()
+		return
+	}
+	select {
 	case tokens <- struct{}{}:
 	case <-j.ctx.Done():
+		<-sem
 		j.err = j.ctx.Err()
 		return
 	}
@@ -668,8 +728,12 @@ func (j *job) run(src io.ReaderAt, cfg Config) {
 	defer func() {
 		if tokenHeld {
 			<-tokens
+			<-sem
 		}
 	}()
+	if beforeDecode != nil {
+		beforeDecode()
+	}
 	d := &specDecoder{maxOut: cfg.MaxPartOutput}
 	stop := cfg.PartSize * 8
 	// A header that parses where no block starts decodes to an error sooner or later:
@@ -695,8 +759,10 @@ func (j *job) run(src io.ReaderAt, cfg Config) {
 		}
 		p.start += j.nominal * 8
 		p.end += j.nominal * 8
+		j.readerAt = j.at.Load()
 		j.start, j.stored, j.part = b.bit+j.nominal*8, b.stored, p
 		<-tokens // the decoding is done; what follows waits
+		<-sem
 		tokenHeld = false
 		j.chain()
 		return
@@ -772,6 +838,16 @@ func readFull(ctx context.Context, src io.ReaderAt, p []byte, off int64) (int, e
 		}
 	}
 	return n, nil
+}
+
+// done reports whether the part's worker is done with it (decoded or not).
+func (j *job) done() bool {
+	select {
+	case <-j.started:
+		return true
+	default:
+		return false
+	}
 }
 
 // waitStart waits for the part; false when none was decoded (or ctx ended).

@@ -47,10 +47,11 @@ func parallel(t testing.TB, blob []byte, cfg inflate.Config) ([]byte, inflate.St
 	return out, r.Stats(), err
 }
 
-// pinned makes every decision a test depends on: two workers, small parts, so that a
-// stream of a few hundred KiB is decoded in several speculative parts on any machine.
+// pinned makes every decision a test depends on: two workers, small parts, and a reader
+// that waits for them, so that a stream of a few hundred KiB is decoded in several
+// speculative parts on any machine.
 func pinned(part int64) inflate.Config {
-	return inflate.Config{Workers: 2, PartSize: part, Search: 64 << 10, MinSize: 1}
+	return inflate.Config{Workers: 2, PartSize: part, Search: 64 << 10, MinSize: 1, Patient: true}
 }
 
 func gz(t testing.TB, b []byte, level int) []byte {
@@ -191,6 +192,8 @@ func TestParallelEqualsSerial(t *testing.T) {
 			if werr != nil {
 				t.Fatalf("serial: %v", werr)
 			}
+			// In order; patient with two workers; and a reader that waits for nobody (what
+			// it takes from the worker is up to the machine: the output is not).
 			for _, cfg := range []inflate.Config{{}, pinned(64 << 10 / int64(shrink)), {Workers: 1, PartSize: 32 << 10 / int64(shrink), MinSize: 1}} {
 				got, st, err := parallel(t, c.blob, cfg)
 				if err != nil {
@@ -259,7 +262,7 @@ func TestCorruptLikeSerial(t *testing.T) {
 	}
 }
 
-var cfgFuzz = inflate.Config{Workers: 2, PartSize: 256, Search: 256, MinSize: 1, MaxPartOutput: 256 << 10}
+var cfgFuzz = inflate.Config{Workers: 2, PartSize: 256, Search: 256, MinSize: 1, MaxPartOutput: 256 << 10, Patient: true}
 
 // FuzzParallelGzip compares the parallel reader, with parts of a few hundred bytes so
 // that even small inputs are decoded speculatively, with the serial one on arbitrary
@@ -277,6 +280,11 @@ func FuzzParallelGzip(f *testing.F) {
 		compare(t, blob, cfgFuzz)
 		// And in order alone, as an unpack on two cores reads every gzip layer.
 		compare(t, blob, inflate.Config{Workers: 0, MinSize: 1})
+		// And with a reader that waits for no worker (what it takes from them is up to
+		// the machine; the outcome must not be).
+		impatient := cfgFuzz
+		impatient.Patient = false
+		compare(t, blob, impatient)
 	})
 }
 
@@ -353,5 +361,29 @@ func TestCancel(t *testing.T) {
 	cancel()
 	if _, err := io.ReadAll(r); !errors.Is(err, context.Canceled) {
 		t.Fatalf("read after cancel: %v", err)
+	}
+}
+
+// TestLatePartsDecodedInOrder holds every worker until the reader is done, so that each
+// part is still being decoded when the reader gets to it: a reader that does not wait
+// drops them all and decodes the whole stream in order, to the same bytes.
+func TestLatePartsDecodedInOrder(t *testing.T) {
+	text := treeTar(t, 1<<20/shrink)
+	blob := stdgz(t, text, 6)
+	release := make(chan struct{})
+	defer inflate.HoldWorkers(func() { <-release })()
+	r, err := inflate.NewGzip(context.Background(), bytes.NewReader(blob), int64(len(blob)), inflate.Config{Workers: 1, PartSize: 2 << 10, Search: 2 << 10, MinSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	close(release)
+	st := r.Stats()
+	r.Close()
+	if err != nil || !bytes.Equal(got, text) {
+		t.Fatalf("%v: %d bytes, want %d", err, len(got), len(text))
+	}
+	if st.Parts != 0 || st.Late == 0 || st.Ordered != int64(len(text)) {
+		t.Fatalf("held workers: %+v, want every part late and the stream decoded in order", st)
 	}
 }
