@@ -155,7 +155,7 @@ if has pk-local-unpack || has pk-local-snapshots; then
 fi
 
 # containerd 2.4 on private sockets, roots and state, one daemon tuned and one with its
-# defaults (see start_containerd24_overlay in lib.sh): overlayfs snapshots, content isolated per
+# defaults (see start_containerd24 in lib.sh): overlayfs snapshots, content isolated per
 # namespace. Every run ends with the images removed with --sync (content and snapshots
 # collected), and the script checks that nothing is left, so every run downloads and
 # unpacks everything.
@@ -163,9 +163,10 @@ declare -A ctrsock
 for mode in tuned default; do
   if has ctr24-$mode; then
     ctrsock[$mode]=$work/containerd-$mode.sock
-    start_containerd24_overlay "$bin" "$scratch/containerd-$mode" "${ctrsock[$mode]}" "$mode"
-    pids+=($ctrd24pid)
-    eval "ctrdpid_$mode=$ctrd24pid"
+    tuned=0; [ "$mode" = tuned ] && tuned=1
+    start_containerd24 "$scratch/containerd-$mode" "${ctrsock[$mode]}" "$bin" "$tuned" "" overlayfs
+    pids+=($ctrdpid)
+    eval "ctrdpid_$mode=$ctrdpid"
   fi
 done
 ctr_clean() { # mode: remove every image of the bench namespace, its content and snapshots

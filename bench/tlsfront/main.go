@@ -50,6 +50,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pullkit/pullkit/bench/internal/loopback"
 )
 
 // key signs the CDN's URLs; both modes of one bench run share it.
@@ -72,7 +74,7 @@ func main() {
 		}
 		return
 	}
-	if !loopback(*listen) || !loopback(*upstream) {
+	if !loopback.Addr(*listen) || !loopback.Addr(*upstream) {
 		fail(errors.New("-listen and -upstream must be loopback addresses"))
 	}
 	up := &url.URL{Scheme: "http", Host: *upstream}
@@ -84,7 +86,7 @@ func main() {
 		h = cdnHandler(proxy)
 	case *cdn != "":
 		base, err := url.Parse(*cdn)
-		if err != nil || !loopback(base.Host) {
+		if err != nil || !loopback.Addr(base.Host) {
 			fail(fmt.Errorf("-cdn %q: want a loopback base URL", *cdn))
 		}
 		h = frontHandler(proxy, base, *ttl, *opaque)
@@ -216,18 +218,6 @@ func writeCA(dir string) error {
 		}
 	}
 	return nil
-}
-
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func fail(err error) {

@@ -301,16 +301,3 @@ func parseRate(s string) (float64, error) {
 	}
 	return v * mult, nil
 }
-
-// loopback reports whether host:port names a loopback address.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}

@@ -47,17 +47,6 @@ func TestParseRate(t *testing.T) {
 	}
 }
 
-func TestLoopback(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1:5000": true, "[::1]:80": true, "localhost:1": true,
-		"10.0.0.1:5000": false, "example.com:80": false, "0.0.0.0:80": false,
-	} {
-		if got := loopback(addr); got != want {
-			t.Errorf("loopback(%q) = %v", addr, got)
-		}
-	}
-}
-
 // TestProxyCarriesBothWaysAndDelays sends data through the proxy to an echo server and
 // checks that it comes back intact, that a half-close is passed on, and that the first
 // reply takes at least the handshake's round trip plus the request's.

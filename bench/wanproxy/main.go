@@ -31,6 +31,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/pullkit/pullkit/bench/internal/loopback"
 )
 
 func main() {
@@ -69,7 +71,7 @@ func main() {
 		}
 		return
 	}
-	if !loopback(*listen) || !loopback(*upstream) {
+	if !loopback.Addr(*listen) || !loopback.Addr(*upstream) {
 		fail(errors.New("-listen and -upstream must be loopback addresses"))
 	}
 	l, err := net.Listen("tcp", *listen)
