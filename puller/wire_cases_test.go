@@ -129,8 +129,8 @@ func TestResumeOnTheWire(t *testing.T) {
 // TestCancelKeepsWhatIsOnItsWay: a pull cancelled part way reads the answers to the
 // requests it had made to their ends (WithCancelGrace: a minute here, which the paced
 // answers take far less than) and keeps them, so that what the registry sent is what
-// the layout holds, over plain HTTP and over TLS with HTTP/2 (whose windows hold bytes
-// in the process). The cancel comes once half the layers' bytes are sent, whenever
+// the layout holds (to the piece the count can miss under HTTP/2), over plain HTTP and
+// over TLS with HTTP/2 (whose windows hold bytes in the process). The cancel comes once half the layers' bytes are sent, whenever
 // that is; the count is read once the registry has no answer in flight.
 func TestCancelKeepsWhatIsOnItsWay(t *testing.T) {
 	img := newWireImage(t, 2, 12<<20)
@@ -176,8 +176,19 @@ func TestCancelKeepsWhatIsOnItsWay(t *testing.T) {
 			}
 			wr.Close()
 		}
-		if kept != sent {
-			t.Errorf("tls %v: the registry sent %d bytes of layers, the layout keeps %d: %d thrown away at the cancel", tls, sent, kept, sent-kept)
+		// The registry counts what its writes reported. Under HTTP/2 a write whose
+		// stream the client reset after reading all it asked for (the body closed
+		// before END_STREAM came) reports an error though its bytes arrived, so the
+		// count may be short by one 32 KiB piece per request: the layout may hold up
+		// to that much more, never less.
+		w.regCount.mu.Lock()
+		var requests int64
+		for _, d := range img.layers {
+			requests += int64(w.regCount.blobGETs[d])
+		}
+		w.regCount.mu.Unlock()
+		if kept < sent || kept > sent+requests*32<<10 {
+			t.Errorf("tls %v: the registry sent %d bytes of layers in %d requests, the layout keeps %d: %d thrown away at the cancel", tls, sent, requests, kept, sent-kept)
 		}
 	}
 }
