@@ -23,6 +23,7 @@
 #   TOOLS="pullkit pk-snapshots ranged ctr ctr-tuned crane skopeo pk-resume"
 #   CDN_OPAQUE=1                   the CDN's expiry in an opaque token (learnt from 403s)
 #   BENCH_DIR=DIR                  keep the work directory (seeded registry, built tools)
+#   BENCH_APPEND=1                 add this run's rounds to BENCH_DIR's earlier results
 #   PULL_FLAGS="--jobs 16"         flags added to pullkit's pull (default: none)
 # pk-resume is pullkit interrupted (SIGINT) half way through the link limit, then run
 # again: its time is the second run's, its bytes both runs'. ctr is containerd 2.4.2
@@ -152,8 +153,14 @@ proxy_stats() {
   echo "$c $d"
 }
 
+# Each run's table is its own: rows of an earlier run (another build, another load) move to
+# results.tsv.prev unless BENCH_APPEND=1 asks to add rounds to them.
 results=$work/results.tsv
-[ -n "${BENCH_DIR:-}" ] && [ -s "$results" ] && echo "appending to $results" >&2
+if [ "${BENCH_APPEND:-0}" = 1 ]; then
+  [ -s "$results" ] && echo "appending to $results" >&2
+else
+  [ -s "$results" ] && mv "$results" "$results.prev"
+fi
 touch "$results"
 runone() { # profile wire cdn image tool
   local prof=$1 wire=$2 cdn=$3 img=$4 tool=$5
