@@ -1066,7 +1066,7 @@ func (g *firstReadGate) Read(p []byte) (int, error) {
 // TestBlockLimit checks, on made-up states, how many blocks a part may hold: a share
 // of the memory budget less what the Fetcher holds of bodies in flight, so that blocks
 // and those buffers add up to the budget whatever the number of parts (down to the
-// least a part holds: two blocks, one when the Fetcher's buffers are its second).
+// least a part holds: one block).
 func TestBlockLimit(t *testing.T) {
 	for _, tc := range []struct {
 		parts    int64
@@ -1076,12 +1076,15 @@ func TestBlockLimit(t *testing.T) {
 	}{
 		{1, false, 0, seqWindow/blockSize + 1},
 		{4, true, 0, 3},
-		{16, true, 0, 2},
-		{32, true, 0, 2}, // the least: over the budget (jobs above 16)
-		{16, true, 16 << 20, 1},
-		{8, true, 16 << 20, 2},
-		{4, false, 16 << 20, 4},
-		{32, true, 16 << 20, 1},
+		{8, true, 0, 2},
+		{10, true, 0, 2},
+		{11, true, 0, 1}, // two each would go over the budget
+		{16, true, 0, 1},
+		{32, true, 0, 1}, // the least: over the budget (jobs above 20)
+		{16, true, 8 << 20, 1},
+		{6, true, 8 << 20, 2},
+		{4, false, 8 << 20, 3},
+		{32, true, 8 << 20, 1},
 	} {
 		e := &engine{buffered: tc.buffered}
 		e.parts.Store(tc.parts)
@@ -1090,7 +1093,7 @@ func TestBlockLimit(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%d parts, split %v, %d buffered: limit %d, want %d", tc.parts, tc.split, tc.buffered, got, tc.want)
 		}
-		if least := map[bool]int{false: 2, true: 1}[tc.buffered > 0]; got > least && int64(got)*blockSize*tc.parts+tc.buffered > memBudget {
+		if got > 1 && int64(got)*blockSize*tc.parts+tc.buffered > memBudget {
 			t.Errorf("%d parts, %d buffered: %d blocks each go over the budget", tc.parts, tc.buffered, got)
 		}
 	}

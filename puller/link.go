@@ -43,10 +43,10 @@ import (
 const maxLanes = 16
 
 // laneWindows is the most the receive windows of all of a host's lanes add up to: the
-// bytes HTTP/2 may hold in the process for blob bodies nobody reads yet. Half of what
-// a transfer holds in received blocks (layers' memory budget, 32 MiB), so that both
-// together, with the runtime and an unpack's buffers, stay within the 64 MiB a pull's
-// peak RSS is bound by. Each lane gets laneWindows / maxLanes at most, for its
+// bytes HTTP/2 may hold in the process for blob bodies nobody reads yet. The transfer
+// takes what the lanes hold out of its own memory budget for received blocks (layers'
+// memBudget, up to half of it), so that both together, with the runtime and an unpack's
+// buffers, stay within the 64 MiB a pull's peak RSS is bound by. Each lane gets laneWindows / maxLanes at most, for its
 // connection and for each of its streams alike (a lane carries one stream, two while
 // the next request's answer overlaps the last one's).
 const laneWindows = 16 << 20
