@@ -252,18 +252,26 @@ func (c *controller) split(e *engine) func() {
 		if !x.linkLimited(now, rtt) {
 			continue
 		}
-		x.mu.Lock()
-		var p *part
-		if x.rangesOK && !x.noRanges {
-			p = x.newPart()
-		}
-		x.mu.Unlock()
-		if p != nil {
-			e.partsAdd(1)
+		if p := e.partOf(x); p != nil {
 			return func() { p.run(x.ctx) }
 		}
 	}
 	return nil
+}
+
+// partOf is a new part of x, counted at once, or nil when x's blob is not taken in
+// ranges or has nothing left to split.
+func (e *engine) partOf(x *xfer) *part {
+	x.mu.Lock()
+	var p *part
+	if x.rangesOK && !x.noRanges {
+		p = x.newPart()
+	}
+	x.mu.Unlock()
+	if p != nil {
+		e.partsAdd(1)
+	}
+	return p
 }
 
 // handOff is split for a part of from whose blob has nothing left to ask for, which
@@ -285,14 +293,7 @@ func (c *controller) handOff(e *engine, from *xfer) *part {
 		if x == from || !x.linkLimited(now, rtt) {
 			continue
 		}
-		x.mu.Lock()
-		var p *part
-		if x.rangesOK && !x.noRanges {
-			p = x.newPart()
-		}
-		x.mu.Unlock()
-		if p != nil {
-			e.partsAdd(1)
+		if p := e.partOf(x); p != nil {
 			return p
 		}
 	}

@@ -43,6 +43,22 @@ func repositoryOf(repo string) (name.Repository, error) {
 	return ref.Context(), nil
 }
 
+// repoEndpoints returns the endpoints configured for repo (read as repositoryOf reads
+// it) and the reference they were chosen for (its "latest" tag: configuration chooses
+// by repository). A failure is a *pullkit.Error with Op op naming repo.
+func (c *Client) repoEndpoints(repo, op string) ([]*endpoint, name.Tag, error) {
+	r, err := repositoryOf(repo)
+	if err != nil {
+		return nil, name.Tag{}, err
+	}
+	t := r.Tag("latest")
+	eps, err := c.endpoints(t.String(), t, nil)
+	if err != nil {
+		return nil, t, pullkit.Wrap(repo, op, "", err)
+	}
+	return eps, t, nil
+}
+
 // Tags lists the tags of repo ("registry/repository", or a reference, whose repository is
 // taken), in the order the registry gives them (distribution sorts them), following its
 // pages (the Link rel="next" header) up to MaxTags. It uses the client's credentials and
@@ -50,14 +66,9 @@ func repositoryOf(repo string) (name.Repository, error) {
 // Resolve asks them: a mirror's list may lag the registry's). A repository the registry does not have is pullkit.ErrNotFound. Errors
 // are a *pullkit.Error with Op pullkit.OpListTags naming repo.
 func (c *Client) Tags(ctx context.Context, repo string) ([]string, error) {
-	r, err := repositoryOf(repo)
+	eps, t, err := c.repoEndpoints(repo, pullkit.OpListTags)
 	if err != nil {
 		return nil, err
-	}
-	t := r.Tag("latest")
-	eps, err := c.endpoints(t.String(), t, nil)
-	if err != nil {
-		return nil, pullkit.Wrap(repo, pullkit.OpListTags, "", err)
 	}
 	var last error
 	// The endpoints that may resolve a tag (hosts.toml's capabilities) may list them.
@@ -160,14 +171,9 @@ func nextPage(base *url.URL, link string) (string, error) {
 // first), and it fetches a foreign layer from its descriptor's URLs when the registry
 // lacks it.
 func (c *Client) BlobFetcher(repo string) (layers.Fetcher, error) {
-	r, err := repositoryOf(repo)
+	eps, _, err := c.repoEndpoints(repo, pullkit.OpFetchBlob)
 	if err != nil {
 		return nil, err
-	}
-	t := r.Tag("latest")
-	eps, err := c.endpoints(t.String(), t, nil)
-	if err != nil {
-		return nil, pullkit.Wrap(repo, pullkit.OpFetchBlob, "", err)
 	}
 	var pull []*endpoint // the endpoints that may pull (hosts.toml's capabilities)
 	for _, ep := range eps {
