@@ -64,6 +64,37 @@ func withInflate(t *testing.T, cfg inflate.Config) *[]inflate.Stats {
 	return &stats
 }
 
+// applyOne applies one layer blob (of mediaType, diffID want) into a fresh Rootfs, from
+// a pipeline's spool or with Apply from a reader at offsets, checks the diffID it
+// reports, commits, and returns the tree.
+func applyOne(t *testing.T, blob []byte, want digest.Digest, mediaType string, viaPipeline bool) map[string]node {
+	t.Helper()
+	e := newEnv(t)
+	r, err := NewRootfs(e.root)
+	must(t, err)
+	defer r.Abort()
+	if viaPipeline {
+		p := r.NewPipeline(context.Background())
+		img := &pipedImage{blobs: [][]byte{blob}, diffIDs: []digest.Digest{want}}
+		l := manifest.Layer{Digest: digest.FromBytes(blob), Size: int64(len(blob)), DiffID: want, MediaType: mediaType}
+		img.tees = append(img.tees, p.Tee(0, l))
+		img.start(t, 0).send(-1).close(nil)
+		res, err := p.Wait()
+		must(t, err)
+		if res[0].DiffID != want {
+			t.Fatalf("pipeline diffID %s, want %s", res[0].DiffID, want)
+		}
+	} else {
+		res, err := r.Apply(context.Background(), digest.FromBytes(blob), want, bytes.NewReader(blob))
+		must(t, err)
+		if res.DiffID != want {
+			t.Fatalf("diffID %s, want %s", res.DiffID, want)
+		}
+	}
+	must(t, r.Commit())
+	return scan(t, e.root)
+}
+
 var pinnedInflate = inflate.Config{Workers: 2, PartSize: 8 << 10, Search: 8 << 10, MinSize: 1, Patient: true}
 
 // TestParallelInflateApply applies one layer with its gzip stream inflated in parallel
@@ -74,30 +105,8 @@ func TestParallelInflateApply(t *testing.T) {
 	want := diffIDOf(tarball)
 	apply := func(cfg inflate.Config, viaPipeline bool) (map[string]node, []inflate.Stats) {
 		stats := withInflate(t, cfg)
-		e := newEnv(t)
-		r, err := NewRootfs(e.root)
-		must(t, err)
-		defer r.Abort()
-		if viaPipeline {
-			p := r.NewPipeline(context.Background())
-			img := &pipedImage{blobs: [][]byte{blob}, diffIDs: []digest.Digest{want}}
-			l := manifest.Layer{Digest: digest.FromBytes(blob), Size: int64(len(blob)), DiffID: want, MediaType: manifest.MediaTypeOCILayerGzip}
-			img.tees = append(img.tees, p.Tee(0, l))
-			img.start(t, 0).send(-1).close(nil)
-			res, err := p.Wait()
-			must(t, err)
-			if res[0].DiffID != want {
-				t.Fatalf("pipeline diffID %s, want %s", res[0].DiffID, want)
-			}
-		} else {
-			res, err := r.Apply(context.Background(), digest.FromBytes(blob), want, bytes.NewReader(blob))
-			must(t, err)
-			if res.DiffID != want {
-				t.Fatalf("diffID %s, want %s", res.DiffID, want)
-			}
-		}
-		must(t, r.Commit())
-		return scan(t, e.root), *stats
+		tree := applyOne(t, blob, want, manifest.MediaTypeOCILayerGzip, viaPipeline)
+		return tree, *stats
 	}
 	serial, st := apply(inflate.Config{}, false)
 	if len(st) != 1 || st[0].Parts != 0 || st[0].Ordered != int64(len(tarball)) {
@@ -196,30 +205,7 @@ func TestParallelZstdApply(t *testing.T) {
 	blob := framedZstd(t, tarball)
 	want := diffIDOf(tarball)
 	apply := func(viaPipeline bool) map[string]node {
-		e := newEnv(t)
-		r, err := NewRootfs(e.root)
-		must(t, err)
-		defer r.Abort()
-		if viaPipeline {
-			p := r.NewPipeline(context.Background())
-			img := &pipedImage{blobs: [][]byte{blob}, diffIDs: []digest.Digest{want}}
-			l := manifest.Layer{Digest: digest.FromBytes(blob), Size: int64(len(blob)), DiffID: want, MediaType: manifest.MediaTypeOCILayerZstd}
-			img.tees = append(img.tees, p.Tee(0, l))
-			img.start(t, 0).send(-1).close(nil)
-			res, err := p.Wait()
-			must(t, err)
-			if res[0].DiffID != want {
-				t.Fatalf("pipeline diffID %s, want %s", res[0].DiffID, want)
-			}
-		} else {
-			res, err := r.Apply(context.Background(), digest.FromBytes(blob), want, bytes.NewReader(blob))
-			must(t, err)
-			if res.DiffID != want {
-				t.Fatalf("diffID %s, want %s", res.DiffID, want)
-			}
-		}
-		must(t, r.Commit())
-		return scan(t, e.root)
+		return applyOne(t, blob, want, manifest.MediaTypeOCILayerZstd, viaPipeline)
 	}
 	old := useInflate
 	useInflate = false
