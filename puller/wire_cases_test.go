@@ -74,6 +74,43 @@ func TestEveryByteOnceOnTheWire(t *testing.T) {
 	}
 }
 
+// cancelHalfWay returns a context cancelled once the registry has sent half of img's
+// layer bytes, whenever that is (or when the test ends).
+func (w *wire) cancelHalfWay(t *testing.T, img *wireImage) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() {
+		for ctx.Err() == nil && w.layerBytes(w.regCount) < img.size/2 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	return ctx
+}
+
+// keptBytes is what the layout holds of img's layers: each stored blob whole, and of
+// the others the writer's prefix and the stretches it holds beyond it.
+func keptBytes(t *testing.T, st *store.Layout, img *wireImage) int64 {
+	t.Helper()
+	var kept int64
+	for _, d := range img.layers {
+		if store.Has(context.Background(), st, d) {
+			kept += int64(len(img.blobs[d]))
+			continue
+		}
+		wr, err := st.Writer(context.Background(), descOf(img, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept += wr.Offset()
+		for _, r := range wr.(store.RangeWriter).Held() {
+			kept += r.End - r.Start
+		}
+		wr.Close()
+	}
+	return kept
+}
+
 // TestResumeOnTheWire: a pull cancelled part way, then pulled again into the same
 // layout: the second pull is sent exactly the bytes the layout did not keep, none of
 // what it kept (its prefix, and the stretches beyond).
@@ -85,36 +122,12 @@ func TestResumeOnTheWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		// Cancel once half the layers' bytes are sent, whenever that is.
-		for ctx.Err() == nil && w.layerBytes(w.regCount) < img.size/2 {
-			time.Sleep(5 * time.Millisecond)
-		}
-		cancel()
-	}()
 	c := w.client(t)
-	if err := w.pull(t, c, ctx, st); !errors.Is(err, context.Canceled) {
+	if err := w.pull(t, c, w.cancelHalfWay(t, img), st); !errors.Is(err, context.Canceled) {
 		t.Fatalf("%v, want the cancel", err)
 	}
 	first := w.layerBytes(w.regCount)
-	var kept int64
-	for _, d := range img.layers {
-		wr, err := st.Writer(context.Background(), descOf(img, d))
-		if err != nil {
-			continue // stored whole
-		}
-		kept += wr.Offset()
-		for _, r := range wr.(store.RangeWriter).Held() {
-			kept += r.End - r.Start
-		}
-		wr.Close()
-	}
-	for _, d := range img.layers {
-		if store.Has(context.Background(), st, d) {
-			kept += int64(len(img.blobs[d]))
-		}
-	}
+	kept := keptBytes(t, st, img)
 	t.Logf("first pull: sent %d bytes, the layout kept %d (%d lost in flight at the cancel)", first, kept, first-kept)
 	if err := w.pull(t, c, context.Background(), st); err != nil {
 		t.Fatal(err)
@@ -130,8 +143,9 @@ func TestResumeOnTheWire(t *testing.T) {
 // requests it had made to their ends (WithCancelGrace: a minute here, which the paced
 // answers take far less than) and keeps them, so that what the registry sent is what
 // the layout holds (to the piece the count can miss under HTTP/2), over plain HTTP and
-// over TLS with HTTP/2 (whose windows hold bytes in the process). The cancel comes once half the layers' bytes are sent, whenever
-// that is; the count is read once the registry has no answer in flight.
+// over TLS with HTTP/2 (whose windows hold bytes in the process). The cancel comes once
+// half the layers' bytes are sent, whenever that is; the count is read once the registry
+// has no answer in flight.
 func TestCancelKeepsWhatIsOnItsWay(t *testing.T) {
 	img := newWireImage(t, 2, 12<<20)
 	for _, tls := range []bool{false, true} {
@@ -141,14 +155,7 @@ func TestCancelKeepsWhatIsOnItsWay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			for ctx.Err() == nil && w.layerBytes(w.regCount) < img.size/2 {
-				time.Sleep(5 * time.Millisecond)
-			}
-			cancel()
-		}()
-		if err := w.pull(t, w.client(t), ctx, st, WithCancelGrace(time.Minute)); !errors.Is(err, context.Canceled) {
+		if err := w.pull(t, w.client(t), w.cancelHalfWay(t, img), st, WithCancelGrace(time.Minute)); !errors.Is(err, context.Canceled) {
 			t.Fatalf("tls %v: %v, want the cancel", tls, err)
 		}
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
@@ -160,22 +167,7 @@ func TestCancelKeepsWhatIsOnItsWay(t *testing.T) {
 			}
 		}
 		sent := w.layerBytes(w.regCount)
-		var kept int64
-		for _, d := range img.layers {
-			if store.Has(context.Background(), st, d) {
-				kept += int64(len(img.blobs[d]))
-				continue
-			}
-			wr, err := st.Writer(context.Background(), descOf(img, d))
-			if err != nil {
-				t.Fatal(err)
-			}
-			kept += wr.Offset()
-			for _, r := range wr.(store.RangeWriter).Held() {
-				kept += r.End - r.Start
-			}
-			wr.Close()
-		}
+		kept := keptBytes(t, st, img)
 		// The registry counts what its writes reported. Under HTTP/2 a write whose
 		// stream the client reset after reading all it asked for (the body closed
 		// before END_STREAM came) reports an error though its bytes arrived, so the
