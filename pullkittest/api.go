@@ -245,20 +245,38 @@ func unknownRevision(w http.ResponseWriter, repo string, d digest.Digest) any {
 	return detail28(w, map[string]string{"Name": repo, "Revision": d.String()}, "unknown manifest name="+repo+" revision="+d.String())
 }
 
-// serveCatalog is distribution's catalog: the repositories, sorted, paginated by n and
-// last as tags are (a Link to the next page while more are left).
-func (r *Registry) serveCatalog(w http.ResponseWriter, req *http.Request) {
-	q := req.URL.Query()
-	limit := -1
+// pageQuery reads a paginated list's n (-1 when absent: no limit) and last, as
+// distribution does; an invalid n is answered with PAGINATION_NUMBER_INVALID and ok false.
+func pageQuery(w http.ResponseWriter, q url.Values) (limit int, last string, ok bool) {
+	limit = -1
 	if n := q.Get("n"); n != "" {
 		v, err := strconv.Atoi(n)
 		if err != nil || v < 0 {
 			writeError(w, CodePaginationNumberInvalid, "", map[string]int{"n": v})
-			return
+			return 0, "", false
 		}
 		limit = v
 	}
-	last := q.Get("last")
+	return limit, q.Get("last"), true
+}
+
+// setNextPage sets the Link header to the page after last, n entries long.
+func setNextPage(w http.ResponseWriter, req *http.Request, limit int, last string) {
+	v := url.Values{}
+	v.Add("n", strconv.Itoa(limit))
+	v.Add("last", last)
+	next := url.URL{Path: req.URL.Path, RawQuery: v.Encode()}
+	w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next"`, next.String()))
+}
+
+// serveCatalog is distribution's catalog: the repositories, sorted, paginated by n and
+// last as tags are (a Link to the next page while more are left).
+func (r *Registry) serveCatalog(w http.ResponseWriter, req *http.Request) {
+	q := req.URL.Query()
+	limit, last, ok := pageQuery(w, q)
+	if !ok {
+		return
+	}
 	r.mu.Lock()
 	var all []string
 	for name, rp := range r.repos {
@@ -285,11 +303,7 @@ func (r *Registry) serveCatalog(w http.ResponseWriter, req *http.Request) {
 	}
 	w.Header().Set("Content-Type", jsonType(w))
 	if more {
-		v := url.Values{}
-		v.Add("n", strconv.Itoa(limit))
-		v.Add("last", page[len(page)-1])
-		next := url.URL{Path: req.URL.Path, RawQuery: v.Encode()}
-		w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next"`, next.String()))
+		setNextPage(w, req, limit, page[len(page)-1])
 	}
 	body, _ := json.Marshal(struct {
 		Repositories []string `json:"repositories"`
@@ -427,16 +441,10 @@ func (r *Registry) serveTags(w http.ResponseWriter, req *http.Request, repo stri
 	if r.cfg.v28 {
 		q = url.Values{} // 2.8 as Debian ships it answers every tag, whatever n and last say
 	}
-	limit := -1
-	if n := q.Get("n"); n != "" {
-		v, err := strconv.Atoi(n)
-		if err != nil || v < 0 {
-			writeError(w, CodePaginationNumberInvalid, "", map[string]int{"n": v})
-			return
-		}
-		limit = v
+	limit, last, ok := pageQuery(w, q)
+	if !ok {
+		return
 	}
-	last := q.Get("last")
 	r.mu.Lock()
 	rp := r.repos[repo]
 	var all []string
@@ -464,11 +472,7 @@ func (r *Registry) serveTags(w http.ResponseWriter, req *http.Request, repo stri
 	}
 	w.Header().Set("Content-Type", jsonType(w))
 	if more {
-		v := url.Values{}
-		v.Add("n", strconv.Itoa(limit))
-		v.Add("last", page[len(page)-1])
-		next := url.URL{Path: req.URL.Path, RawQuery: v.Encode()}
-		w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next"`, next.String()))
+		setNextPage(w, req, limit, page[len(page)-1])
 	}
 	body, _ := json.Marshal(struct {
 		Name string   `json:"name"`
