@@ -13,7 +13,6 @@ import (
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/pullkittest"
-	"github.com/pullkit/pullkit/store"
 )
 
 // The progress tests check whole event sequences against the contract pullkit.Event
@@ -205,21 +204,9 @@ func (g *gateFetcher) Fetch(ctx context.Context, d manifest.Descriptor, off, n i
 func TestProgressOfAResumedFetch(t *testing.T) {
 	blob := randomBytes(t, 5<<20+77)
 	d := digest.FromBytes(blob)
-	for _, tc := range []struct {
-		name string
-		open func(t *testing.T) store.Content
-	}{
-		{"layout", func(t *testing.T) store.Content {
-			l, err := store.OpenLayout(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return l
-		}},
-		{"memory", func(t *testing.T) store.Content { return store.NewMemory() }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := tc.open(t)
+	for name, open := range stores() {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
 			const held = 3<<20 + 5
 			w, err := s.Writer(t.Context(), desc(blob))
 			if err != nil {
@@ -266,21 +253,9 @@ func TestProgressOfAResumedFetch(t *testing.T) {
 // so, with no timer involved, and the transfer goes on once that writer is done.
 func TestProgressWaitsForAnotherWriter(t *testing.T) {
 	blob := randomBytes(t, 2<<20)
-	for _, tc := range []struct {
-		name string
-		open func(t *testing.T) store.Content
-	}{
-		{"layout", func(t *testing.T) store.Content {
-			l, err := store.OpenLayout(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return l
-		}},
-		{"memory", func(t *testing.T) store.Content { return store.NewMemory() }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := tc.open(t)
+	for name, open := range stores() {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
 			other, err := s.Writer(t.Context(), desc(blob))
 			if err != nil {
 				t.Fatal(err)
