@@ -515,7 +515,7 @@ func TestFaults(t *testing.T) {
 			o := &faultOutcome{wire: w, dir: t.TempDir(), events: &events{}}
 			st := openStore(t, o.dir)
 			within(t, 90*time.Second, func() {
-				o.img, o.err = c.Pull(pullCtx(t), r, st, linuxAMD64, puller.WithProgress(o.events.add))
+				o.img, o.err = c.Pull(pullCtx(t), r, st, linuxAMD64, puller.WithProgress(o.events.Add))
 			})
 			o.records = b.proxy.Records()
 

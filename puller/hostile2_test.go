@@ -560,7 +560,7 @@ func TestHostileDamagedBlob(t *testing.T) {
 		ev := &events{}
 		var img *manifest.Image
 		var err error
-		within(t, 90*time.Second, func() { img, err = c.Pull(pullCtx(t), reg.ref("r:v1"), st, linuxAMD64, puller.WithProgress(ev.add)) })
+		within(t, 90*time.Second, func() { img, err = c.Pull(pullCtx(t), reg.ref("r:v1"), st, linuxAMD64, puller.WithProgress(ev.Add)) })
 		return img, ev, err
 	}
 	if _, _, err := pull(); err != nil {
@@ -747,7 +747,7 @@ func TestHostileSharedDownload(t *testing.T) {
 		<-aAsked // a holds the layer's writer: b waits for it
 		wg.Go(func() {
 			_, errB = c.Pull(pullCtx(t), reg.ref("b:v1"), openStore(t, dir), linuxAMD64, puller.WithProgress(func(e pullkit.Event) {
-				evB.add(e)
+				evB.Add(e)
 				if e.Kind == pullkit.EventWaiting && e.Digest == l.Digest {
 					bOnce.Do(func() { close(bWaits) })
 				}

@@ -32,6 +32,7 @@ import (
 	"github.com/pullkit/pullkit/manifest"
 	"github.com/pullkit/pullkit/platforms"
 	"github.com/pullkit/pullkit/puller"
+	"github.com/pullkit/pullkit/pullkittest"
 	"github.com/pullkit/pullkit/store"
 )
 
@@ -136,28 +137,14 @@ func (w *wire) entries() []wireEntry {
 	return slices.Clone(w.log)
 }
 
-// events collects a pull's progress events.
-type events struct {
-	mu  sync.Mutex
-	all []pullkit.Event
-}
-
-func (e *events) add(ev pullkit.Event) {
-	e.mu.Lock()
-	e.all = append(e.all, ev)
-	e.mu.Unlock()
-}
-
-func (e *events) list() []pullkit.Event {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.all)
-}
+// events collects a pull's progress events (give its Add to WithProgress) and picks
+// them by kind.
+type events struct{ pullkittest.Progress }
 
 // of returns the events of kind k for d (any digest when d is "").
 func (e *events) of(k pullkit.EventKind, d digest.Digest) []pullkit.Event {
 	var out []pullkit.Event
-	for _, ev := range e.list() {
+	for _, ev := range e.Events() {
 		if ev.Kind == k && (d == "" || ev.Digest == d) {
 			out = append(out, ev)
 		}

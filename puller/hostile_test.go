@@ -46,7 +46,7 @@ func hostilePull(t *testing.T, c *puller.Client, ref string, opts ...puller.Pull
 	mem := watchMemory()
 	cpu := cpuTime()
 	o.took = within(t, 90*time.Second, func() {
-		o.img, o.err = c.Pull(pullCtx(t), ref, o.st, append([]puller.PullOption{linuxAMD64, puller.WithProgress(o.ev.add)}, opts...)...)
+		o.img, o.err = c.Pull(pullCtx(t), ref, o.st, append([]puller.PullOption{linuxAMD64, puller.WithProgress(o.ev.Add)}, opts...)...)
 	})
 	mem.Stop(t)
 	t.Logf("pull took %v, %v of CPU; error: %v", o.took.Round(time.Millisecond), (cpuTime() - cpu).Round(time.Millisecond), o.err)
@@ -171,7 +171,7 @@ func TestHostileDeclaredSizeMaxInt64(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_, err = c.Pull(ctx, reg.ref("r:v1"), st, linuxAMD64, puller.WithProgress(ev.add))
+			_, err = c.Pull(ctx, reg.ref("r:v1"), st, linuxAMD64, puller.WithProgress(ev.Add))
 		}()
 		time.Sleep(3 * time.Second)
 		used := cpuTime() - cpu

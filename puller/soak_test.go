@@ -85,7 +85,7 @@ func soakRoundOf(t *testing.T, c *puller.Client, refFor func(i int) string, dir 
 			st := openStore(t, dir)
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			img, err := c.Pull(ctx, ref, st, linuxAMD64, puller.WithJobs(3), puller.WithProgress(ev.add))
+			img, err := c.Pull(ctx, ref, st, linuxAMD64, puller.WithJobs(3), puller.WithProgress(ev.Add))
 			out[i].img, out[i].err = img, err
 		})
 	}
