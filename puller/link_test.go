@@ -132,10 +132,10 @@ func TestNeedsH1(t *testing.T) {
 	}
 }
 
-// TestPickLane chooses lanes for blob requests on made-up states: a stream's next
-// request goes to the lane its last one is leaving, not to another stream's; otherwise
-// an idle lane (one no stream holds first), a new one while there are fewer than
-// maxLanes, and the least loaded one after that.
+// TestPickLane chooses lanes for blob requests on made-up states: an idle lane (the
+// stream's own, then one no stream holds, then any), else a new one while there are
+// fewer than maxLanes (a stream's next request does not share the capped connection its
+// last one is ending on), and the least loaded one after that, the stream's own on a tie.
 func TestPickLane(t *testing.T) {
 	a, b, c := new(int), new(int), new(int) // streams
 	lanes := func(specs ...any) []*lane {   // active, stream, active, stream, ...
@@ -159,8 +159,10 @@ func TestPickLane(t *testing.T) {
 		want  int // index of the lane chosen, -1 for a new lane
 	}{
 		{"no lane yet", nil, a, -1},
-		{"the stream's own lane, its last request ending there", lanes(1, b, 1, a), a, 1},
+		{"not the stream's own lane while its last request ends there", lanes(1, b, 1, a), a, -1},
 		{"the stream's own lane, idle", lanes(0, nil, 0, a), a, 1},
+		{"the stream's own idle lane before one no stream holds", lanes(0, nil, 0, c, 0, a), a, 2},
+		{"another stream's idle lane when no other is idle", lanes(1, a, 0, c), a, 1},
 		{"its own lane carries two already: like any other", lanes(1, b, 2, a), a, -1},
 		{"another stream's lane is not taken while a new one may open", lanes(1, b, 1, c), a, -1},
 		{"an idle lane before a new one", lanes(1, b, 0, c), a, 1},
@@ -168,7 +170,8 @@ func TestPickLane(t *testing.T) {
 		{"no stream named: an idle lane", lanes(1, b, 0, c), nil, 1},
 		{"no stream named: a new lane rather than a busy one", lanes(1, b), nil, -1},
 		{"at maxLanes: the least loaded", full(2, &lane{active: 1, stream: b}), a, 0},
-		{"at maxLanes, its own lane", full(1, &lane{active: 1, stream: b}, &lane{active: 1, stream: a}), a, 1},
+		{"at maxLanes, its own lane on a tie", full(1, &lane{active: 1, stream: b}, &lane{active: 1, stream: a}), a, 1},
+		{"at maxLanes, a less loaded lane before its own", full(2, &lane{active: 2, stream: a}, &lane{active: 1, stream: b}), a, 1},
 	} {
 		got := pickLane(tc.lanes, tc.id)
 		idx := -1
