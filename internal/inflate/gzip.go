@@ -462,7 +462,7 @@ func (r *Reader) startDecode() {
 	copy(r.out[windowSize-len(w):], w)
 	r.dec.floor = windowSize - len(w)
 	r.n, r.from = windowSize, windowSize
-	r.blockBit, r.blockOut, r.blockIdx, r.blockWin = r.pos, r.msize, r.n, nil
+	r.blockBit, r.blockOut, r.blockIdx, r.blockWin = r.pos, r.msize, r.n, r.blockWin[:0]
 	r.state = stDecode
 	r.taken = nil
 }
@@ -523,7 +523,7 @@ func (r *Reader) decode() {
 			r.state = stTrailer
 			return
 		}
-		r.blockBit, r.blockOut, r.blockIdx, r.blockWin = r.pos, r.msize, r.n, nil
+		r.blockBit, r.blockOut, r.blockIdx, r.blockWin = r.pos, r.msize, r.n, r.blockWin[:0]
 		r.schedule()
 		if len(r.jobs) > 0 && r.findJob(r.pos, r.msize) {
 			r.hist = append(r.hist[:0], r.out[max(r.dec.floor, r.n-windowSize):r.n]...)
