@@ -88,6 +88,20 @@ func (w *wire) cancelHalfWay(t *testing.T, img *wireImage) context.Context {
 	return ctx
 }
 
+// settle waits until c counts no answer in flight (a minute at most, a hang's bound):
+// a handler adds a write to the count once the write has returned, which may be after
+// the pull that read it has returned.
+func (w *wire) settle(c *wireCount) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		c.mu.Lock()
+		busy := c.inFlight
+		c.mu.Unlock()
+		if busy == 0 {
+			return
+		}
+	}
+}
+
 // keptBytes is what the layout holds of img's layers: each stored blob whole, and of
 // the others the writer's prefix and the stretches it holds beyond it.
 func keptBytes(t *testing.T, st *store.Layout, img *wireImage) int64 {
@@ -126,6 +140,7 @@ func TestResumeOnTheWire(t *testing.T) {
 	if err := w.pull(t, c, w.cancelHalfWay(t, img), st); !errors.Is(err, context.Canceled) {
 		t.Fatalf("%v, want the cancel", err)
 	}
+	w.settle(w.regCount) // the answers read through the cancel's grace have ended
 	first := w.layerBytes(w.regCount)
 	kept := keptBytes(t, st, img)
 	t.Logf("first pull: sent %d bytes, the layout kept %d (%d lost in flight at the cancel)", first, kept, first-kept)
@@ -158,14 +173,7 @@ func TestCancelKeepsWhatIsOnItsWay(t *testing.T) {
 		if err := w.pull(t, w.client(t), w.cancelHalfWay(t, img), st, WithCancelGrace(time.Minute)); !errors.Is(err, context.Canceled) {
 			t.Fatalf("tls %v: %v, want the cancel", tls, err)
 		}
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
-			w.regCount.mu.Lock()
-			busy := w.regCount.inFlight
-			w.regCount.mu.Unlock()
-			if busy == 0 || time.Now().After(deadline) {
-				break
-			}
-		}
+		w.settle(w.regCount)
 		sent := w.layerBytes(w.regCount)
 		kept := keptBytes(t, st, img)
 		// The registry counts what its writes reported. Under HTTP/2 a write whose
