@@ -145,7 +145,7 @@ func (rt *routeTransport) viaLink(p *hostProfile, tr *http.Transport, req *http.
 	use := tr
 	if infoOf(req.Context()).blob {
 		var err error
-		if ln, err = hl.acquire(rt, p, stream.Of(req.Context())); err != nil {
+		if ln, err = hl.acquire(rt, p, tr, stream.Of(req.Context())); err != nil {
 			return nil, err
 		}
 		if ln != nil {
@@ -200,8 +200,11 @@ func (hl *hostLink) fallback(why string) {
 
 // acquire picks the lane for a blob request of stream id (nil: none): see pickLane. A
 // host known to speak HTTP/1.1 needs none (nil): its transport opens a connection per
-// request in flight by itself.
-func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile, id any) (*lane, error) {
+// request in flight by itself. A host's first lane is own, the profile's transport (when
+// given): the manifest and the config came over its connection, so the first blob
+// request does not wait for a new connection's handshakes (two round trips with TLS),
+// and the transfer judges its stream, and splits, that much sooner.
+func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile, own *http.Transport, id any) (*lane, error) {
 	hl.mu.Lock()
 	defer hl.mu.Unlock()
 	if hl.proto != "" && !strings.HasPrefix(hl.proto, "HTTP/2") {
@@ -209,9 +212,12 @@ func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile, id any) (*lane, 
 	}
 	best := pickLane(hl.lanes, id)
 	if best == nil {
-		tr, err := rt.variant(p, variantLane, h2Window(hl.link.ConnRate, hl.link.RTT))
-		if err != nil {
-			return nil, err
+		tr := own
+		if len(hl.lanes) > 0 || tr == nil {
+			var err error
+			if tr, err = rt.variant(p, variantLane, h2Window(hl.link.ConnRate, hl.link.RTT)); err != nil {
+				return nil, err
+			}
 		}
 		best = &lane{tr: tr}
 		hl.lanes = append(hl.lanes, best)

@@ -205,7 +205,7 @@ func TestLaneWindowsBounded(t *testing.T) {
 		hl := c.link("blobs.example:443")
 		hl.link.ConnRate, hl.link.RTT = l.rate, l.rtt
 		for range 2 * maxLanes { // every request held: a lane each while they may open
-			if _, err := hl.acquire(c.route, nil, new(int)); err != nil {
+			if _, err := hl.acquire(c.route, nil, nil, new(int)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -223,6 +223,48 @@ func TestLaneWindowsBounded(t *testing.T) {
 		if sum > laneWindows {
 			t.Errorf("rate %.0f, rtt %v: the lanes' windows add up to %d, over %d", l.rate, l.rtt, sum, laneWindows)
 		}
+	}
+}
+
+// TestFirstLaneIsProfiles: a host's first lane is its profile's own transport, whose
+// connection the manifest came over (no new handshake for the first blob request), with
+// a lane's windows at most; the lanes after it are transports of their own.
+func TestFirstLaneIsProfiles(t *testing.T) {
+	c, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.hostProfile("reg.example:443")
+	own, err := c.route.base(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := own.HTTP2; h == nil || h.MaxReceiveBufferPerStream > laneWindows/maxLanes || h.MaxReceiveBufferPerConnection > laneWindows/maxLanes || h.MaxReceiveBufferPerConnection < 64<<10 {
+		t.Fatalf("the profile's transport has windows %+v, want a lane's (at most %d)", h, laneWindows/maxLanes)
+	}
+	hl := c.link("reg.example:443")
+	a, b := new(int), new(int)
+	first, err := hl.acquire(c.route, p, own, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.tr != own {
+		t.Errorf("the first lane is a new transport, want the profile's own")
+	}
+	second, err := hl.acquire(c.route, p, own, b) // the first lane is busy
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == first || second.tr == own {
+		t.Errorf("a second lane while the first is busy shares the profile's transport")
+	}
+	hl.release(first)
+	again, err := hl.acquire(c.route, p, own, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != first {
+		t.Errorf("the stream's idle first lane was not taken back")
 	}
 }
 

@@ -154,6 +154,8 @@ func (rt *routeTransport) base(p *hostProfile) (*http.Transport, error) {
 		return nil, err
 	}
 	tr := newBaseTransport(rt.c.timeouts, cfg, rt.c.proxyFor, rt.c.proxyTrusted)
+	// It is a host's first lane too (hostLink.acquire): its windows are a lane's most.
+	tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: laneWindows / maxLanes, MaxReceiveBufferPerConnection: laneWindows / maxLanes}
 	rt.bases[p] = tr
 	return tr, nil
 }
