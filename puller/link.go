@@ -33,7 +33,8 @@ import (
 //     connection of its own while its last one's ends (the transfer adds requests only
 //     while they add throughput); and it keeps HTTP/2's reuse: a lane's connection
 //     serves the next request without a new handshake. Manifests, configs' tokens and
-//     other small requests share the profile's own transport.
+//     other small requests share the profile's own transport, which is also the host's
+//     first lane (its connection is open by the time the first blob is asked for).
 //   - A lane's flow-control windows are sized for the host's bandwidth-delay product
 //     as transfers measured it (see h2Window), so that a stream is not held back by its
 //     window, nor given more memory than the link needs; and all of a host's lanes'
