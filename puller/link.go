@@ -334,9 +334,15 @@ func (rt *routeTransport) variant(p *hostProfile, kind, window int) (*http.Trans
 		}
 		rt.h1[p] = tr
 	case variantLane:
-		tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: window, MaxReceiveBufferPerConnection: window}
+		tr.HTTP2 = laneH2(window)
 	}
 	return tr, nil
+}
+
+// laneH2 is a lane's HTTP/2 configuration: window bytes of flow-control window for its
+// connection and for each of its streams alike.
+func laneH2(window int) *http.HTTP2Config {
+	return &http.HTTP2Config{MaxReceiveBufferPerStream: window, MaxReceiveBufferPerConnection: window}
 }
 
 // LinkOf returns what a transfer should start from for desc's blobs: what transfers

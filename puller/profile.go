@@ -155,7 +155,7 @@ func (rt *routeTransport) base(p *hostProfile) (*http.Transport, error) {
 	}
 	tr := newBaseTransport(rt.c.timeouts, cfg, rt.c.proxyFor, rt.c.proxyTrusted)
 	// It is a host's first lane too (hostLink.acquire): its windows are a lane's most.
-	tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: laneWindows / maxLanes, MaxReceiveBufferPerConnection: laneWindows / maxLanes}
+	tr.HTTP2 = laneH2(laneWindows / maxLanes)
 	rt.bases[p] = tr
 	return tr, nil
 }

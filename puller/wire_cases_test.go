@@ -91,7 +91,7 @@ func (w *wire) cancelHalfWay(t *testing.T, img *wireImage) context.Context {
 // settle waits until c counts no answer in flight (a minute at most, a hang's bound):
 // a handler adds a write to the count once the write has returned, which may be after
 // the pull that read it has returned.
-func (w *wire) settle(c *wireCount) {
+func settle(c *wireCount) {
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		c.mu.Lock()
 		busy := c.inFlight
@@ -140,7 +140,7 @@ func TestResumeOnTheWire(t *testing.T) {
 	if err := w.pull(t, c, w.cancelHalfWay(t, img), st); !errors.Is(err, context.Canceled) {
 		t.Fatalf("%v, want the cancel", err)
 	}
-	w.settle(w.regCount) // the answers read through the cancel's grace have ended
+	settle(w.regCount) // the answers read through the cancel's grace have ended
 	first := w.layerBytes(w.regCount)
 	kept := keptBytes(t, st, img)
 	t.Logf("first pull: sent %d bytes, the layout kept %d (%d lost in flight at the cancel)", first, kept, first-kept)
@@ -173,7 +173,7 @@ func TestCancelKeepsWhatIsOnItsWay(t *testing.T) {
 		if err := w.pull(t, w.client(t), w.cancelHalfWay(t, img), st, WithCancelGrace(time.Minute)); !errors.Is(err, context.Canceled) {
 			t.Fatalf("tls %v: %v, want the cancel", tls, err)
 		}
-		w.settle(w.regCount)
+		settle(w.regCount)
 		sent := w.layerBytes(w.regCount)
 		kept := keptBytes(t, st, img)
 		// The registry counts what its writes reported. Under HTTP/2 a write whose
