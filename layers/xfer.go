@@ -591,10 +591,10 @@ func (e *engine) restart(j *job, err error) bool {
 }
 
 // handOff finds the part that p's connection goes to once p's request ends, its blob
-// having nothing left to ask for, and asks for that part's first stretch now, over
-// p's stream (so, under HTTP/2, on p's lane), as a part asks for its next stretch
-// before its request ends: the connection then does not wait a round trip (and, for a
-// new connection, its handshake) between two blobs. The part is what a worker freed by
+// having nothing left to ask for, and asks for that part's first stretch now, as p's
+// stream (internal/stream: under HTTP/2 it is sent as p's next request would be), as a
+// part asks for its next stretch before its request ends: the worker then does not wait
+// a round trip (and, for a new connection, its handshake) between two blobs. The part is what a worker freed by
 // p would start next: a part split off another blob whose streams limit it, as
 // controller.split chooses it, counting p as gone; nothing when a queued blob would be
 // started first, when the call is failing, or when the workers were cut (a 429): the

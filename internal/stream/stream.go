@@ -1,9 +1,10 @@
 // Package stream tells the transport which requests belong to one stream of a transfer:
 // the requests one part of a blob sends one after the other (the next one asked for
-// while the last one's answer is still arriving). Under HTTP/2 the transport sends a
-// stream's requests over the same connection, so that the next answer takes over the
-// connection the last one is leaving rather than share another stream's (see
-// puller's lanes). It is internal: a Fetcher written elsewhere loses nothing without it.
+// while the last one's answer is still arriving). Under HTTP/2 the transport gives a
+// stream's request the connection the stream used last when it is idle, and, when
+// every connection it may open is busy, shares the stream's own rather than another
+// stream's (see puller's lanes). It is internal: a Fetcher written elsewhere loses
+// nothing without it.
 package stream
 
 import "context"
