@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/bits"
+	"sync/atomic"
+	"unsafe"
 )
 
 // This file is the speculative decoder: a DEFLATE (RFC 1951) decoder that starts at a
@@ -494,8 +496,19 @@ func huffLoop[E byte | uint16](d *decoder, out []E, n int, eof, marked bool) (in
 			d.lastMarker = n
 			continue
 		}
-		if marked && s < d.lastMarker {
+		if marked && s < d.lastMarker && hasMarker(out[s:min(n, s+length)]) {
 			d.lastMarker = n + length
+		}
+		if w := 8 / int(unsafe.Sizeof(out[0])); distance >= w && length <= 2*w {
+			// Short (most copies): two 8-byte moves, no call. Each reads only what is
+			// written already (the distance is at least a move), and what lands past
+			// the copy's end is inside out (258 entries are free) and written over next.
+			p := unsafe.Pointer(unsafe.SliceData(out))
+			es := unsafe.Sizeof(out[0])
+			*(*uint64)(unsafe.Add(p, uintptr(n)*es)) = *(*uint64)(unsafe.Add(p, uintptr(s)*es))
+			*(*uint64)(unsafe.Add(p, uintptr(n+w)*es)) = *(*uint64)(unsafe.Add(p, uintptr(s+w)*es))
+			n += length
+			continue
 		}
 		if length <= distance {
 			copy(out[n:n+length], out[s:s+length])
@@ -514,6 +527,27 @@ func huffLoop[E byte | uint16](d *decoder, out []E, n int, eof, marked bool) (in
 		return n, 0, errInput
 	}
 	return n, ev, err
+}
+
+// hasMarker reports whether v holds a marker (an entry over 255), eight entries at a
+// time; with bytes, never. It runs on most back-references of a part that holds markers.
+func hasMarker[E byte | uint16](v []E) bool {
+	if len(v) == 0 || unsafe.Sizeof(v[0]) == 1 {
+		return false
+	}
+	k := len(v) &^ 7
+	var or uint64
+	if k > 0 {
+		// Native byte order: each entry's high byte is under the mask either way.
+		raw := unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 2*k)
+		for i := 0; i < len(raw); i += 16 {
+			or |= binary.NativeEndian.Uint64(raw[i:]) | binary.NativeEndian.Uint64(raw[i+8:])
+		}
+	}
+	for _, x := range v[k:] {
+		or |= uint64(uint16(x)) & 0xff00
+	}
+	return or&0xff00ff00ff00ff00 != 0
 }
 
 // part is what a speculative decode made of one part of the stream.
@@ -536,8 +570,10 @@ func (p *part) outLen() int {
 // specDecoder decodes parts speculatively.
 type specDecoder struct {
 	decoder
-	maxOut  int
-	scratch []uint16 // for the search
+	maxOut   int
+	progress *atomic.Int64 // if set, the bit after the last block decoded, for the reader
+	half     int64         // tests: onHalf is called once, at the first block ending past it
+	onHalf   func()
 }
 
 // decode decodes blocks from bit start of in until the first block boundary at or after
@@ -558,8 +594,16 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 		hint = 1 << 20
 	}
 	hint = hint + hint/10 + 258
-	marked := getUint16s(min(d.maxOut+258, hint))
+	marked := freeUint16s.get(min(d.maxOut+258, hint))
 	var plain []byte
+	fail := func(err error) (*part, error) {
+		// Most searches meet false boundaries first: their buffers serve the next try.
+		freeUint16s.put(marked)
+		if plain != nil {
+			freeBytes.put(plain)
+		}
+		return nil, err
+	}
 	n := 0
 	for {
 		var ev event
@@ -570,32 +614,39 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 			n, ev, err = step(&d.decoder, plain, n, false, false)
 		}
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		switch ev {
 		case evInput:
-			return nil, errInput
+			return fail(errInput)
 		case evSpace:
 			if plain == nil {
 				if n >= d.maxOut {
-					return nil, errTooBig
+					return fail(errTooBig)
 				}
-				grown := getUint16s(min(len(marked)*3/2, d.maxOut+258))
+				grown := freeUint16s.get(min(len(marked)*3/2, d.maxOut+258))
 				copy(grown, marked[:n])
-				putUint16s(marked)
+				freeUint16s.put(marked)
 				marked = grown
 			} else {
 				if n-windowSize+len(p.marked) >= d.maxOut {
-					return nil, errTooBig
+					return fail(errTooBig)
 				}
-				grown := getBytes(windowSize + min((len(plain)-windowSize)*3/2, d.maxOut-len(p.marked)+258))
+				grown := freeBytes.get(windowSize + min((len(plain)-windowSize)*3/2, d.maxOut-len(p.marked)+258))
 				copy(grown, plain[:n])
-				putBytes(plain)
+				freeBytes.put(plain)
 				plain = grown
 			}
 			continue
 		}
 		// evBlock
+		if d.progress != nil {
+			d.progress.Store(d.r.bit())
+		}
+		if d.onHalf != nil && d.r.bit() >= d.half {
+			d.onHalf()
+			d.onHalf = nil
+		}
 		if d.final || d.r.bit() >= stopAt {
 			p.final = d.final
 			break
@@ -603,7 +654,7 @@ func (d *specDecoder) decode(in []byte, start, stopAt int64, stored bool) (*part
 		if plain == nil && n-d.lastMarker >= windowSize {
 			// Nothing later can reach a marker: go on in bytes, with the window as history.
 			p.marked = marked[:n]
-			plain = getBytes(windowSize + min(d.maxOut, max(64<<10, hint-n)))
+			plain = freeBytes.get(windowSize + min(d.maxOut, max(64<<10, hint-n)))
 			for i, v := range marked[n-windowSize : n] {
 				plain[i] = byte(v)
 			}

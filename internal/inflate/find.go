@@ -12,11 +12,11 @@ type boundary struct {
 
 // findBlock returns the first boundary in [from, to) of in, searching bit by bit for a
 // dynamic Huffman block header (what zlib, klauspost and most encoders emit for all but
-// tiny or incompressible blocks) that makes complete codes and whose block decodes to
-// its end, followed by a plausible header; or a stored block (incompressible data)
-// whose length and its complement agree, with a plausible header before it. ok is false
-// when there is none. A false find costs only speed: the in-order reader takes a part
-// only where the real decode of what comes before ends exactly at its start.
+// tiny or incompressible blocks) that makes complete codes; or a stored block
+// (incompressible data) whose length and its complement agree, with a plausible header
+// before it. ok is false when there is none. A false find costs only speed: the part's
+// decode fails on it and the search goes on after it, and the in-order reader takes a
+// part only where the real decode of what comes before ends exactly at its start.
 func findBlock(in []byte, from, to int64, scratch *specDecoder) (boundary, bool) {
 	last := int64(len(in)-16) * 8 // loads take 8 bytes at a time
 	to = min(to, last)
@@ -75,31 +75,14 @@ func storedAt(in []byte, b int) bool {
 	return in[b-1]&0xe0 == 0 || in[b-1] == 0 // header bits (and padding) just before
 }
 
-// plausible decodes, in marker mode, the dynamic block at bit o and the one after it
-// (their first 64 Ki symbols' worth each), and checks that a block can start where each
-// ends. A complete code decodes any bits without error, so what tells a real block from
-// chance is the header that follows its end of block.
+// plausible reports whether a dynamic block header that makes complete literal and
+// distance codes starts at bit o. It decodes no symbol: the part's decode, which follows,
+// is what tells a real block from chance (a complete code decodes any bits without error,
+// but the header after its end of block then fails), so a real block is decoded once,
+// not once here and again for the part.
 func plausible(in []byte, o int64, d *specDecoder) bool {
 	d.decoder = decoder{lit: d.lit, dist: d.dist, clen: d.clen}
 	d.r = bitReader{in: in}
 	d.r.seek(o)
-	if cap(d.scratch) == 0 {
-		d.scratch = make([]uint16, 64<<10)
-	}
-	for range 2 {
-		if d.blockHeader() != nil {
-			return false
-		}
-		if d.hl == nil {
-			return true // a stored block whose length and complement agree
-		}
-		n, ev, err := step(&d.decoder, d.scratch, 0, false, true)
-		if err != nil || n == 0 && ev != evBlock {
-			return false
-		}
-		if ev != evBlock || d.final || d.r.need(3) != nil || (d.r.b>>1)&3 == 3 {
-			return ev != evBlock || d.final || d.r.need(3) != nil // long, last, or the end of what was read
-		}
-	}
-	return true
+	return d.blockHeader() == nil && d.hl != nil
 }

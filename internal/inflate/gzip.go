@@ -231,10 +231,10 @@ func (r *Reader) Read(p []byte) (int, error) {
 			break
 		}
 		for _, b := range r.free {
-			putBytes(b)
+			freeBytes.put(b)
 		}
 		for _, b := range r.free16 {
-			putUint16s(b)
+			freeUint16s.put(b)
 		}
 		r.free, r.free16 = r.free[:0], r.free16[:0]
 		if r.err != nil {
@@ -703,8 +703,8 @@ var beforeDecode func()
 
 func (j *job) run(src io.ReaderAt, cfg Config, sem chan struct{}) {
 	defer close(j.started)
-	in := getBytes(int(cfg.PartSize) + partSlack)
-	defer putBytes(in)
+	in := freeIn.get(int(cfg.PartSize) + partSlack)
+	defer freeIn.put(in)
 	n, err := readFull(j.ctx, src, in, j.nominal)
 	if err != nil && err != io.EOF {
 		j.err = err
@@ -800,9 +800,9 @@ func (j *job) forget() {
 	go func() {
 		<-j.started
 		if p := j.part; p != nil {
-			putUint16s(p.marked) // resolved, if set, is a view of it
+			freeUint16s.put(p.marked) // resolved, if set, is a view of it
 			if p.plain != nil {
-				putBytes(p.plain)
+				freeBytes.put(p.plain)
 			}
 		}
 		j.part, j.resolved, j.prev = nil, nil, nil
