@@ -53,12 +53,14 @@ type Config struct {
 	// Patient makes the reader wait for a part still being decoded when it gets to it,
 	// and schedules parts one after the other from where the reader is. Tests set it, so
 	// that what is decoded speculatively does not depend on how fast the workers ran.
-	// Otherwise the reader never waits for a worker: a part that is not decoded when the
-	// reader gets to it is dropped and its stretch decoded in order, and parts are
-	// spaced out ahead of the reader, a few parts decoded in order between two parts
-	// decoded by a worker, so that one worker, which decodes at about half the in-order
-	// speed, finishes its part before the reader gets there. The spacing grows when a
-	// part was not ready and shrinks when the next one was ready too.
+	// Otherwise the reader waits only for a worker past half of its part: a part less
+	// far along when the reader gets to it is dropped and its stretch decoded in order.
+	// Parts are spaced out ahead of the reader, a stretch decoded in order between two
+	// parts decoded by a worker, so that one worker, which decodes at about half the
+	// in-order speed, finishes its part as the reader gets there. The stretch is in
+	// compressed bytes, not whole parts, so that it can settle where the two speeds
+	// meet: it grows by half a part when a part was dropped, by an eighth when the
+	// reader waited, and shrinks by an eighth when a part was ready half a part early.
 	Patient bool
 }
 
@@ -86,9 +88,10 @@ func (c Config) fill() Config {
 	return c
 }
 
-// The spacing of parts when the reader does not wait for them, in parts: the stretch
-// the reader decodes in order before the next part. A worker with a core of its own
-// decodes a part in about the time the reader decodes two in order.
+// The spacing of parts when the reader is not Patient, in parts (the stretch is kept in
+// bytes): what the reader decodes in order before the next part. A worker with a core
+// of its own decodes a part in about the time the reader decodes one and a half or two
+// in order.
 const (
 	minGap   = 1
 	startGap = 2
@@ -113,6 +116,7 @@ type Stats struct {
 	Marked     int64 // of those, bytes decoded before the window was known (in marker mode)
 	Chained    int   // parts whose markers their worker resolved
 	Late       int   // parts dropped because their worker was not done when the reader got there
+	Waited     int   // parts the reader waited for, their worker being past half of them
 }
 
 // Reader reads the uncompressed content of a gzip stream.
@@ -153,7 +157,7 @@ type Reader struct {
 	jobs    []*job        // scheduled parts, by nominal start
 	lastJob *job          // the last one scheduled
 	sem     chan struct{} // the reader's parts being decoded: at most Workers
-	gap     int64         // without Patient: parts decoded in order between two parts
+	gap     int64         // without Patient: compressed bytes decoded in order between two parts
 	at      atomic.Int64  // the byte the reader decodes at, for the workers to note
 	taken   *job          // the part handed out last, while nothing was decoded in order since
 	next    int64         // the nominal start of the next part to schedule
@@ -196,7 +200,7 @@ func NewGzip(ctx context.Context, src io.ReaderAt, size int64, cfg Config) (*Rea
 		cfg.Workers = 0
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Reader{ctx: ctx, cancel: cancel, cfg: cfg, src: src, size: size, gap: startGap}
+	r := &Reader{ctx: ctx, cancel: cancel, cfg: cfg, src: src, size: size, gap: startGap * cfg.PartSize}
 	if cfg.Workers > 0 {
 		r.sem = make(chan struct{}, cfg.Workers)
 	}
@@ -300,13 +304,26 @@ func (r *Reader) findJob(bit, out int64) bool {
 		if bit < j.nominal*8 {
 			return false
 		}
+		if !r.cfg.Patient && heldPastHalf != nil {
+			j.awaitHalf(r.ctx) // tests: the worker is past half of the part, or done
+		}
 		if !r.cfg.Patient && !j.done() {
-			// The worker is behind: decode the stretch in order, and space the next
-			// parts out more.
-			r.gap = min(maxGap, r.gap+1)
-			r.stats.Late++
-			r.drop()
-			continue
+			if j.progress.Load() < r.cfg.PartSize*8/2 {
+				// The worker is behind: decode the stretch in order, and space the next
+				// parts out more.
+				r.gap = min(maxGap*r.cfg.PartSize, r.gap+r.cfg.PartSize/2)
+				r.stats.Late++
+				r.drop()
+				continue
+			}
+			// Past half of it: the worker ends it sooner than the reader would decode
+			// it in order (it decodes at more than half the in-order speed), so wait,
+			// and space the next parts out a little.
+			r.stats.Waited++
+			r.gap = min(maxGap*r.cfg.PartSize, r.gap+r.cfg.PartSize/8)
+			if readerWaits != nil {
+				readerWaits()
+			}
 		}
 		ok := j.waitStart(r.ctx)
 		if r.ctx.Err() != nil {
@@ -331,9 +348,9 @@ func (r *Reader) findJob(bit, out int64) bool {
 			r.drop()
 			continue
 		}
-		if !r.cfg.Patient && j.nominal-j.readerAt > 2*r.cfg.PartSize {
-			// The worker finished it with parts to spare: parts may come closer.
-			r.gap = max(minGap, r.gap-1)
+		if !r.cfg.Patient && j.nominal-j.readerAt > r.cfg.PartSize/2 {
+			// The worker finished it with half a part to spare: parts may come closer.
+			r.gap = max(minGap*r.cfg.PartSize, r.gap-r.cfg.PartSize/8)
 		}
 		return true
 	}
@@ -362,14 +379,12 @@ func (r *Reader) schedule() {
 			r.next += r.cfg.PartSize * ((r.pos/8-r.next)/r.cfg.PartSize + 1)
 		}
 		if !r.cfg.Patient {
-			// A gap's worth of parts ahead of the reader, and of the last part.
-			lo := r.pos/8 + r.gap*r.cfg.PartSize
+			// A gap ahead of the reader, and after the last part.
+			lo := r.pos/8 + r.gap
 			if r.lastJob != nil && len(r.jobs) > 0 {
-				lo = max(lo, r.lastJob.nominal+(r.gap+1)*r.cfg.PartSize)
+				lo = max(lo, r.lastJob.nominal+r.gap+r.cfg.PartSize)
 			}
-			if r.next < lo {
-				r.next += r.cfg.PartSize * ((lo - r.next + r.cfg.PartSize - 1) / r.cfg.PartSize)
-			}
+			r.next = max(r.next, lo)
 		}
 		if r.size >= 0 && r.next+256 >= r.size {
 			return
@@ -677,13 +692,31 @@ type job struct {
 	final    bool
 	readerAt int64         // where the reader was when the part was decoded
 	at       *atomic.Int64 // where the reader is
+	progress atomic.Int64  // how far its worker decoded: bits after nominal, at its last block
+	halfway  chan struct{} // tests (heldPastHalf): closed once the worker is past half
+	halfOnce sync.Once
+}
+
+// passHalf is called by the worker once it decoded past half of the part (tests).
+func (j *job) passHalf() {
+	j.halfOnce.Do(func() { close(j.halfway) })
+	heldPastHalf(j.ctx)
+}
+
+// awaitHalf waits until the worker is past half of the part or done (tests).
+func (j *job) awaitHalf(ctx context.Context) {
+	select {
+	case <-j.halfway:
+	case <-j.started:
+	case <-ctx.Done():
+	}
 }
 
 var errNoBlock = errors.New("inflate: no block boundary found")
 
 func newJob(r *Reader, nominal int64, prev *job) *job {
 	ctx, cancel := context.WithCancel(r.ctx)
-	j := &job{nominal: nominal, ctx: ctx, cancel: cancel, started: make(chan struct{}), start: -1, prev: prev, winReady: make(chan struct{}), at: &r.at}
+	j := &job{nominal: nominal, ctx: ctx, cancel: cancel, started: make(chan struct{}), start: -1, prev: prev, winReady: make(chan struct{}), at: &r.at, halfway: make(chan struct{})}
 	if r.src == nil {
 		return j // tests run it
 	}
@@ -698,8 +731,15 @@ func newJob(r *Reader, nominal int64, prev *job) *job {
 
 var debugJob func(*job)
 
-// beforeDecode, when set (tests), is called by each worker before it decodes its part.
-var beforeDecode func()
+// Tests set these: beforeDecode is called by each worker before it decodes its part;
+// heldPastHalf by each worker once it decoded past half of its part (a reader that is not
+// Patient then waits, before it looks at a part, until its worker is there or done),
+// and readerWaits by such a reader when it waits for a worker past half.
+var (
+	beforeDecode func()
+	heldPastHalf func(context.Context) // its part's context: it ends when the part is dropped
+	readerWaits  func()
+)
 
 func (j *job) run(src io.ReaderAt, cfg Config, sem chan struct{}) {
 	defer close(j.started)
@@ -734,7 +774,10 @@ func (j *job) run(src io.ReaderAt, cfg Config, sem chan struct{}) {
 	if beforeDecode != nil {
 		beforeDecode()
 	}
-	d := &specDecoder{maxOut: cfg.MaxPartOutput}
+	d := &specDecoder{maxOut: cfg.MaxPartOutput, progress: &j.progress}
+	if heldPastHalf != nil {
+		d.half, d.onHalf = cfg.PartSize*8/2, j.passHalf
+	}
 	stop := cfg.PartSize * 8
 	// A header that parses where no block starts decodes to an error sooner or later:
 	// search on from there.

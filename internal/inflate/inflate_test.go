@@ -387,3 +387,27 @@ func TestLatePartsDecodedInOrder(t *testing.T) {
 		t.Fatalf("held workers: %+v, want every part late and the stream decoded in order", st)
 	}
 }
+
+// TestReaderWaitsPastHalf holds every worker once it decoded past half of its part, until
+// the reader, which does not wait for workers that are less far along, decides about the
+// part: it waits for such a worker rather than decode the stretch again in order. One
+// part at a time (Ahead 1), so that the worker held is the one the reader gets to.
+func TestReaderWaitsPastHalf(t *testing.T) {
+	text := treeTar(t, 2<<20/shrink)
+	blob := stdgz(t, text, 6) // blocks of 16 Ki symbols: several in each part
+	release := make(chan struct{})
+	defer inflate.HoldPastHalf(func(ctx context.Context) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}, func() { release <- struct{}{} })()
+	got, st, err := parallel(t, blob, inflate.Config{Workers: 1, Ahead: 1, PartSize: 64 << 10 / int64(shrink), Search: 64 << 10, MinSize: 1})
+	if err != nil || !bytes.Equal(got, text) {
+		t.Fatalf("%v: %d bytes, want %d", err, len(got), len(text))
+	}
+	if st.Late != 0 || st.Waited == 0 || st.Parts == 0 || st.Ordered+st.Speculated != int64(len(text)) {
+		t.Fatalf("workers held past half: %+v, want the reader to wait for some and drop none as late", st)
+	}
+	t.Logf("%+v", st)
+}
