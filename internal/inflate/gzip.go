@@ -37,7 +37,10 @@ type Config struct {
 	// fewer than 1 means serial decoding. Default: GOMAXPROCS-1 (the reader decodes
 	// in order on a core of its own).
 	Workers int
-	// PartSize is the compressed size of a part. Default 256 KiB.
+	// PartSize is the compressed size of a part. Default 512 KiB: fixed costs (the
+	// search for a block, the output decoded before markers clear) weigh less in larger
+	// parts, and the output of one (entries of two bytes until the markers clear) stays
+	// a few MiB.
 	PartSize int64
 	// Ahead is how many parts are decoded or wait, decoded, for the reader; with their
 	// output it bounds the memory. Default Workers+1.
@@ -71,7 +74,7 @@ func Default() Config {
 
 func (c Config) fill() Config {
 	if c.PartSize <= 0 {
-		c.PartSize = 256 << 10
+		c.PartSize = 512 << 10
 	}
 	if c.Ahead <= 0 {
 		c.Ahead = c.Workers + 1
