@@ -207,7 +207,7 @@ func (c *controller) sizes() (chunk, minPart int64) {
 	}
 	c.mu.Unlock()
 	minPart = max(int64(minPartSize), int64(2*perPart*rtt.Seconds()))
-	chunk = max(int64(chunkSize), int64(8*perPart*rtt.Seconds())) / blockSize * blockSize
+	chunk = max(int64(chunkSize), int64(8*perPart*rtt.Seconds())) / requestUnit * requestUnit
 	return chunk, minPart
 }
 
@@ -229,7 +229,7 @@ func (c *controller) prefetchAt() int64 {
 	if rate == 0 {
 		return unknown
 	}
-	return max(blockSize, int64(2*rate*c.rttNow().Seconds()))
+	return max(requestUnit, int64(2*rate*c.rttNow().Seconds()))
 }
 
 // split returns a task that starts another part of a blob whose streams limit it, or nil

@@ -1076,15 +1076,15 @@ func TestBlockLimit(t *testing.T) {
 	}{
 		{1, false, 0, seqWindow/blockSize + 1},
 		{4, true, 0, 3},
-		{8, true, 0, 2},
-		{10, true, 0, 2},
-		{11, true, 0, 1}, // two each would go over the budget
+		{8, true, 0, 3},
+		{12, true, 0, 2},
+		{13, true, 0, 1}, // two each would go over the budget
 		{16, true, 0, 1},
-		{32, true, 0, 1}, // the least: over the budget (jobs above 20)
-		{16, true, 8 << 20, 1},
-		{6, true, 8 << 20, 2},
-		{4, false, 8 << 20, 3},
-		{32, true, 8 << 20, 1},
+		{32, true, 0, 1}, // the least: over the budget (jobs above 24)
+		{16, true, 4 << 20, 1},
+		{6, true, 4 << 20, 2},
+		{4, false, 4 << 20, 4},
+		{32, true, 4 << 20, 1},
 	} {
 		e := &engine{buffered: tc.buffered}
 		e.parts.Store(tc.parts)
