@@ -411,3 +411,24 @@ func TestReaderWaitsPastHalf(t *testing.T) {
 	}
 	t.Logf("%+v", st)
 }
+
+// TestCancelWhileWaitingPastHalf cancels the reader while it waits for a worker held past
+// half of its part: the read ends with the context's error, and Close returns (the held
+// worker's part ends with the reader's context).
+func TestCancelWhileWaitingPastHalf(t *testing.T) {
+	text := treeTar(t, 2<<20/shrink)
+	blob := stdgz(t, text, 6)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer inflate.HoldPastHalf(func(ctx context.Context) { <-ctx.Done() }, cancel)()
+	r, err := inflate.NewGzip(ctx, bytes.NewReader(blob), int64(len(blob)), inflate.Config{Workers: 1, Ahead: 1, PartSize: 64 << 10 / int64(shrink), Search: 64 << 10, MinSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	st := r.Stats()
+	r.Close()
+	if !errors.Is(err, context.Canceled) || st.Waited != 1 || !bytes.HasPrefix(text, got) {
+		t.Fatalf("read %d bytes, %v, stats %+v: want a prefix, context.Canceled, one wait", len(got), err, st)
+	}
+}
