@@ -192,7 +192,7 @@ runone() { # profile wire cdn image tool
     # Interrupted half way through the link limit (SIGINT: the pull keeps what it
     # received), then run again: the time is the second run's, the bytes both runs'.
     local half
-    half=$(awk -v l="$(limit "$prof" "$img")" 'BEGIN {printf "%.2f", l / 2}')
+    half=$(awk -v l="$(limit "$prof" "$img" "$wire" "$cdn")" 'BEGIN {printf "%.2f", l / 2}')
     SSL_CERT_FILE=$ca/ca.pem timeout -s INT "$half" "${cmd[@]}" >"$work/tool.log" 2>&1 || true
   fi
   if SSL_CERT_FILE=$ca/ca.pem /usr/bin/time -f '%e %M' -o "$work/time" "${cmd[@]}" >"$work/tool.log" 2>&1; then
@@ -246,7 +246,25 @@ stop_bg() {
 }
 
 # limit is defined below; wan.sh needs it for pk-resume too.
-limit() { # profile image
+# limit PROFILE IMAGE WIRE CDN: what a client with 16 connections could do (bench/README.md).
+# The round trips before the first blob byte that no client avoids: TCP and the manifest
+# (2), the TLS handshake (1, TLS 1.3) on a TLS wire, and with the CDN the registry's
+# redirect, then TCP (and TLS) to the CDN's host, which is known only from the redirect.
+# Then the larger of the bytes at 16 connections' rate plus one round trip, and what
+# the 16 connections carry on average: each request's round trip (two with the CDN: the
+# registry's redirect, then the CDN's answer) and its bytes at one connection's rate.
+limit() { # profile image wire cdn
+  read -r rtt crate trate _ <<<"${link[$1]}"
+  awk -v rtt="${rtt%ms}" -v c="$crate" -v t="$trate" -v b="${bytes[$2]}" -v n="${blobs[$2]}" \
+    -v tls="$([ "$3" = http ] && echo 0 || echo 1)" -v cdn="$([ "$4" = on ] && echo 1 || echo 0)" 'BEGIN {
+    r = rtt / 1000; rate = 16 * c; if (t > 0 && t < rate) rate = t
+    setup = (2 + tls + cdn * (2 + tls)) * r
+    x = b / rate + r; y = (n * (1 + cdn) * r + b / c) / 16
+    printf "%.3f", setup + (x > y ? x : y) }'
+}
+# limit_v1 PROFILE IMAGE: the limit as this script defined it before the TLS wires and the
+# CDN (kept so that older tables can be compared): round trips only, 16 at a time.
+limit_v1() { # profile image
   read -r rtt crate trate _ <<<"${link[$1]}"
   awk -v rtt="${rtt%ms}" -v c="$crate" -v t="$trate" -v b="${bytes[$2]}" -v n="${blobs[$2]}" 'BEGIN {
     r = rtt / 1000; rate = 16 * c; if (t > 0 && t < rate) rate = t
@@ -318,14 +336,15 @@ col() { # profile wire cdn image tool column -> values of the successful runs
   awk -F'\t' -v p="$1" -v w="$2" -v c="$3" -v i="$4" -v t="$5" -v k="$6" '$1==p && $2==w && $3==c && $4==i && $5==t && $6!="fail" {print $k}' "$results"
 }
 peers=(ctr ctr-tuned crane skopeo)
-printf '\n%-8s %-4s %-4s %-4s %-12s %8s %8s %8s %6s %8s %8s\n' image link wire cdn tool median_s vs_limit vs_best conns bytes_x peakRSS_MiB
+printf '\n%-8s %-4s %-4s %-4s %-12s %8s %8s %8s %8s %6s %8s %8s\n' image link wire cdn tool median_s vs_limit vs_v1 vs_best conns bytes_x peakRSS_MiB
 : >"$work/summary.txt"
 declare -A med bx
 for img in "${images[@]}"; do
   for prof in "${profiles[@]}"; do
-    lim=$(limit "$prof" "$img")
+    lim1=$(limit_v1 "$prof" "$img")
     for wire in "${wires[@]}"; do
       for cdn in "${cdns[@]}"; do
+        lim=$(limit "$prof" "$img" "$wire" "$cdn")
         best=nan bestname=none
         for t in "${peers[@]}"; do
           has "$t" || continue
@@ -340,11 +359,11 @@ for img in "${images[@]}"; do
           rss=$(col "$prof" "$wire" "$cdn" "$img" "$t" 7 | sort -g | tail -1)
           x=$(awk -v d="$down" -v b="${bytes[$img]}" 'BEGIN {printf "%.3f", d / b}')
           med[$prof/$wire/$cdn/$img/$t]=$m bx[$prof/$wire/$cdn/$img/$t]=$x
-          awk -v i="$img" -v p="$prof" -v w="$wire" -v c="$cdn" -v t="$t" -v m="$m" -v l="$lim" -v b="$best" \
+          awk -v i="$img" -v p="$prof" -v w="$wire" -v c="$cdn" -v t="$t" -v m="$m" -v l="$lim" -v l1="$lim1" -v b="$best" \
             -v n="$conns" -v x="$x" -v r="${rss:-0}" 'BEGIN {
-            printf "%-8s %-4s %-4s %-4s %-12s %8.2f %8.2f %8.2f %6s %8s %8.1f\n", i, p, w, c, t, m, m/l, m/b, n, x, r/1024 }'
+            printf "%-8s %-4s %-4s %-4s %-12s %8.2f %8.2f %8.2f %8.2f %6s %8s %8.1f\n", i, p, w, c, t, m, m/l, m/l1, m/b, n, x, r/1024 }'
         done
-        echo "$img $prof $wire cdn=$cdn: link limit $lim s, best peer $bestname $best s" >>"$work/summary.txt"
+        echo "$img $prof $wire cdn=$cdn: link limit $lim s (before TLS and the CDN were counted: $lim1 s), best peer $bestname $best s" >>"$work/summary.txt"
       done
     done
   done
@@ -361,7 +380,7 @@ for img in "${images[@]}"; do
       for cdn in "${cdns[@]}"; do
         printf '| %s | %s | %s | %s |' "$img" "$prof" "$wire" "$cdn"
         for t in "${tools[@]}"; do printf ' %s (%s) |' "${med[$prof/$wire/$cdn/$img/$t]}" "${bx[$prof/$wire/$cdn/$img/$t]}"; done
-        printf ' %s |\n' "$(limit "$prof" "$img")"
+        printf ' %s |\n' "$(limit "$prof" "$img" "$wire" "$cdn")"
       done
     done
   done
