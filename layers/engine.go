@@ -40,6 +40,9 @@ type job struct {
 // large reports whether j gets a transfer of its own (rather than an inline receive).
 func (j *job) large() bool { return j.desc.Size < 0 || j.desc.Size >= smallBlob }
 
+// tiny reports whether j may start beside the call's slots (see DefaultTinyJobs).
+func (j *job) tiny() bool { return j.desc.Size >= 0 && j.desc.Size <= TinyBlobSize }
+
 type engine struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -56,6 +59,8 @@ type engine struct {
 	left    int      // jobs not finished
 	busy    int      // workers running a task
 	slots   int      // how many workers may run a task (lowered after 429s)
+	tiny    int      // tiny blobs started beside slots (see DefaultTinyJobs) and not ended
+	tinyOff bool     // no more of them: a 429 came
 	streams int      // large blobs started and not finished
 	ready   []func() // parts of a split waiting for a worker
 	err     error    // the first failure
@@ -139,7 +144,7 @@ func run(ctx context.Context, f Fetcher, s store.Content, blobs []Blob, o option
 	go e.tick(stop)
 
 	var wg sync.WaitGroup
-	for range o.jobs {
+	for range o.jobs + o.tiny {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -222,44 +227,74 @@ func (e *engine) emit(ev pullkit.Event) {
 // work runs tasks until none is left.
 func (e *engine) work() {
 	for {
-		task := e.take()
+		task, tiny := e.take()
 		if task == nil {
 			return
 		}
 		task()
 		e.mu.Lock()
-		e.busy--
+		if tiny {
+			e.tiny--
+		} else {
+			e.busy--
+		}
 		e.cond.Broadcast()
 		e.mu.Unlock()
 	}
 }
 
-// take waits for the next task: a queued blob, or a part split off a large one.
-func (e *engine) take() func() {
+// take waits for the next task: a queued blob, or a part split off a large one; tiny
+// says the task is a tiny blob started beside the slots (see DefaultTinyJobs), which
+// the slots do not count.
+func (e *engine) take() (task func(), tiny bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for {
 		if e.err != nil || e.ctx.Err() != nil || e.left == 0 {
-			return nil
+			return nil, false
+		}
+		if e.tinyRoom() {
+			if j := e.pickTiny(); j != nil {
+				e.tiny++
+				return func() { e.start(j) }, true
+			}
 		}
 		if e.busy < e.slots {
 			if len(e.ready) > 0 {
 				t := e.ready[0]
 				e.ready = e.ready[1:]
 				e.busy++
-				return t
+				return t, false
 			}
 			if j := e.pick(); j != nil {
 				e.busy++
-				return func() { e.start(j) }
+				return func() { e.start(j) }, false
 			}
 			if t := e.ctl.split(e); t != nil {
 				e.busy++
-				return t
+				return t, false
 			}
 		}
 		e.cond.Wait()
 	}
+}
+
+// tinyRoom reports whether a tiny blob may start beside the slots (under e.mu): they
+// are all taken, fewer than the options' tiny ones run, and neither a 429 nor the
+// halving of the slots after one has said the registry wants fewer requests.
+func (e *engine) tinyRoom() bool {
+	return e.busy >= e.slots && e.tiny < e.o.tiny && !e.tinyOff && e.slots == e.o.jobs
+}
+
+// pickTiny takes the first tiny blob from the queue (under e.mu), nil for none.
+func (e *engine) pickTiny() *job {
+	for i, j := range e.queue {
+		if j.tiny() {
+			e.queue = append(e.queue[:i], e.queue[i+1:]...)
+			return j
+		}
+	}
+	return nil
 }
 
 // firstStreams is how many large blobs a call starts at once before it knows more: enough

@@ -13,6 +13,18 @@ const (
 	// long round trip with small blobs, and to fill a link whose connections are each
 	// capped, as CDNs cap them.
 	DefaultJobs = 16
+	// DefaultTinyJobs is how many more requests a Fetch without WithJobs keeps in
+	// flight for tiny blobs (of TinyBlobSize bytes at most, size known), beside the
+	// DefaultJobs it keeps for all of them. Such a request is a round trip more than its
+	// bytes: 256 KiB take 21 ms at 12.5 MB/s, under a WAN round trip. So an image of many
+	// small layers is bound by round trips, and more of them at once shorten it (200 x
+	// 64 KiB over a 40 ms link: 0.81 s with 16 in flight, 0.61 s with 32), for a few MiB
+	// of buffers at most (DefaultTinyJobs x TinyBlobSize). A 429 Too Many Requests turns
+	// them off for the rest of the call; WithJobs(n) bounds every request at n, tiny
+	// blobs' included.
+	DefaultTinyJobs = 16
+	// TinyBlobSize is the most bytes of a blob that DefaultTinyJobs may fetch.
+	TinyBlobSize = 256 << 10
 	// DefaultMaxBlobSize caps the size of any blob, declared or not (1 TiB): a registry
 	// cannot make a transfer plan for, or write, more.
 	DefaultMaxBlobSize = 1 << 40
@@ -27,6 +39,7 @@ type Option func(*options) error
 
 type options struct {
 	jobs     int
+	tiny     int // requests for tiny blobs beside jobs (DefaultTinyJobs, 0 under WithJobs)
 	progress func(pullkit.Event)
 	retry    pullkit.RetryPolicy
 	maxSize  int64
@@ -66,18 +79,19 @@ func withJudgement(j judgement) Option {
 }
 
 func defaultOptions() options {
-	return options{jobs: DefaultJobs, retry: pullkit.DefaultRetryPolicy(), maxSize: DefaultMaxBlobSize, ranges: true, writerWait: writerWait, cancelGrace: DefaultCancelGrace}
+	return options{jobs: DefaultJobs, tiny: DefaultTinyJobs, retry: pullkit.DefaultRetryPolicy(), maxSize: DefaultMaxBlobSize, ranges: true, writerWait: writerWait, cancelGrace: DefaultCancelGrace}
 }
 
 // WithJobs bounds how many requests are in flight at once, over all the blobs of the call
-// and the parallel ranges of large ones (default DefaultJobs). Fewer are used where more
-// would not add throughput.
+// and the parallel ranges of large ones. Fewer are used where more would not add
+// throughput. Without it, a Fetch keeps up to DefaultJobs requests in flight, and up to
+// DefaultTinyJobs more for blobs of at most TinyBlobSize bytes (see DefaultTinyJobs).
 func WithJobs(n int) Option {
 	return func(o *options) error {
 		if n < 1 {
 			return &pullkit.InvalidError{What: "option WithJobs", Reason: fmt.Sprintf("%d: want at least 1", n)}
 		}
-		o.jobs = n
+		o.jobs, o.tiny = n, 0
 		return nil
 	}
 }

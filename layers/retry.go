@@ -28,6 +28,12 @@ func (t *tries) failed(e *engine, j *job, ctx context.Context, n, from int64, er
 	if !retryable(err) {
 		return blobErr(j, pullkit.OpFetchBlob, err)
 	}
+	if errors.Is(err, pullkit.ErrTooManyRequests) {
+		// The registry says too many: no tiny blobs beside the slots from now on.
+		e.mu.Lock()
+		e.tinyOff = true
+		e.mu.Unlock()
+	}
 	moved := n >= minProgress
 	if moved {
 		t.none = 0

@@ -36,7 +36,10 @@ type pullOptions struct {
 
 // transfer returns the options of the call's layers.Fetch, its events going to progress.
 func (o *pullOptions) transfer(retry pullkit.RetryPolicy, progress func(pullkit.Event)) []layers.Option {
-	opts := []layers.Option{layers.WithJobs(o.jobs), layers.WithProgress(progress), layers.WithRetry(retry), layers.WithRanges(!o.noRanges)}
+	opts := []layers.Option{layers.WithProgress(progress), layers.WithRetry(retry), layers.WithRanges(!o.noRanges)}
+	if o.jobsSet {
+		opts = append(opts, layers.WithJobs(o.jobs))
+	}
 	if o.cancelGrace != nil {
 		opts = append(opts, layers.WithCancelGrace(*o.cancelGrace))
 	}
@@ -218,8 +221,10 @@ func WithProgress(fn func(pullkit.Event)) PullOption {
 	}
 }
 
-// WithJobs bounds how many requests the call keeps in flight (default
-// layers.DefaultJobs).
+// WithJobs bounds how many requests the call keeps in flight, tiny blobs' included.
+// Without it, the call keeps up to layers.DefaultJobs requests in flight, and up to
+// layers.DefaultTinyJobs more for blobs of at most layers.TinyBlobSize bytes, whose
+// requests are round trips more than bytes.
 func WithJobs(n int) PullOption {
 	return func(o *pullOptions) error {
 		if n < 1 {

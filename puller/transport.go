@@ -19,6 +19,7 @@ import (
 
 	"github.com/pullkit/pullkit"
 	"github.com/pullkit/pullkit/internal/text"
+	"github.com/pullkit/pullkit/layers"
 )
 
 // The HTTP stack every request goes through, outermost first: the user agent; retries
@@ -128,8 +129,10 @@ func infoOf(ctx context.Context) *reqInfo {
 }
 
 // maxIdlePerHost is how many idle connections the default transport keeps per registry:
-// as many as a Fetch uses at most by default.
-const maxIdlePerHost = 16
+// as many as a Fetch uses at most by default (layers.DefaultJobs, and
+// layers.DefaultTinyJobs beside them for tiny blobs), so that none is closed between
+// two requests and opened again at the cost of a handshake.
+const maxIdlePerHost = layers.DefaultJobs + layers.DefaultTinyJobs
 
 // lookupIPAddr resolves names for the default transport's dialer (a variable for the
 // package's tests, which resolve test names to loopback).

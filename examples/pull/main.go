@@ -73,6 +73,8 @@ type options struct {
 	ingestExpiry    time.Duration
 	// formatSet and manifestFormatSet record whether the flags were given.
 	formatSet, manifestFormatSet bool
+	// jobsSet records whether --jobs was given: without it, the library's default.
+	jobsSet bool
 	// term is stderr when it is a terminal (progress is drawn on it), else nil.
 	term *os.File
 	// help prints --help.
@@ -137,7 +139,7 @@ func defineFlags(fs *flag.FlagSet, o *options) *flagHelp {
 	unp.BoolVar(&o.dropBlobs, "drop-blobs", false, "with --output DIR and --unpack or --snapshots, delete each layer blob from DIR once it is applied and verified (the manifest and config stay)")
 
 	xfer := h.group("Transfer")
-	xfer.IntVar(&o.jobs, "jobs", layers.DefaultJobs, "at most `N` requests in flight for the whole pull")
+	xfer.IntVar(&o.jobs, "jobs", 0, fmt.Sprintf("at most `N` requests in flight for the whole pull (default: %d, and %d more for blobs of %d KiB at most)", layers.DefaultJobs, layers.DefaultTinyJobs, layers.TinyBlobSize>>10))
 	xfer.BoolVar(&o.checkDiffIDs, "check-diffids", false, "decompress each layer while it downloads and check it against the config's rootfs.diff_ids")
 	xfer.BoolVar(&o.directIO, "direct-io", true, "write blobs of 1 MiB and more with O_DIRECT where the file system allows it; false writes through the page cache")
 	o.xfer.register(xfer)
@@ -202,6 +204,8 @@ func parseArgs(args []string) (*options, error) {
 			o.formatSet = true
 		case "manifest-format":
 			o.manifestFormatSet = true
+		case "jobs":
+			o.jobsSet = true
 		}
 	})
 	storeCmds := 0
@@ -225,7 +229,7 @@ func parseArgs(args []string) (*options, error) {
 		return nil, &usageError{fmt.Sprintf("--manifest-format %q: want oci, v2s2 or v2s1", o.manifestFormat)}
 	case o.manifestFormatSet && (o.output == "" || o.format != "oci"):
 		return nil, &usageError{"--manifest-format chooses the manifest written into --output PATH --format oci"}
-	case o.jobs < 1:
+	case o.jobsSet && o.jobs < 1:
 		return nil, &usageError{fmt.Sprintf("--jobs %d: want at least 1", o.jobs)}
 	case o.resolve && o.output != "":
 		return nil, &usageError{"--resolve downloads no blob, so it cannot be combined with --output"}
@@ -347,7 +351,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.all {
 		call = append(call, puller.WithAllPlatforms())
 	}
-	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs), puller.WithJobs(o.jobs))
+	call = append(call, puller.WithDiffIDCheck(o.checkDiffIDs))
+	if o.jobsSet {
+		call = append(call, puller.WithJobs(o.jobs))
+	}
 	call = append(call, o.xfer.options()...)
 	copts := []puller.Option{puller.WithPlainHTTP(o.plainHTTP)}
 	netOpts, err := o.net.options(o.reference)
