@@ -202,7 +202,8 @@ func (hl *hostLink) fallback(why string) {
 
 // acquire picks the lane for a blob request of stream id (nil: none): see pickLane. A
 // host known to speak HTTP/1.1 needs none (nil): its transport opens a connection per
-// request in flight by itself. A host's first lane is own, the profile's transport (when
+// request in flight by itself; an idle lane opened before the protocol was known is
+// taken first, for its open connection. A host's first lane is own, the profile's transport (when
 // given): the manifest and the config came over its connection, so the first blob
 // request does not wait for a new connection's handshakes (two round trips with TLS),
 // and the transfer judges its stream, and splits, that much sooner.
@@ -210,6 +211,16 @@ func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile, own *http.Transp
 	hl.mu.Lock()
 	defer hl.mu.Unlock()
 	if hl.proto != "" && !strings.HasPrefix(hl.proto, "HTTP/2") {
+		// HTTP/1.1: lanes opened before the protocol was known (a CDN's host meets a
+		// burst of redirected requests first) keep their connections, used first
+		// while idle rather than left idle beside as many new ones.
+		for _, ln := range hl.lanes {
+			if ln.active == 0 {
+				ln.active++
+				ln.stream = id
+				return ln, nil
+			}
+		}
 		return nil, nil
 	}
 	best := pickLane(hl.lanes, id)
@@ -320,7 +331,7 @@ func (rt *routeTransport) variant(p *hostProfile, kind, window int) (*http.Trans
 			return tr, nil
 		}
 	}
-	cfg, err := p.tlsConfig()
+	cfg, err := rt.tlsConfig(p)
 	if err != nil {
 		return nil, err
 	}

@@ -268,6 +268,52 @@ func TestFirstLaneIsProfiles(t *testing.T) {
 	}
 }
 
+// TestH1HostKeepsEarlyLanes: lanes opened for a host before its protocol was known (a
+// CDN's host meets a burst of redirected requests first) are taken while idle once the
+// host is known to speak HTTP/1.1, for their open connections; with none idle a request
+// goes to the profile's transport, and no lane is added.
+func TestH1HostKeepsEarlyLanes(t *testing.T) {
+	c, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.hostProfile("cdn.example:443")
+	own, err := c.route.base(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := c.link("cdn.example:443")
+	var early []*lane
+	for range 3 { // before any answer: a lane each
+		ln, err := hl.acquire(c.route, p, own, new(int))
+		if err != nil || ln == nil {
+			t.Fatalf("acquire before the protocol is known: %v, %v", ln, err)
+		}
+		early = append(early, ln)
+	}
+	hl.mu.Lock()
+	hl.proto = "HTTP/1.1"
+	hl.mu.Unlock()
+	hl.release(early[1])
+	ln, err := hl.acquire(c.route, p, own, new(int))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ln != early[1] {
+		t.Fatalf("over HTTP/1.1 with lane 1 idle, acquire gave %p, want lane 1 (%p)", ln, early[1])
+	}
+	ln, err = hl.acquire(c.route, p, own, new(int))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ln != nil {
+		t.Errorf("over HTTP/1.1 with every lane busy, acquire gave a lane, want none (the profile's transport)")
+	}
+	if len(hl.lanes) != len(early) {
+		t.Errorf("%d lanes after HTTP/1.1 was learnt, want the %d opened before", len(hl.lanes), len(early))
+	}
+}
+
 // TestLinkBuffered: what a blob fetcher tells the transfer it may hold of bodies in
 // flight (layers.Link.Buffered): its lanes' windows for a host spoken to over TLS that
 // is not known to speak HTTP/1.1 only (its blob GETs' redirect host's, when known);
