@@ -407,3 +407,63 @@ func TestCancelGraceOption(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSSessionsResumed: a host's connections after the first resume its TLS session
+// (the profile's transports share one session cache), so the server's certificate chain
+// is sent and verified once per host, not once per lane; over HTTP/1.1 and HTTP/2.
+func TestTLSSessionsResumed(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
+			img := newWireImage(t, 12, 8<<10)
+			w := &wire{img: img, regCount: newCount(), cdnCount: newCount(), clock: &clock{t: time.Unix(1_800_000_000, 0)}}
+			w.reg = &wireRegistry{img: img, user: "u", pass: "secret", count: w.regCount}
+			// Blob answers wait until two are asked for at once (a minute at most), so
+			// that the pull opens a second connection however fast the machine runs.
+			var mu sync.Mutex
+			blobReqs := 0
+			handler := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+				if strings.Contains(r.URL.Path, "/blobs/") {
+					mu.Lock()
+					blobReqs++
+					mu.Unlock()
+					for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+						mu.Lock()
+						n := blobReqs
+						mu.Unlock()
+						if n >= 2 {
+							break
+						}
+					}
+				}
+				w.reg.ServeHTTP(rw, r)
+			})
+			full, resumed := 0, 0
+			s := httptest.NewUnstartedServer(handler)
+			s.EnableHTTP2 = h2
+			s.TLS = &tls.Config{VerifyConnection: func(cs tls.ConnectionState) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if cs.DidResume {
+					resumed++
+				} else {
+					full++
+				}
+				return nil
+			}}
+			s.StartTLS()
+			t.Cleanup(s.Close)
+			w.regSrv = s
+			c := w.client(t)
+			st := store.NewMemory()
+			if err := w.pull(t, c, context.Background(), st); err != nil {
+				t.Fatal(err)
+			}
+			w.checkLayers(t, st)
+			mu.Lock()
+			defer mu.Unlock()
+			if full != 1 || resumed < 1 {
+				t.Errorf("%d full handshakes and %d resumed, want 1 full and the rest (at least 1) resumed", full, resumed)
+			}
+		})
+	}
+}
