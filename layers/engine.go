@@ -60,7 +60,7 @@ type engine struct {
 	busy    int      // workers running a task
 	slots   int      // how many workers may run a task (lowered after 429s)
 	tiny    int      // tiny blobs started beside slots (see DefaultTinyJobs) and not ended
-	tinyOff bool     // no more of them: a 429 came
+	tinyOff bool     // no more of them: a request failed and was retried
 	streams int      // large blobs started and not finished
 	ready   []func() // parts of a split waiting for a worker
 	err     error    // the first failure
@@ -280,8 +280,9 @@ func (e *engine) take() (task func(), tiny bool) {
 }
 
 // tinyRoom reports whether a tiny blob may start beside the slots (under e.mu): they
-// are all taken, fewer than the options' tiny ones run, and neither a 429 nor the
-// halving of the slots after one has said the registry wants fewer requests.
+// are all taken, fewer than the options' tiny ones run, no request has failed (a 429, a
+// 5xx, a connection refused or broken: the registry may want fewer) and the slots have
+// not been halved after a 429.
 func (e *engine) tinyRoom() bool {
 	return e.busy >= e.slots && e.tiny < e.o.tiny && !e.tinyOff && e.slots == e.o.jobs
 }

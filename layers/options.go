@@ -19,9 +19,10 @@ const (
 	// bytes: 256 KiB take 21 ms at 12.5 MB/s, under a WAN round trip. So an image of many
 	// small layers is bound by round trips, and more of them at once shorten it (200 x
 	// 64 KiB over a 40 ms link: 0.81 s with 16 in flight, 0.61 s with 32), for a few MiB
-	// of buffers at most (DefaultTinyJobs x TinyBlobSize). A 429 Too Many Requests turns
-	// them off for the rest of the call; WithJobs(n) bounds every request at n, tiny
-	// blobs' included.
+	// of buffers at most (DefaultTinyJobs x TinyBlobSize). Any failed request that is
+	// retried (a 429, a 5xx, a connection refused or broken) turns them off for the rest
+	// of the call, in case their number was the cause; WithJobs(n) bounds every request
+	// at n, tiny blobs' included.
 	DefaultTinyJobs = 16
 	// TinyBlobSize is the most bytes of a blob that DefaultTinyJobs may fetch.
 	TinyBlobSize = 256 << 10

@@ -28,12 +28,11 @@ func (t *tries) failed(e *engine, j *job, ctx context.Context, n, from int64, er
 	if !retryable(err) {
 		return blobErr(j, pullkit.OpFetchBlob, err)
 	}
-	if errors.Is(err, pullkit.ErrTooManyRequests) {
-		// The registry says too many: no tiny blobs beside the slots from now on.
-		e.mu.Lock()
-		e.tinyOff = true
-		e.mu.Unlock()
-	}
+	// A request that failed (a 429, a 5xx, a connection refused or broken): no tiny
+	// blobs beside the slots from now on, in case it was the requests' number.
+	e.mu.Lock()
+	e.tinyOff = true
+	e.mu.Unlock()
 	moved := n >= minProgress
 	if moved {
 		t.none = 0
