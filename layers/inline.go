@@ -59,16 +59,24 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 		buf = e.pool.get()
 		defer e.pool.put(buf)
 	}
+	// The request outlives ctx by the cancel grace: a cancelled call reads the answer on
+	// its way to its end (within the grace) and keeps it, as a transfer's parts do (see
+	// part.settle), rather than throw away what the server has sent.
+	rc := newReqCtx(ctx, nil, e.o.cancelGrace)
+	defer rc.close()
 	var tries tries
 	for {
 		off := w.Offset()
 		if *size >= 0 && off == *size {
-			return nil
+			return ctx.Err() // done; after a cancel, kept for the next call to commit
 		}
-		body, from, _, err := openBody(ctx, e.f, j.desc, off, -1)
+		if err := ctx.Err(); err != nil {
+			return err // nothing more is asked for once the call is done
+		}
+		body, from, _, err := openBody(rc.ctx, e.f, j.desc, off, -1)
 		if err == nil && from < off {
 			// The whole blob for a resume: what the writer has is read past.
-			if err = skip(ctx, body, off-from); err != nil {
+			if err = skip(rc.ctx, body, off-from); err != nil {
 				body.Close()
 			}
 		}
@@ -83,9 +91,9 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 			var n int
 			var rerr error
 			if *size >= 0 {
-				n, rerr = readFull(ctx, body, buf[:*size-off+1])
+				n, rerr = readFull(rc.ctx, body, buf[:*size-off+1])
 			} else {
-				n, rerr = readFull(ctx, body, buf)
+				n, rerr = readFull(rc.ctx, body, buf)
 			}
 			if n > 0 {
 				end := off + int64(n)
@@ -120,7 +128,7 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 					*size = off
 				}
 				if off == *size {
-					return nil
+					return ctx.Err() // after a cancel, kept for the next call to commit
 				}
 				rerr = fmt.Errorf("body ended at byte %d of %d: %w", off, *size, io.ErrUnexpectedEOF)
 			} else {

@@ -246,3 +246,58 @@ func TestCancelSettles(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelSettlesInline: a cancelled call reads the answers to the requests of small
+// blobs (received inline) to their ends within the grace, and keeps every byte the
+// server sent, for the next call: nothing is committed after the cancel, and nothing
+// sent is thrown away. With no grace it stops at once, keeping what it had in hand. The
+// cancel comes once the first blob's body has given 50 KiB, whenever that is.
+func TestCancelSettlesInline(t *testing.T) {
+	for name, open := range stores() {
+		for _, grace := range []time.Duration{time.Minute, 0} {
+			t.Run(fmt.Sprintf("%s/grace %v", name, grace), func(t *testing.T) {
+				st := open(t)
+				var blobs [][]byte
+				var bs []Blob
+				for range 4 {
+					b := randomBytes(t, 200<<10)
+					blobs = append(blobs, b)
+					bs = append(bs, Blob{Desc: desc(b)})
+				}
+				f := newFetcher(blobs...)
+				f.rate = 4 << 20
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				f.fault = func(r fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
+					if r.d == bs[0].Desc.Digest {
+						return &afterBody{ReadCloser: body, left: 50 << 10, fn: cancel}, nil
+					}
+					return body, nil
+				}
+				_, err := Fetch(ctx, f, st, bs, WithCancelGrace(grace))
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Fetch: %v, want the cancel", err)
+				}
+				read, unread := f.sent()
+				for i, b := range blobs {
+					d := digest.FromBytes(b)
+					if store.Has(context.Background(), st, d) {
+						if read[d] != int64(len(b)) {
+							t.Errorf("blob %d committed after %d bytes of %d", i, read[d], len(b))
+						}
+						continue
+					}
+					if prefix, _ := holding(t, st, b); prefix != read[d] {
+						t.Errorf("blob %d: the store keeps %d bytes, the server sent %d: every byte received must be kept", i, prefix, read[d])
+					}
+					if grace > 0 && unread[d] != 0 {
+						t.Errorf("blob %d: %d bytes of its answer were thrown away; with the grace it is read to its end", i, unread[d])
+					}
+				}
+				if grace > 0 && read[bs[0].Desc.Digest] != int64(len(blobs[0])) {
+					t.Errorf("the first blob's answer gave %d bytes of %d: with the grace it is read to its end", read[bs[0].Desc.Digest], len(blobs[0]))
+				}
+			})
+		}
+	}
+}
