@@ -90,10 +90,18 @@ func (e *engine) receiveInline(ctx context.Context, j *job, w store.Writer, taps
 		for {
 			var n int
 			var rerr error
+			want := buf
 			if *size >= 0 {
-				n, rerr = readFull(rc.ctx, body, buf[:*size-off+1])
-			} else {
-				n, rerr = readFull(rc.ctx, body, buf)
+				want = buf[:*size-off+1]
+			}
+			n, rerr = readFull(rc.ctx, body, want)
+			if rerr != nil && rc.ctx.Err() != nil && n < len(want) {
+				// The grace is over: take what the body holds already (see drainWait).
+				dctx, cancel := drainCtx()
+				var m int
+				m, rerr = readFull(dctx, body, want[n:])
+				cancel()
+				n += m
 			}
 			if n > 0 {
 				end := off + int64(n)

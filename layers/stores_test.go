@@ -301,3 +301,96 @@ func TestCancelSettlesInline(t *testing.T) {
 		}
 	}
 }
+
+// heldInProcess is a body that gives its first bytes at once, then waits for its
+// request's context to end (a stream whose window is full, nobody reading), and then
+// still gives hold bytes, at most 16 KiB a read, before it ends: what a reset HTTP/2
+// stream's buffer holds, which Go's client keeps readable after the reset.
+type heldInProcess struct {
+	ctx         context.Context
+	data        []byte
+	first, hold int
+	pos         int
+	onFirst     func()
+}
+
+func (h *heldInProcess) Read(p []byte) (int, error) {
+	if h.pos >= h.first && h.ctx.Err() == nil {
+		if h.onFirst != nil {
+			h.onFirst()
+			h.onFirst = nil
+		}
+		select {
+		case <-h.ctx.Done():
+		case <-time.After(time.Minute):
+		}
+	}
+	limit := h.first
+	if h.ctx.Err() != nil {
+		limit += h.hold
+	}
+	limit = min(limit, len(h.data), h.pos+16<<10)
+	if h.pos >= limit {
+		if err := h.ctx.Err(); err != nil {
+			return 0, err
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, h.data[h.pos:limit])
+	h.pos += n
+	return n, nil
+}
+
+func (h *heldInProcess) Close() error { return nil }
+
+// TestCancelKeepsWhatTheBodyHolds: once the cancel grace is over (here at once: a grace
+// of 0), what a request's body holds already in the process is still taken and kept:
+// the cancel comes when the first request has given its first bytes, and the body then
+// gives hold bytes more before it ends; the store keeps both, for a large blob's part
+// and for a small blob received inline.
+func TestCancelKeepsWhatTheBodyHolds(t *testing.T) {
+	old := drainWait
+	drainWait = time.Minute // a copy takes microseconds; the test must not depend on it
+	t.Cleanup(func() { drainWait = old })
+	for name, open := range stores() {
+		for _, tc := range []struct {
+			what        string
+			size        int
+			first, hold int
+		}{
+			{"large", 4 << 20, 1 << 20, 256 << 10},
+			{"small", 200 << 10, 64 << 10, 64 << 10},
+		} {
+			t.Run(name+"/"+tc.what, func(t *testing.T) {
+				st := open(t)
+				b := randomBytes(t, tc.size)
+				f := newFetcher(b)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				f.fault = func(r fetchReq, body io.ReadCloser) (io.ReadCloser, error) {
+					if r.n != 1 {
+						return body, nil
+					}
+					sb := body.(*slowBody)
+					end := int64(len(b))
+					if r.length >= 0 {
+						end = r.offset + r.length
+					}
+					return &heldInProcess{ctx: sb.ctx, data: b[r.offset:end], first: tc.first, hold: tc.hold, onFirst: cancel}, nil
+				}
+				_, err := Fetch(ctx, f, st, []Blob{{Desc: desc(b)}}, WithJobs(1), withJudgement(judgeNever), WithCancelGrace(0))
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Fetch: %v, want the cancel", err)
+				}
+				prefix, held := holding(t, st, b)
+				kept := prefix
+				for _, r := range held {
+					kept += r.End - r.Start
+				}
+				if kept != int64(tc.first+tc.hold) {
+					t.Errorf("the store keeps %d bytes (%d and %v), want %d: the %d the body gave before the cancel and the %d it held", kept, prefix, held, tc.first+tc.hold, tc.first, tc.hold)
+				}
+			})
+		}
+	}
+}

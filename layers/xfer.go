@@ -760,9 +760,22 @@ func (p *part) receive(ctx context.Context) error {
 		if next != nil {
 			if ctx.Err() != nil {
 				// The next request's answer holds bytes of a stretch nobody else asks
-				// for, on their way: keep them too, as for the body in hand.
+				// for, on their way: keep them too, as for the body in hand. An answer
+				// here already is taken even when the grace is over (what it holds is
+				// kept; see drainWait).
+				var o opened
+				got := false
 				select {
-				case o := <-next.done:
+				case o = <-next.done:
+					got = true
+				default:
+					select {
+					case o = <-next.done:
+						got = true
+					case <-rctx.Done():
+					}
+				}
+				if got {
 					if o.err == nil && !o.whole {
 						p.pos.Store(next.r.Start)
 						p.end.Store(next.r.End)
@@ -772,7 +785,6 @@ func (p *part) receive(ctx context.Context) error {
 						o.body.Close()
 					}
 					next = nil
-				case <-rctx.Done():
 				}
 			}
 			if next != nil {
@@ -920,13 +932,13 @@ func (p *part) receive(ctx context.Context) error {
 		if rerr == nil {
 			continue
 		}
+		if ctx.Err() != nil {
+			return ctx.Err() // the body is settled, not closed yet (see the deferred settle)
+		}
 		body.Close()
 		body = nil
 		if errors.Is(rerr, io.EOF) && p.pos.Load() >= p.end.Load() {
 			continue
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
 		}
 		if errors.Is(rerr, io.EOF) {
 			rerr = fmt.Errorf("body ended at byte %d of %d: %w", p.pos.Load(), p.end.Load(), io.ErrUnexpectedEOF)
@@ -943,19 +955,28 @@ func (p *part) receive(ctx context.Context) error {
 // keep as it comes (see keep). Nothing more is asked for: these are bytes the server
 // is sending anyway, and a request closed before its end throws away what is on its
 // way (a round trip's worth of the link: in the sockets, in HTTP/2 windows) and costs
-// the next pull as much again. With a grace of 0 it reads nothing more.
+// the next pull as much again. With a grace of 0 it reads nothing more from the
+// network. Once the grace is over it still takes what the body holds already (see
+// drainWait).
 func (p *part) settle(rctx context.Context, body io.Reader) {
 	x := p.x
+	ctx, over := rctx, false
 	for {
 		pos, end := p.pos.Load(), p.end.Load()
-		if pos >= end || rctx.Err() != nil {
+		if pos >= end {
 			return
 		}
-		b := x.settleBlock(rctx, p)
+		if !over && rctx.Err() != nil {
+			var cancel context.CancelFunc
+			ctx, cancel = drainCtx()
+			defer cancel()
+			over = true
+		}
+		b := x.settleBlock(rctx, p) // once rctx is done: only where there is room at once
 		if b == nil {
 			return
 		}
-		n, err := readFull(rctx, body, b[:min(blockSize-pos%blockSize, end-pos)])
+		n, err := readFull(ctx, body, b[:min(blockSize-pos%blockSize, end-pos)])
 		if n > 0 {
 			x.deliver(p, pos, b[:n]) // taken even though the transfer has stopped
 			p.pos.Add(int64(n))
@@ -964,10 +985,25 @@ func (p *part) settle(rctx context.Context, body io.Reader) {
 			x.putBlock(p, b)
 			x.mu.Unlock()
 		}
-		if err != nil {
-			return
+		if err != nil && (over || rctx.Err() == nil) {
+			return // the body ended, or what it held is taken
 		}
 	}
+}
+
+// drainWait bounds how long a request's body is read once its grace is over: long
+// enough to take what the body holds already in the process (Go's HTTP/2 client keeps
+// what a reset stream's window let in readable; reading it is a copy), short enough
+// that a body still trickling in, or one that ignores its ended request, is left at
+// once. A variable for the package's tests.
+var drainWait = 50 * time.Millisecond
+
+// drainCtx is the context of the reads of a body whose request ended with the grace:
+// what they give was sent by the server and is in the process already, kept rather
+// than thrown away (a Fetcher's body ends its reads once its request's context is
+// done, so they do not wait for the network).
+func drainCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), drainWait)
 }
 
 // settleBlock is getBlock for settle: it waits for room as getBlock does, though the
