@@ -49,6 +49,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pullkit/pullkit/bench/internal/loopback"
@@ -92,6 +93,13 @@ func main() {
 		h = frontHandler(proxy, base, *ttl, *opaque)
 	default:
 		h = proxy
+	}
+	if p := os.Getenv("TLSFRONT_LOG"); p != "" {
+		role := "front"
+		if *serveCDN {
+			role = "cdn"
+		}
+		h = logged(h, p, role)
 	}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -223,4 +231,52 @@ func writeCA(dir string) error {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "tlsfront:", err)
 	os.Exit(2)
+}
+
+// logged logs every request h answers to the file path (appended; TLSFRONT_LOG, for
+// finding which stretch of a blob went twice): when it started, role, protocol, the
+// blob's digest (12 hex digits), Range, status, the body bytes written, and how long it
+// took.
+func logged(h http.Handler, path, role string) http.Handler {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		fail(err)
+	}
+	var mu sync.Mutex
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := time.Now()
+		cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(cw, r)
+		d := r.URL.Path
+		if i := strings.LastIndex(d, "sha256:"); i >= 0 && len(d) >= i+19 {
+			d = d[i+7 : i+19]
+		}
+		mu.Lock()
+		fmt.Fprintf(f, "%s %s %s %s range=%q status=%d bytes=%d took=%v\n", t.Format("15:04:05.000"), role, r.Proto, d, r.Header.Get("Range"), cw.status, cw.n, time.Since(t).Round(time.Millisecond))
+		mu.Unlock()
+	})
+}
+
+// countingWriter counts the body bytes written and keeps the status.
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	c.status = code
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
