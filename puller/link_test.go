@@ -2,6 +2,7 @@ package puller
 
 import (
 	"errors"
+	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -226,23 +227,30 @@ func TestLaneWindowsBounded(t *testing.T) {
 	}
 }
 
-// TestFirstLaneIsProfiles: a host's first lane is its profile's own transport, whose
-// connection the manifest came over (no new handshake for the first blob request), with
-// a lane's windows at most; the lanes after it are transports of their own.
-func TestFirstLaneIsProfiles(t *testing.T) {
+// newLink makes a client and returns, for host (host:port), its profile, the
+// profile's own transport and the host's link.
+func newLink(t *testing.T, host string) (*Client, *hostProfile, *http.Transport, *hostLink) {
+	t.Helper()
 	c, err := New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := c.hostProfile("reg.example:443")
+	p := c.hostProfile(host)
 	own, err := c.route.base(p)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, p, own, c.link(host)
+}
+
+// TestFirstLaneIsProfiles: a host's first lane is its profile's own transport, whose
+// connection the manifest came over (no new handshake for the first blob request), with
+// a lane's windows at most; the lanes after it are transports of their own.
+func TestFirstLaneIsProfiles(t *testing.T) {
+	c, p, own, hl := newLink(t, "reg.example:443")
 	if h := own.HTTP2; h == nil || h.MaxReceiveBufferPerStream > laneWindows/maxLanes || h.MaxReceiveBufferPerConnection > laneWindows/maxLanes || h.MaxReceiveBufferPerConnection < 64<<10 {
 		t.Fatalf("the profile's transport has windows %+v, want a lane's (at most %d)", h, laneWindows/maxLanes)
 	}
-	hl := c.link("reg.example:443")
 	a, b := new(int), new(int)
 	first, err := hl.acquire(c.route, p, own, a)
 	if err != nil {
@@ -273,16 +281,7 @@ func TestFirstLaneIsProfiles(t *testing.T) {
 // host is known to speak HTTP/1.1, for their open connections; with none idle a request
 // goes to the profile's transport, and no lane is added.
 func TestH1HostKeepsEarlyLanes(t *testing.T) {
-	c, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := c.hostProfile("cdn.example:443")
-	own, err := c.route.base(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hl := c.link("cdn.example:443")
+	c, p, own, hl := newLink(t, "cdn.example:443")
 	var early []*lane
 	for range 3 { // before any answer: a lane each
 		ln, err := hl.acquire(c.route, p, own, new(int))

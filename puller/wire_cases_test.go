@@ -329,15 +329,7 @@ func TestHTTP2FallsBackToHTTP1(t *testing.T) {
 					return false
 				}
 			}
-			s.StartTLS()
-			t.Cleanup(s.Close)
-			w.regSrv = s
-			c := w.client(t)
-			st := store.NewMemory()
-			if err := w.pull(t, c, t.Context(), st); err != nil {
-				t.Fatal(err)
-			}
-			w.checkLayers(t, st)
+			c := w.pullOverTLS(t, s)
 			hl := c.link(canonicalHostOf("https", strings.TrimPrefix(s.URL, "https://")))
 			if !hl.h1 || !strings.Contains(hl.h1Why, tc.why) {
 				t.Errorf("the host's link: HTTP/1.1 only %v (%q), want it after %s", hl.h1, hl.h1Why, tc.why)
@@ -450,15 +442,7 @@ func TestTLSSessionsResumed(t *testing.T) {
 				}
 				return nil
 			}}
-			s.StartTLS()
-			t.Cleanup(s.Close)
-			w.regSrv = s
-			c := w.client(t)
-			st := store.NewMemory()
-			if err := w.pull(t, c, context.Background(), st); err != nil {
-				t.Fatal(err)
-			}
-			w.checkLayers(t, st)
+			w.pullOverTLS(t, s)
 			mu.Lock()
 			defer mu.Unlock()
 			if full != 1 || resumed < 1 {

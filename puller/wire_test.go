@@ -355,6 +355,23 @@ func (w *wire) pull(t *testing.T, c *Client, ctx context.Context, st store.Store
 	return err
 }
 
+// pullOverTLS starts s, a TLS server the test set up in front of the wire's registry,
+// as the registry, and pulls the image through a client of the wire into a new memory
+// store, failing t unless every layer arrived. It returns the client.
+func (w *wire) pullOverTLS(t *testing.T, s *httptest.Server) *Client {
+	t.Helper()
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	w.regSrv = s
+	c := w.client(t)
+	st := store.NewMemory()
+	if err := w.pull(t, c, t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	w.checkLayers(t, st)
+	return c
+}
+
 // checkLayers fails t unless st holds every layer of the image.
 func (w *wire) checkLayers(t *testing.T, st store.Store) {
 	t.Helper()
