@@ -246,14 +246,27 @@ func logged(h http.Handler, path, role string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t := time.Now()
 		cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
+		// Logged in a defer: the registry's proxy aborts its handler with a panic
+		// (http.ErrAbortHandler) when the client goes away mid-body, and a request
+		// cut short is what the log is for.
+		defer func() {
+			v := recover()
+			end := ""
+			if v != nil {
+				end = " aborted"
+			}
+			d := r.URL.Path
+			if i := strings.LastIndex(d, "sha256:"); i >= 0 && len(d) >= i+19 {
+				d = d[i+7 : i+19]
+			}
+			mu.Lock()
+			fmt.Fprintf(f, "%s %s %s %s range=%q status=%d bytes=%d took=%v%s\n", t.Format("15:04:05.000"), role, r.Proto, d, r.Header.Get("Range"), cw.status, cw.n, time.Since(t).Round(time.Millisecond), end)
+			mu.Unlock()
+			if v != nil {
+				panic(v)
+			}
+		}()
 		h.ServeHTTP(cw, r)
-		d := r.URL.Path
-		if i := strings.LastIndex(d, "sha256:"); i >= 0 && len(d) >= i+19 {
-			d = d[i+7 : i+19]
-		}
-		mu.Lock()
-		fmt.Fprintf(f, "%s %s %s %s range=%q status=%d bytes=%d took=%v\n", t.Format("15:04:05.000"), role, r.Proto, d, r.Header.Get("Range"), cw.status, cw.n, time.Since(t).Round(time.Millisecond))
-		mu.Unlock()
 	})
 }
 
