@@ -31,6 +31,9 @@ import (
 // holds the command line as a JSON array.
 const killChildArgs = "PULLKIT_PULL_CHILD_ARGS"
 
+// childSameSignal, when set (a duration), is the child's sameSignal.
+const childSameSignal = "PULLKIT_PULL_CHILD_SAME_SIGNAL"
+
 // TestKillHelperProcess is not a test: run by TestKillResume in a child process with
 // killChildArgs set, it is the pull command.
 func TestKillHelperProcess(t *testing.T) {
@@ -42,6 +45,14 @@ func TestKillHelperProcess(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &args); err != nil {
 		fmt.Fprintln(os.Stderr, "bad", killChildArgs, err)
 		os.Exit(3)
+	}
+	if v, ok := os.LookupEnv(childSameSignal); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bad", childSameSignal, err)
+			os.Exit(3)
+		}
+		sameSignal = d
 	}
 	os.Exit(run(args, os.Stdout, os.Stderr))
 }

@@ -288,8 +288,17 @@ func signalName(sig os.Signal) string {
 	return sig.String()
 }
 
+// sameSignal is how long after the first SIGINT or SIGTERM another one is taken as the
+// same interrupt delivered twice, not a second one. timeout(1) signals the command and
+// then its process group, and kill -- -PGID with a shell that forwards does the same, a
+// few microseconds apart; when the second lands after the handler has run, it would end
+// the pull without its grace and lose what it was receiving. A person's second Ctrl-C
+// comes later than this.
+var sameSignal = 200 * time.Millisecond
+
 // withSignals returns a context cancelled, with an *interrupted cause, by the first
-// SIGINT or SIGTERM; a second one ends the process at once, as if no handler were set.
+// SIGINT or SIGTERM; a second one ends the process at once, as if no handler were set,
+// unless it comes within sameSignal of the first (then it is the same interrupt).
 func withSignals() (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	sigs := make(chan os.Signal, 1)
@@ -298,9 +307,21 @@ func withSignals() (context.Context, func()) {
 	go func() {
 		select {
 		case s := <-sigs:
-			signal.Reset(os.Interrupt, syscall.SIGTERM)
 			cancel(&interrupted{s})
 		case <-done:
+			return
+		}
+		same := time.NewTimer(sameSignal)
+		defer same.Stop()
+		for {
+			select {
+			case <-sigs: // the first one delivered again
+			case <-same.C:
+				signal.Reset(os.Interrupt, syscall.SIGTERM)
+				return
+			case <-done:
+				return
+			}
 		}
 	}()
 	return ctx, func() {

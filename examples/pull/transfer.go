@@ -24,7 +24,7 @@ func (t *transferFlags) register(fs interface {
 }) {
 	fs.BoolVar(&t.ranges, "ranges", true, "fetch a large blob in parallel ranges when its one stream is what limits it; false: one request per blob, resumed from where it stopped")
 	fs.IntVar(&t.conns, "conns-per-host", 0, "at most `N` blob requests in flight to any one host (0: no cap of its own, --jobs bounds them)")
-	fs.DurationVar(&t.grace, "cancel-grace", layers.DefaultCancelGrace, "once interrupted (SIGINT, SIGTERM), read the answers already on their way for at most `DURATION`, kept for the next pull; a second signal stops at once")
+	fs.DurationVar(&t.grace, "cancel-grace", layers.DefaultCancelGrace, fmt.Sprintf("once interrupted (SIGINT, SIGTERM), read the answers already on their way for at most `DURATION`, kept for the next pull; a second signal stops at once, unless within %v of the first (the same one delivered twice)", sameSignal))
 }
 
 // check returns what is wrong with the flags, or "".
