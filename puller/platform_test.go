@@ -215,3 +215,42 @@ func opOf(err error) string {
 	}
 	return ""
 }
+
+// TestResolveLearnsAnUntypedEntry: an index entry without a mediaType is one Choose takes
+// and Pull pulls; Resolve fetches it by digest to learn what it is, so that it names an
+// image manifest's media type (or goes on into a nested index), as Pull's model does. A
+// fuzzed index found it naming the empty media type.
+func TestResolveLearnsAnUntypedEntry(t *testing.T) {
+	reg := pullkittest.NewRegistry(t)
+	host := platforms.Default()
+	img := reg.PushImage("untyped", "img", pullkittest.Schema2, pullkittest.Platform(host), pullkittest.Layers(1, 64))
+	entry := img.Descriptor()
+	entry.MediaType = ""
+	entry.Platform = &host
+	outer, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": manifest.MediaTypeOCIIndex, "manifests": []manifest.Descriptor{entry}})
+	reg.PutManifest("untyped", "v1", manifest.MediaTypeOCIIndex, outer)
+	inner := manifest.Descriptor{MediaType: "", Digest: digest.FromBytes(outer), Size: int64(len(outer)), Platform: &host}
+	nested, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": manifest.MediaTypeOCIIndex, "manifests": []manifest.Descriptor{inner}})
+	reg.PutManifest("untyped", "nested", manifest.MediaTypeOCIIndex, nested)
+
+	c := newClient(t)
+	for _, tag := range []string{"v1", "nested"} {
+		t.Run(tag, func(t *testing.T) {
+			ref := reg.Ref("untyped:" + tag)
+			res, err := c.Resolve(t.Context(), ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Manifest.MediaType != manifest.MediaTypeDockerSchema2 || res.Manifest.Digest != img.Digest {
+				t.Errorf("Resolve named %s (%q), want %s (%q)", res.Manifest.Digest, res.Manifest.MediaType, img.Digest, manifest.MediaTypeDockerSchema2)
+			}
+			pulled, err := c.Pull(t.Context(), ref, store.NewMemory())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pulled.Manifest.Digest != res.Manifest.Digest {
+				t.Errorf("Resolve chose %s, Pull pulled %s", res.Manifest.Digest, pulled.Manifest.Digest)
+			}
+		})
+	}
+}

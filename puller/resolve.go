@@ -242,6 +242,23 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoin
 			return res, pullkit.Wrap("", pullkit.OpChoosePlatform, "", err)
 		}
 		res.Manifest = d
+		if d.MediaType == "" {
+			// An entry that does not say what it is (Choose takes it, as Pull does): one
+			// verified GET by its digest tells, so that what Resolve names is what Pull
+			// would pull.
+			m, err := ep.manifestByDigest(ctx, d.Digest)
+			if err != nil {
+				return res, pullkit.WrapDetail("", pullkit.OpFetchManifest, "(an index entry without a media type)", d.Digest, err)
+			}
+			res.Manifest.MediaType = m.MediaType
+			if m.Kind == manifest.KindIndex {
+				idx = m
+				continue
+			}
+			image = m
+			check = d.Platform == nil
+			break
+		}
 		if !isIndexType(d.MediaType) {
 			check = d.Platform == nil
 			break
