@@ -132,9 +132,10 @@ ctr_clean() { # ref: remove the image, its content and snapshots, synchronously
   [ "$left" -eq 0 ] || echo "warning: $left blobs left in containerd's store after removing $1" >&2
 }
 
-# The blob bodies the fronts served (bench/tlsfront logs every request to $reqlog): what
-# bytes_x counts less the HTTP around them (status lines, headers, redirects, the
-# manifest, TLS, HTTP/2 frames). Only where a front stands: TLS wires, or the CDN.
+# The blob bodies the fronts wrote (bench/tlsfront logs every request to $reqlog): the
+# blob bytes the registry or CDN sent, without the HTTP around them (headers, redirects,
+# the manifest, TLS, HTTP/2 frames), and more than arrived when a client closed a request
+# before its end. Only where a front stands: TLS wires, or the CDN.
 reqlog=${TLSFRONT_LOG:-$work/requests.log}
 export TLSFRONT_LOG=$reqlog
 reqlog_lines() { if [ -f "$reqlog" ]; then wc -l <"$reqlog"; else echo 0; fi; }
