@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"os/exec"
 	"syscall"
@@ -20,23 +21,8 @@ import (
 // when the first was handled: a pull that waited for its grace would end neither by
 // the signal nor within the minute that bounds the wait.
 func TestSecondInterruptStopsAtOnce(t *testing.T) {
-	reg := pullkittest.NewRegistry(t)
-	img := reg.PushImage("big", "v1", pullkittest.OCI, pullkittest.Layers(1, 4<<20))
-	big := img.Layers[0]
-	reg.Inject(&pullkittest.Rule{Match: pullkittest.Match{Method: http.MethodGet, Route: pullkittest.RouteBlob, Ref: big.Digest.String()},
-		Fault: pullkittest.StallAfter(1<<20, 2*time.Minute)})
-	var out, errOut bytes.Buffer
-	cmd := pullChild(t, &out, &errOut, "--cancel-grace", "1h", "--output", t.TempDir(), reg.Ref("big:v1"))
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	deadline := time.Now().Add(time.Minute) // bounds that only catch a hang
-	for !served(reg, big.Digest.String()) {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatal("the layer was never asked for")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var errOut bytes.Buffer
+	cmd, exited, deadline := stalledPull(t, &errOut, nil, "1h")
 	var err error
 wait:
 	for {
@@ -66,6 +52,37 @@ wait:
 	}
 }
 
+// stalledPull starts the CLI in a child process (env added to its environment) on an
+// image whose one 4 MiB layer stalls for two minutes after its first MiB, with
+// --cancel-grace grace, and returns once the layer was asked for: the command, a
+// channel that gets its Wait's result, and the deadline (a minute) that only catches a
+// hang.
+func stalledPull(t *testing.T, stderr io.Writer, env []string, grace string) (*exec.Cmd, chan error, time.Time) {
+	t.Helper()
+	reg := pullkittest.NewRegistry(t)
+	img := reg.PushImage("big", "v1", pullkittest.OCI, pullkittest.Layers(1, 4<<20))
+	big := img.Layers[0]
+	reg.Inject(&pullkittest.Rule{Match: pullkittest.Match{Method: http.MethodGet, Route: pullkittest.RouteBlob, Ref: big.Digest.String()},
+		Fault: pullkittest.StallAfter(1<<20, 2*time.Minute)})
+	cmd := childCommand(t, "--cancel-grace", grace, "--output", t.TempDir(), reg.Ref("big:v1"))
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stdout, cmd.Stderr = io.Discard, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(time.Minute)
+	for !served(reg, big.Digest.String()) {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatal("the layer was never asked for")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cmd, exited, deadline
+}
+
 // served reports whether reg was asked for the blob ref.
 func served(reg *pullkittest.Registry, ref string) bool {
 	for _, r := range reg.Requests() {
@@ -84,28 +101,8 @@ func served(reg *pullkittest.Registry, ref string) bool {
 // surely been handled) falls in it however slow the machine is; with no window (the
 // code before), it ended the pull by the signal.
 func TestInterruptDeliveredTwice(t *testing.T) {
-	reg := pullkittest.NewRegistry(t)
-	img := reg.PushImage("big", "v1", pullkittest.OCI, pullkittest.Layers(1, 4<<20))
-	big := img.Layers[0]
-	reg.Inject(&pullkittest.Rule{Match: pullkittest.Match{Method: http.MethodGet, Route: pullkittest.RouteBlob, Ref: big.Digest.String()},
-		Fault: pullkittest.StallAfter(1<<20, 2*time.Minute)})
-	var out, errOut bytes.Buffer
-	cmd := childCommand(t, "--cancel-grace", "2s", "--output", t.TempDir(), reg.Ref("big:v1"))
-	cmd.Env = append(cmd.Env, childSameSignal+"=1h")
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	deadline := time.Now().Add(time.Minute) // bounds that only catch a hang
-	for !served(reg, big.Digest.String()) {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatal("the layer was never asked for")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var errOut bytes.Buffer
+	cmd, exited, _ := stalledPull(t, &errOut, []string{childSameSignal + "=1h"}, "2s")
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	time.Sleep(100 * time.Millisecond) // not a verdict: only makes the old code's failure likely
 	_ = cmd.Process.Signal(syscall.SIGINT)
