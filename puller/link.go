@@ -44,9 +44,10 @@ import (
 //
 // maxLanes is twice the transfer's default requests in flight (layers.DefaultJobs, 16):
 // each of them with its next one overlapping its end; it is also the most requests a
-// transfer keeps in flight by default, tiny blobs' included (layers.DefaultTinyJobs). With one lane per request in flight, and the next
-// request on the lane its stream's last request was leaving (as this did before), a
-// stream's two answers shared one capped connection, and 1 x 256 MiB over HTTP/2
+// transfer keeps in flight by default, tiny blobs' included (layers.DefaultTinyJobs).
+// With one lane per request in flight, and the next request on the lane its stream's
+// last request was leaving (as this did before), a stream's two answers shared one
+// capped connection, and 1 x 256 MiB over HTTP/2
 // through a 5 MB/s-per-connection, 100 ms link took 5.1 s against 3.9 s over HTTP/1.1
 // (bench/wan.sh, profile B); with a lane for each, 4.3 s.
 const maxLanes = 32
@@ -203,10 +204,10 @@ func (hl *hostLink) fallback(why string) {
 // acquire picks the lane for a blob request of stream id (nil: none): see pickLane. A
 // host known to speak HTTP/1.1 needs none (nil): its transport opens a connection per
 // request in flight by itself; an idle lane opened before the protocol was known is
-// taken first, for its open connection. A host's first lane is own, the profile's transport (when
-// given): the manifest and the config came over its connection, so the first blob
-// request does not wait for a new connection's handshakes (two round trips with TLS),
-// and the transfer judges its stream, and splits, that much sooner.
+// taken first, for its open connection. A host's first lane is own, the profile's
+// transport (when given): the manifest and the config came over its connection, so the
+// first blob request does not wait for a new connection's handshakes (two round trips
+// with TLS), and the transfer judges its stream, and splits, that much sooner.
 func (hl *hostLink) acquire(rt *routeTransport, p *hostProfile, own *http.Transport, id any) (*lane, error) {
 	hl.mu.Lock()
 	defer hl.mu.Unlock()

@@ -242,30 +242,29 @@ func (c *Client) resolveOn(ctx context.Context, ep *endpoint, content []*endpoin
 			return res, pullkit.Wrap("", pullkit.OpChoosePlatform, "", err)
 		}
 		res.Manifest = d
-		if d.MediaType == "" {
-			// An entry that does not say what it is (Choose takes it, as Pull does): one
-			// verified GET by its digest tells, so that what Resolve names is what Pull
-			// would pull.
-			m, err := ep.manifestByDigest(ctx, d.Digest)
-			if err != nil {
-				return res, pullkit.WrapDetail("", pullkit.OpFetchManifest, "(an index entry without a media type)", d.Digest, err)
-			}
+		// An entry that does not say what it is (Choose takes it, as Pull does) is
+		// fetched as a nested index is: one verified GET by its digest tells, so that
+		// what Resolve names is what Pull would pull.
+		untyped := d.MediaType == ""
+		if !untyped && !isIndexType(d.MediaType) {
+			check = d.Platform == nil
+			break
+		}
+		detail := "(an index in an index)"
+		if untyped {
+			detail = "(an index entry without a media type)"
+		}
+		m, err := ep.manifestByDigest(ctx, d.Digest)
+		if err != nil {
+			return res, pullkit.WrapDetail("", pullkit.OpFetchManifest, detail, d.Digest, err)
+		}
+		if untyped && m.Kind == manifest.KindImage {
 			res.Manifest.MediaType = m.MediaType
-			if m.Kind == manifest.KindIndex {
-				idx = m
-				continue
-			}
 			image = m
 			check = d.Platform == nil
 			break
 		}
-		if !isIndexType(d.MediaType) {
-			check = d.Platform == nil
-			break
-		}
-		if idx, err = ep.manifestByDigest(ctx, d.Digest); err != nil {
-			return res, pullkit.WrapDetail("", pullkit.OpFetchManifest, "(an index in an index)", d.Digest, err)
-		}
+		idx = m
 	}
 	if err := verify(res); err != nil {
 		return res, err
